@@ -1,0 +1,68 @@
+// Package backends defines the storage a shard lands on: one small Backend
+// interface for opaque keys and values, the typed errors callers branch on,
+// and the Spec that names a backend in the config. Implementations live in
+// sub-packages (local, zdb, s3); decorators (faulty, deadline) wrap any of
+// them; backendtest is the one conformance suite they all run.
+//
+// Backends know nothing of stripes: a key is an opaque string and a value an
+// opaque byte slice.
+package backends
+
+import (
+	"context"
+	"time"
+)
+
+// Backend stores opaque values under opaque keys.
+//
+// Contracts every implementation keeps (backendtest checks them):
+//   - Keys are 1..200 bytes of [A-Za-z0-9._-/]; no key is ever both a value
+//     and a prefix of another key followed by '/'. Callers keep to that so
+//     file-path based servers (local, versitygw) work.
+//   - Put is atomic: after a crash a key holds the old value, the new one, or
+//     nothing; never a partial value. Put of an existing key replaces it.
+//   - Get of a missing key returns an error matching ErrNotFound.
+//   - Delete of a missing key returns nil (idempotent).
+//   - Every call honours ctx: when ctx is done the call returns promptly with
+//     an error matching ErrUnavailable (and ctx.Err()).
+//   - Errors are *Error values wrapping one of the sentinel kinds below; they
+//     name the backend and key and never contain a password or secret.
+//   - Safe for concurrent use.
+type Backend interface {
+	// Name is the backend's unique name in the store (from its Spec).
+	Name() string
+	// Put stores value under key, replacing any old value.
+	Put(ctx context.Context, key string, value []byte) error
+	// Get returns the whole value stored under key.
+	Get(ctx context.Context, key string) ([]byte, error)
+	// GetRange returns length bytes of the value starting at off. A range
+	// past the end is truncated to the value; off beyond the end gives an
+	// empty slice.
+	GetRange(ctx context.Context, key string, off, length int64) ([]byte, error)
+	// Stat returns the size of the value stored under key, or ErrNotFound.
+	Stat(ctx context.Context, key string) (int64, error)
+	// Delete removes key. A missing key is not an error.
+	Delete(ctx context.Context, key string) error
+	// List calls fn for every key that starts with prefix, in no particular
+	// order. Returning an error from fn stops the walk and List returns it.
+	List(ctx context.Context, prefix string, fn func(key string, size int64) error) error
+	// Probe checks that the backend answers and reports its capacity.
+	Probe(ctx context.Context) (ProbeResult, error)
+	// Close releases connections; the Backend is unusable afterwards.
+	Close() error
+}
+
+// ProbeResult is what one Probe saw.
+type ProbeResult struct {
+	Latency  time.Duration
+	Capacity Capacity
+}
+
+// Capacity in bytes. Known is false when the store cannot say (S3 without a
+// configured quota); then Used, Limit and Free are zero.
+type Capacity struct {
+	Known bool  `json:"known"`
+	Used  int64 `json:"used"`
+	Limit int64 `json:"limit"`
+	Free  int64 `json:"free"`
+}

@@ -1,0 +1,109 @@
+package backends
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+)
+
+// Kinds of backend.
+const (
+	KindLocal = "local"
+	KindZDB   = "zdb"
+	KindS3    = "s3"
+)
+
+// Spec describes one backend. It round-trips through TOML and JSON. It never
+// holds a secret itself: SecretRef names an entry in the secret store (a
+// 0600 file), which Open resolves.
+type Spec struct {
+	Name string `toml:"name" json:"name"`
+	Kind string `toml:"kind" json:"kind"`
+	// Path is the directory of a local backend.
+	Path string `toml:"path,omitempty" json:"path,omitempty"`
+	// Address is host:port of a zdb server or the endpoint of an S3 server.
+	Address string `toml:"address,omitempty" json:"address,omitempty"`
+	// Namespace is the 0-db namespace.
+	Namespace string `toml:"namespace,omitempty" json:"namespace,omitempty"`
+	// Bucket and Prefix place an S3 backend's keys.
+	Bucket string `toml:"bucket,omitempty" json:"bucket,omitempty"`
+	Prefix string `toml:"prefix,omitempty" json:"prefix,omitempty"`
+	Region string `toml:"region,omitempty" json:"region,omitempty"`
+	TLS    bool   `toml:"tls,omitempty" json:"tls,omitempty"`
+	// AccessKey is the S3 access key id (not a secret by itself).
+	AccessKey string `toml:"access_key,omitempty" json:"access_key,omitempty"`
+	// SecretRef names the secret-store entry holding the zdb namespace
+	// password or the S3 secret key.
+	SecretRef string `toml:"secret_ref,omitempty" json:"secret_ref,omitempty"`
+	// Quota in bytes, 0 = none; used for capacity where the store cannot
+	// say, and enforced by local.
+	Quota int64 `toml:"quota,omitempty" json:"quota,omitempty"`
+	// Failure-domain labels.
+	Node string `toml:"node,omitempty" json:"node,omitempty"`
+	Farm string `toml:"farm,omitempty" json:"farm,omitempty"`
+	// Spare backends receive shards only as rebuild or retry targets.
+	Spare bool `toml:"spare,omitempty" json:"spare,omitempty"`
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Validate reports the first thing wrong with the spec, naming the field.
+func (s Spec) Validate() error {
+	if !nameRE.MatchString(s.Name) {
+		return fmt.Errorf("backend name %q: must be 1-64 of [A-Za-z0-9._-], starting with a letter or digit", s.Name)
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("backend %s: %s", s.Name, fmt.Sprintf(format, args...))
+	}
+	switch s.Kind {
+	case KindLocal:
+		if s.Path == "" {
+			return bad("kind local needs path")
+		}
+	case KindZDB:
+		if s.Address == "" {
+			return bad("kind zdb needs address (host:port)")
+		}
+		if s.Namespace == "" {
+			return bad("kind zdb needs namespace")
+		}
+	case KindS3:
+		if s.Address == "" {
+			return bad("kind s3 needs address (endpoint host:port)")
+		}
+		if s.Bucket == "" {
+			return bad("kind s3 needs bucket")
+		}
+	case "":
+		return bad("kind is missing (local, zdb or s3)")
+	default:
+		return bad("unknown kind %q (local, zdb or s3)", s.Kind)
+	}
+	if s.Quota < 0 {
+		return bad("quota %d is negative", s.Quota)
+	}
+	return nil
+}
+
+// Domain returns the backend's failure domain at level "node" or "farm".
+// A backend without the label is its own domain (its name).
+func (s Spec) Domain(level string) string {
+	switch level {
+	case "farm":
+		if s.Farm != "" {
+			return "farm:" + s.Farm
+		}
+	default:
+		if s.Node != "" {
+			return "node:" + s.Node
+		}
+	}
+	return "backend:" + s.Name
+}
+
+// SecretLookup resolves a SecretRef to the secret. It returns an error that
+// names the ref (never the secret) when the ref is unknown.
+type SecretLookup func(ref string) (string, error)
+
+// ErrNoSecret is returned by a SecretLookup for an unknown ref.
+var ErrNoSecret = errors.New("secret not found")
