@@ -1,0 +1,277 @@
+package shardio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/healstore/healstore/backends"
+)
+
+// FetchRequest names the shards of one stripe and how many are needed.
+type FetchRequest struct {
+	Stripe [16]byte
+	// Locs has one entry per shard index (k+m). A Loc with Backend == ""
+	// is a shard known to be missing.
+	Locs []Loc
+	// Need is the number of verified shards to gather: k to decode or
+	// rebuild, len(Locs) to read every shard (a deep scrub).
+	Need int
+	// Prefer lists indices to fetch first, in order; the rest follow in
+	// index order. Leave it nil to prefer the data shards 0..k-1 (indices
+	// are in order anyway), so a healthy stripe decodes with no
+	// reconstruction.
+	Prefer []int
+	// Verify checks one fetched shard against sum (the metastore's
+	// checksum of the full shard); a non-nil error marks the shard corrupt.
+	// encoder.Codec.VerifyShard fits, bound to the stripe id. Required:
+	// every shard read is verified against the metastore (invariant 3).
+	Verify func(index int, shard, sum []byte) error
+	// HedgeAfter: when no shard has arrived for this long while requests
+	// are outstanding, one more shard is requested. 0 disables hedging.
+	HedgeAfter time.Duration
+	// OnError, when set, hears every failed backend call, for the monitor.
+	// Not-found answers are reported too (they mean lost data).
+	OnError func(backend string, err error)
+}
+
+// FetchResult is what one Fetch found.
+type FetchResult struct {
+	// Shards has one entry per index: the verified shard, or nil when it
+	// was not fetched, missing, unreachable or corrupt.
+	Shards [][]byte
+	// Good counts the verified shards in Shards.
+	Good int
+	// Missing: indices with no location, or whose backend answered not
+	// found. The shard is lost.
+	Missing []int
+	// Unreachable: indices whose backend failed or is not open. The shard
+	// may come back with its backend.
+	Unreachable []int
+	// Corrupt: indices whose shard failed verification.
+	Corrupt []int
+	// Errs holds the error for every index in Missing, Unreachable and
+	// Corrupt (nil for a location already known missing).
+	Errs map[int]error
+	// Hedges counts requests sent beyond Need because one lagged.
+	Hedges int
+}
+
+// Short reports whether the fetch found any shard missing or corrupt:
+// the stripe needs a repair (unreachable shards may still come back; the
+// caller's view of backend state decides about those).
+func (r *FetchResult) Short() bool { return len(r.Missing) > 0 || len(r.Corrupt) > 0 }
+
+// ErrTooFewShards is matched (errors.Is) by *TooFewError.
+var ErrTooFewShards = errors.New("too few shards")
+
+// TooFewError: fewer than Need verified shards could be fetched.
+type TooFewError struct {
+	Stripe      [16]byte
+	Need, Got   int
+	Missing     []int
+	Unreachable []int
+	Corrupt     []int
+	Errs        map[int]error
+}
+
+func (e *TooFewError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "stripe %x: %d of %d needed shards readable", e.Stripe, e.Got, e.Need)
+	add := func(what string, idx []int) {
+		if len(idx) > 0 {
+			fmt.Fprintf(&b, "; %s %v", what, idx)
+		}
+	}
+	add("missing", e.Missing)
+	add("unreachable", e.Unreachable)
+	add("corrupt", e.Corrupt)
+	// Name the first cause so an operator sees which backend said what.
+	for _, i := range slices.Sorted(mapKeys(e.Errs)) {
+		if e.Errs[i] != nil {
+			fmt.Fprintf(&b, " (shard %d: %v)", i, e.Errs[i])
+			break
+		}
+	}
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrTooFewShards) true.
+func (e *TooFewError) Is(target error) bool { return target == ErrTooFewShards }
+
+func mapKeys(m map[int]error) func(func(int) bool) {
+	return func(yield func(int) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+type fetched struct {
+	index int
+	shard []byte
+	kind  int // 0 good, 1 missing, 2 unreachable, 3 corrupt
+	err   error
+}
+
+const (
+	kindGood = iota
+	kindMissing
+	kindUnreachable
+	kindCorrupt
+)
+
+// Fetch gathers req.Need verified shards of a stripe (see FetchRequest).
+// Requests go out req.Need at a time in preference order; each failure
+// sends a request for the next index; each HedgeAfter without progress
+// sends one extra. As soon as Need shards are verified the outstanding
+// requests are cancelled. It returns the result and, when fewer than Need
+// shards could be verified, a *TooFewError (the result is still filled in
+// so the caller can queue the repair). A ctx that ends returns ctx's error.
+func Fetch(ctx context.Context, pool Pool, req FetchRequest) (*FetchResult, error) {
+	if req.Verify == nil {
+		panic("shardio.Fetch: Verify is required")
+	}
+	n := len(req.Locs)
+	res := &FetchResult{Shards: make([][]byte, n), Errs: map[int]error{}}
+	if req.Need <= 0 {
+		return res, nil
+	}
+	if req.Need > n {
+		return res, &TooFewError{Stripe: req.Stripe, Need: req.Need, Got: 0}
+	}
+
+	// Order: preferred indices first, then the rest; known-missing
+	// locations are recorded at once and never requested.
+	order := make([]int, 0, n)
+	seen := make([]bool, n)
+	for _, i := range req.Prefer {
+		if i >= 0 && i < n && !seen[i] {
+			seen[i] = true
+			order = append(order, i)
+		}
+	}
+	for i := range n {
+		if !seen[i] {
+			order = append(order, i)
+		}
+	}
+	queue := order[:0:0]
+	for _, i := range order {
+		if req.Locs[i].Backend == "" {
+			res.Missing = append(res.Missing, i)
+			res.Errs[i] = nil
+			continue
+		}
+		queue = append(queue, i)
+	}
+
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan fetched, n) // buffered: late senders never block
+	inflight := 0
+	launch := func() bool {
+		if len(queue) == 0 {
+			return false
+		}
+		i := queue[0]
+		queue = queue[1:]
+		inflight++
+		go func() { results <- fetchOne(fctx, pool, req, i) }()
+		return true
+	}
+	for range req.Need {
+		if !launch() {
+			break
+		}
+	}
+
+	var hedge <-chan time.Time
+	var timer *time.Timer
+	if req.HedgeAfter > 0 {
+		timer = time.NewTimer(req.HedgeAfter)
+		defer timer.Stop()
+		hedge = timer.C
+	}
+	for inflight > 0 && res.Good < req.Need {
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-hedge:
+			if launch() {
+				res.Hedges++
+			}
+			timer.Reset(req.HedgeAfter)
+		case f := <-results:
+			inflight--
+			switch f.kind {
+			case kindGood:
+				res.Shards[f.index] = f.shard
+				res.Good++
+			case kindMissing:
+				res.Missing = append(res.Missing, f.index)
+				res.Errs[f.index] = f.err
+			case kindUnreachable:
+				res.Unreachable = append(res.Unreachable, f.index)
+				res.Errs[f.index] = f.err
+			case kindCorrupt:
+				res.Corrupt = append(res.Corrupt, f.index)
+				res.Errs[f.index] = f.err
+			}
+			if f.kind != kindGood && f.err != nil && req.OnError != nil && ctx.Err() == nil {
+				req.OnError(req.Locs[f.index].Backend, f.err)
+			}
+			// Keep enough requests outstanding to reach Need.
+			for res.Good+inflight < req.Need && launch() {
+			}
+			if timer != nil && f.kind == kindGood {
+				// Progress: the hedge clock restarts.
+				if !timer.Stop() {
+					select {
+					case <-timer.C:
+					default:
+					}
+				}
+				timer.Reset(req.HedgeAfter)
+			}
+		}
+	}
+	slices.Sort(res.Missing)
+	slices.Sort(res.Unreachable)
+	slices.Sort(res.Corrupt)
+	if res.Good < req.Need {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		return res, &TooFewError{Stripe: req.Stripe, Need: req.Need, Got: res.Good,
+			Missing: res.Missing, Unreachable: res.Unreachable, Corrupt: res.Corrupt, Errs: res.Errs}
+	}
+	return res, nil
+}
+
+func fetchOne(ctx context.Context, pool Pool, req FetchRequest, i int) fetched {
+	loc := req.Locs[i]
+	b, ok := pool.Backend(loc.Backend)
+	if !ok {
+		return fetched{index: i, kind: kindUnreachable,
+			err: backends.Errorf(loc.Backend, "get", loc.Key, backends.ErrUnavailable, "backend is not open")}
+	}
+	data, err := b.Get(ctx, loc.Key)
+	switch {
+	case err == nil:
+	case errors.Is(err, backends.ErrNotFound):
+		return fetched{index: i, kind: kindMissing, err: err}
+	default:
+		return fetched{index: i, kind: kindUnreachable, err: err}
+	}
+	if err := req.Verify(i, data, loc.Sum); err != nil {
+		return fetched{index: i, kind: kindCorrupt,
+			err: fmt.Errorf("shard %d on backend %s (%s): %w", i, loc.Backend, loc.Key, err)}
+	}
+	return fetched{index: i, shard: data, kind: kindGood}
+}

@@ -1,0 +1,394 @@
+package shardio
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/backends/placement"
+)
+
+// memBackend is an in-memory backend with switchable faults.
+type memBackend struct {
+	name string
+	mu   sync.Mutex
+	m    map[string][]byte
+	// faults
+	failPut bool
+	failGet bool
+	delay   time.Duration
+	gets    int
+}
+
+func newMem(name string) *memBackend { return &memBackend{name: name, m: map[string][]byte{}} }
+
+func (b *memBackend) Name() string { return b.name }
+func (b *memBackend) Put(ctx context.Context, key string, v []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.failPut {
+		return backends.Errorf(b.name, "put", key, backends.ErrUnavailable, "injected")
+	}
+	b.m[key] = bytes.Clone(v)
+	return nil
+}
+func (b *memBackend) Get(ctx context.Context, key string) ([]byte, error) {
+	b.mu.Lock()
+	b.gets++
+	d, fail := b.delay, b.failGet
+	v, ok := b.m[key]
+	b.mu.Unlock()
+	if d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return nil, backends.Wrap(b.name, "get", key, backends.ErrUnavailable, ctx.Err())
+		}
+	}
+	if fail {
+		return nil, backends.Errorf(b.name, "get", key, backends.ErrUnavailable, "injected")
+	}
+	if !ok {
+		return nil, backends.Errorf(b.name, "get", key, backends.ErrNotFound, "no such key")
+	}
+	return bytes.Clone(v), nil
+}
+func (b *memBackend) GetRange(ctx context.Context, key string, off, n int64) ([]byte, error) {
+	v, err := b.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	off = min(off, int64(len(v)))
+	return v[off:min(off+n, int64(len(v)))], nil
+}
+func (b *memBackend) Stat(ctx context.Context, key string) (int64, error) {
+	v, err := b.Get(ctx, key)
+	return int64(len(v)), err
+}
+func (b *memBackend) Delete(ctx context.Context, key string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.m, key)
+	return nil
+}
+func (b *memBackend) List(ctx context.Context, prefix string, fn func(string, int64) error) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k, v := range b.m {
+		if strings.HasPrefix(k, prefix) {
+			if err := fn(k, int64(len(v))); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+func (b *memBackend) Probe(ctx context.Context) (backends.ProbeResult, error) {
+	return backends.ProbeResult{}, nil
+}
+func (b *memBackend) Close() error { return nil }
+
+func TestShardKey(t *testing.T) {
+	var id [16]byte
+	for i := range id {
+		id[i] = byte(i * 17)
+	}
+	k := ShardKey(id, 13)
+	if k != "shards/00112233445566778899aabbccddeeff.13" {
+		t.Fatalf("key %q", k)
+	}
+	got, idx, ok := ParseShardKey(k)
+	if !ok || got != id || idx != 13 {
+		t.Fatalf("parse %q: %x %d %v", k, got, idx, ok)
+	}
+	for _, bad := range []string{"", "healstore-marker", "shards/", "shards/00112233445566778899aabbccddeeff",
+		"shards/00112233445566778899aabbccddeeff.", "shards/00112233445566778899aabbccddeeff.-1",
+		"shards/00112233445566778899aabbccddeeff.01", "shards/0011223344556677889Xaabbccddeeff.1",
+		"other/00112233445566778899aabbccddeeff.1"} {
+		if _, _, ok := ParseShardKey(bad); ok {
+			t.Errorf("ParseShardKey(%q) accepted", bad)
+		}
+	}
+}
+
+// cluster builds n memory backends b0..bn-1, each its own node, plus spares.
+func cluster(n, spares int) (MapPool, []placement.Candidate, []*memBackend) {
+	pool := MapPool{}
+	var cands []placement.Candidate
+	var mems []*memBackend
+	for i := range n + spares {
+		name := fmt.Sprintf("b%d", i)
+		m := newMem(name)
+		pool[name] = m
+		mems = append(mems, m)
+		cands = append(cands, placement.Candidate{Name: name, Domain: "node:" + name, Free: 1000, FreeKnown: true, Spare: i >= n})
+	}
+	return pool, cands, mems
+}
+
+func shardsOf(n int) ([][]byte, [][]byte) {
+	var shards, sums [][]byte
+	for i := range n {
+		s := bytes.Repeat([]byte{byte(i + 1)}, 100+i)
+		h := sha256.Sum256(s)
+		shards = append(shards, s)
+		sums = append(sums, h[:])
+	}
+	return shards, sums
+}
+
+func verify(i int, shard, sum []byte) error {
+	h := sha256.Sum256(shard)
+	if !bytes.Equal(h[:], sum) {
+		return fmt.Errorf("checksum mismatch")
+	}
+	return nil
+}
+
+func TestUploadRetriesOnSpareFirst(t *testing.T) {
+	pool, cands, mems := cluster(8, 1)
+	shards, _ := shardsOf(6)
+	targets := cands[:6]
+	mems[2].failPut = true
+	var mu sync.Mutex
+	var retried []string
+	res := Upload(context.Background(), pool, [16]byte{1}, shards, targets, UploadOptions{
+		Candidates: cands,
+		BeforeRetry: func(ctx context.Context, i int, b string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			retried = append(retried, fmt.Sprintf("%d:%s", i, b))
+			return nil
+		},
+	})
+	if res.Count() != 6 {
+		t.Fatalf("landed %d: %v %v", res.Count(), res.Landed, res.Errs)
+	}
+	if res.Landed[2] != "b8" {
+		t.Fatalf("shard 2 went to %s, want the spare b8", res.Landed[2])
+	}
+	if len(retried) != 1 || retried[0] != "2:b8" {
+		t.Fatalf("BeforeRetry calls %v", retried)
+	}
+	if len(res.Tried) != 1 || res.Tried[0].Backend != "b2" {
+		t.Fatalf("tried %v", res.Tried)
+	}
+	if _, ok := mems[8].m[ShardKey([16]byte{1}, 2)]; !ok {
+		t.Fatal("spare does not hold the shard")
+	}
+}
+
+// TestUploadDistinctDomainsUnderRetries fails several targets at once and
+// checks that concurrent retries never put two shards in one domain.
+func TestUploadDistinctDomainsUnderRetries(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rnd := rand.New(rand.NewPCG(seed, 1))
+	for round := range 50 {
+		pool, cands, mems := cluster(10, 2)
+		// Backends b0..b11 on 8 nodes: b8 shares node with b0, b9 with b1.
+		for i := range cands {
+			if i >= 8 && i < 10 {
+				cands[i].Domain = cands[i-8].Domain
+			}
+		}
+		shards, _ := shardsOf(6)
+		for _, i := range rnd.Perm(6)[:3] {
+			mems[i].failPut = true
+		}
+		res := Upload(context.Background(), pool, [16]byte{byte(round)}, shards, cands[:6],
+			UploadOptions{Candidates: cands, Rand: rand.New(rand.NewPCG(seed, uint64(round)))})
+		seen := map[string]int{}
+		domainOf := map[string]string{}
+		for _, c := range cands {
+			domainOf[c.Name] = c.Domain
+		}
+		for i, b := range res.Landed {
+			if b == "" {
+				continue
+			}
+			d := domainOf[b]
+			if j, dup := seen[d]; dup {
+				t.Fatalf("round %d: shards %d and %d both in %s (%v)", round, j, i, d, res.Landed)
+			}
+			seen[d] = i
+			if pool[b].(*memBackend).failPut {
+				t.Fatalf("round %d: shard %d landed on failing backend %s", round, i, b)
+			}
+		}
+		if res.Count() != 6 {
+			t.Fatalf("round %d: only %d landed: %v", round, res.Count(), res.Errs)
+		}
+	}
+}
+
+func TestUploadGivesUpAndReports(t *testing.T) {
+	pool, cands, mems := cluster(6, 0)
+	for _, m := range mems {
+		m.failPut = true
+	}
+	mems[0].failPut = false
+	shards, _ := shardsOf(6)
+	res := Upload(context.Background(), pool, [16]byte{2}, shards, cands, UploadOptions{Candidates: cands})
+	if res.Count() != 1 || res.Landed[0] != "b0" {
+		t.Fatalf("landed %v", res.Landed)
+	}
+	for i := 1; i < 6; i++ {
+		if res.Errs[i] == nil || !errors.Is(res.Errs[i], backends.ErrUnavailable) {
+			t.Fatalf("shard %d error %v", i, res.Errs[i])
+		}
+	}
+	if got := res.Missing([]int{0, 1, 2, 3, 4, 5}); len(got) != 5 {
+		t.Fatalf("missing %v", got)
+	}
+	// Skipped shards (nil) are neither sent nor reported.
+	pool2, cands2, _ := cluster(3, 0)
+	res = Upload(context.Background(), pool2, [16]byte{3}, [][]byte{nil, {1}, nil}, cands2, UploadOptions{})
+	if res.Landed[0] != "" || res.Landed[1] != "b1" || res.Landed[2] != "" || res.Errs[0] != nil {
+		t.Fatalf("partial upload: %v %v", res.Landed, res.Errs)
+	}
+}
+
+func TestUploadBeforeRetryErrorAbandons(t *testing.T) {
+	pool, cands, mems := cluster(4, 1)
+	mems[0].failPut = true
+	shards, _ := shardsOf(3)
+	res := Upload(context.Background(), pool, [16]byte{4}, shards, cands[:3], UploadOptions{
+		Candidates:  cands,
+		BeforeRetry: func(context.Context, int, string) error { return errors.New("metastore down") },
+	})
+	if res.Landed[0] != "" || !strings.Contains(res.Errs[0].Error(), "metastore down") {
+		t.Fatalf("landed %v err %v", res.Landed, res.Errs[0])
+	}
+	if len(mems[4].m) != 0 || len(mems[3].m) != 0 {
+		t.Fatal("a shard was written without its retry being recorded")
+	}
+}
+
+func stripeAt(t *testing.T, n int) (MapPool, []*memBackend, []Loc, [][]byte) {
+	t.Helper()
+	pool, cands, mems := cluster(n, 0)
+	shards, sums := shardsOf(n)
+	id := [16]byte{9}
+	res := Upload(context.Background(), pool, id, shards, cands, UploadOptions{})
+	if res.Count() != n {
+		t.Fatal("setup upload failed")
+	}
+	locs := make([]Loc, n)
+	for i := range n {
+		locs[i] = Loc{Backend: res.Landed[i], Key: ShardKey(id, i), Sum: sums[i]}
+	}
+	return pool, mems, locs, shards
+}
+
+func TestFetchDataFirst(t *testing.T) {
+	pool, mems, locs, shards := stripeAt(t, 6)
+	res, err := Fetch(context.Background(), pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 4, Verify: verify})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if !bytes.Equal(res.Shards[i], shards[i]) {
+			t.Fatalf("shard %d wrong", i)
+		}
+	}
+	if res.Shards[4] != nil || res.Shards[5] != nil || mems[4].gets+mems[5].gets != 0 {
+		t.Fatal("parity fetched although data shards were all there")
+	}
+	if res.Short() {
+		t.Fatal("healthy stripe reported short")
+	}
+}
+
+func TestFetchMissingCorruptUnreachable(t *testing.T) {
+	pool, mems, locs, shards := stripeAt(t, 6)
+	// Shard 0 silently corrupted (its own content is consistent, but the
+	// metastore's checksum tells), shard 1 deleted, shard 2 unreachable.
+	mems[0].m[locs[0].Key] = []byte("rotten")
+	delete(mems[1].m, locs[1].Key)
+	mems[2].failGet = true
+	var mu sync.Mutex
+	heard := map[string]bool{}
+	res, err := Fetch(context.Background(), pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 3, Verify: verify,
+		OnError: func(b string, err error) { mu.Lock(); heard[b] = true; mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Good != 3 || !bytes.Equal(res.Shards[3], shards[3]) || !bytes.Equal(res.Shards[5], shards[5]) {
+		t.Fatalf("good %d", res.Good)
+	}
+	if fmt.Sprint(res.Corrupt, res.Missing, res.Unreachable) != "[0] [1] [2]" {
+		t.Fatalf("corrupt/missing/unreachable = %v %v %v", res.Corrupt, res.Missing, res.Unreachable)
+	}
+	if !res.Short() || !heard["b0"] || !heard["b1"] || !heard["b2"] {
+		t.Fatalf("short %v heard %v", res.Short(), heard)
+	}
+	if res.Shards[0] != nil {
+		t.Fatal("corrupt shard returned")
+	}
+
+	// Need more than remain: a TooFewError naming everything.
+	mems[3].failGet = true
+	res, err = Fetch(context.Background(), pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 3, Verify: verify})
+	var tf *TooFewError
+	if !errors.As(err, &tf) || !errors.Is(err, ErrTooFewShards) {
+		t.Fatalf("want TooFewError, got %v", err)
+	}
+	if tf.Got != 2 || tf.Need != 3 || !strings.Contains(err.Error(), "corrupt [0]") {
+		t.Fatalf("error %v", err)
+	}
+	if res.Good != 2 {
+		t.Fatalf("partial result good=%d", res.Good)
+	}
+}
+
+func TestFetchKnownMissingNotRequested(t *testing.T) {
+	pool, mems, locs, _ := stripeAt(t, 6)
+	locs[0] = Loc{}
+	res, err := Fetch(context.Background(), pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 4, Verify: verify})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mems[0].gets != 0 || fmt.Sprint(res.Missing) != "[0]" || res.Shards[4] == nil {
+		t.Fatalf("gets %d missing %v", mems[0].gets, res.Missing)
+	}
+}
+
+func TestFetchHedgesLaggard(t *testing.T) {
+	pool, mems, locs, _ := stripeAt(t, 6)
+	mems[1].delay = 10 * time.Second // stuck backend
+	start := time.Now()
+	res, err := Fetch(context.Background(), pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 4, Verify: verify,
+		HedgeAfter: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Hedges < 1 || res.Shards[4] == nil || res.Shards[1] != nil {
+		t.Fatalf("hedges %d, shard4 %v", res.Hedges, res.Shards[4] != nil)
+	}
+	// Generous bound: the point is not waiting for the stuck backend.
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("fetch waited for the stuck backend: %v", d)
+	}
+}
+
+func TestFetchContextCancel(t *testing.T) {
+	pool, mems, locs, _ := stripeAt(t, 4)
+	for _, m := range mems {
+		m.delay = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := Fetch(ctx, pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 2, Verify: verify})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+}

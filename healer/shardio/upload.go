@@ -1,0 +1,228 @@
+package shardio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+
+	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/backends/placement"
+)
+
+// DefaultAttempts is how many backends Upload tries for one shard when
+// UploadOptions.Attempts is 0: the first target and two more.
+const DefaultAttempts = 3
+
+// UploadOptions tune Upload. The zero value uploads without retries on other
+// backends (there are no Candidates to retry on).
+type UploadOptions struct {
+	// Candidates are the backends a failed shard may be retried on: the
+	// store's eligible backends (up, not draining, not full), spares
+	// included. Retries go to spares first, then to non-spares, always in a
+	// failure domain no other shard of the stripe uses.
+	Candidates []placement.Candidate
+	// Avoid holds backend names and failure domains a retry must not use
+	// besides the ones the uploaded shards occupy: the rebuilder passes the
+	// domains of the stripe's surviving shards here.
+	Avoid map[string]bool
+	// Attempts is the number of backends tried per shard, the first target
+	// included. 0 means DefaultAttempts; 1 disables retries.
+	Attempts int
+	// BeforeRetry, when set, is called before a shard is sent to a retry
+	// target (not before the first attempt: the caller records those
+	// itself). The write path records the new location in its intent here,
+	// so that no shard ever exists on a backend the metastore does not know
+	// of. An error abandons that retry (the shard stays missing).
+	BeforeRetry func(ctx context.Context, index int, backend string) error
+	// OnError, when set, hears every failed backend call, for the monitor.
+	OnError func(backend string, err error)
+	// Rand drives the weighted choice of retry targets; nil picks the
+	// backend with most free space (deterministic).
+	Rand *rand.Rand
+}
+
+// UploadResult says where the shards of one Upload went.
+type UploadResult struct {
+	// Landed[i] is the backend holding shard i, or "" if it is missing
+	// (also "" for indices Upload was not asked to send).
+	Landed []string
+	// Errs[i] is the last error for shard i when it did not land.
+	Errs []error
+	// Tried lists every location written to in vain. A failed or timed-out
+	// Put may still have stored the value, so each of these must reach
+	// garbage collection once the stripe commits elsewhere.
+	Tried []Loc
+}
+
+// Count is the number of shards that landed.
+func (r *UploadResult) Count() int {
+	n := 0
+	for _, b := range r.Landed {
+		if b != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// Missing lists the indices among sent that did not land.
+func (r *UploadResult) Missing(sent []int) []int {
+	var out []int
+	for _, i := range sent {
+		if r.Landed[i] == "" {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// Upload writes shards[i] to targets[i] under ShardKey(stripe, i) for every
+// i with shards[i] != nil, all in parallel, and waits for them all. A shard
+// whose Put fails is retried on another candidate (see UploadOptions),
+// never on a backend that already failed in this call, and never in a
+// domain that another shard of this call or opts.Avoid holds.
+//
+// Upload itself never fails: the caller decides from the result whether
+// enough shards landed (the write quorum) and queues the rest for repair.
+// When ctx ends, outstanding shards are reported missing with ctx's error.
+func Upload(ctx context.Context, pool Pool, stripe [16]byte, shards [][]byte, targets []placement.Candidate, opts UploadOptions) *UploadResult {
+	if len(targets) != len(shards) {
+		panic(fmt.Sprintf("shardio.Upload: %d shards but %d targets", len(shards), len(targets)))
+	}
+	attempts := opts.Attempts
+	if attempts <= 0 {
+		attempts = DefaultAttempts
+	}
+	u := &uploader{
+		pool:    pool,
+		stripe:  stripe,
+		opts:    opts,
+		current: append([]placement.Candidate(nil), targets...),
+		failed:  map[string]bool{},
+		res: &UploadResult{
+			Landed: make([]string, len(shards)),
+			Errs:   make([]error, len(shards)),
+		},
+	}
+	var wg sync.WaitGroup
+	for i, sh := range shards {
+		if sh == nil {
+			u.current[i] = placement.Candidate{}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u.one(ctx, i, sh, attempts)
+		}()
+	}
+	wg.Wait()
+	return u.res
+}
+
+type uploader struct {
+	pool   Pool
+	stripe [16]byte
+	opts   UploadOptions
+
+	mu      sync.Mutex
+	current []placement.Candidate // target per index; zero when not sent
+	failed  map[string]bool       // backends that failed a Put in this call
+	res     *UploadResult
+}
+
+func (u *uploader) one(ctx context.Context, i int, shard []byte, attempts int) {
+	key := ShardKey(u.stripe, i)
+	var lastErr error
+	for a := 0; a < attempts; a++ {
+		u.mu.Lock()
+		target := u.current[i]
+		u.mu.Unlock()
+		if a > 0 && u.opts.BeforeRetry != nil {
+			if err := u.opts.BeforeRetry(ctx, i, target.Name); err != nil {
+				lastErr = fmt.Errorf("shard %d: record retry on %s: %w", i, target.Name, err)
+				break
+			}
+		}
+		err := u.put(ctx, target.Name, key, shard)
+		if err == nil {
+			u.mu.Lock()
+			u.res.Landed[i] = target.Name
+			u.mu.Unlock()
+			return
+		}
+		lastErr = fmt.Errorf("shard %d: %w", i, err)
+		if u.opts.OnError != nil {
+			u.opts.OnError(target.Name, err)
+		}
+		u.mu.Lock()
+		u.failed[target.Name] = true
+		u.res.Tried = append(u.res.Tried, Loc{Backend: target.Name, Key: key})
+		if ctx.Err() != nil || a+1 == attempts {
+			u.current[i] = placement.Candidate{}
+			u.mu.Unlock()
+			break
+		}
+		next, cerr := u.chooseRetry(i)
+		if cerr != nil {
+			u.current[i] = placement.Candidate{}
+			u.mu.Unlock()
+			lastErr = fmt.Errorf("%w; no other backend to retry on: %w", lastErr, cerr)
+			break
+		}
+		u.current[i] = next
+		u.mu.Unlock()
+	}
+	u.mu.Lock()
+	u.res.Errs[i] = lastErr
+	u.mu.Unlock()
+}
+
+func (u *uploader) put(ctx context.Context, name, key string, shard []byte) error {
+	if err := ctx.Err(); err != nil {
+		return backends.Wrap(name, "put", key, backends.ErrUnavailable, err)
+	}
+	b, ok := u.pool.Backend(name)
+	if !ok {
+		return backends.Errorf(name, "put", key, backends.ErrUnavailable, "backend is not open")
+	}
+	return b.Put(ctx, key, shard)
+}
+
+// chooseRetry picks a new target for shard i. Called with u.mu held, so
+// two shards retrying at once cannot pick the same domain.
+func (u *uploader) chooseRetry(i int) (placement.Candidate, error) {
+	avoid := make(map[string]bool, len(u.opts.Avoid)+len(u.current)+len(u.failed))
+	for k := range u.opts.Avoid {
+		avoid[k] = true
+	}
+	for j, c := range u.current {
+		if j != i && c.Name != "" {
+			avoid[c.Name] = true
+			avoid[c.Domain] = true
+		}
+	}
+	for name := range u.failed {
+		avoid[name] = true
+	}
+	var spares []placement.Candidate
+	for _, c := range u.opts.Candidates {
+		if c.Spare {
+			spares = append(spares, c)
+		}
+	}
+	if got, err := placement.Choose(spares, 1, avoid, true, u.opts.Rand); err == nil {
+		return got[0], nil
+	}
+	got, err := placement.Choose(u.opts.Candidates, 1, avoid, false, u.opts.Rand)
+	if err != nil {
+		var ne *placement.NotEnoughError
+		if errors.As(err, &ne) {
+			return placement.Candidate{}, fmt.Errorf("every eligible backend is failed or in a domain the stripe already uses: %w", err)
+		}
+		return placement.Candidate{}, err
+	}
+	return got[0], nil
+}
