@@ -1,0 +1,424 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/healstore/healstore/backends"
+	"golang.org/x/sys/unix"
+)
+
+// MaxValueSize is the largest value a local backend takes: a 64 MiB block's
+// shard plus generous room for its header and seal.
+const MaxValueSize = 64<<20 + 64<<10
+
+const tmpPrefix = ".tmp-"
+
+// Backend is a directory of values. It is safe for concurrent use.
+type Backend struct {
+	name  string
+	root  string // <path>/data
+	quota int64
+
+	mu     sync.Mutex // guards used and closed; held only for bookkeeping, never for I/O
+	used   int64      // bytes of values, tracked only when quota > 0
+	closed bool
+}
+
+var _ backends.Backend = (*Backend)(nil)
+
+// Open opens (creating if needed) the directory backend the spec names.
+// With a quota it walks the directory once to learn how much is used.
+func Open(spec backends.Spec) (*Backend, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if spec.Kind != backends.KindLocal {
+		return nil, fmt.Errorf("backend %s: local.Open given kind %q", spec.Name, spec.Kind)
+	}
+	b := &Backend{name: spec.Name, root: filepath.Join(spec.Path, "data"), quota: spec.Quota}
+	if err := os.MkdirAll(b.root, 0o755); err != nil {
+		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
+	}
+	// Remove temporaries of interrupted Puts and, with a quota, sum the
+	// sizes of the values.
+	err := b.walk(func(dir, name string, info fs.FileInfo) error {
+		if strings.HasPrefix(name, tmpPrefix) {
+			return os.Remove(filepath.Join(dir, name))
+		}
+		b.used += info.Size()
+		return nil
+	})
+	if err != nil {
+		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
+	}
+	return b, nil
+}
+
+// Name implements backends.Backend.
+func (b *Backend) Name() string { return b.name }
+
+// Path returns the directory that holds the values (for tests and tools).
+func (b *Backend) Path() string { return b.root }
+
+func fileName(key string) string {
+	n := strings.ReplaceAll(key, "/", "+")
+	if strings.HasPrefix(n, ".") {
+		n = "=" + n
+	}
+	return n
+}
+
+func keyName(file string) (string, bool) {
+	if strings.HasPrefix(file, ".") {
+		return "", false // a temporary, or not ours
+	}
+	file = strings.TrimPrefix(file, "=")
+	return strings.ReplaceAll(file, "+", "/"), true
+}
+
+func (b *Backend) dirOf(key string) string {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return filepath.Join(b.root, fmt.Sprintf("%02x", h.Sum32()&0xff))
+}
+
+func (b *Backend) pathOf(key string) string {
+	return filepath.Join(b.dirOf(key), fileName(key))
+}
+
+// kindOf classifies an OS error.
+func kindOf(err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return backends.ErrNotFound
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return backends.ErrFull
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+		return backends.ErrAuth
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return backends.ErrUnavailable
+	}
+	// EIO, ENOTCONN (a gone mount), ESTALE and the like: the disk is not
+	// answering properly; callers treat it as an outage.
+	return backends.ErrUnavailable
+}
+
+// begin checks the key, ctx and closed state shared by every call.
+// List and Probe pass checkKey false: a prefix may be empty.
+func (b *Backend) begin(ctx context.Context, op, key string, checkKey bool) error {
+	if checkKey {
+		if err := backends.CheckKey(key); err != nil {
+			return backends.InvalidKey(b.name, op, key, err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return backends.Wrap(b.name, op, key, backends.ErrUnavailable, err)
+	}
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return backends.Errorf(b.name, op, key, backends.ErrUnavailable, "backend is closed")
+	}
+	return nil
+}
+
+func (b *Backend) fail(op, key string, err error) error {
+	return backends.Wrap(b.name, op, key, kindOf(err), err)
+}
+
+// reserve accounts delta more bytes against the quota, or says ErrFull.
+func (b *Backend) reserve(key string, delta int64) error {
+	if b.quota <= 0 {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if delta > 0 && b.used+delta > b.quota {
+		return backends.Errorf(b.name, "put", key, backends.ErrFull,
+			"quota %d bytes, %d used, value needs %d more", b.quota, b.used, delta)
+	}
+	b.used += delta
+	return nil
+}
+
+// Put implements backends.Backend.
+func (b *Backend) Put(ctx context.Context, key string, value []byte) error {
+	if err := b.begin(ctx, "put", key, true); err != nil {
+		return err
+	}
+	if len(value) > MaxValueSize {
+		return backends.Errorf(b.name, "put", key, backends.ErrTooLarge,
+			"%d bytes, the limit is %d", len(value), MaxValueSize)
+	}
+	dir := b.dirOf(key)
+	final := filepath.Join(dir, fileName(key))
+	var old int64
+	if b.quota > 0 {
+		if fi, err := os.Stat(final); err == nil {
+			old = fi.Size()
+		}
+	}
+	delta := int64(len(value)) - old
+	if err := b.reserve(key, delta); err != nil {
+		return err
+	}
+	if err := b.writeFile(dir, final, value); err != nil {
+		b.reserve(key, -delta) // give the reservation back; never fails
+		return b.fail("put", key, err)
+	}
+	return nil
+}
+
+func (b *Backend) writeFile(dir, final string, value []byte) error {
+	f, err := os.CreateTemp(dir, tmpPrefix+"*")
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if err = syncDir(b.root); err != nil {
+			return err
+		}
+		f, err = os.CreateTemp(dir, tmpPrefix+"*")
+	}
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(value); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	ok = true
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Get implements backends.Backend.
+func (b *Backend) Get(ctx context.Context, key string) ([]byte, error) {
+	if err := b.begin(ctx, "get", key, true); err != nil {
+		return nil, err
+	}
+	v, err := os.ReadFile(b.pathOf(key))
+	if err != nil {
+		return nil, b.fail("get", key, err)
+	}
+	return v, nil
+}
+
+// GetRange implements backends.Backend.
+func (b *Backend) GetRange(ctx context.Context, key string, off, length int64) ([]byte, error) {
+	if err := b.begin(ctx, "get", key, true); err != nil {
+		return nil, err
+	}
+	if off < 0 || length < 0 {
+		return nil, backends.Errorf(b.name, "get", key, backends.ErrInvalidKey, "negative range %d+%d (offset and length must be >= 0)", off, length)
+	}
+	f, err := os.Open(b.pathOf(key))
+	if err != nil {
+		return nil, b.fail("get", key, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, b.fail("get", key, err)
+	}
+	size := fi.Size()
+	if off >= size {
+		return []byte{}, nil
+	}
+	if length > size-off {
+		length = size - off
+	}
+	buf := make([]byte, length)
+	if _, err := f.ReadAt(buf, off); err != nil && !(errors.Is(err, io.EOF)) {
+		return nil, b.fail("get", key, err)
+	}
+	return buf, nil
+}
+
+// Stat implements backends.Backend.
+func (b *Backend) Stat(ctx context.Context, key string) (int64, error) {
+	if err := b.begin(ctx, "stat", key, true); err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(b.pathOf(key))
+	if err != nil {
+		return 0, b.fail("stat", key, err)
+	}
+	return fi.Size(), nil
+}
+
+// Delete implements backends.Backend. It does not fsync the directory: a
+// value that comes back after a crash is garbage the store collects again.
+func (b *Backend) Delete(ctx context.Context, key string) error {
+	if err := b.begin(ctx, "delete", key, true); err != nil {
+		return err
+	}
+	p := b.pathOf(key)
+	var size int64
+	if b.quota > 0 {
+		if fi, err := os.Stat(p); err == nil {
+			size = fi.Size()
+		}
+	}
+	if err := os.Remove(p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return b.fail("delete", key, err)
+	}
+	b.reserve(key, -size)
+	return nil
+}
+
+// walk calls fn for every file in every fan-out directory.
+func (b *Backend) walk(fn func(dir, name string, info fs.FileInfo) error) error {
+	dirs, err := os.ReadDir(b.root)
+	if err != nil {
+		return err
+	}
+	for _, d := range dirs {
+		if !d.IsDir() || len(d.Name()) != 2 {
+			continue
+		}
+		dir := filepath.Join(b.root, d.Name())
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if !e.Type().IsRegular() {
+				continue
+			}
+			info, err := e.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // deleted since ReadDir
+			}
+			if err != nil {
+				return err
+			}
+			if err := fn(dir, e.Name(), info); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+type stopWalk struct{ err error }
+
+func (s stopWalk) Error() string { return s.err.Error() }
+
+// List implements backends.Backend.
+func (b *Backend) List(ctx context.Context, prefix string, fn func(key string, size int64) error) error {
+	if err := b.begin(ctx, "list", prefix, false); err != nil {
+		return err
+	}
+	err := b.walk(func(_, name string, info fs.FileInfo) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		key, ok := keyName(name)
+		if !ok || !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		if err := fn(key, info.Size()); err != nil {
+			return stopWalk{err}
+		}
+		return nil
+	})
+	var sw stopWalk
+	if errors.As(err, &sw) {
+		return sw.err
+	}
+	if err != nil {
+		return b.fail("list", prefix, err)
+	}
+	return nil
+}
+
+// Probe implements backends.Backend.
+func (b *Backend) Probe(ctx context.Context) (backends.ProbeResult, error) {
+	if err := b.begin(ctx, "probe", "", false); err != nil {
+		return backends.ProbeResult{}, err
+	}
+	start := time.Now()
+	// A directory that vanished (a wiped disk, an unmounted volume with
+	// the mount point gone) must not look healthy, so every failure here
+	// is an outage, ENOENT included.
+	var st unix.Statfs_t
+	err := unix.Statfs(b.root, &st)
+	if err == nil {
+		var fi os.FileInfo
+		if fi, err = os.Stat(b.root); err == nil && !fi.IsDir() {
+			err = fmt.Errorf("%s is not a directory", b.root)
+		}
+	}
+	if err != nil {
+		return backends.ProbeResult{}, backends.Wrap(b.name, "probe", "", backends.ErrUnavailable, err)
+	}
+	bs := int64(st.Bsize)
+	total := int64(st.Blocks) * bs
+	avail := int64(st.Bavail) * bs
+	c := backends.Capacity{Known: true, Limit: total, Free: avail, Used: total - int64(st.Bfree)*bs}
+	if b.quota > 0 {
+		b.mu.Lock()
+		used := b.used
+		b.mu.Unlock()
+		free := b.quota - used
+		if free > avail {
+			free = avail
+		}
+		if free < 0 {
+			free = 0
+		}
+		c = backends.Capacity{Known: true, Used: used, Limit: b.quota, Free: free}
+	}
+	return backends.ProbeResult{Latency: time.Since(start), Capacity: c}, nil
+}
+
+// Close implements backends.Backend. Later calls fail with ErrUnavailable.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,151 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/backends/backendtest"
+)
+
+func openT(t *testing.T, quota int64) *Backend {
+	t.Helper()
+	b, err := Open(backends.Spec{Name: "loc", Kind: backends.KindLocal, Path: t.TempDir(), Quota: quota})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestConformance(t *testing.T) {
+	backendtest.Run(t, backendtest.Factory{
+		Open:          func(t *testing.T) backends.Backend { return openT(t, 0) },
+		OpenLimited:   func(t *testing.T, limit int64) backends.Backend { return openT(t, limit) },
+		MaxValueSize:  MaxValueSize,
+		CapacityKnown: true,
+	})
+}
+
+func TestLayoutFansOut(t *testing.T) {
+	b := openT(t, 0)
+	ctx := context.Background()
+	dirs := map[string]bool{}
+	for i := 0; i < 200; i++ {
+		key := fmt.Sprintf("shards/%032x.%d", i, i%6)
+		if err := b.Put(ctx, key, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		p := b.pathOf(key)
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("value of %s not at %s: %v", key, p, err)
+		}
+		rel, _ := filepath.Rel(b.Path(), p)
+		parts := strings.Split(rel, string(filepath.Separator))
+		if len(parts) != 2 || len(parts[0]) != 2 || strings.Contains(parts[1], "/") {
+			t.Fatalf("value of %s at %s, want <2 hex>/<name>", key, rel)
+		}
+		dirs[parts[0]] = true
+	}
+	if len(dirs) < 50 {
+		t.Fatalf("200 keys landed in only %d fan-out directories", len(dirs))
+	}
+}
+
+func TestNamesRoundTrip(t *testing.T) {
+	for _, k := range []string{"a", ".", "..", ".x/y", "a/b/c", "x.y", "-_."} {
+		n := fileName(k)
+		if n == "." || n == ".." || strings.HasPrefix(n, ".") || strings.Contains(n, "/") {
+			t.Fatalf("key %q maps to unsafe file name %q", k, n)
+		}
+		back, ok := keyName(n)
+		if !ok || back != k {
+			t.Fatalf("key %q -> %q -> %q, %v", k, n, back, ok)
+		}
+	}
+	if _, ok := keyName(tmpPrefix + "123"); ok {
+		t.Fatal("a temporary file was taken for a key")
+	}
+}
+
+// A crash between the temporary write and the rename leaves a ".tmp-*" file;
+// it must never show up as a key, and Open removes it.
+func TestInterruptedPutLeavesNoKey(t *testing.T) {
+	dir := t.TempDir()
+	spec := backends.Spec{Name: "loc", Kind: backends.KindLocal, Path: dir, Quota: 1 << 20}
+	b, err := Open(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := b.Put(ctx, "k", []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(b.dirOf("k"), tmpPrefix+"crash")
+	if err := os.WriteFile(tmp, []byte("half a new val"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	b.List(ctx, "", func(k string, _ int64) error { n++; return nil })
+	if n != 1 {
+		t.Fatalf("List saw %d keys with a temporary lying around, want 1", n)
+	}
+	b.Close()
+	b, err = Open(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Open left the temporary file: %v", err)
+	}
+	if b.used != 3 {
+		t.Fatalf("Open counted %d bytes used, want 3", b.used)
+	}
+	got, err := b.Get(ctx, "k")
+	if err != nil || string(got) != "old" {
+		t.Fatalf("Get after the crash: %q, %v", got, err)
+	}
+}
+
+func TestErrorKinds(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		kind error
+	}{
+		{&fs.PathError{Op: "write", Path: "x", Err: syscall.ENOSPC}, backends.ErrFull},
+		{&fs.PathError{Op: "write", Path: "x", Err: syscall.EDQUOT}, backends.ErrFull},
+		{&fs.PathError{Op: "open", Path: "x", Err: syscall.ENOENT}, backends.ErrNotFound},
+		{&fs.PathError{Op: "open", Path: "x", Err: syscall.EACCES}, backends.ErrAuth},
+		{&fs.PathError{Op: "read", Path: "x", Err: syscall.EIO}, backends.ErrUnavailable},
+	} {
+		if got := kindOf(c.err); got != c.kind {
+			t.Errorf("kindOf(%v) = %v, want %v", c.err, got, c.kind)
+		}
+	}
+}
+
+func TestClosedIsUnavailable(t *testing.T) {
+	b := openT(t, 0)
+	b.Close()
+	err := b.Put(context.Background(), "k", []byte("v"))
+	if !errors.Is(err, backends.ErrUnavailable) {
+		t.Fatalf("Put after Close: %v", err)
+	}
+}
+
+func TestProbeOfVanishedDirectory(t *testing.T) {
+	b := openT(t, 0)
+	if err := os.RemoveAll(b.Path()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.Probe(context.Background())
+	if !errors.Is(err, backends.ErrUnavailable) {
+		t.Fatalf("Probe of a vanished directory: %v", err)
+	}
+}
