@@ -52,8 +52,13 @@ export PATH="$TOOLS/bin:$PATH"
 
 log() { printf '[services %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# STARTING is set while cmd_start runs: a failure then stops what was already
+# started, so no server outlives a failed start (logs stay for inspection).
+STARTING=0
+
 die() {
 	printf '[services] FAILED at step "%s": %s\n' "$STEP" "$*" >&2
+	cleanup_failed_start
 	exit 1
 }
 
@@ -62,7 +67,16 @@ on_err() {
 	# A failing command substitution is handled by its caller; stay quiet there.
 	if ((BASH_SUBSHELL > 0)); then exit "$rc"; fi
 	printf '[services] FAILED at step "%s" (line %s, exit %s): %s\n' "$STEP" "$line" "$rc" "$cmd" >&2
+	cleanup_failed_start
 	exit "$rc"
+}
+
+cleanup_failed_start() {
+	if ((STARTING)) && ((BASH_SUBSHELL == 0)); then
+		STARTING=0
+		stop_all || true
+		printf '[services] stopped what this start had started; logs stay in %s until "stop"\n' "$STATE" >&2
+	fi
 }
 trap 'on_err "$LINENO" "$BASH_COMMAND"' ERR
 
@@ -201,7 +215,7 @@ install_versitygw() {
 	local t0=$SECONDS rc=0
 	# GOFLAGS from the caller (e.g. -mod=vendor) must not leak into a module@version install.
 	retry "go install versitygw" "$TOOLS/logs/go-install-versitygw.log" \
-		env GOBIN="$TOOLS/bin" GOFLAGS= GOTOOLCHAIN=local \
+		env GOBIN="$TOOLS/bin" GOFLAGS= \
 		go install "$VERSITYGW_PKG@$VERSITYGW_VERSION" || rc=$?
 	((rc == 0)) || die "go install $VERSITYGW_PKG@$VERSITYGW_VERSION failed (exit $rc)"
 	versitygw_ok || die "versitygw installed but it does not run, or 'go version -m' does not show $VERSITYGW_VERSION"
@@ -376,11 +390,16 @@ start_etcd() {
 	STEP="start etcd"
 	local bin=/usr/bin/etcd client peer metrics attempt rc ports
 	[[ -x $bin ]] || die "$bin missing; run: scripts/services.sh install"
+	local unset_etcd=() v
+	for v in $(compgen -e); do
+		if [[ $v == ETCD_* ]]; then unset_etcd+=(-u "$v"); fi
+	done
 	for attempt in 1 2 3; do
 		rm -rf "$STATE/etcd"
 		mapfile -t ports < <(pick_ports 3)
 		client=${ports[0]} peer=${ports[1]} metrics=${ports[2]}
-		"$bin" --name healstore-test --data-dir "$STATE/etcd" \
+		# ETCD_* variables in the caller's environment would clash with these flags.
+		env "${unset_etcd[@]}" "$bin" --name healstore-test --data-dir "$STATE/etcd" \
 			--listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
 			--listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
 			--initial-cluster "healstore-test=http://127.0.0.1:$peer" \
@@ -424,6 +443,7 @@ cmd_start() {
 	fi
 	mkdir -p "$STATE"
 	: >"$STATE/$MARKER"
+	STARTING=1
 	local t0=$SECONDS
 	S3_ACCESS=hstest$(rand_hex 8)
 	S3_SECRET=$(rand_hex 20)
@@ -439,27 +459,33 @@ export HEALSTORE_S3_ENDPOINT=127.0.0.1:$S3_PORT HEALSTORE_S3_ACCESS_KEY=$S3_ACCE
 EOF
 	)
 	mv "$tmp" "$STATE/env"
+	STARTING=0
 	STEP="start"
 	log "services up in $((SECONDS - t0)) s; env: scripts/services.sh env (file $STATE/env)"
 }
 
-stop_one() {
-	local name=$1 pid i
-	pid=$(pid_of "$name")
-	[[ -n $pid ]] || return 0
-	if ours "$pid"; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for ((i = 0; i < 100; i++)); do
-			alive "$pid" || break
-			sleep 0.1
-		done
+# stop_all sends SIGTERM to every server we started, then waits for all of
+# them at once (versitygw takes about 2 s to shut down gracefully).
+stop_all() {
+	local name pid i pids=() names=()
+	for name in versitygw etcd; do
+		pid=$(pid_of "$name")
+		if [[ -n $pid ]] && ours "$pid"; then
+			kill -TERM "$pid" 2>/dev/null || true
+			pids+=("$pid") names+=("$name")
+		fi
+		rm -f "$STATE/$name.pid"
+	done
+	for i in "${!pids[@]}"; do
+		pid=${pids[$i]} name=${names[$i]}
+		local deadline=$((SECONDS + 10))
+		while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
 		if alive "$pid"; then
 			log "$name (pid $pid) ignored SIGTERM for 10 s; sending SIGKILL"
 			kill -KILL "$pid" 2>/dev/null || true
 		fi
 		log "$name stopped (pid $pid)"
-	fi
-	rm -f "$STATE/$name.pid"
+	done
 }
 
 cmd_stop() {
@@ -472,8 +498,7 @@ cmd_stop() {
 	if [[ ! -e $STATE/$MARKER ]]; then
 		die "$STATE exists but was not made by services.sh (no $MARKER); not touching it"
 	fi
-	stop_one versitygw
-	stop_one etcd
+	stop_all
 	rm -rf "$STATE"
 }
 

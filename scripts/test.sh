@@ -116,7 +116,7 @@ download_modules() {
 	return 1
 }
 
-machine_info
+phase "check machine" machine_info
 phase "install tools" bash "$SERVICES" install
 phase "start services" start_services
 export HEALSTORE_REQUIRE_COMPONENTS=1
