@@ -6,6 +6,7 @@ package memkv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -77,6 +78,9 @@ func (m *KV) Scan(ctx context.Context, prefix, start []byte, fn func(k, v []byte
 		m.mu.RUnlock()
 		for _, e := range page {
 			if err := fn(e.k, e.v); err != nil {
+				if errors.Is(err, metastore.ErrStop) {
+					return nil
+				}
 				return err
 			}
 		}
