@@ -531,12 +531,18 @@ usage() {
 	exit 2
 }
 
-case ${1:-} in
-install) cmd_install ;;
-start) cmd_start ;;
-env) cmd_env ;;
-status) cmd_status || exit $? ;;
-logs) cmd_logs "${2:-40}" ;;
-stop) cmd_stop ;;
-*) usage ;;
-esac
+main() {
+	case ${1:-} in
+	install) cmd_install ;;
+	start) cmd_start ;;
+	env) cmd_env ;;
+	status) cmd_status || return $? ;;
+	logs) cmd_logs "${2:-40}" ;;
+	stop) cmd_stop ;;
+	*) usage ;;
+	esac
+}
+
+# One line, so bash has read all of it before running: editing this file
+# while it runs (bash reads scripts lazily) cannot change what runs after main.
+main "$@"; exit $?

@@ -116,11 +116,17 @@ download_modules() {
 	return 1
 }
 
-phase "check machine" machine_info
-phase "install tools" bash "$SERVICES" install
-phase "start services" start_services
-export HEALSTORE_REQUIRE_COMPONENTS=1
-phase "download modules" download_modules
-phase "go vet" go vet ./...
-# shellcheck disable=SC2086 # HEALSTORE_TEST_PKGS is a list of patterns
-phase "go test" go test -p "${HEALSTORE_TEST_P:-2}" -count=1 -timeout "${HEALSTORE_TEST_TIMEOUT:-15m}" ${HEALSTORE_TEST_PKGS:-./...}
+main() {
+	phase "check machine" machine_info
+	phase "install tools" bash "$SERVICES" install
+	phase "start services" start_services
+	export HEALSTORE_REQUIRE_COMPONENTS=1
+	phase "download modules" download_modules
+	phase "go vet" go vet ./...
+	# shellcheck disable=SC2086 # HEALSTORE_TEST_PKGS is a list of patterns
+	phase "go test" go test -p "${HEALSTORE_TEST_P:-2}" -count=1 -timeout "${HEALSTORE_TEST_TIMEOUT:-15m}" ${HEALSTORE_TEST_PKGS:-./...}
+}
+
+# One line, so bash has read all of it before running: editing this file
+# during a run (bash reads scripts lazily) cannot change what runs after main.
+main "$@"; exit $?
