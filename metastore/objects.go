@@ -69,6 +69,9 @@ func (s *Store) PutObject(ctx context.Context, obj *Object, stripes []*Stripe, r
 		if !listed[st.ID] {
 			return nil, fmt.Errorf("%w: put object %q: stripe %s is not listed in the object", ErrInvalid, obj.Name, hexID(st.ID))
 		}
+		if st.Object != obj.ID {
+			return nil, fmt.Errorf("%w: put object %q: stripe %s names object %s, not %s", ErrInvalid, obj.Name, hexID(st.ID), hexID(st.Object), hexID(obj.ID))
+		}
 		given[st.ID] = true
 		v := *st
 		v.Version = 1

@@ -366,6 +366,12 @@ func testPutObjectInvalid(t *testing.T, f Factory) {
 	if _, err := s.PutObject(ctx, o, []*metastore.Stripe{bad}, nil, nil); !errors.Is(err, metastore.ErrInvalid) {
 		t.Fatalf("backend name with '/': %v", err)
 	}
+	foreign := mkStripe(newID(), 0, 2, "b1", "b2", "b3")
+	o = mkObject(c, "x")
+	o.Stripes = [][16]byte{foreign.ID}
+	if _, err := s.PutObject(ctx, o, []*metastore.Stripe{foreign}, nil, nil); !errors.Is(err, metastore.ErrInvalid) {
+		t.Fatalf("stripe of another object: %v", err)
+	}
 	short := mkStripe([16]byte{}, 0, 2, "b1", "b2", "b3")
 	short.Shards = short.Shards[:2]
 	o = mkObject(c, "x", short)

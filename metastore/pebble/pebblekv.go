@@ -1,0 +1,361 @@
+package pebblekv
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/healstore/healstore/metastore"
+)
+
+// SchemaVersion is the metadata schema this code writes and reads. A
+// database with a higher version is refused with metastore.ErrSchema.
+const SchemaVersion = 1
+
+// schemaMagic names the database as healstore metadata in the schema key.
+const schemaMagic = "healstore-metastore"
+
+// Physical keys: user keys live under the byte 'd', the engine's own keys
+// under 's', so nothing a caller writes can collide with the schema key
+// and every user Scan stays inside 'd'.
+const (
+	dataPrefix = 'd'
+	schemaKey  = "s:schema"
+)
+
+// scanPage bounds the entries one short-lived iterator reads before fn
+// runs; an iterator held across a long walk would pin old files.
+const scanPage = 256
+
+type schemaRec struct {
+	Format string `json:"format"`
+	Schema int    `json:"schema"`
+}
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	logf func(format string, args ...any)
+}
+
+// WithErrorLog sets where pebble's error messages go (default: the
+// standard logger). Informational messages are always dropped.
+func WithErrorLog(logf func(format string, args ...any)) Option {
+	return func(o *options) { o.logf = logf }
+}
+
+// quietLogger drops pebble's informational output (WAL replay, flushes,
+// compactions) and keeps errors.
+type quietLogger struct{ logf func(string, ...any) }
+
+func (quietLogger) Infof(string, ...any) {}
+func (l quietLogger) Errorf(format string, args ...any) {
+	l.logf("healstore metadata (pebble): "+format, args...)
+}
+
+// Fatalf must not return (pebble's contract): the database hit a state it
+// cannot continue from.
+func (l quietLogger) Fatalf(format string, args ...any) {
+	l.logf("healstore metadata (pebble) fatal: "+format, args...)
+	panic(fmt.Sprintf("healstore metadata (pebble) fatal: "+format, args...))
+}
+
+// KV is a metastore.KV on a pebble database. Safe for concurrent use.
+type KV struct {
+	dir string
+	// mu guards closed against the use of db: every call holds it shared,
+	// Close holds it exclusively, so Close never pulls the database from
+	// under a running call.
+	mu     sync.RWMutex
+	closed bool
+	db     *pebble.DB
+	lock   *pebble.Lock
+	// commitMu makes checking a batch's conditions and applying it one
+	// atomic step.
+	commitMu sync.Mutex
+}
+
+var _ metastore.KV = (*KV)(nil)
+
+// pebbleFile matches the names pebble itself creates in its directory.
+var pebbleFile = regexp.MustCompile(`^(LOCK|CURRENT|OPTIONS-\d+|MANIFEST-\d+|marker\..*|\d+\.(log|sst|blob)|.*\.dbtmp|archive)$`)
+
+// Open opens (creating if needed) the metadata database in dir.
+//
+// Errors: metastore.ErrLocked when another process (or another Open in
+// this one) holds dir; metastore.ErrSchema when dir holds a database of a
+// newer healstore, a pebble database that is not healstore metadata, or
+// files that are not a database at all.
+func Open(dir string, opts ...Option) (*KV, error) {
+	o := options{logf: log.Printf}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("metadata directory %s: %w", dir, err)
+	}
+	desc, err := pebble.Peek(dir, vfs.Default)
+	if err != nil {
+		return nil, fmt.Errorf("metadata directory %s: %w", dir, err)
+	}
+	if !desc.Exists {
+		if err := checkEmpty(dir); err != nil {
+			return nil, err
+		}
+	}
+	lock, err := pebble.LockDirectory(dir, vfs.Default)
+	if err != nil {
+		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) || strings.Contains(err.Error(), "lock held") {
+			return nil, fmt.Errorf("%w: metadata directory %s is in use by another healstore process (%v)", metastore.ErrLocked, dir, err)
+		}
+		return nil, fmt.Errorf("lock metadata directory %s: %w", dir, err)
+	}
+	db, err := pebble.Open(dir, &pebble.Options{Lock: lock, Logger: quietLogger{o.logf}})
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open metadata directory %s: %w", dir, err)
+	}
+	kv := &KV{dir: dir, db: db, lock: lock}
+	if err := kv.checkSchema(); err != nil {
+		db.Close()
+		lock.Close()
+		return nil, err
+	}
+	return kv, nil
+}
+
+// checkEmpty refuses a directory that holds no database but other files:
+// healstore would otherwise scatter its database among them.
+func checkEmpty(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("metadata directory %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if !pebbleFile.MatchString(e.Name()) {
+			return fmt.Errorf("%w: metadata directory %s holds no healstore database but other files (%s); use an empty or new directory",
+				metastore.ErrSchema, dir, e.Name())
+		}
+	}
+	return nil
+}
+
+// checkSchema reads the schema key, writing it into a new, empty database.
+func (k *KV) checkSchema() error {
+	v, closer, err := k.db.Get([]byte(schemaKey))
+	if err == nil {
+		raw := bytes.Clone(v)
+		closer.Close()
+		var rec schemaRec
+		if json.Unmarshal(raw, &rec) != nil || rec.Format != schemaMagic {
+			return fmt.Errorf("%w: metadata directory %s holds a database that is not healstore metadata", metastore.ErrSchema, k.dir)
+		}
+		if rec.Schema > SchemaVersion {
+			return fmt.Errorf("%w: metadata directory %s was written by a newer healstore (schema %d; this one reads up to %d); upgrade healstore",
+				metastore.ErrSchema, k.dir, rec.Schema, SchemaVersion)
+		}
+		if rec.Schema < 1 {
+			return fmt.Errorf("%w: metadata directory %s: invalid schema version %d", metastore.ErrSchema, k.dir, rec.Schema)
+		}
+		return nil
+	}
+	if !errors.Is(err, pebble.ErrNotFound) {
+		return fmt.Errorf("metadata directory %s: read schema: %w", k.dir, err)
+	}
+	// No schema key: a database that holds anything at all is someone
+	// else's; an empty one is new (or its creation was interrupted).
+	it, err := k.db.NewIter(nil)
+	if err != nil {
+		return fmt.Errorf("metadata directory %s: %w", k.dir, err)
+	}
+	nonEmpty := it.First()
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return fmt.Errorf("metadata directory %s: %w", k.dir, err)
+	}
+	if nonEmpty {
+		return fmt.Errorf("%w: metadata directory %s holds a pebble database that is not healstore metadata (no schema key)", metastore.ErrSchema, k.dir)
+	}
+	rec, _ := json.Marshal(schemaRec{Format: schemaMagic, Schema: SchemaVersion})
+	if err := k.db.Set([]byte(schemaKey), rec, pebble.Sync); err != nil {
+		return fmt.Errorf("metadata directory %s: write schema: %w", k.dir, err)
+	}
+	return nil
+}
+
+// Dir is the database directory.
+func (k *KV) Dir() string { return k.dir }
+
+func dataKey(key []byte) []byte {
+	out := make([]byte, 1+len(key))
+	out[0] = dataPrefix
+	copy(out[1:], key)
+	return out
+}
+
+func (k *KV) enter(ctx context.Context) error {
+	k.mu.RLock()
+	if k.closed {
+		k.mu.RUnlock()
+		return fmt.Errorf("metadata %s: %w", k.dir, metastore.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		k.mu.RUnlock()
+		return err
+	}
+	return nil
+}
+
+// Get implements metastore.KV.
+func (k *KV) Get(ctx context.Context, key []byte) ([]byte, error) {
+	if err := k.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer k.mu.RUnlock()
+	return k.get(key)
+}
+
+func (k *KV) get(key []byte) ([]byte, error) {
+	v, closer, err := k.db.Get(dataKey(key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("key %q: %w", key, metastore.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("metadata %s: get %q: %w", k.dir, key, err)
+	}
+	out := append([]byte{}, v...)
+	closer.Close()
+	return out, nil
+}
+
+// Scan implements metastore.KV.
+func (k *KV) Scan(ctx context.Context, prefix, start []byte, fn func(k, v []byte) error) error {
+	lower := dataKey(metastore.ScanStart(prefix, start))
+	var upper []byte
+	if end := metastore.PrefixEnd(prefix); end != nil {
+		upper = dataKey(end)
+	} else {
+		upper = []byte{dataPrefix + 1}
+	}
+	for {
+		page, err := k.page(ctx, lower, upper)
+		if err != nil {
+			return err
+		}
+		for _, e := range page {
+			if err := fn(e[0], e[1]); err != nil {
+				if errors.Is(err, metastore.ErrStop) {
+					return nil
+				}
+				return err
+			}
+		}
+		if len(page) < scanPage {
+			return nil
+		}
+		lower = append(dataKey(page[len(page)-1][0]), 0)
+	}
+}
+
+// page reads up to scanPage entries in [lower, upper) with a fresh
+// iterator, returning user keys and values as copies.
+func (k *KV) page(ctx context.Context, lower, upper []byte) ([][2][]byte, error) {
+	if err := k.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer k.mu.RUnlock()
+	it, err := k.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, fmt.Errorf("metadata %s: scan: %w", k.dir, err)
+	}
+	var page [][2][]byte
+	for ok := it.First(); ok && len(page) < scanPage; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return nil, fmt.Errorf("metadata %s: scan: %w", k.dir, err)
+		}
+		page = append(page, [2][]byte{bytes.Clone(it.Key()[1:]), append([]byte{}, v...)})
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return nil, fmt.Errorf("metadata %s: scan: %w", k.dir, err)
+	}
+	return page, nil
+}
+
+// Commit implements metastore.KV: conditions and writes under one mutex,
+// the write synced to disk before return.
+func (k *KV) Commit(ctx context.Context, b *metastore.Batch) error {
+	if err := b.Validate(); err != nil {
+		return err
+	}
+	if err := k.enter(ctx); err != nil {
+		return err
+	}
+	defer k.mu.RUnlock()
+	k.commitMu.Lock()
+	defer k.commitMu.Unlock()
+	for _, c := range b.Conds() {
+		v, err := k.get(c.Key)
+		found := err == nil
+		if err != nil && !errors.Is(err, metastore.ErrNotFound) {
+			return err
+		}
+		if c.Missing && found {
+			return fmt.Errorf("key %q exists: %w", c.Key, metastore.ErrConflict)
+		}
+		if !c.Missing && (!found || !bytes.Equal(v, c.Value)) {
+			return fmt.Errorf("key %q changed: %w", c.Key, metastore.ErrConflict)
+		}
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	pb := k.db.NewBatch()
+	defer pb.Close()
+	for _, op := range b.Ops() {
+		var err error
+		if op.Delete {
+			err = pb.Delete(dataKey(op.Key), nil)
+		} else {
+			err = pb.Set(dataKey(op.Key), op.Value, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("metadata %s: batch: %w", k.dir, err)
+		}
+	}
+	if err := pb.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("metadata %s: commit: %w", k.dir, err)
+	}
+	return nil
+}
+
+// Close implements metastore.KV. It waits for running calls, then closes
+// the database and releases the directory lock.
+func (k *KV) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return fmt.Errorf("metadata %s: %w", k.dir, metastore.ErrClosed)
+	}
+	k.closed = true
+	err := k.db.Close()
+	if lerr := k.lock.Close(); err == nil {
+		err = lerr
+	}
+	if err != nil {
+		return fmt.Errorf("close metadata %s: %w", k.dir, err)
+	}
+	return nil
+}
