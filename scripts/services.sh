@@ -365,10 +365,10 @@ etcd_ready() {
 
 start_versitygw() {
 	STEP="start versitygw"
-	local bin=$TOOLS/bin/versitygw port attempt rc
+	local bin=$TOOLS/bin/versitygw port rc
 	[[ -x $bin ]] || die "$bin missing; run: scripts/services.sh install"
 	mkdir -p "$STATE/s3"
-	for attempt in 1 2 3; do
+	for _ in 1 2 3; do
 		port=$(pick_ports 1)
 		# Credentials go through the environment, not argv, so ps does not show them.
 		ROOT_ACCESS_KEY=$S3_ACCESS ROOT_SECRET_KEY=$S3_SECRET \
@@ -388,13 +388,13 @@ start_versitygw() {
 
 start_etcd() {
 	STEP="start etcd"
-	local bin=/usr/bin/etcd client peer metrics attempt rc ports
+	local bin=/usr/bin/etcd client peer metrics rc ports
 	[[ -x $bin ]] || die "$bin missing; run: scripts/services.sh install"
 	local unset_etcd=() v
 	for v in $(compgen -e); do
 		if [[ $v == ETCD_* ]]; then unset_etcd+=(-u "$v"); fi
 	done
-	for attempt in 1 2 3; do
+	for _ in 1 2 3; do
 		rm -rf "$STATE/etcd"
 		mapfile -t ports < <(pick_ports 3)
 		client=${ports[0]} peer=${ports[1]} metrics=${ports[2]}
