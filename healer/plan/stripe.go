@@ -89,8 +89,9 @@ const (
 // shards); if the draining backend does not answer they count as missing.
 // Shards on suspect or unanswering up backends wait out the grace period:
 // they are rebuilt only when the stripe has no margin left and nothing else
-// to rebuild would restore one, so a short outage costs no rebuild bytes
-// except where one more loss would lose data. A shard sharing its failure
+// to rebuild would restore one, and then only enough of them to bring the
+// margin back to 1, so a short outage costs no rebuild bytes except where
+// one more loss would lose data. A shard sharing its failure
 // domain with an earlier kept shard is moved too.
 func Stripe(v StripeView, backends map[string]BackendView) Decision {
 	n := len(v.Shards)
@@ -175,11 +176,13 @@ func Stripe(v StripeView, backends map[string]BackendView) Decision {
 			}
 		}
 	}
-	if d.Margin <= 0 && gain == 0 {
-		for i := range n {
-			if cls[i] == waiting {
-				rebuild[i] = true
-			}
+	// At margin 0 one more loss destroys data: if rebuilding what is lost
+	// anyway does not restore a margin, rebuild waiting shards too, but
+	// only as many as bring the margin back to 1 (the outage may yet end).
+	for i := 0; i < n && d.Margin+gain < 1; i++ {
+		if cls[i] == waiting && !rebuild[i] {
+			rebuild[i] = true
+			gain++
 		}
 	}
 	if available < v.K {

@@ -1,0 +1,146 @@
+package healer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/metastore"
+)
+
+// Handler serves the healer over HTTP (the daemon binds it to loopback by
+// default):
+//
+//	GET    /metrics                  Prometheus metrics
+//	GET    /status                   Status as JSON
+//	GET    /healthz                  "ok"
+//	POST   /v1/heal[?object=NAME]    repair now (RepairAll or HealObject); RepairReport
+//	POST   /v1/scrub[?deep=1]        one scrub pass; progress as JSON lines, the last one final
+//	POST   /v1/gc                    one garbage collection pass; GCReport
+//	POST   /v1/probe                 one monitor round
+//	PUT    /v1/settings              {"workers":N,"rate_limit":BYTES} (either may be omitted)
+//	POST   /v1/backends              {"spec":{...},"secret":"..."} adds a backend
+//	POST   /v1/backends/{name}/drain starts draining a backend
+//	DELETE /v1/backends/{name}       forgets an emptied backend
+//
+// Errors come back as {"error": "..."} with a 4xx/5xx status.
+func (h *Healer) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(h.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		s, err := h.Status(r.Context())
+		reply(w, s, err)
+	})
+	mux.HandleFunc("POST /v1/heal", func(w http.ResponseWriter, r *http.Request) {
+		if name := r.URL.Query().Get("object"); name != "" {
+			rep, err := h.HealObject(r.Context(), name)
+			reply(w, rep, err)
+			return
+		}
+		if err := h.ProbeAll(r.Context()); err != nil {
+			h.log.Warn("probe before heal", "err", err)
+		}
+		rep, err := h.RepairAll(r.Context(), nil)
+		reply(w, rep, err)
+	})
+	mux.HandleFunc("POST /v1/scrub", func(w http.ResponseWriter, r *http.Request) {
+		deep, _ := strconv.ParseBool(r.URL.Query().Get("deep"))
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(w)
+		fl, _ := w.(http.Flusher)
+		last := 0
+		p, err := h.Scrub(r.Context(), ScrubOptions{Deep: deep, Progress: func(p ScrubProgress) {
+			// Every 1% (and the end) is enough for a progress bar.
+			if step := max(p.Total/100, 1); p.Done-last >= step || !p.Finished.IsZero() {
+				last = p.Done
+				_ = enc.Encode(p)
+				if fl != nil {
+					fl.Flush()
+				}
+			}
+		}})
+		if err != nil {
+			_ = enc.Encode(map[string]string{"error": err.Error()})
+			return
+		}
+		_ = enc.Encode(p)
+	})
+	mux.HandleFunc("POST /v1/gc", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := h.GC(r.Context())
+		reply(w, rep, err)
+	})
+	mux.HandleFunc("POST /v1/probe", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, map[string]bool{"ok": true}, h.ProbeAll(r.Context()))
+	})
+	mux.HandleFunc("PUT /v1/settings", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Workers   *int   `json:"workers"`
+			RateLimit *int64 `json:"rate_limit"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			replyErr(w, http.StatusBadRequest, fmt.Errorf("settings: %w", err))
+			return
+		}
+		if req.RateLimit != nil && *req.RateLimit < 0 {
+			replyErr(w, http.StatusBadRequest, errors.New("rate_limit is negative"))
+			return
+		}
+		if req.Workers != nil {
+			h.SetWorkers(*req.Workers)
+		}
+		if req.RateLimit != nil {
+			h.SetRateLimit(*req.RateLimit)
+		}
+		c := h.Config()
+		reply(w, Settings{Workers: c.Workers, RateLimit: c.RateLimit, Grace: c.Grace.String()}, nil)
+	})
+	mux.HandleFunc("POST /v1/backends", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Spec   backends.Spec `json:"spec"`
+			Secret string        `json:"secret"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			replyErr(w, http.StatusBadRequest, fmt.Errorf("backend: %w", err))
+			return
+		}
+		if err := req.Spec.Validate(); err != nil {
+			replyErr(w, http.StatusBadRequest, err)
+			return
+		}
+		reply(w, map[string]string{"added": req.Spec.Name}, h.AddBackend(r.Context(), req.Spec, req.Secret))
+	})
+	mux.HandleFunc("POST /v1/backends/{name}/drain", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		reply(w, map[string]string{"draining": name}, h.Drain(r.Context(), name))
+	})
+	mux.HandleFunc("DELETE /v1/backends/{name}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		reply(w, map[string]string{"removed": name}, h.RemoveBackend(r.Context(), name))
+	})
+	return mux
+}
+
+func reply(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, metastore.ErrNotFound) {
+			code = http.StatusNotFound
+		}
+		replyErr(w, code, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func replyErr(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+}

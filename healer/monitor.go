@@ -1,0 +1,754 @@
+package healer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/healer/plan"
+	"github.com/healstore/healstore/healer/provision"
+	"github.com/healstore/healstore/metastore"
+)
+
+// Report feeds the monitor an error the data path met on a backend (a
+// failed shard put or get). An unavailable backend counts as a failed probe
+// and is probed again at once, so an outage is noticed between probe
+// rounds. Shard-level errors (not found, corrupt) say nothing about the
+// backend and are ignored here; the read path queues those stripes itself.
+// Report never blocks.
+func (h *Healer) Report(backend string, err error) {
+	if err == nil || !errors.Is(err, backends.ErrUnavailable) {
+		return
+	}
+	select {
+	case h.probeMe <- backend:
+	default:
+	}
+}
+
+func (h *Healer) monitorLoop(ctx context.Context) {
+	tick := time.NewTicker(h.cfg.ProbeInterval.D())
+	defer tick.Stop()
+	for {
+		if err := h.ProbeAll(ctx); err != nil && ctx.Err() == nil {
+			h.log.Warn("monitor round failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-h.probeMe:
+			// Drain what else arrived so one outage makes one extra round.
+			for len(h.probeMe) > 0 {
+				<-h.probeMe
+			}
+		}
+	}
+}
+
+// probeResult is one probe's outcome.
+type probeResult struct {
+	name   string
+	obs    plan.Observation
+	cap    backends.Capacity
+	err    error
+	marker string // the marker JSON, when found and ours
+}
+
+// ProbeAll runs one monitor round: it probes every backend that is not
+// retired or replaced (in parallel), advances each one's state, acts on
+// what changed (queue repairs, find replacements) and completes drains and
+// replacements whose backends hold nothing any more.
+func (h *Healer) ProbeAll(ctx context.Context) error {
+	if err := h.refresh(ctx); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	var names []string
+	recs := map[string]metastore.BackendRecord{}
+	for name, m := range h.members {
+		if m.health.State == plan.Retired || m.health.State == plan.Replaced {
+			continue
+		}
+		names = append(names, name)
+		recs[name] = m.rec
+	}
+	h.mu.Unlock()
+	sort.Strings(names)
+
+	results := make([]probeResult, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = h.probe(ctx, name, recs[name])
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range results {
+		if err := h.apply(ctx, r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := h.settleBackends(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := h.ensureCapacity(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	h.metrics.observeBackends(h)
+	return errors.Join(errs...)
+}
+
+// probe checks one backend: Probe for reachability and capacity, then the
+// identity marker.
+func (h *Healer) probe(ctx context.Context, name string, rec metastore.BackendRecord) probeResult {
+	r := probeResult{name: name}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.ProbeTimeout.D())
+	defer cancel()
+	defer func() { r.obs.At = h.now() }()
+	b, ok := h.pool.Backend(name)
+	if !ok {
+		r.err = fmt.Errorf("backend %s is not open", name)
+		return r
+	}
+	pr, err := b.Probe(ctx)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	r.cap = pr.Capacity
+	raw, err := b.Get(ctx, MarkerKey)
+	switch {
+	case errors.Is(err, backends.ErrNotFound):
+		if rec.Marker == "" {
+			// Never marked (it joined before a marker could be
+			// written): mark it now rather than call it wiped.
+			if werr := h.writeMarker(ctx, b); werr != nil {
+				r.err = werr
+				return r
+			}
+			r.obs.OK, r.obs.Marker = true, plan.MarkerOK
+			r.marker = h.markerJSON(name)
+			return r
+		}
+		r.obs.OK, r.obs.Marker = true, plan.MarkerMissing
+		return r
+	case err != nil:
+		r.err = err
+		return r
+	}
+	var m Marker
+	if json.Unmarshal(raw, &m) != nil || m.StoreID != h.id || m.Backend != name {
+		r.obs.OK, r.obs.Marker = true, plan.MarkerForeign
+		r.err = fmt.Errorf("backend %s carries a foreign identity marker (store %q, backend %q)", name, m.StoreID, m.Backend)
+		return r
+	}
+	r.obs.OK, r.obs.Marker = true, plan.MarkerOK
+	if rec.Marker == "" {
+		r.marker = string(raw)
+	}
+	return r
+}
+
+func (h *Healer) markerJSON(name string) string {
+	b, _ := json.Marshal(Marker{StoreID: h.id, Backend: name})
+	return string(b)
+}
+
+func (h *Healer) writeMarker(ctx context.Context, b backends.Backend) error {
+	if err := b.Put(ctx, MarkerKey, []byte(h.markerJSON(b.Name()))); err != nil {
+		return fmt.Errorf("write identity marker: %w", err)
+	}
+	return nil
+}
+
+// apply advances one backend's health by a probe result, persists it and
+// handles the events.
+func (h *Healer) apply(ctx context.Context, r probeResult) error {
+	h.mu.Lock()
+	m := h.members[r.name]
+	if m == nil {
+		h.mu.Unlock()
+		return nil
+	}
+	before := m.health.State
+	next, events := plan.Observe(m.health, r.obs, plan.MonitorPolicy{SuspectAfter: h.cfg.SuspectAfter, Grace: h.cfg.Grace.D()})
+	m.health = next
+	h.mu.Unlock()
+
+	lastErr := ""
+	if r.err != nil {
+		lastErr = r.err.Error()
+	}
+	err := h.meta.UpdateBackend(ctx, r.name, func(rec *metastore.BackendRecord) error {
+		// An operator's state change that raced this probe wins.
+		if plan.State(rec.State) == before {
+			rec.State, rec.Since = metastore.BackendState(next.State), next.Since
+		}
+		rec.LastProbe = r.obs.At
+		rec.ProbeFailures = next.Failures
+		if lastErr != "" || r.obs.OK {
+			rec.LastError = lastErr
+		}
+		if r.obs.OK {
+			rec.Capacity = metastore.Capacity(r.cap)
+		}
+		if r.marker != "" {
+			rec.Marker = r.marker
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record probe of %s: %w", r.name, err)
+	}
+	h.mu.Lock()
+	if m := h.members[r.name]; m != nil && r.obs.OK {
+		m.rec.Capacity = metastore.Capacity(r.cap)
+		if r.marker != "" {
+			m.rec.Marker = r.marker
+		}
+	}
+	h.mu.Unlock()
+	for _, ev := range events {
+		h.log.Info("backend "+string(ev), "backend", r.name, "state", next.State, "err", lastErr)
+		if err := h.onEvent(ctx, r.name, ev, r.obs.Marker); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// onEvent acts on one monitor event.
+func (h *Healer) onEvent(ctx context.Context, name string, ev plan.Event, marker plan.Marker) error {
+	switch ev {
+	case plan.EventSuspect:
+		// Only stripes the outage leaves without margin are repaired
+		// now; the rest wait for the grace period to run out.
+		return h.queueBackend(ctx, name, "backend "+name+" suspect", true)
+	case plan.EventDown:
+		if err := h.queueBackend(ctx, name, "backend "+name+" down", false); err != nil {
+			return err
+		}
+		return h.replace(ctx, name)
+	case plan.EventWiped:
+		return h.wiped(ctx, name, marker == plan.MarkerForeign)
+	}
+	return nil
+}
+
+// queueBackend queues the stripes with a shard on the backend. With
+// onlyUrgent it queues only those the planner wants rebuilt right now
+// (margin 0 while the backend is suspect).
+func (h *Healer) queueBackend(ctx context.Context, name, reason string, onlyUrgent bool) error {
+	views := h.views()
+	var batch []metastore.RepairItem
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := h.meta.Enqueue(ctx, batch...)
+		batch = batch[:0]
+		return err
+	}
+	err := h.meta.StripesOnBackend(ctx, name, func(id [16]byte) error {
+		st, err := h.meta.GetStripe(ctx, id)
+		if errors.Is(err, metastore.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		d := plan.Stripe(view(st), views)
+		if onlyUrgent && len(d.Rebuild) == 0 {
+			return nil
+		}
+		batch = append(batch, metastore.RepairItem{Stripe: id, Margin: d.Margin, Reason: reason})
+		if len(batch) >= 256 {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return fmt.Errorf("queue stripes of %s: %w", name, err)
+	}
+	h.kick()
+	return nil
+}
+
+// wiped handles a backend found without its marker (or with a foreign
+// one): every shard location on it is cleared (the shards are gone, or not
+// ours to trust) and the stripes queued at once, with no grace period. A
+// backend that merely lost its marker is marked again and stays in use,
+// empty; a foreign one is left alone.
+func (h *Healer) wiped(ctx context.Context, name string, foreign bool) error {
+	var ids [][16]byte
+	err := h.meta.StripesOnBackend(ctx, name, func(id [16]byte) error {
+		ids = append(ids, id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("wiped backend %s: %w", name, err)
+	}
+	reason := "backend " + name + " wiped"
+	if foreign {
+		reason = "backend " + name + " carries a foreign marker"
+	}
+	for _, id := range ids {
+		if err := h.clearShards(ctx, id, func(i int, loc metastore.ShardLoc) bool { return loc.Backend == name }, !foreign, reason); err != nil {
+			return fmt.Errorf("wiped backend %s: %w", name, err)
+		}
+	}
+	h.metrics.wiped.Inc()
+	if !foreign {
+		b, ok := h.pool.Backend(name)
+		if !ok {
+			return fmt.Errorf("wiped backend %s: not open", name)
+		}
+		if err := h.writeMarker(ctx, b); err != nil {
+			return fmt.Errorf("wiped backend %s: %w", name, err)
+		}
+		marker := h.markerJSON(name)
+		if err := h.meta.UpdateBackend(ctx, name, func(r *metastore.BackendRecord) error { r.Marker = marker; return nil }); err != nil {
+			return fmt.Errorf("wiped backend %s: %w", name, err)
+		}
+	}
+	h.kick()
+	return nil
+}
+
+// clearShards forgets the shard locations of a stripe that match (they are
+// lost or corrupt), hands them to garbage collection when asked, and
+// queues the stripe, all under the stripe's lock and with a CAS retry.
+func (h *Healer) clearShards(ctx context.Context, id [16]byte, match func(i int, loc metastore.ShardLoc) bool, garbage bool, reason string) error {
+	unlock := h.lockStripe(id)
+	defer unlock()
+	for attempt := 0; ; attempt++ {
+		st, err := h.meta.GetStripe(ctx, id)
+		if errors.Is(err, metastore.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var g []metastore.Garbage
+		changed := false
+		for i, loc := range st.Shards {
+			if loc.Backend == "" || !match(i, loc) {
+				continue
+			}
+			if garbage {
+				g = append(g, metastore.Garbage{Backend: loc.Backend, Key: loc.Key})
+			}
+			st.Shards[i] = metastore.ShardLoc{}
+			changed = true
+		}
+		if !changed {
+			return nil
+		}
+		err = h.meta.UpdateStripe(ctx, st, g)
+		if errors.Is(err, metastore.ErrConflict) && attempt < 8 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		d := plan.Stripe(view(st), h.views())
+		return h.meta.Enqueue(ctx, metastore.RepairItem{Stripe: id, Margin: d.Margin, Reason: reason})
+	}
+}
+
+// settleBackends finishes what the states imply: a down backend that
+// holds no stripe any more is replaced; a draining one is retired (and its
+// capacity released to the provisioner that made it).
+func (h *Healer) settleBackends(ctx context.Context) error {
+	h.mu.Lock()
+	var check []string
+	for name, m := range h.members {
+		if m.health.State == plan.Down || m.health.State == plan.Draining {
+			check = append(check, name)
+		}
+	}
+	h.mu.Unlock()
+	var errs []error
+	for _, name := range check {
+		n, err := h.meta.CountStripesOnBackend(ctx, name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if n > 0 {
+			continue
+		}
+		if err := h.finish(ctx, name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// finish moves an emptied backend to its final state.
+func (h *Healer) finish(ctx context.Context, name string) error {
+	var final metastore.BackendState
+	var spec backends.Spec
+	now := h.now()
+	err := h.meta.UpdateBackend(ctx, name, func(r *metastore.BackendRecord) error {
+		switch r.State {
+		case metastore.StateDown:
+			final = metastore.StateReplaced
+		case metastore.StateDraining:
+			final = metastore.StateRetired
+		default:
+			final = ""
+			return nil
+		}
+		r.State, r.Since = final, now
+		if err := json.Unmarshal(r.SpecJSON, &spec); err != nil {
+			return err
+		}
+		return nil
+	})
+	if err != nil || final == "" {
+		return err
+	}
+	h.log.Info("backend "+string(final), "backend", name)
+	h.mu.Lock()
+	if m := h.members[name]; m != nil {
+		m.health.State, m.health.Since = plan.State(final), now
+		m.rec.State = final
+	}
+	h.mu.Unlock()
+	if final == metastore.StateRetired {
+		if err := h.release(ctx, spec); err != nil {
+			h.log.Warn("release retired backend", "backend", name, "err", err)
+		}
+	}
+	return nil
+}
+
+// provisionedMeta names the metastore value recording which provisioner
+// created a backend, so retiring it can give the capacity back.
+func provisionedMeta(name string) string { return "healer/provisioned/" + name }
+
+// replacementMeta records the replacement found for a down backend, so a
+// restarted healer does not provision a second one.
+func replacementMeta(name string) string { return "healer/replacement/" + name }
+
+func (h *Healer) release(ctx context.Context, spec backends.Spec) error {
+	raw, err := h.meta.GetMeta(ctx, provisionedMeta(spec.Name))
+	if errors.Is(err, metastore.ErrNotFound) {
+		return nil // the operator's capacity: nothing to give back
+	}
+	if err != nil {
+		return err
+	}
+	for _, p := range h.provs {
+		if p.Name() == string(raw) {
+			if err := p.Release(ctx, spec); err != nil {
+				return err
+			}
+			return h.meta.DeleteMeta(ctx, provisionedMeta(spec.Name))
+		}
+	}
+	return fmt.Errorf("backend %s was made by provisioner %q, which is not configured", spec.Name, raw)
+}
+
+// replace finds a replacement for a down backend: a registered spare is
+// promoted (it becomes a regular member), else a provisioner makes a new
+// backend. Either way the rebuild targets then include it.
+func (h *Healer) replace(ctx context.Context, down string) error {
+	if _, err := h.meta.GetMeta(ctx, replacementMeta(down)); err == nil {
+		return nil
+	}
+	if name := h.pickSpare(); name != "" {
+		if err := h.promote(ctx, name); err != nil {
+			return err
+		}
+		h.log.Info("spare promoted to replace down backend", "spare", name, "down", down)
+		h.metrics.replacements.WithLabelValues("spare").Inc()
+		return h.meta.PutMeta(ctx, replacementMeta(down), []byte(name))
+	}
+	name, err := h.provision(ctx, false, down)
+	if err != nil {
+		return err
+	}
+	if name == "" {
+		return nil
+	}
+	h.metrics.replacements.WithLabelValues("provisioned").Inc()
+	return h.meta.PutMeta(ctx, replacementMeta(down), []byte(name))
+}
+
+// promote makes a spare a regular member (new writes may use it).
+func (h *Healer) promote(ctx context.Context, name string) error {
+	err := h.meta.UpdateBackend(ctx, name, func(r *metastore.BackendRecord) error {
+		r.Spare = false
+		var spec backends.Spec
+		if err := json.Unmarshal(r.SpecJSON, &spec); err == nil {
+			spec.Spare = false
+			if raw, err := json.Marshal(spec); err == nil {
+				r.SpecJSON = raw
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("promote spare %s: %w", name, err)
+	}
+	return h.refresh(ctx)
+}
+
+// pickSpare returns a registered spare that is up and answering.
+func (h *Healer) pickSpare() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var names []string
+	for name, m := range h.members {
+		if m.rec.Spare && m.health.State == plan.Up && m.health.Reachable() {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return ""
+	}
+	return names[0]
+}
+
+// ensureCapacity retries replacements that failed and keeps the spare
+// target.
+func (h *Healer) ensureCapacity(ctx context.Context) error {
+	h.mu.Lock()
+	var down, spareNames []string
+	for name, m := range h.members {
+		if m.health.State == plan.Down {
+			down = append(down, name)
+		}
+		if m.rec.Spare && m.health.State == plan.Up {
+			spareNames = append(spareNames, name)
+		}
+	}
+	wanted := h.capacityWanted
+	h.capacityWanted = false
+	h.mu.Unlock()
+	sort.Strings(down)
+	var errs []error
+	for _, name := range down {
+		if err := h.replace(ctx, name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// A spare that received rebuilt shards is a member now: promote it,
+	// so new writes use it too, and let the target bring a fresh spare.
+	spares := 0
+	for _, name := range spareNames {
+		n, err := h.meta.CountStripesOnBackend(ctx, name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if n == 0 {
+			spares++
+			continue
+		}
+		if err := h.promote(ctx, name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if wanted && spares == 0 {
+		// A rebuild found no target outside its stripe's domains.
+		if _, err := h.provision(ctx, false, ""); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for ; spares < h.cfg.SpareTarget; spares++ {
+		name, err := h.provision(ctx, true, "")
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if name == "" {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ErrNoProvisioner means a backend needed replacing but no provisioner is
+// configured.
+var ErrNoProvisioner = errors.New("no provisioner configured")
+
+// provision asks the provisioners, in order, for a backend outside every
+// failure domain in use, registers it and marks it. It returns "" without
+// error while a previous failure's back-off lasts.
+func (h *Healer) provision(ctx context.Context, spare bool, replacing string) (string, error) {
+	if len(h.provs) == 0 {
+		return "", fmt.Errorf("replace backend %q: %w", replacing, ErrNoProvisioner)
+	}
+	if h.reg == nil {
+		return "", errors.New("healer: cannot register provisioned backends (no Register dependency)")
+	}
+	now := h.now()
+	h.mu.Lock()
+	if now.Before(h.provisionAfter) {
+		h.mu.Unlock()
+		return "", nil
+	}
+	var avoid []string
+	var minSize int64
+	for name, m := range h.members {
+		switch m.health.State {
+		case plan.Retired, plan.Replaced:
+			continue
+		}
+		avoid = append(avoid, m.spec.Domain(h.cfg.Level))
+		if name == replacing && m.rec.Capacity.Known {
+			minSize = m.rec.Capacity.Used
+		}
+	}
+	h.mu.Unlock()
+	hint := "repl"
+	if spare {
+		hint = "spare"
+	}
+	c := provision.Constraints{AvoidDomains: avoid, Level: h.cfg.Level, MinSize: minSize, NameHint: hint}
+	var errs []error
+	for _, p := range h.provs {
+		spec, secret, err := p.Provision(ctx, c)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		spec.Spare = spare
+		if err := h.adopt(ctx, spec, secret, p.Name()); err != nil {
+			if rerr := p.Release(ctx, spec); rerr != nil {
+				h.log.Warn("release unusable provisioned backend", "backend", spec.Name, "err", rerr)
+			}
+			errs = append(errs, err)
+			continue
+		}
+		h.log.Info("provisioned backend", "backend", spec.Name, "provisioner", p.Name(), "spare", spare, "replacing", replacing)
+		h.metrics.provisioned.WithLabelValues(p.Name()).Inc()
+		return spec.Name, nil
+	}
+	h.mu.Lock()
+	h.provisionAfter = now.Add(h.cfg.ProvisionBackoff.D())
+	h.mu.Unlock()
+	h.metrics.provisionFailures.Inc()
+	return "", fmt.Errorf("provision a backend (replacing %q): %w", replacing, errors.Join(errs...))
+}
+
+// adopt registers a new backend with the store, marks it and records who
+// made it.
+func (h *Healer) adopt(ctx context.Context, spec backends.Spec, secret, by string) error {
+	if err := spec.Validate(); err != nil {
+		return fmt.Errorf("provisioner %s returned a bad spec: %w", by, err)
+	}
+	if by != "" {
+		if err := h.meta.PutMeta(ctx, provisionedMeta(spec.Name), []byte(by)); err != nil {
+			return err
+		}
+	}
+	if err := h.reg(ctx, spec, secret); err != nil {
+		return fmt.Errorf("register backend %s: %w", spec.Name, err)
+	}
+	b, ok := h.pool.Backend(spec.Name)
+	if !ok {
+		return fmt.Errorf("backend %s registered but does not open", spec.Name)
+	}
+	if err := h.writeMarker(ctx, b); err != nil {
+		return fmt.Errorf("backend %s: %w", spec.Name, err)
+	}
+	marker := h.markerJSON(spec.Name)
+	now := h.now()
+	pr, perr := b.Probe(ctx)
+	err := h.meta.UpdateBackend(ctx, spec.Name, func(r *metastore.BackendRecord) error {
+		r.Marker = marker
+		r.Spare = spec.Spare
+		r.LastProbe = now
+		if perr == nil {
+			r.Capacity = metastore.Capacity(pr.Capacity)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return h.refresh(ctx)
+}
+
+// AddBackend registers an operator's backend (the CLI's `backend add`):
+// recorded, opened, marked, and from then on probed and used.
+func (h *Healer) AddBackend(ctx context.Context, spec backends.Spec, secret string) error {
+	if h.reg == nil {
+		return errors.New("healer: cannot register backends (no Register dependency)")
+	}
+	if _, err := h.meta.GetBackend(ctx, spec.Name); err == nil {
+		return fmt.Errorf("backend %s already exists", spec.Name)
+	}
+	return h.adopt(ctx, spec, secret, "")
+}
+
+// Drain starts evacuating a backend: it is marked draining (no new
+// shards), and every stripe with a shard on it is queued; the rebuilder
+// rebuilds those shards elsewhere from the other shards, in parallel. When
+// it holds nothing any more it is retired.
+func (h *Healer) Drain(ctx context.Context, name string) error {
+	now := h.now()
+	err := h.meta.UpdateBackend(ctx, name, func(r *metastore.BackendRecord) error {
+		switch r.State {
+		case metastore.StateRetired, metastore.StateReplaced:
+			return fmt.Errorf("backend %s is %s", name, r.State)
+		case metastore.StateDraining:
+			return nil
+		}
+		r.State, r.Since = metastore.StateDraining, now
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("drain %s: %w", name, err)
+	}
+	if err := h.refresh(ctx); err != nil {
+		return err
+	}
+	return h.queueBackend(ctx, name, "backend "+name+" draining", false)
+}
+
+// RemoveBackend forgets a backend that holds no stripe (drain it first).
+// Its capacity goes back to the provisioner that made it, if any.
+func (h *Healer) RemoveBackend(ctx context.Context, name string) error {
+	n, err := h.meta.CountStripesOnBackend(ctx, name)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("backend %s still holds shards of %d stripes; run `healstore backend drain %s` first", name, n, name)
+	}
+	rec, err := h.meta.GetBackend(ctx, name)
+	if err != nil {
+		return err
+	}
+	var spec backends.Spec
+	if err := json.Unmarshal(rec.SpecJSON, &spec); err == nil {
+		if err := h.release(ctx, spec); err != nil {
+			h.log.Warn("release removed backend", "backend", name, "err", err)
+		}
+	}
+	if err := h.meta.DeleteBackend(ctx, name); err != nil {
+		return err
+	}
+	return h.refresh(ctx)
+}

@@ -1,0 +1,375 @@
+package healer
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/encoder"
+	"github.com/healstore/healstore/healer/plan"
+	"github.com/healstore/healstore/metastore"
+)
+
+// ScrubOptions tune one scrub pass.
+type ScrubOptions struct {
+	// Deep reads and verifies every shard; otherwise the pass is light:
+	// each shard must exist with its recorded size.
+	Deep bool
+	// Period spreads the pass so it takes about this long (0 = as fast as
+	// possible, as `healstore scrub` runs).
+	Period time.Duration
+	// Resume continues from the cursor a previous, unfinished pass of the
+	// same kind saved (the daemon's passes survive restarts).
+	Resume bool
+	// Progress, if set, hears the progress after every stripe.
+	Progress func(ScrubProgress)
+}
+
+// ScrubProgress is the state of a scrub pass.
+type ScrubProgress struct {
+	Pass     string    `json:"pass"` // "light" or "deep"
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished,omitzero"`
+	// Total is the number of stripes when the pass started; Done those
+	// checked so far.
+	Total int `json:"total"`
+	Done  int `json:"done"`
+	// Bytes read and verified (deep pass).
+	Bytes int64 `json:"bytes"`
+	// Shards found missing, corrupt (bad checksum or size), on a backend
+	// that did not answer (not checked), and stripes breaking the
+	// placement invariant.
+	Missing     int `json:"missing"`
+	Corrupt     int `json:"corrupt"`
+	Unreachable int `json:"unreachable"`
+	Misplaced   int `json:"misplaced"`
+	// Queued counts stripes the pass put on the repair queue.
+	Queued int `json:"queued"`
+	// Cursor is the last stripe checked (hex), where a resumed pass goes on.
+	Cursor string `json:"cursor,omitempty"`
+}
+
+// Fraction is the part of the pass done, 0..1.
+func (p ScrubProgress) Fraction() float64 {
+	if !p.Finished.IsZero() {
+		return 1
+	}
+	if p.Total == 0 {
+		return 0
+	}
+	return min(float64(p.Done)/float64(p.Total), 1)
+}
+
+func scrubMeta(pass string) string { return "healer/scrub/" + pass }
+
+func passName(deep bool) string {
+	if deep {
+		return "deep"
+	}
+	return "light"
+}
+
+// Scrub walks every stripe once and checks its shards (see ScrubOptions).
+// Shards found missing or corrupt are forgotten (their locations cleared,
+// the bad copies handed to garbage collection) and their stripes queued;
+// stripes breaking the placement invariant, or otherwise short of shards,
+// are queued too. Progress is saved every few seconds, so a resumed pass
+// redoes little.
+func (h *Healer) Scrub(ctx context.Context, o ScrubOptions) (ScrubProgress, error) {
+	pass := passName(o.Deep)
+	p := ScrubProgress{Pass: pass, Started: h.now()}
+	var after [16]byte
+	if o.Resume {
+		if raw, err := h.meta.GetMeta(ctx, scrubMeta(pass)); err == nil {
+			var saved ScrubProgress
+			if json.Unmarshal(raw, &saved) == nil && saved.Finished.IsZero() {
+				p = saved
+				if b, err := hex.DecodeString(saved.Cursor); err == nil && len(b) == 16 {
+					copy(after[:], b)
+				}
+			}
+		}
+	}
+	if p.Total == 0 || !o.Resume {
+		n := 0
+		if err := h.meta.ScanStripes(ctx, [16]byte{}, func(*metastore.Stripe) error { n++; return nil }); err != nil {
+			return p, err
+		}
+		p.Total = n
+	}
+	var pace time.Duration
+	if o.Period > 0 && p.Total > 0 {
+		pace = o.Period / time.Duration(p.Total)
+	}
+	h.setScrub(pass, p)
+	lastSave := time.Now()
+	save := func() {
+		raw, _ := json.Marshal(p)
+		if err := h.meta.PutMeta(context.WithoutCancel(ctx), scrubMeta(pass), raw); err != nil {
+			h.log.Warn("save scrub progress", "err", err)
+		}
+		lastSave = time.Now()
+	}
+	// Stripes are collected in chunks so no metastore iterator stays open
+	// while shards are read (and while the pass sleeps).
+	for {
+		var chunk []*metastore.Stripe
+		err := h.meta.ScanStripes(ctx, after, func(st *metastore.Stripe) error {
+			chunk = append(chunk, st)
+			if len(chunk) >= 128 {
+				return metastore.ErrStop
+			}
+			return nil
+		})
+		if err != nil {
+			return p, err
+		}
+		if len(chunk) == 0 {
+			break
+		}
+		for _, st := range chunk {
+			t0 := time.Now()
+			if err := h.scrubStripe(ctx, st, o.Deep, &p); err != nil {
+				if ctx.Err() != nil {
+					save()
+					return p, ctx.Err()
+				}
+				h.log.Warn("scrub stripe", "stripe", hex.EncodeToString(st.ID[:]), "err", err)
+			}
+			p.Done++
+			p.Cursor = hex.EncodeToString(st.ID[:])
+			after = st.ID
+			h.setScrub(pass, p)
+			h.metrics.scrubbed.WithLabelValues(pass).Inc()
+			if o.Progress != nil {
+				o.Progress(p)
+			}
+			if time.Since(lastSave) > 5*time.Second {
+				save()
+			}
+			if pace > 0 {
+				if !sleep(ctx, pace-time.Since(t0)) {
+					save()
+					return p, ctx.Err()
+				}
+			}
+		}
+	}
+	p.Finished = h.now()
+	p.Total = max(p.Total, p.Done)
+	h.setScrub(pass, p)
+	save()
+	if o.Progress != nil {
+		o.Progress(p)
+	}
+	return p, nil
+}
+
+func (h *Healer) setScrub(pass string, p ScrubProgress) {
+	h.mu.Lock()
+	cp := p
+	h.scrubs[pass] = &cp
+	h.mu.Unlock()
+	h.metrics.scrubProgress.WithLabelValues(pass).Set(p.Fraction())
+}
+
+// scrubStripe checks one stripe's shards and acts on what it finds.
+func (h *Healer) scrubStripe(ctx context.Context, st *metastore.Stripe, deep bool, p *ScrubProgress) error {
+	views := h.views()
+	var verify func(int, []byte, []byte) error
+	if deep {
+		codec, err := h.codec(st)
+		if err != nil {
+			return fmt.Errorf("codec: %w", err)
+		}
+		verify = func(i int, b, sum []byte) error { return codec.VerifyShard(encoder.StripeID(st.ID), i, b, sum) }
+	}
+	var mu sync.Mutex
+	var missing, corrupt []int
+	var wg sync.WaitGroup
+	for i, loc := range st.Shards {
+		v, ok := views[loc.Backend]
+		if loc.Backend == "" || !ok || !v.Reachable || (v.State != plan.Up && v.State != plan.Draining) {
+			continue
+		}
+		b, ok := h.pool.Backend(loc.Backend)
+		if !ok {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			kind, n, err := h.checkShard(ctx, b, st.ID, i, loc, verify)
+			mu.Lock()
+			defer mu.Unlock()
+			p.Bytes += n
+			switch kind {
+			case shardMissing:
+				missing = append(missing, i)
+				p.Missing++
+				h.metrics.scrubFindings.WithLabelValues("missing").Inc()
+			case shardCorrupt:
+				corrupt = append(corrupt, i)
+				p.Corrupt++
+				h.metrics.scrubFindings.WithLabelValues("corrupt").Inc()
+			case shardUnreachable:
+				p.Unreachable++
+				h.Report(loc.Backend, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	bad := append(slices.Clone(missing), corrupt...)
+	if len(bad) > 0 {
+		reason := fmt.Sprintf("scrub: shards %v missing, %v corrupt", missing, corrupt)
+		// Only the very locations checked are cleared: a rebuild that
+		// moved a shard meanwhile is left alone.
+		match := func(i int, loc metastore.ShardLoc) bool {
+			return slices.Contains(bad, i) && loc.Backend == st.Shards[i].Backend && loc.Key == st.Shards[i].Key
+		}
+		if err := h.clearShards(ctx, st.ID, match, true, reason); err != nil {
+			return err
+		}
+		p.Queued++
+		h.kick()
+		return nil
+	}
+	d := plan.Stripe(view(st), views)
+	if len(d.Misplaced) > 0 {
+		p.Misplaced++
+		h.metrics.scrubFindings.WithLabelValues("misplaced").Inc()
+	}
+	if len(d.Rebuild) > 0 {
+		reason := "scrub: stripe short of shards"
+		if len(d.Misplaced) > 0 {
+			reason = fmt.Sprintf("scrub: shards %v break the placement invariant", d.Misplaced)
+		}
+		if err := h.meta.Enqueue(ctx, metastore.RepairItem{Stripe: st.ID, Margin: d.Margin, Reason: reason}); err != nil {
+			return err
+		}
+		p.Queued++
+		h.kick()
+	}
+	return nil
+}
+
+type shardFinding int
+
+const (
+	shardOK shardFinding = iota
+	shardMissing
+	shardCorrupt
+	shardUnreachable
+)
+
+// checkShard checks one shard: light (Stat, size) when verify is nil,
+// deep (read and verify) otherwise. It returns bytes read.
+func (h *Healer) checkShard(ctx context.Context, b backends.Backend, id [16]byte, i int, loc metastore.ShardLoc, verify func(int, []byte, []byte) error) (shardFinding, int64, error) {
+	if verify == nil {
+		size, err := b.Stat(ctx, loc.Key)
+		switch {
+		case errors.Is(err, backends.ErrNotFound):
+			return shardMissing, 0, err
+		case err != nil:
+			return shardUnreachable, 0, err
+		case loc.Size > 0 && size != loc.Size:
+			return shardCorrupt, 0, fmt.Errorf("shard %d of %x on %s: size %d, recorded %d", i, id, loc.Backend, size, loc.Size)
+		}
+		return shardOK, 0, nil
+	}
+	if err := h.scrubLimiter.Wait(ctx, int(loc.Size)); err != nil {
+		return shardUnreachable, 0, err
+	}
+	data, err := b.Get(ctx, loc.Key)
+	switch {
+	case errors.Is(err, backends.ErrNotFound):
+		return shardMissing, 0, err
+	case err != nil:
+		return shardUnreachable, 0, err
+	}
+	if err := verify(i, data, loc.Sum); err != nil {
+		return shardCorrupt, int64(len(data)), err
+	}
+	return shardOK, int64(len(data)), nil
+}
+
+// scrubLoop runs paced passes back to back; a restarted daemon resumes the
+// unfinished one.
+func (h *Healer) scrubLoop(ctx context.Context, deep bool) {
+	period := h.cfg.LightScrubPeriod.D()
+	if deep {
+		period = h.cfg.ScrubPeriod.D()
+	}
+	for ctx.Err() == nil {
+		start := time.Now()
+		p, err := h.Scrub(ctx, ScrubOptions{Deep: deep, Period: period, Resume: true})
+		if err != nil && ctx.Err() == nil {
+			h.log.Warn("scrub pass failed", "pass", passName(deep), "err", err)
+		}
+		if err == nil {
+			h.log.Info("scrub pass finished", "pass", p.Pass, "stripes", p.Done, "missing", p.Missing,
+				"corrupt", p.Corrupt, "misplaced", p.Misplaced, "took", time.Since(start))
+		}
+		// An empty store or a failed pass must not spin.
+		if time.Since(start) < time.Minute && !sleep(ctx, time.Minute) {
+			return
+		}
+	}
+}
+
+// HealObject checks every stripe of one object deeply (read and verify
+// each shard) and repairs what it finds, now.
+func (h *Healer) HealObject(ctx context.Context, name string) (RepairReport, error) {
+	obj, err := h.meta.GetObject(ctx, name)
+	if err != nil {
+		return RepairReport{}, err
+	}
+	var rep RepairReport
+	before := h.totals()
+	for _, id := range obj.Stripes {
+		st, err := h.meta.GetStripe(ctx, id)
+		if errors.Is(err, metastore.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return rep, err
+		}
+		var p ScrubProgress
+		if err := h.scrubStripe(ctx, st, true, &p); err != nil {
+			return rep, err
+		}
+		it, err := h.meta.GetRepair(ctx, id)
+		if errors.Is(err, metastore.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return rep, err
+		}
+		o, err := h.Repair(ctx, *it)
+		switch o {
+		case Repaired:
+			rep.Repaired++
+		case NoOp:
+			rep.NoOp++
+		case Failed:
+			rep.Failed++
+			if len(rep.Errors) < 10 {
+				rep.Errors = append(rep.Errors, errString(err))
+			}
+		}
+	}
+	after := h.totals()
+	rep.BytesWritten = after.bytesWritten - before.bytesWritten
+	rep.BytesRead = after.bytesRead - before.bytesRead
+	rep.Remaining, err = h.meta.QueueLen(ctx)
+	return rep, err
+}

@@ -1,0 +1,266 @@
+package healer
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/healstore/healstore/healer/plan"
+	"github.com/healstore/healstore/metastore"
+)
+
+// Census is one full pass over the stripes: how healthy they are, counted
+// from the metastore and the monitor's view of the backends.
+type Census struct {
+	Time    time.Time `json:"time"`
+	Stripes int       `json:"stripes"`
+	// Margins counts stripes by margin (readable shards minus k).
+	Margins map[int]int `json:"margins"`
+	// Degraded counts stripes below full redundancy; BytesAtRisk is their
+	// data bytes.
+	Degraded    int   `json:"degraded"`
+	BytesAtRisk int64 `json:"bytes_at_risk"`
+	// WorstMargin is the lowest margin seen (the policy's m when all is well,
+	// 0 for an empty store).
+	WorstMargin int `json:"worst_margin"`
+	// Misplaced counts stripes with two shards in one failure domain.
+	Misplaced int `json:"misplaced"`
+	// Shards counts shard locations per backend.
+	Shards map[string]int `json:"shards"`
+	// QueueDepth and QueueOldest describe the repair queue;
+	// RemainingBytes estimates the shard bytes its entries still need
+	// rebuilt.
+	QueueDepth     int           `json:"queue_depth"`
+	QueueOldest    time.Duration `json:"queue_oldest"`
+	RemainingBytes int64         `json:"remaining_bytes"`
+}
+
+// TakeCensus scans every stripe and the repair queue, and updates the
+// census metrics.
+func (h *Healer) TakeCensus(ctx context.Context) (*Census, error) {
+	views := h.views()
+	c := &Census{Time: h.now(), Margins: map[int]int{}, Shards: map[string]int{}}
+	first := true
+	err := h.meta.ScanStripes(ctx, [16]byte{}, func(st *metastore.Stripe) error {
+		c.Stripes++
+		d := plan.Stripe(view(st), views)
+		c.Margins[d.Margin]++
+		if d.Degraded(st.M) {
+			c.Degraded++
+			c.BytesAtRisk += int64(st.DataLen)
+		}
+		if len(d.Misplaced) > 0 {
+			c.Misplaced++
+		}
+		if first || d.Margin < c.WorstMargin {
+			c.WorstMargin = d.Margin
+			first = false
+		}
+		for _, l := range st.Shards {
+			if l.Backend != "" {
+				c.Shards[l.Backend]++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	items, err := h.meta.Queue(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	c.QueueDepth = len(items)
+	for _, it := range items {
+		if age := c.Time.Sub(it.Queued); age > c.QueueOldest {
+			c.QueueOldest = age
+		}
+		st, err := h.meta.GetStripe(ctx, it.Stripe)
+		if err != nil {
+			continue
+		}
+		d := plan.Stripe(view(st), views)
+		var size int64
+		for _, l := range st.Shards {
+			size = max(size, l.Size)
+		}
+		c.RemainingBytes += size * int64(len(d.Rebuild))
+	}
+	h.mu.Lock()
+	h.census = c
+	h.mu.Unlock()
+	h.metrics.observeCensus(c)
+	h.metrics.observeBackends(h)
+	return c, nil
+}
+
+func (h *Healer) censusLoop(ctx context.Context) {
+	for {
+		if _, err := h.TakeCensus(ctx); err != nil && ctx.Err() == nil {
+			h.log.Warn("census failed", "err", err)
+		}
+		if !sleep(ctx, h.cfg.CensusInterval.D()) {
+			return
+		}
+	}
+}
+
+// Status is the healer's report: what `healstore status --json` prints and
+// the daemon's /status serves.
+type Status struct {
+	StoreID  string          `json:"store_id"`
+	Time     time.Time       `json:"time"`
+	Backends []BackendStatus `json:"backends"`
+	Stripes  int             `json:"stripes"`
+	// DegradedStripes counts stripes below full redundancy.
+	DegradedStripes int `json:"degraded_stripes"`
+	// Margins counts stripes by margin; keys are decimal margins.
+	Margins     map[string]int           `json:"margins"`
+	WorstMargin int                      `json:"worst_margin"`
+	BytesAtRisk int64                    `json:"bytes_at_risk"`
+	Misplaced   int                      `json:"misplaced_stripes"`
+	Queue       QueueStatus              `json:"queue"`
+	Repairs     RepairStatus             `json:"repairs"`
+	Scrub       map[string]ScrubProgress `json:"scrub"`
+	Settings    Settings                 `json:"settings"`
+}
+
+// BackendStatus is one backend's line in the status.
+type BackendStatus struct {
+	Name          string    `json:"name"`
+	Kind          string    `json:"kind"`
+	State         string    `json:"state"`
+	Domain        string    `json:"domain"`
+	Spare         bool      `json:"spare"`
+	Since         time.Time `json:"since"`
+	LastProbe     time.Time `json:"last_probe,omitzero"`
+	ProbeFailures int       `json:"probe_failures"`
+	LastError     string    `json:"last_error,omitempty"`
+	CapacityKnown bool      `json:"capacity_known"`
+	Used          int64     `json:"used"`
+	Free          int64     `json:"free"`
+	Limit         int64     `json:"limit"`
+	// Shards held, as the metastore records them.
+	Shards int `json:"shards"`
+}
+
+// QueueStatus describes the repair queue.
+type QueueStatus struct {
+	Depth            int     `json:"depth"`
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	RemainingBytes   int64   `json:"remaining_bytes"`
+	// RateBytesPerSec is the rebuild rate over the last 10 s.
+	RateBytesPerSec float64 `json:"rate_bytes_per_sec"`
+	// ETASeconds is RemainingBytes at that rate; -1 when there is work but
+	// no measured rate yet.
+	ETASeconds float64      `json:"eta_seconds"`
+	Head       []QueueEntry `json:"head,omitempty"`
+}
+
+// QueueEntry is one repair queue entry.
+type QueueEntry struct {
+	Stripe    string    `json:"stripe"`
+	Margin    int       `json:"margin"`
+	Reason    string    `json:"reason"`
+	Queued    time.Time `json:"queued"`
+	Attempts  int       `json:"attempts,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	NotBefore time.Time `json:"not_before,omitzero"`
+}
+
+// RepairStatus totals the rebuilder's work since the healer started.
+type RepairStatus struct {
+	Repaired     int64 `json:"repaired"`
+	NoOp         int64 `json:"noop"`
+	Failed       int64 `json:"failed"`
+	BytesWritten int64 `json:"bytes_written"`
+	BytesRead    int64 `json:"bytes_read"`
+	// ReadAmplification is bytes read per byte rebuilt (k for a classic
+	// Reed-Solomon repair of one shard).
+	ReadAmplification float64         `json:"read_amplification"`
+	LastFailures      []RepairFailure `json:"last_failures,omitempty"`
+}
+
+// Settings are the healer's knobs that change at run time.
+type Settings struct {
+	Workers   int    `json:"workers"`
+	RateLimit int64  `json:"rate_limit"`
+	Grace     string `json:"grace"`
+}
+
+// Status takes a fresh census and reports backends, stripes by margin, the
+// queue with rate and ETA, repair totals and scrub progress.
+func (h *Healer) Status(ctx context.Context) (*Status, error) {
+	c, err := h.TakeCensus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	head, err := h.meta.Queue(ctx, 10)
+	if err != nil {
+		return nil, err
+	}
+	s := &Status{
+		StoreID: h.id, Time: c.Time, Stripes: c.Stripes, DegradedStripes: c.Degraded,
+		Margins: map[string]int{}, WorstMargin: c.WorstMargin, BytesAtRisk: c.BytesAtRisk,
+		Misplaced: c.Misplaced, Scrub: map[string]ScrubProgress{},
+	}
+	for m, n := range c.Margins {
+		s.Margins[strconv.Itoa(m)] = n
+	}
+	h.mu.Lock()
+	for name, m := range h.members {
+		s.Backends = append(s.Backends, BackendStatus{
+			Name: name, Kind: m.spec.Kind, State: string(m.health.State), Domain: m.spec.Domain(h.cfg.Level),
+			Spare: m.rec.Spare, Since: m.health.Since, LastProbe: m.rec.LastProbe,
+			ProbeFailures: m.health.Failures, LastError: m.rec.LastError,
+			CapacityKnown: m.rec.Capacity.Known, Used: m.rec.Capacity.Used, Free: m.rec.Capacity.Free,
+			Limit: m.rec.Capacity.Limit, Shards: c.Shards[name],
+		})
+	}
+	rate := h.rates.rate(h.now())
+	st := h.stats
+	for pass, p := range h.scrubs {
+		s.Scrub[pass] = *p
+	}
+	s.Settings = Settings{Workers: h.workers, Grace: h.cfg.Grace.String()}
+	h.mu.Unlock()
+	s.Settings.RateLimit = h.limiter.Rate()
+	for pass := range map[string]bool{"light": true, "deep": true} {
+		if _, ok := s.Scrub[pass]; ok {
+			continue
+		}
+		// Not run in this process: report the saved progress, if any.
+		if raw, err := h.meta.GetMeta(ctx, scrubMeta(pass)); err == nil {
+			var p ScrubProgress
+			if json.Unmarshal(raw, &p) == nil {
+				s.Scrub[pass] = p
+			}
+		}
+	}
+	sort.Slice(s.Backends, func(i, j int) bool { return s.Backends[i].Name < s.Backends[j].Name })
+	s.Queue = QueueStatus{Depth: c.QueueDepth, OldestAgeSeconds: c.QueueOldest.Seconds(),
+		RemainingBytes: c.RemainingBytes, RateBytesPerSec: rate}
+	switch {
+	case c.RemainingBytes == 0:
+		s.Queue.ETASeconds = 0
+	case rate > 0:
+		s.Queue.ETASeconds = float64(c.RemainingBytes) / rate
+	default:
+		s.Queue.ETASeconds = -1
+	}
+	for _, it := range head {
+		s.Queue.Head = append(s.Queue.Head, QueueEntry{
+			Stripe: hex.EncodeToString(it.Stripe[:]), Margin: it.Margin, Reason: it.Reason, Queued: it.Queued,
+			Attempts: it.Attempts, LastError: it.LastError, NotBefore: it.NotBefore,
+		})
+	}
+	s.Repairs = RepairStatus{Repaired: st.repaired, NoOp: st.noop, Failed: st.failed,
+		BytesWritten: st.bytesWritten, BytesRead: st.bytesRead, LastFailures: append([]RepairFailure(nil), st.lastFailures...)}
+	if st.bytesWritten > 0 {
+		s.Repairs.ReadAmplification = float64(st.bytesRead) / float64(st.bytesWritten)
+	}
+	return s, nil
+}
