@@ -1,0 +1,182 @@
+package encoder
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"testing"
+
+	"github.com/klauspost/reedsolomon"
+)
+
+// The benchmarks cycle through a working set of benchWorkingSet bytes of
+// blocks, larger than the CPU caches, so data streams through memory as it
+// does in a real write. Run with -cpu 1,2 for one thread and all threads;
+// `healstore bench encode` measures the same paths in one run with ratios.
+
+const benchWorkingSet = 96 << 20
+
+type benchCase struct {
+	name string
+	p    Policy
+}
+
+func benchCases() []benchCase {
+	mk := func(comp, enc string) Policy {
+		return Policy{K: 10, M: 4, BlockSize: 4 << 20, Compression: comp, Encryption: enc, Checksum: ChecksumXXH3}
+	}
+	return []benchCase{
+		{"10+4/4MiB/none/none", mk("none", "none")},
+		{"10+4/4MiB/none/aes-256-gcm", mk("none", "aes-256-gcm")},
+		{"10+4/4MiB/zstd/none", mk("zstd", "none")},
+		{"4+2/4MiB/none/aes-256-gcm", Policy{K: 4, M: 2, BlockSize: 4 << 20, Compression: "none", Encryption: "aes-256-gcm", Checksum: ChecksumXXH3}},
+	}
+}
+
+// benchBlocks returns blocks of pseudo-random data; with zstd the data is
+// half compressible (random bytes over a 16-letter alphabet).
+func benchBlocks(p Policy, extra int) [][]byte {
+	n := max(benchWorkingSet/(p.BlockSize+extra), 4)
+	rng := rand.New(rand.NewPCG(1, 2))
+	blocks := make([][]byte, n)
+	for i := range blocks {
+		b := make([]byte, p.BlockSize, p.BlockSize+extra)
+		for j := 0; j+8 <= len(b); j += 8 {
+			v := rng.Uint64()
+			if p.Compression == CompressionZstd {
+				v &= 0x0f0f0f0f0f0f0f0f
+			}
+			for k := range 8 {
+				b[j+k] = byte(v >> (8 * k))
+			}
+		}
+		blocks[i] = b
+	}
+	return blocks
+}
+
+func BenchmarkRawBaseline(b *testing.B) {
+	for _, bc := range benchCases()[:1] {
+		b.Run(bc.name, func(b *testing.B) {
+			p := bc.p
+			per := (p.BlockSize + p.K - 1) / p.K
+			blocks := benchBlocks(p, per*(p.K+p.M)-p.BlockSize)
+			rs, err := reedsolomon.New(p.K, p.M, reedsolomon.WithMaxGoroutines(1))
+			if err != nil {
+				b.Fatal(err)
+			}
+			var next atomic.Int64
+			b.SetBytes(int64(p.BlockSize))
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					blk := blocks[int(next.Add(1))%len(blocks)]
+					shards, err := rs.Split(blk)
+					if err == nil {
+						err = rs.Encode(shards)
+					}
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	for _, bc := range benchCases() {
+		b.Run(bc.name, func(b *testing.B) {
+			c := benchCodec(b, bc.p)
+			blocks := benchBlocks(bc.p, 0)
+			obj := NewObjectID()
+			var next atomic.Int64
+			b.SetBytes(int64(bc.p.BlockSize))
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := next.Add(1)
+					st, err := c.EncodeBlock(obj, uint64(i), NewStripeID(), blocks[int(i)%len(blocks)])
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					st.Release()
+				}
+			})
+		})
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	for _, missing := range []bool{false, true} {
+		for _, bc := range benchCases() {
+			name := bc.name + "/all-present"
+			if missing {
+				name = fmt.Sprintf("%s/%d-data-missing", bc.name, bc.p.M)
+			}
+			b.Run(name, func(b *testing.B) {
+				c := benchCodec(b, bc.p)
+				blocks := benchBlocks(bc.p, 0)
+				obj := NewObjectID()
+				type enc struct {
+					id     StripeID
+					shards [][]byte
+					sums   [][]byte
+				}
+				// Encoded stripes take 1.4× the working set; keep fewer.
+				stripes := make([]enc, max(len(blocks)*2/3, 4))
+				for i := range stripes {
+					id := NewStripeID()
+					st, err := c.EncodeBlock(obj, uint64(i), id, blocks[i%len(blocks)])
+					if err != nil {
+						b.Fatal(err)
+					}
+					sh := append([][]byte(nil), st.Shards...)
+					if missing {
+						for j := range bc.p.M {
+							sh[j] = nil // data shards: the worst case, all decoded
+						}
+					}
+					stripes[i] = enc{id, sh, st.Sums}
+				}
+				blocks = nil
+				var next atomic.Int64
+				b.SetBytes(int64(bc.p.BlockSize))
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						i := int(next.Add(1)) % len(stripes)
+						if _, err := c.DecodeBlock(obj, uint64(i), stripes[i].id, stripes[i].shards, stripes[i].sums); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}
+
+func BenchmarkChecksum(b *testing.B) {
+	buf := make([]byte, 1<<20)
+	for _, alg := range []string{ChecksumXXH3, ChecksumSHA256} {
+		b.Run(alg, func(b *testing.B) {
+			b.SetBytes(int64(len(buf)))
+			for b.Loop() {
+				Sum(alg, buf)
+			}
+		})
+	}
+}
+
+func benchCodec(b *testing.B, p Policy) *Codec {
+	b.Helper()
+	key := make([]byte, 32)
+	c, err := NewCodec(p, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
