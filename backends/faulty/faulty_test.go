@@ -41,11 +41,11 @@ func TestFailRateIsSeeded(t *testing.T) {
 		b := New(inner(t, 0), Config{Seed: seed, FailRate: 0.3})
 		var out []bool
 		for i := 0; i < 200; i++ {
-			err := b.Put(context.Background(), "k", []byte("v"))
-			if err != nil && !errors.Is(err, backends.ErrUnavailable) {
+			_, err := b.Stat(context.Background(), "missing")
+			if !errors.Is(err, backends.ErrUnavailable) && !errors.Is(err, backends.ErrNotFound) {
 				t.Fatalf("injected failure of the wrong kind: %v", err)
 			}
-			out = append(out, err != nil)
+			out = append(out, errors.Is(err, backends.ErrUnavailable))
 		}
 		return out
 	}
