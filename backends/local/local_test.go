@@ -15,6 +15,10 @@ import (
 	"github.com/healstore/healstore/backends/backendtest"
 )
 
+func specFor(dir string) backends.Spec {
+	return backends.Spec{Name: "loc", Kind: backends.KindLocal, Path: dir}
+}
+
 func openT(t *testing.T, quota int64) *Backend {
 	t.Helper()
 	b, err := Open(backends.Spec{Name: "loc", Kind: backends.KindLocal, Path: t.TempDir(), Quota: quota})

@@ -26,7 +26,11 @@ type server struct {
 // testServer returns the S3 server named by HEALSTORE_S3_ENDPOINT (and
 // _ACCESS_KEY, _SECRET_KEY, _REGION). Without it the test is skipped, or
 // fails under HEALSTORE_REQUIRE_COMPONENTS=1.
-func testServer(t *testing.T) server {
+func testServer(t *testing.T) server { return serverFor(t) }
+
+func benchServer(b *testing.B) server { return serverFor(b) }
+
+func serverFor(t testing.TB) server {
 	t.Helper()
 	s := server{
 		endpoint: os.Getenv("HEALSTORE_S3_ENDPOINT"),
@@ -54,7 +58,9 @@ func (s server) spec(bucket, prefix string, quota int64) backends.Spec {
 		Prefix: prefix, Region: s.region, AccessKey: s.access, SecretRef: "s3", Quota: quota}
 }
 
-func (s server) open(t *testing.T, spec backends.Spec) *Backend {
+func (s server) openB(b *testing.B, spec backends.Spec) *Backend { return s.open(b, spec) }
+
+func (s server) open(t testing.TB, spec backends.Spec) *Backend {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
