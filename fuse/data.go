@@ -1,0 +1,710 @@
+package fuse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// extentHeadroom is how many blocks past the one being uploaded an Extent
+// bump reserves, so a sequential writer commits the inode once per this
+// many blocks rather than once per block.
+const extentHeadroom = 64
+
+type fetchCall struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+// charge is what one cached block costs the dirty budget.
+func (f *filesystem) charge(bs uint32) int64 {
+	return max(int64(bs), f.opts.CacheSize/maxCacheBlocks)
+}
+
+// fetchBlock returns the stored content of block k (empty for a block that
+// was never written), from the read cache or from healstore; concurrent
+// callers for one block share one fetch. The result must not be modified.
+// It does not fill the read cache: callers do, under the inode's mutex, if
+// the file did not change meanwhile.
+func (f *filesystem) fetchBlock(ctx context.Context, k blockKey, bs uint32) ([]byte, error) {
+	if d, ok := f.rcache.get(k); ok {
+		return d, nil
+	}
+	f.fetchMu.Lock()
+	if c := f.fetches[k]; c != nil {
+		f.fetchMu.Unlock()
+		select {
+		case <-c.done:
+			return c.data, c.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read block %d of inode %d: %w", k.idx, k.ino, ctx.Err())
+		}
+	}
+	c := &fetchCall{done: make(chan struct{})}
+	f.fetches[k] = c
+	f.fetchMu.Unlock()
+
+	buf := make([]byte, bs)
+	n, err := f.blobs.GetBlock(ctx, f.blockName(k), buf)
+	switch {
+	case errors.Is(err, errNoBlock):
+		c.data = []byte{}
+	case err != nil:
+		c.err = fmt.Errorf("read block %d of inode %d: %w", k.idx, k.ino, err)
+	default:
+		c.data = buf[:n]
+	}
+	f.fetchMu.Lock()
+	delete(f.fetches, k)
+	f.fetchMu.Unlock()
+	close(c.done)
+	return c.data, c.err
+}
+
+// fillLocked puts fetched data in the read cache unless the file changed
+// since ver was read. Called with st.mu held.
+func (f *filesystem) fillLocked(st *inodeState, k blockKey, ver uint64, data []byte) {
+	if st.dataVer == ver && st.blocks[k.idx] == nil && !st.gone {
+		f.rcache.put(k, data)
+	}
+}
+
+// copyBlock copies the part of a block's content starting at boff into dst
+// and zeroes what the content does not cover (a hole or the part of the
+// last block past the data).
+func copyBlock(dst, data []byte, boff int64) {
+	n := 0
+	if boff < int64(len(data)) {
+		n = copy(dst, data[boff:])
+	}
+	clear(dst[n:])
+}
+
+// readCached reads from a cached block file at boff into dst.
+func readCached(b *cblock, dst []byte, boff int64) error {
+	n := 0
+	if boff < b.length {
+		want := min(int64(len(dst)), b.length-boff)
+		m, err := b.f.ReadAt(dst[:want], boff)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read cache %s: %w", b.path, err)
+		}
+		n = m
+	}
+	clear(dst[n:])
+	return nil
+}
+
+// read fills dest from the file at off and returns how many bytes the file
+// had there.
+func (f *filesystem) read(st *inodeState, dest []byte, off int64) (int, error) {
+	ctx, cancel := f.opCtx()
+	defer cancel()
+	type miss struct {
+		k    blockKey
+		dst  []byte
+		boff int64
+	}
+	var misses []miss
+	st.mu.Lock()
+	size := int64(st.rec.Size)
+	if off >= size || len(dest) == 0 {
+		st.mu.Unlock()
+		return 0, nil
+	}
+	n := min(int64(len(dest)), size-off)
+	dest = dest[:n]
+	bs := int64(st.rec.BlockSize)
+	for pos := off; pos < off+n; {
+		idx := uint64(pos / bs)
+		boff := pos % bs
+		chunk := min(bs-boff, off+n-pos)
+		dst := dest[pos-off : pos-off+chunk]
+		k := blockKey{st.ino, idx}
+		if b := st.blocks[idx]; b != nil {
+			if err := readCached(b, dst, boff); err != nil {
+				st.mu.Unlock()
+				return 0, err
+			}
+		} else if d, ok := f.rcache.get(k); ok {
+			copyBlock(dst, d, boff)
+		} else {
+			misses = append(misses, miss{k, dst, boff})
+		}
+		pos += chunk
+	}
+	ver := st.dataVer
+	st.mu.Unlock()
+	for _, m := range misses {
+		data, err := f.fetchBlock(ctx, m.k, uint32(bs))
+		if err != nil {
+			return 0, err
+		}
+		copyBlock(m.dst, data, m.boff)
+		st.mu.Lock()
+		f.fillLocked(st, m.k, ver, data)
+		st.mu.Unlock()
+	}
+	return int(n), nil
+}
+
+// readAhead fetches up to count blocks from index from into the read cache
+// in the background, skipping blocks already cached or being written.
+func (f *filesystem) readAhead(st *inodeState, from uint64, count int) {
+	st.mu.Lock()
+	bs := st.rec.BlockSize
+	nb := blocksFor(st.rec.Size, bs)
+	ver := st.dataVer
+	var todo []blockKey
+	for idx := from; idx < nb && len(todo) < count; idx++ {
+		k := blockKey{st.ino, idx}
+		if st.blocks[idx] != nil || f.rcache.has(k) {
+			continue
+		}
+		todo = append(todo, k)
+	}
+	st.mu.Unlock()
+	for _, k := range todo {
+		f.fetchMu.Lock()
+		busy := f.fetches[k] != nil
+		f.fetchMu.Unlock()
+		if busy {
+			continue
+		}
+		select {
+		case f.prefetchSem <- struct{}{}:
+		default:
+			return // enough fetches in flight; the next read asks again
+		}
+		f.mu.Lock()
+		st.refs++
+		f.mu.Unlock()
+		f.bgWG.Add(1)
+		go func() {
+			defer f.bgWG.Done()
+			defer func() { <-f.prefetchSem }()
+			defer f.put(st)
+			ctx, cancel := f.opCtx()
+			defer cancel()
+			data, err := f.fetchBlock(ctx, k, bs)
+			if err != nil {
+				return // the reader will fetch it again and see the error
+			}
+			st.mu.Lock()
+			f.fillLocked(st, k, ver, data)
+			st.mu.Unlock()
+		}()
+	}
+}
+
+// waitLocked waits on st.cond until done() holds or ctx ends. Called with
+// st.mu held; the mutex is released while waiting.
+func waitLocked(ctx context.Context, st *inodeState, done func() bool) error {
+	if done() {
+		return nil
+	}
+	stop := context.AfterFunc(ctx, func() {
+		st.mu.Lock()
+		st.cond.Broadcast()
+		st.mu.Unlock()
+	})
+	defer stop()
+	for !done() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		st.cond.Wait()
+	}
+	return nil
+}
+
+// loadLocked brings block idx into the write-back cache. With fetch, the
+// stored content (cut to the file size, so the cache never holds bytes
+// past the end of the file) is copied in; otherwise the block starts
+// empty, for a write that replaces all of it. The caller has reserved the
+// block's charge. Called with st.mu held.
+func (f *filesystem) loadLocked(ctx context.Context, st *inodeState, idx uint64, fetch bool) (*cblock, error) {
+	k := blockKey{st.ino, idx}
+	bs := st.rec.BlockSize
+	var data []byte
+	start := idx * uint64(bs)
+	if fetch && start < st.rec.Size && idx < st.rec.Extent {
+		d, err := f.fetchBlock(ctx, k, bs)
+		if err != nil {
+			return nil, err
+		}
+		data = d[:min(uint64(len(d)), st.rec.Size-start)]
+	}
+	path := blockPath(f.cacheDir, k)
+	file, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("write-back cache: %w", err)
+	}
+	if len(data) > 0 {
+		if _, err := file.WriteAt(data, 0); err != nil {
+			file.Close()
+			os.Remove(path)
+			return nil, fmt.Errorf("write-back cache: %w", err)
+		}
+	}
+	b := &cblock{f: file, path: path, length: int64(len(data)), charge: f.charge(bs)}
+	st.blocks[idx] = b
+	f.rcache.drop(k)
+	return b, nil
+}
+
+// markDirtyLocked records that b's content changed: a new generation when
+// the block was clean or its current generation is being uploaded.
+func (f *filesystem) markDirtyLocked(st *inodeState, idx uint64, b *cblock) {
+	if !b.dirty() || b.inflight == b.gen {
+		b.gen = f.gen.Add(1)
+		f.noteJournalErr(f.journal.dirty(st.ino, idx, b.gen))
+	}
+	if b.since.IsZero() {
+		b.since = time.Now()
+	}
+	f.up.add(blockKey{st.ino, idx}, false)
+}
+
+// removeBlockLocked takes a block out of the cache.
+func (f *filesystem) removeBlockLocked(st *inodeState, idx uint64, b *cblock) {
+	b.f.Close()
+	os.Remove(b.path)
+	delete(st.blocks, idx)
+	f.budget.release(b.charge)
+}
+
+// setSizeLocked changes the file size in memory and journals it until the
+// metastore has it.
+func (f *filesystem) setSizeLocked(st *inodeState, size uint64) {
+	if st.rec.Size == size {
+		return
+	}
+	st.rec.Size = size
+	st.attrDirty = true
+	st.sizePending = true
+	f.noteJournalErr(f.journal.setSize(st.ino, size))
+}
+
+// growLocked prepares a file of size old to grow: stale objects past the
+// end are deleted, and a partial last block is loaded (cut to old) and
+// marked dirty so the bytes past the old end, which a truncate may have
+// left in the stored object, read back as zeros. *reserved is the budget
+// the caller holds; a load takes its charge from it.
+func (f *filesystem) growLocked(ctx context.Context, st *inodeState, old uint64, reserved *int64) error {
+	bs := uint64(st.rec.BlockSize)
+	if st.staleBeyond {
+		if err := f.trimLocked(ctx, st, blocksFor(old, uint32(bs))); err != nil {
+			return err
+		}
+	}
+	if old%bs == 0 {
+		return nil
+	}
+	idx := old / bs
+	if st.blocks[idx] != nil || idx >= st.rec.Extent {
+		return nil
+	}
+	b, err := f.loadLocked(ctx, st, idx, true)
+	if err != nil {
+		return err
+	}
+	*reserved -= b.charge
+	f.markDirtyLocked(st, idx, b)
+	return nil
+}
+
+// write writes data at off.
+func (f *filesystem) write(st *inodeState, data []byte, off int64) (int, error) {
+	if len(data) == 0 {
+		return 0, nil
+	}
+	ctx, cancel := f.opCtx()
+	defer cancel()
+	bs := int64(st.blockSize())
+	end := off + int64(len(data))
+	first, last := off/bs, (end-1)/bs
+	charge := f.charge(uint32(bs))
+	reserved := (last - first + 2) * charge // blocks touched, and a partial last block
+	if err := f.budget.reserve(ctx, reserved, f.up.kick); err != nil {
+		return 0, err
+	}
+	defer func() { f.budget.release(max(reserved, 0)) }()
+
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := waitLocked(ctx, st, func() bool { return !st.trimming }); err != nil {
+		return 0, err
+	}
+	if st.gone {
+		return 0, syscall.ESTALE
+	}
+	size := int64(st.rec.Size)
+	if end > size {
+		if err := f.growLocked(ctx, st, uint64(size), &reserved); err != nil {
+			return 0, err
+		}
+	}
+	st.dataVer++
+	for idx := first; idx <= last; idx++ {
+		bstart := idx * bs
+		lo := max(off, bstart) - bstart
+		hi := min(end, bstart+bs) - bstart
+		b := st.blocks[uint64(idx)]
+		if b == nil {
+			existing := max(min(bs, size-bstart), 0)
+			fetch := !(lo == 0 && hi >= existing)
+			var err error
+			if b, err = f.loadLocked(ctx, st, uint64(idx), fetch); err != nil {
+				return 0, err
+			}
+			reserved -= b.charge
+		}
+		if _, err := b.f.WriteAt(data[bstart+lo-off:bstart+hi-off], lo); err != nil {
+			return 0, fmt.Errorf("write-back cache %s: %w", b.path, err)
+		}
+		b.length = max(b.length, hi)
+		f.markDirtyLocked(st, uint64(idx), b)
+		if hi == bs {
+			// A sequential writer finished this block: send it now.
+			f.up.add(blockKey{st.ino, uint64(idx)}, true)
+		}
+	}
+	if end > size {
+		f.setSizeLocked(st, uint64(end))
+	}
+	now := nowNs()
+	st.rec.Mtime, st.rec.Ctime = now, now
+	st.attrDirty = true
+	return len(data), nil
+}
+
+func (st *inodeState) blockSize() uint32 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.rec.BlockSize
+}
+
+// truncateLocked sets the size of a regular file and commits it. Called
+// with st.mu held and one block's charge reserved (released by the
+// caller).
+func (f *filesystem) truncateLocked(ctx context.Context, st *inodeState, size uint64, reserved *int64) error {
+	if err := waitLocked(ctx, st, func() bool { return !st.trimming }); err != nil {
+		return err
+	}
+	old := st.rec.Size
+	bs := uint64(st.rec.BlockSize)
+	st.dataVer++
+	switch {
+	case size < old:
+		nb := blocksFor(size, uint32(bs))
+		for idx, b := range st.blocks {
+			if idx >= nb {
+				f.removeBlockLocked(st, idx, b)
+				f.noteJournalErr(f.journal.drop(st.ino, idx))
+			}
+		}
+		f.rcache.dropFrom(st.ino, nb)
+		if size%bs != 0 {
+			idx := nb - 1
+			b := st.blocks[idx]
+			if b == nil {
+				var err error
+				if b, err = f.loadLocked(ctx, st, idx, true); err != nil {
+					return err
+				}
+				*reserved -= b.charge
+			}
+			if keep := int64(size % bs); b.length > keep {
+				if err := b.f.Truncate(keep); err != nil {
+					return fmt.Errorf("write-back cache %s: %w", b.path, err)
+				}
+				b.length = keep
+			}
+			f.markDirtyLocked(st, idx, b)
+		}
+		f.setSizeLocked(st, size)
+		if st.rec.Extent > nb || st.staleBeyond {
+			st.staleBeyond = true
+			return f.trimLocked(ctx, st, nb)
+		}
+	case size > old:
+		if err := f.growLocked(ctx, st, old, reserved); err != nil {
+			return err
+		}
+		f.setSizeLocked(st, size)
+	}
+	return nil
+}
+
+// trimLocked deletes the file's block objects at index >= from and lowers
+// Extent to from, committing the inode (with its current size). Uploads of
+// the file are drained first and held off meanwhile, so no object lands
+// behind the deletion. Called with st.mu held; releases it while deleting.
+func (f *filesystem) trimLocked(ctx context.Context, st *inodeState, from uint64) error {
+	st.trimming = true
+	defer func() {
+		st.trimming = false
+		st.cond.Broadcast()
+		for idx, b := range st.blocks {
+			if b.dirty() {
+				f.up.add(blockKey{st.ino, idx}, false)
+			}
+		}
+	}()
+	if err := waitLocked(ctx, st, func() bool { return st.uploads == 0 }); err != nil {
+		return fmt.Errorf("truncate inode %d: waiting for uploads: %w", st.ino, err)
+	}
+	st.mu.Unlock()
+	err := f.deleteBlocksFrom(ctx, st.ino, from)
+	st.mu.Lock()
+	if err != nil {
+		return err
+	}
+	st.rec.Extent = from
+	if err := f.commitLocked(ctx, st); err != nil {
+		return err
+	}
+	st.staleBeyond = false
+	return nil
+}
+
+// deleteBlocksFrom deletes the block objects of ino at index >= from.
+func (f *filesystem) deleteBlocksFrom(ctx context.Context, ino, from uint64) error {
+	prefix := f.inodePrefix(ino)
+	after := ""
+	if from > 0 {
+		after = f.blockName(blockKey{ino, from - 1})
+	}
+	var names []string
+	err := f.blobs.ListBlocks(ctx, prefix, after, func(name string) error {
+		idx, err := strconv.ParseUint(strings.TrimPrefix(name, prefix), 16, 64)
+		if err == nil && idx >= from {
+			names = append(names, name)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list blocks of inode %d: %w", ino, err)
+	}
+	for _, name := range names {
+		if err := f.blobs.DeleteBlock(ctx, name); err != nil {
+			return fmt.Errorf("delete %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// bumpExtentLocked raises the committed Extent above idx before block idx
+// is uploaded, so the object can always be found and trimmed. Only Extent
+// changes in the metastore: an uncommitted size stays uncommitted.
+func (f *filesystem) bumpExtentLocked(ctx context.Context, st *inodeState, idx uint64) error {
+	ext := max(idx+1, blocksFor(st.rec.Size, st.rec.BlockSize)) + extentHeadroom
+	rec := st.com
+	rec.Extent = ext
+	raw := rec.encode()
+	var b kvBatch
+	b.expect(inodeKey(st.ino), st.raw)
+	b.put(inodeKey(st.ino), raw)
+	if err := f.kv.Commit(ctx, &b); err != nil {
+		return fmt.Errorf("commit extent of inode %d: %w", st.ino, err)
+	}
+	st.raw, st.com = raw, rec
+	st.rec.Extent = ext
+	return nil
+}
+
+// upload sends one dirty block to healstore.
+func (f *filesystem) upload(k blockKey) {
+	st := f.lookupLive(k.ino)
+	if st == nil {
+		return
+	}
+	defer f.put(st)
+	st.mu.Lock()
+	b := st.blocks[k.idx]
+	if b == nil || !b.dirty() || b.inflight != 0 || st.trimming || st.gone {
+		// Gone, clean, already on its way, or held off by a trim (which
+		// queues it again when it ends).
+		st.mu.Unlock()
+		return
+	}
+	ctx, cancel := f.opCtx()
+	defer cancel()
+	var err error
+	if k.idx >= st.rec.Extent {
+		err = f.bumpExtentLocked(ctx, st, k.idx)
+	}
+	var buf []byte
+	if err == nil {
+		buf = make([]byte, b.length)
+		if _, rerr := b.f.ReadAt(buf, 0); rerr != nil && !errors.Is(rerr, io.EOF) {
+			err = fmt.Errorf("read cache %s: %w", b.path, rerr)
+		}
+	}
+	if err != nil {
+		f.uploadFailedLocked(st, k, b, err)
+		st.mu.Unlock()
+		return
+	}
+	gen := b.gen
+	b.inflight = gen
+	st.uploads++
+	st.mu.Unlock()
+
+	err = f.blobs.PutBlock(ctx, f.blockName(k), buf)
+
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	b.inflight = 0
+	st.uploads--
+	st.cond.Broadcast()
+	if err != nil {
+		f.uploadFailedLocked(st, k, b, fmt.Errorf("upload block %d of inode %d: %w", k.idx, k.ino, err))
+		return
+	}
+	b.fails = 0
+	b.upGen = max(b.upGen, gen)
+	f.noteJournalErr(f.journal.clean(k.ino, k.idx, gen))
+	if st.blocks[k.idx] != b {
+		return // truncated away meanwhile; the trim deletes the object
+	}
+	if b.dirty() {
+		f.up.add(k, st.flushing > 0)
+		return
+	}
+	f.removeBlockLocked(st, k.idx, b)
+	// The uploaded bytes are the block's content now: keep them for reads.
+	f.rcache.put(k, buf)
+}
+
+func (f *filesystem) uploadFailedLocked(st *inodeState, k blockKey, b *cblock, err error) {
+	st.errSeq++
+	st.lastErr = err
+	st.cond.Broadcast()
+	b.fails++
+	f.log.Warn("healstore fuse: upload failed, will retry", "inode", k.ino, "block", k.idx, "attempt", b.fails, "err", err)
+	if st.blocks[k.idx] == b {
+		f.up.retry(k, min(time.Duration(b.fails)*time.Second, 30*time.Second))
+	}
+}
+
+// flush makes everything written to the file so far durable in healstore:
+// it uploads the file's dirty blocks, waits for them, and commits the
+// inode. It fails when an upload fails or OpTimeout passes; the data then
+// stays in the cache and is retried in the background.
+func (f *filesystem) flush(st *inodeState) error {
+	ctx, cancel := f.opCtx()
+	defer cancel()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return f.flushLocked(ctx, st)
+}
+
+func (f *filesystem) flushLocked(ctx context.Context, st *inodeState) error {
+	if err := waitLocked(ctx, st, func() bool { return !st.trimming }); err != nil {
+		return err
+	}
+	if st.gone {
+		return nil
+	}
+	type want struct {
+		b   *cblock
+		gen uint64
+	}
+	wants := map[uint64]want{}
+	for idx, b := range st.blocks {
+		if b.dirty() {
+			wants[idx] = want{b, b.gen}
+		}
+	}
+	if len(wants) > 0 {
+		st.flushing++
+		defer func() { st.flushing-- }()
+		for idx := range wants {
+			f.up.add(blockKey{st.ino, idx}, true)
+		}
+		seq := st.errSeq
+		var failed error
+		done := func() bool {
+			if st.errSeq != seq {
+				failed = st.lastErr
+				return true
+			}
+			for idx, w := range wants {
+				if st.blocks[idx] == w.b && w.b.upGen < w.gen {
+					return false
+				}
+			}
+			return true
+		}
+		if err := waitLocked(ctx, st, done); err != nil {
+			return fmt.Errorf("flush inode %d: %d blocks not uploaded: %w", st.ino, len(wants), err)
+		}
+		if failed != nil {
+			return fmt.Errorf("flush inode %d: %w", st.ino, failed)
+		}
+	}
+	if st.attrDirty || st.sizePending {
+		return f.commitLocked(ctx, st)
+	}
+	return nil
+}
+
+// dirtyInodes returns the live states with anything not yet in healstore,
+// each with a reference.
+func (f *filesystem) dirtyInodes() []*inodeState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*inodeState
+	for _, st := range f.inodes {
+		if !st.mu.TryLock() {
+			st.refs++
+			out = append(out, st) // busy: flush it to be sure
+			continue
+		}
+		if len(st.blocks) > 0 || st.attrDirty || st.sizePending {
+			st.refs++
+			out = append(out, st)
+		}
+		st.mu.Unlock()
+	}
+	return out
+}
+
+// flushAll flushes every file with pending data, a few at a time, and
+// returns the first error.
+func (f *filesystem) flushAll(ctx context.Context) error {
+	sts := f.dirtyInodes()
+	sem := make(chan struct{}, f.opts.UploadWorkers)
+	errs := make(chan error, len(sts))
+	for _, st := range sts {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			defer f.put(st)
+			st.mu.Lock()
+			err := f.flushLocked(ctx, st)
+			st.mu.Unlock()
+			errs <- err
+		}()
+	}
+	for range cap(sem) {
+		sem <- struct{}{}
+	}
+	close(errs)
+	var first error
+	for err := range errs {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
