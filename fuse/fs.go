@@ -101,12 +101,12 @@ type inodeState struct {
 	trimming    bool // objects are being deleted; data changes wait
 	gone        bool // record deleted; nothing may be written
 
-	blocks  map[uint64]*cblock
+	blocks   map[uint64]*cblock
 	uploads  int // uploads in flight
 	flushing int // flushes waiting for uploads
-	errSeq  uint64
-	lastErr error
-	dataVer uint64 // bumped by every data change, guards read-cache fills
+	errSeq   uint64
+	lastErr  error
+	dataVer  uint64 // bumped by every data change, guards read-cache fills
 
 	refs int // operations using the state (mu of filesystem)
 	open int // open file handles

@@ -69,15 +69,15 @@ type kvBatch struct {
 	conds []kvCond
 }
 
-func (b *kvBatch) put(k, v []byte)         { b.ops = append(b.ops, kvOp{key: k, value: v}) }
-func (b *kvBatch) del(k []byte)            { b.ops = append(b.ops, kvOp{key: k, del: true}) }
-func (b *kvBatch) expect(k, v []byte)      { b.conds = append(b.conds, kvCond{key: k, value: v}) }
-func (b *kvBatch) expectMissing(k []byte)  { b.conds = append(b.conds, kvCond{key: k, missing: true}) }
-func (b *kvBatch) empty() bool             { return len(b.ops) == 0 && len(b.conds) == 0 }
-func u64(v uint64) []byte                  { return binary.BigEndian.AppendUint64(nil, v) }
-func inodeKey(ino uint64) []byte           { return append([]byte{pInode}, u64(ino)...) }
-func orphanKey(ino uint64) []byte          { return append([]byte{pOrphan}, u64(ino)...) }
-func direntPrefix(parent uint64) []byte    { return append([]byte{pDirent}, u64(parent)...) }
+func (b *kvBatch) put(k, v []byte)        { b.ops = append(b.ops, kvOp{key: k, value: v}) }
+func (b *kvBatch) del(k []byte)           { b.ops = append(b.ops, kvOp{key: k, del: true}) }
+func (b *kvBatch) expect(k, v []byte)     { b.conds = append(b.conds, kvCond{key: k, value: v}) }
+func (b *kvBatch) expectMissing(k []byte) { b.conds = append(b.conds, kvCond{key: k, missing: true}) }
+func (b *kvBatch) empty() bool            { return len(b.ops) == 0 && len(b.conds) == 0 }
+func u64(v uint64) []byte                 { return binary.BigEndian.AppendUint64(nil, v) }
+func inodeKey(ino uint64) []byte          { return append([]byte{pInode}, u64(ino)...) }
+func orphanKey(ino uint64) []byte         { return append([]byte{pOrphan}, u64(ino)...) }
+func direntPrefix(parent uint64) []byte   { return append([]byte{pDirent}, u64(parent)...) }
 func direntKey(parent uint64, name string) []byte {
 	return append(direntPrefix(parent), name...)
 }
