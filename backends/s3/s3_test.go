@@ -112,7 +112,7 @@ func (s server) factory() backendtest.Factory {
 		},
 		Secrets: []string{s.secret},
 	}
-	if bin, err := exec.LookPath("versitygw"); err == nil {
+	if bin := gatewayBinary(); bin != "" {
 		f.OpenWithOutage = func(t *testing.T) (backends.Backend, func(), func()) {
 			return privateGateway(t, bin, s)
 		}
@@ -122,6 +122,18 @@ func (s server) factory() backendtest.Factory {
 
 func TestConformance(t *testing.T) {
 	backendtest.Run(t, testServer(t).factory())
+}
+
+// gatewayBinary finds versitygw: HEALSTORE_VERSITYGW (set by
+// scripts/services.sh), else PATH; "" when there is none.
+func gatewayBinary() string {
+	if bin := os.Getenv("HEALSTORE_VERSITYGW"); bin != "" {
+		if _, err := os.Stat(bin); err == nil {
+			return bin
+		}
+	}
+	bin, _ := exec.LookPath("versitygw")
+	return bin
 }
 
 // privateGateway starts a versitygw of the test's own on a free port, so the
