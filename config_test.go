@@ -1,0 +1,176 @@
+package healstore
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodConfig = `
+master_key_file = "k.key"
+[policy]
+k = 2
+m = 1
+block_size = 65536
+compression = "none"
+encryption = "aes-256-gcm"
+checksum = "xxh3-128"
+
+[healer]
+grace_period = "0s"
+probe_interval = "5s"
+
+[[backends]]
+name = "a"
+kind = "local"
+path = "backends/a"
+node = "n1"
+`
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "healstore.toml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadConfigDefaultsAndPaths(t *testing.T) {
+	p := writeConfig(t, goodConfig)
+	cfg, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(p)
+	if cfg.Dir != dir || cfg.MetadataDir != filepath.Join(dir, "meta") || cfg.CacheDir != filepath.Join(dir, "cache") {
+		t.Fatalf("dirs %q %q %q", cfg.Dir, cfg.MetadataDir, cfg.CacheDir)
+	}
+	if cfg.MasterKeyFile != filepath.Join(dir, "k.key") || cfg.Backends[0].Path != filepath.Join(dir, "backends/a") {
+		t.Fatalf("relative paths not resolved: %q %q", cfg.MasterKeyFile, cfg.Backends[0].Path)
+	}
+	if cfg.Healer.GracePeriod != 0 {
+		t.Fatalf("explicit grace_period 0 became %v", cfg.Healer.GracePeriod)
+	}
+	if cfg.Healer.ProbeInterval.Std() != 5*time.Second || cfg.Healer.ScrubPeriod.Std() != DefaultScrubPeriod ||
+		cfg.Healer.MetricsAddr != DefaultMetricsAddr || cfg.Healer.GCDelay.Std() != DefaultGCDelay {
+		t.Fatalf("healer defaults: %+v", cfg.Healer)
+	}
+	if cfg.Quorum() != 3 || cfg.PlacementLevel != "node" || cfg.Metastore.Kind != "pebble" {
+		t.Fatalf("quorum %d level %q metastore %q", cfg.Quorum(), cfg.PlacementLevel, cfg.Metastore.Kind)
+	}
+	if cfg.Path() != p {
+		t.Fatalf("path %q", cfg.Path())
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	cases := []struct {
+		name  string
+		edit  func(string) string
+		field string
+		line  int
+		msg   string
+	}{
+		{"unknown top key", func(s string) string { return "bogus = 1\n" + s }, "bogus", 1, "unknown key"},
+		{"unknown key in a backend", func(s string) string { return s + "colour = \"red\"\n" }, "backends.colour", 20, "unknown key"},
+		{"unknown nested key", func(s string) string {
+			return strings.Replace(s, "probe_interval = \"5s\"", "probe_interval = \"5s\"\ngrace = \"1m\"", 1)
+		}, "healer.grace", 14, "unknown key"},
+		{"bad duration", func(s string) string { return strings.Replace(s, `"5s"`, `"5 parsecs"`, 1) }, "healer.probe_interval", 13, "invalid duration"},
+		{"wrong type", func(s string) string { return strings.Replace(s, "k = 2", "k = \"two\"", 1) }, "policy.k", 4, ""},
+		{"syntax", func(s string) string { return strings.Replace(s, "m = 1", "m = = 1", 1) }, "", 5, ""},
+		{"policy field", func(s string) string { return strings.Replace(s, "m = 1", "m = 0", 1) }, "policy.m", 0, "at least 1"},
+		{"quorum too low", func(s string) string { return "write_quorum = 1\n" + s }, "write_quorum", 0, "between k=2"},
+		{"level", func(s string) string { return "placement_level = \"rack\"\n" + s }, "placement_level", 0, "node or farm"},
+		{"backend kind", func(s string) string { return strings.Replace(s, `kind = "local"`, `kind = "nfs"`, 1) }, "backends[0]", 0, "unknown kind"},
+		{"duplicate backend", func(s string) string {
+			return s + "\n[[backends]]\nname = \"a\"\nkind = \"local\"\npath = \"x\"\n"
+		}, "backends[1].name", 0, "also the name"},
+		{"duplicate path", func(s string) string {
+			return s + "\n[[backends]]\nname = \"b\"\nkind = \"local\"\npath = \"backends/a\"\n"
+		}, "backends[1].path", 0, "also the path"},
+		{"provisioner kind", func(s string) string { return s + "\n[healer.provisioner]\nkind = \"magic\"\n" }, "healer.provisioner.kind", 0, "not one of"},
+		{"etcd without endpoints", func(s string) string { return s + "\n[metastore]\nkind = \"etcd\"\n" }, "metastore.endpoints", 0, "at least one endpoint"},
+		{"no key", func(s string) string { return strings.Replace(s, `master_key_file = "k.key"`, "", 1) }, "master_key_file", 0, "needs a master key"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := writeConfig(t, c.edit(goodConfig))
+			_, err := LoadConfig(p)
+			var ce *ConfigError
+			if !errors.As(err, &ce) || !errors.Is(err, ErrBadConfig) {
+				t.Fatalf("want *ConfigError, got %v", err)
+			}
+			if ce.File != p || !strings.Contains(err.Error(), p) {
+				t.Errorf("error does not name the file: %v", err)
+			}
+			if c.field != "" && ce.Field != c.field {
+				t.Errorf("field %q, want %q (%v)", ce.Field, c.field, err)
+			}
+			if c.line != 0 && ce.Line != c.line {
+				t.Errorf("line %d, want %d (%v)", ce.Line, c.line, err)
+			}
+			if !strings.Contains(err.Error(), c.msg) {
+				t.Errorf("message %q lacks %q", err, c.msg)
+			}
+		})
+	}
+}
+
+func TestLoadConfigMissingFile(t *testing.T) {
+	_, err := LoadConfig(filepath.Join(t.TempDir(), "nope.toml"))
+	if !errors.Is(err, ErrBadConfig) || !strings.Contains(err.Error(), "nope.toml") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestInitConfigLoadsAndRoundTrips(t *testing.T) {
+	dir := t.TempDir()
+	p, err := Init(dir, InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Policy.K != 4 || cfg.Policy.M != 2 || len(cfg.Backends) != 6 {
+		t.Fatalf("policy %+v backends %d", cfg.Policy, len(cfg.Backends))
+	}
+	nodes := map[string]bool{}
+	for _, b := range cfg.Backends {
+		nodes[b.Domain("node")] = true
+		if st, err := os.Stat(b.Path); err != nil || !st.IsDir() {
+			t.Fatalf("backend dir %s: %v", b.Path, err)
+		}
+	}
+	if len(nodes) != 6 {
+		t.Fatalf("backends share nodes: %v", nodes)
+	}
+	for _, f := range []string{p, cfg.MasterKeyFile, cfg.SecretsFile} {
+		st, err := os.Stat(f)
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: mode %v, %v", f, st.Mode(), err)
+		}
+	}
+	if _, err := Init(dir, InitOptions{}); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("second init: %v", err)
+	}
+	// Marshal and parse back: the same config.
+	data, err := cfg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ParseConfig(p, data)
+	if err != nil {
+		t.Fatalf("marshalled config does not parse: %v\n%s", err, data)
+	}
+	if again.Policy != cfg.Policy || len(again.Backends) != 6 || again.Healer.GracePeriod != cfg.Healer.GracePeriod {
+		t.Fatalf("round trip changed the config")
+	}
+}
