@@ -1,0 +1,134 @@
+package healstore
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/healstore/healstore/encoder"
+)
+
+// InitOptions shape the store Init creates.
+type InitOptions struct {
+	// Policy of the new store. Zero: encoder.DefaultPolicy() (4+2, which
+	// survives the loss of any two backends).
+	Policy encoder.Policy
+	// Backends is the number of local backends, each in its own directory
+	// and its own node domain. Zero: k+m.
+	Backends int
+	// Force overwrites an existing healstore.toml (the master key is never
+	// overwritten: Init refuses if one exists).
+	Force bool
+}
+
+// ConfigFileName is the name Init gives the config file.
+const ConfigFileName = "healstore.toml"
+
+// Init creates a working store in dir: dir/healstore.toml (mode 0600), a
+// fresh master key in dir/healstore.key (0600), an empty secrets file
+// dir/secrets.toml (0600), and local backends in dir/backends/b1..bN with
+// distinct node labels. Paths in the config are relative to dir, so the
+// directory can be moved. It returns the config file's path. The store's
+// metadata is created on first Open.
+func Init(dir string, o InitOptions) (string, error) {
+	pol := o.Policy
+	if pol == (encoder.Policy{}) {
+		pol = encoder.DefaultPolicy()
+	}
+	if err := pol.Validate(0); err != nil {
+		return "", fmt.Errorf("init: %w", err)
+	}
+	n := o.Backends
+	if n == 0 {
+		n = pol.K + pol.M
+	}
+	if n < pol.K+pol.M {
+		return "", fmt.Errorf("init: %d backends cannot hold %d+%d shards in distinct domains", n, pol.K, pol.M)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("init: %w", err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return "", fmt.Errorf("init: %w", err)
+	}
+	cfgPath := filepath.Join(abs, ConfigFileName)
+	if _, err := os.Stat(cfgPath); err == nil && !o.Force {
+		return "", fmt.Errorf("init: %s already exists; refusing to overwrite it", cfgPath)
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("init: %w", err)
+	}
+	keyPath := filepath.Join(abs, "healstore.key")
+	if _, err := os.Stat(keyPath); err == nil {
+		return "", fmt.Errorf("init: %s already exists; a store's master key is never replaced (move it away to start afresh)", keyPath)
+	}
+	if err := GenerateMasterKey(keyPath); err != nil {
+		return "", fmt.Errorf("init: %w", err)
+	}
+	secretsPath := filepath.Join(abs, "secrets.toml")
+	if _, err := os.Stat(secretsPath); errors.Is(err, fs.ErrNotExist) {
+		if err := writePrivate(secretsPath, []byte("# healstore secrets: ref = \"secret\" (zdb passwords, S3 secret keys). Keep this file mode 0600.\n")); err != nil {
+			return "", fmt.Errorf("init: %w", err)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `# healstore configuration, written by healstore init.
+# Relative paths are relative to this file's directory.
+
+# Local state: metadata (meta/) and caches (cache/).
+dir = "."
+# The master key: every object is sealed under keys derived from it.
+# Back it up; without it no object can be read. Keep it mode 0600.
+master_key_file = "healstore.key"
+# Secrets backends refer to by secret_ref (zdb passwords, S3 secret keys).
+secrets_file = "secrets.toml"
+# No two shards of a stripe share a failure domain at this level: node or farm.
+placement_level = "node"
+# Shards of a stripe that must land for a write to succeed (0 = k+1).
+write_quorum = 0
+
+# How new objects are stored: k data + m parity shards per block; any m
+# backends may be lost at once without losing data.
+[policy]
+k = %d
+m = %d
+block_size = %d
+compression = %q
+encryption = %q
+checksum = %q
+
+[metastore]
+kind = "pebble"
+
+[healer]
+probe_interval = "10s"
+grace_period = "10m"
+workers = 2
+scrub_period = "168h"
+gc_delay = "1h"
+metrics_addr = "127.0.0.1:9310"
+
+[healer.provisioner]
+# kind = "local" creates replacement backends under settings.dir.
+kind = ""
+`, pol.K, pol.M, pol.BlockSize, pol.Compression, pol.Encryption, pol.Checksum)
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("b%d", i)
+		p := filepath.Join("backends", name)
+		if err := os.MkdirAll(filepath.Join(abs, p), 0o700); err != nil {
+			return "", fmt.Errorf("init: %w", err)
+		}
+		fmt.Fprintf(&b, "\n[[backends]]\nname = %q\nkind = \"local\"\npath = %q\nnode = \"node%d\"\n", name, p, i)
+	}
+	// Check that what we wrote loads before handing it to the user.
+	if _, err := ParseConfig(cfgPath, []byte(b.String())); err != nil {
+		return "", fmt.Errorf("init: generated config does not load: %w", err)
+	}
+	if err := writePrivate(cfgPath, []byte(b.String())); err != nil {
+		return "", fmt.Errorf("init: %w", err)
+	}
+	return cfgPath, nil
+}

@@ -1,0 +1,304 @@
+package healstore
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/encoder"
+	"github.com/healstore/healstore/metastore"
+)
+
+// ObjectInfo describes one object.
+type ObjectInfo struct {
+	Name     string            `json:"name"`
+	Size     int64             `json:"size"`
+	Created  time.Time         `json:"created"`
+	Modified time.Time         `json:"modified"`
+	ID       string            `json:"id"` // object version id, hex
+	Policy   encoder.Policy    `json:"policy"`
+	Blocks   int               `json:"blocks"`
+	Mode     uint32            `json:"mode,omitempty"`
+	Attrs    map[string]string `json:"attrs,omitempty"`
+	// Redundancy is filled by Stat only.
+	Redundancy *Redundancy `json:"redundancy,omitempty"`
+}
+
+// Redundancy summarises how safe an object's stripes are.
+type Redundancy struct {
+	// MinMargin is the lowest margin (healthy shards minus k) among the
+	// object's stripes, counting shards on backends that are up or suspect.
+	MinMargin int `json:"min_margin"`
+	// Degraded counts stripes below full redundancy (margin < m).
+	Degraded int `json:"degraded_stripes"`
+	// MissingShards counts shards without a location (queued for repair).
+	MissingShards int `json:"missing_shards"`
+}
+
+func toMetaPolicy(p encoder.Policy) metastore.Policy {
+	return metastore.Policy{K: p.K, M: p.M, BlockSize: p.BlockSize, Compression: p.Compression, Encryption: p.Encryption, Checksum: p.Checksum}
+}
+
+func fromMetaPolicy(p metastore.Policy) encoder.Policy {
+	return encoder.Policy{K: p.K, M: p.M, BlockSize: p.BlockSize, Compression: p.Compression, Encryption: p.Encryption, Checksum: p.Checksum}
+}
+
+func objectInfo(o *metastore.Object) *ObjectInfo {
+	return &ObjectInfo{
+		Name: o.Name, Size: o.Size, Created: o.Created, Modified: o.Modified,
+		ID: hex.EncodeToString(o.ID[:]), Policy: fromMetaPolicy(o.Policy), Blocks: len(o.Stripes),
+		Mode: o.Mode, Attrs: o.Attrs,
+	}
+}
+
+// getObject maps the metastore's not-found to ErrNotFound.
+func (s *Store) getObject(ctx context.Context, name string) (*metastore.Object, error) {
+	o, err := s.meta.GetObject(ctx, name)
+	if errors.Is(err, metastore.ErrNotFound) {
+		return nil, fmt.Errorf("object %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// usable reports whether shards on backend name count as healthy.
+func (s *Store) usable(name string) bool {
+	s.bmu.Lock()
+	h := s.handles[name]
+	s.bmu.Unlock()
+	if h == nil {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.rec.State == metastore.StateUp || h.rec.State == metastore.StateSuspect || h.rec.State == metastore.StateDraining
+}
+
+// Stat describes object name, with its redundancy (read from every stripe
+// record; no backend is contacted). ErrNotFound when there is none.
+func (s *Store) Stat(ctx context.Context, name string) (*ObjectInfo, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	o, err := s.getObject(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("stat: %w", err)
+	}
+	info := objectInfo(o)
+	red := &Redundancy{MinMargin: o.Policy.M}
+	for _, id := range o.Stripes {
+		st, err := s.meta.GetStripe(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("stat %q: stripe %x: %w", name, id, err)
+		}
+		m := st.Margin(s.usable)
+		red.MinMargin = min(red.MinMargin, m)
+		if m < st.M {
+			red.Degraded++
+		}
+		red.MissingShards += len(st.Missing())
+	}
+	info.Redundancy = red
+	return info, nil
+}
+
+// Delete removes object name at once; its shards go to garbage collection
+// in the same commit. ErrNotFound when there is none.
+func (s *Store) Delete(ctx context.Context, name string) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	err := s.meta.DeleteObject(ctx, name)
+	if errors.Is(err, metastore.ErrNotFound) {
+		return fmt.Errorf("delete: object %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("delete %q: %w", name, err)
+	}
+	return nil
+}
+
+// Rename gives object from the name to. It fails with ErrExists when an
+// object called to exists (delete it first to replace it) and ErrNotFound
+// when from does not. The data does not move.
+func (s *Store) Rename(ctx context.Context, from, to string) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if err := checkName(to); err != nil {
+		return fmt.Errorf("rename: %w", err)
+	}
+	if from == to {
+		_, err := s.getObject(ctx, from)
+		return err
+	}
+	if _, err := s.getObject(ctx, to); err == nil {
+		return fmt.Errorf("rename %q: object %q: %w", from, to, ErrExists)
+	} else if !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("rename %q: %w", from, err)
+	}
+	err := s.meta.RenameObject(ctx, from, to)
+	if errors.Is(err, metastore.ErrNotFound) {
+		return fmt.Errorf("rename: object %q: %w", from, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("rename %q: %w", from, err)
+	}
+	return nil
+}
+
+// DefaultListLimit is the page size List uses when limit <= 0.
+const DefaultListLimit = 1000
+
+// List returns up to limit objects whose names start with prefix and sort
+// after `after`, in name order, and the name to pass as `after` for the
+// next page ("" when this was the last page).
+func (s *Store) List(ctx context.Context, prefix, after string, limit int) ([]ObjectInfo, string, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, "", err
+	}
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	objs, err := s.meta.ListObjects(ctx, prefix, after, limit+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("list %q: %w", prefix, err)
+	}
+	next := ""
+	if len(objs) > limit {
+		objs = objs[:limit]
+		next = objs[limit-1].Name
+	}
+	out := make([]ObjectInfo, len(objs))
+	for i := range objs {
+		out[i] = *objectInfo(&objs[i])
+	}
+	return out, next, nil
+}
+
+// HealthReport is the store's state as one Health call saw it.
+type HealthReport struct {
+	StoreID        string          `json:"store_id"`
+	Policy         encoder.Policy  `json:"policy"`
+	PlacementLevel string          `json:"placement_level"`
+	WriteQuorum    int             `json:"write_quorum"`
+	Backends       []BackendHealth `json:"backends"`
+	// Domains counts distinct failure domains with a reachable, writable
+	// (up or suspect, not full) backend.
+	Domains int `json:"domains"`
+	// Writable: a new stripe reaches the write quorum.
+	Writable bool `json:"writable"`
+	// FullRedundancy: a new stripe gets all k+m shards placed.
+	FullRedundancy bool `json:"full_redundancy"`
+	// QueueLen is the repair queue's length.
+	QueueLen int `json:"repair_queue"`
+	// Problems lists what an operator should look at, in words.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// BackendHealth is one backend in a HealthReport.
+type BackendHealth struct {
+	Name      string            `json:"name"`
+	Kind      string            `json:"kind"`
+	Domain    string            `json:"domain"`
+	State     string            `json:"state"`
+	Spare     bool              `json:"spare,omitempty"`
+	Reachable bool              `json:"reachable"`
+	Latency   time.Duration     `json:"latency_ns"`
+	Capacity  backends.Capacity `json:"capacity"`
+	Error     string            `json:"error,omitempty"`
+}
+
+// Health probes every backend (in parallel, each bounded by a few seconds)
+// and reports what the store can do now.
+func (s *Store) Health(ctx context.Context) (*HealthReport, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	if err := s.refreshBackends(ctx); err != nil {
+		return nil, err
+	}
+	p := s.cfg.Policy
+	rep := &HealthReport{StoreID: s.storeID, Policy: p, PlacementLevel: s.cfg.PlacementLevel, WriteQuorum: s.cfg.Quorum()}
+	hs := s.handleList()
+	rep.Backends = make([]BackendHealth, len(hs))
+	var wg sync.WaitGroup
+	for i, h := range hs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rep.Backends[i] = s.probeHandle(ctx, h)
+		}()
+	}
+	wg.Wait()
+	domains := map[string]bool{}
+	for _, b := range rep.Backends {
+		switch {
+		case !b.Reachable:
+			rep.Problems = append(rep.Problems, fmt.Sprintf("backend %s is unreachable: %s", b.Name, b.Error))
+		case b.State != string(metastore.StateUp) && b.State != string(metastore.StateSuspect):
+			rep.Problems = append(rep.Problems, fmt.Sprintf("backend %s is %s", b.Name, b.State))
+		case b.Capacity.Known && b.Capacity.Free <= int64(p.MaxShardSize()):
+			rep.Problems = append(rep.Problems, fmt.Sprintf("backend %s is full", b.Name))
+		case !b.Spare:
+			domains[b.Domain] = true
+		}
+	}
+	rep.Domains = len(domains)
+	rep.Writable = rep.Domains >= rep.WriteQuorum
+	rep.FullRedundancy = rep.Domains >= p.K+p.M
+	if !rep.Writable {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("writes fail: %d usable %s domains, the write quorum is %d", rep.Domains, s.cfg.PlacementLevel, rep.WriteQuorum))
+	} else if !rep.FullRedundancy {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("new writes are degraded: %d usable %s domains, policy %d+%d needs %d", rep.Domains, s.cfg.PlacementLevel, p.K, p.M, p.K+p.M))
+	}
+	n, err := s.meta.QueueLen(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("health: %w", err)
+	}
+	rep.QueueLen = n
+	if n > 0 {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("%d stripes wait for repair", n))
+	}
+	sort.Strings(rep.Problems)
+	return rep, nil
+}
+
+// probeHandle probes one backend and refreshes its capacity estimate.
+func (s *Store) probeHandle(ctx context.Context, h *handle) BackendHealth {
+	h.mu.Lock()
+	bh := BackendHealth{Name: h.name, Kind: h.spec.Kind, Domain: h.spec.Domain(s.cfg.PlacementLevel),
+		State: string(h.rec.State), Spare: h.rec.Spare}
+	b, openErr := h.b, h.openErr
+	h.mu.Unlock()
+	if b == nil {
+		if bb, ok := s.Backend(h.name); ok {
+			b = bb
+		} else {
+			bh.Error = "not open"
+			if openErr != nil {
+				bh.Error = openErr.Error()
+			}
+			return bh
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	res, err := b.Probe(pctx)
+	if err != nil {
+		bh.Error = err.Error()
+		return bh
+	}
+	bh.Reachable, bh.Latency, bh.Capacity = true, res.Latency, res.Capacity
+	h.mu.Lock()
+	h.capacity, h.written = res.Capacity, 0
+	h.mu.Unlock()
+	return bh
+}

@@ -1,0 +1,321 @@
+package healstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/healstore/healstore/encoder"
+	"github.com/healstore/healstore/healer/shardio"
+	"github.com/healstore/healstore/metastore"
+)
+
+const (
+	// readAhead is how many blocks a sequential reader fetches ahead.
+	readAhead = 2
+	// cacheBlocks bounds a Reader's decoded-block cache.
+	cacheBlocks = readAhead + 2
+)
+
+// Reader reads one object version. It is an io.ReadSeeker and an
+// io.ReaderAt (ReadAt is safe for concurrent use), fetching only the
+// blocks a read touches, with a small cache and read-ahead for sequential
+// reads. It keeps reading the version it opened even if the name is
+// overwritten meanwhile, until that version's stripes are dropped.
+type Reader struct {
+	s      *Store
+	ctx    context.Context
+	cancel context.CancelFunc
+	obj    *metastore.Object
+	pol    encoder.Policy
+	codec  *encoder.Codec
+
+	off int64 // Read/Seek position; not for concurrent use, like os.File
+
+	mu      sync.Mutex
+	closed  bool
+	cache   map[uint64]*blockFetch
+	lru     []uint64 // least recently used first
+	lastEnd int64    // end offset of the last read, to detect sequential reads
+	queued  map[[16]byte]bool
+}
+
+type blockFetch struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+// Open opens object name for reading. ctx governs the Reader's whole
+// life: when it ends, reads fail. ErrNotFound when there is no object.
+func (s *Store) Open(ctx context.Context, name string) (*Reader, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	o, err := s.getObject(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("open: %w", err)
+	}
+	pol := fromMetaPolicy(o.Policy)
+	codec, err := s.codec(pol)
+	if err != nil {
+		return nil, fmt.Errorf("open %q: %w", name, err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	return &Reader{
+		s: s, ctx: rctx, cancel: cancel, obj: o, pol: pol, codec: codec,
+		cache: map[uint64]*blockFetch{}, queued: map[[16]byte]bool{}, lastEnd: -1,
+	}, nil
+}
+
+// Size is the object's length in bytes.
+func (r *Reader) Size() int64 { return r.obj.Size }
+
+// Info describes the object version being read.
+func (r *Reader) Info() *ObjectInfo { return objectInfo(r.obj) }
+
+// Close stops read-ahead and releases the cache. Reads fail afterwards.
+func (r *Reader) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	r.cancel()
+	r.cache = nil
+	return nil
+}
+
+// Read implements io.Reader.
+func (r *Reader) Read(p []byte) (int, error) {
+	n, err := r.ReadAt(p, r.off)
+	r.off += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
+}
+
+// Seek implements io.Seeker.
+func (r *Reader) Seek(offset int64, whence int) (int64, error) {
+	var abs int64
+	switch whence {
+	case io.SeekStart:
+		abs = offset
+	case io.SeekCurrent:
+		abs = r.off + offset
+	case io.SeekEnd:
+		abs = r.obj.Size + offset
+	default:
+		return 0, fmt.Errorf("seek %q: invalid whence %d", r.obj.Name, whence)
+	}
+	if abs < 0 {
+		return 0, fmt.Errorf("seek %q: negative position %d", r.obj.Name, abs)
+	}
+	r.off = abs
+	return abs, nil
+}
+
+// ReadAt implements io.ReaderAt.
+func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
+	return r.ReadAtContext(r.ctx, p, off)
+}
+
+// ReadAtContext is ReadAt that also gives up when ctx ends (a block fetch
+// that other readers share goes on under the Reader's own context).
+func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read %q: negative offset %d", r.obj.Name, off)
+	}
+	size := r.obj.Size
+	if off >= size {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	bs := int64(r.pol.BlockSize)
+	n := 0
+	for n < len(p) && off+int64(n) < size {
+		pos := off + int64(n)
+		b := uint64(pos / bs)
+		data, err := r.block(ctx, b, pos == r.sequentialFrom(off, pos))
+		if err != nil {
+			return n, err
+		}
+		in := pos % bs
+		if in >= int64(len(data)) {
+			return n, fmt.Errorf("read %q: block %d holds %d bytes, expected more: %w", r.obj.Name, b, len(data), encoder.ErrCorrupt)
+		}
+		n += copy(p[n:], data[in:])
+	}
+	r.mu.Lock()
+	r.lastEnd = off + int64(n)
+	r.mu.Unlock()
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// sequentialFrom returns pos when the read starting at off continues the
+// previous one (or starts the object), so read-ahead should run.
+func (r *Reader) sequentialFrom(off, pos int64) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if off == 0 || off == r.lastEnd {
+		return pos
+	}
+	return -1
+}
+
+// block returns block b's plaintext, from the cache or fetched; when
+// sequential, the following blocks are fetched ahead in the background.
+func (r *Reader) block(ctx context.Context, b uint64, sequential bool) ([]byte, error) {
+	f, err := r.start(b)
+	if err != nil {
+		return nil, err
+	}
+	if sequential {
+		for i := uint64(1); i <= readAhead && b+i < uint64(len(r.obj.Stripes)); i++ {
+			if _, err := r.start(b + i); err != nil {
+				break
+			}
+		}
+	}
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("read %q: %w", r.obj.Name, ctx.Err())
+	}
+	if f.err != nil {
+		r.mu.Lock()
+		if r.cache != nil && r.cache[b] == f {
+			delete(r.cache, b) // let a later read try again
+		}
+		r.mu.Unlock()
+		return nil, f.err
+	}
+	return f.data, nil
+}
+
+// start returns the cache entry for block b, launching its fetch if needed.
+func (r *Reader) start(b uint64) (*blockFetch, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, fmt.Errorf("read %q: %w", r.obj.Name, ErrClosed)
+	}
+	if int(b) >= len(r.obj.Stripes) {
+		return nil, fmt.Errorf("read %q: block %d beyond the object's %d blocks", r.obj.Name, b, len(r.obj.Stripes))
+	}
+	for i, x := range r.lru {
+		if x == b {
+			r.lru = append(r.lru[:i], r.lru[i+1:]...)
+			break
+		}
+	}
+	r.lru = append(r.lru, b)
+	if f, ok := r.cache[b]; ok {
+		return f, nil
+	}
+	for len(r.cache) >= cacheBlocks && len(r.lru) > 1 {
+		old := r.lru[0]
+		r.lru = r.lru[1:]
+		delete(r.cache, old)
+	}
+	f := &blockFetch{done: make(chan struct{})}
+	r.cache[b] = f
+	go func() {
+		f.data, f.err = r.fetch(r.ctx, b)
+		close(f.done)
+	}()
+	return f, nil
+}
+
+// fetch reads, verifies and decodes block b. Stripes found short are
+// queued for repair (heal on read); shards that fail decoding are treated
+// as corrupt and the fetch is retried without them.
+func (r *Reader) fetch(ctx context.Context, b uint64) ([]byte, error) {
+	s := r.s
+	id := r.obj.Stripes[b]
+	st, err := s.meta.GetStripe(ctx, id)
+	if errors.Is(err, metastore.ErrNotFound) {
+		return nil, fmt.Errorf("read %q block %d: the object was replaced or deleted while being read: %w", r.obj.Name, b, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %q block %d: %w", r.obj.Name, b, err)
+	}
+	n := len(st.Shards)
+	locs := make([]shardio.Loc, n)
+	sums := make([][]byte, n)
+	for i, sh := range st.Shards {
+		locs[i] = shardio.Loc{Backend: sh.Backend, Key: sh.Key, Sum: sh.Sum}
+		sums[i] = sh.Sum
+	}
+	sid := encoder.StripeID(id)
+	verify := func(i int, shard, sum []byte) error { return r.codec.VerifyShard(sid, i, shard, sum) }
+	var corrupt []int
+	for attempt := 0; ; attempt++ {
+		res, ferr := shardio.Fetch(ctx, s, shardio.FetchRequest{
+			Stripe: id, Locs: locs, Need: st.K, Verify: verify,
+			HedgeAfter: s.cfg.HedgeAfter.Std(), OnError: s.noteBackendError,
+		})
+		res.Corrupt = append(res.Corrupt, corrupt...)
+		if res.Short() {
+			r.queueRepair(ctx, st, res)
+		}
+		if ferr != nil {
+			var tf *shardio.TooFewError
+			if errors.As(ferr, &tf) {
+				return nil, fmt.Errorf("read %q block %d: %w", r.obj.Name, b, &InsufficientBackendsError{
+					Op: "read", Usable: tf.Got, Needed: tf.Need, Detail: ferr.Error()})
+			}
+			return nil, fmt.Errorf("read %q block %d: %w", r.obj.Name, b, ferr)
+		}
+		data, err := r.codec.DecodeBlock(encoder.ObjectID(r.obj.ID), b, sid, res.Shards, sums)
+		var tfs *encoder.TooFewShardsError
+		switch {
+		case err == nil:
+			if len(data) != st.DataLen {
+				return nil, fmt.Errorf("read %q block %d: decoded %d bytes, the metastore says %d: %w", r.obj.Name, b, len(data), st.DataLen, encoder.ErrCorrupt)
+			}
+			return data, nil
+		case errors.Is(err, encoder.ErrAuth):
+			return nil, fmt.Errorf("read %q block %d: %w: %w", r.obj.Name, b, ErrAuth, err)
+		case errors.As(err, &tfs) && len(tfs.Corrupt) > 0 && attempt < 2:
+			// Shards that passed the checksum but not decoding: count
+			// them as corrupt and fetch others instead.
+			for _, i := range tfs.Corrupt {
+				locs[i] = shardio.Loc{}
+				corrupt = append(corrupt, i)
+			}
+		default:
+			return nil, fmt.Errorf("read %q block %d: %w", r.obj.Name, b, err)
+		}
+	}
+}
+
+// queueRepair puts a stripe a read found short on the repair queue, once
+// per Reader. Failure to queue is logged, not returned: the data was read.
+func (r *Reader) queueRepair(ctx context.Context, st *metastore.Stripe, res *shardio.FetchResult) {
+	r.mu.Lock()
+	done := r.queued[st.ID]
+	r.queued[st.ID] = true
+	r.mu.Unlock()
+	if done {
+		return
+	}
+	margin := len(st.Shards) - len(res.Missing) - len(res.Corrupt) - st.K
+	item := metastore.RepairItem{
+		Stripe: st.ID, Margin: margin, Queued: time.Now(),
+		Reason: fmt.Sprintf("read found shards missing %v, corrupt %v", res.Missing, res.Corrupt),
+	}
+	if err := r.s.meta.Enqueue(ctx, item); err != nil {
+		r.s.log.Warn("heal on read: cannot queue repair", "stripe", fmt.Sprintf("%x", st.ID), "err", err)
+	}
+}

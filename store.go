@@ -1,0 +1,718 @@
+package healstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/backends/all"
+	"github.com/healstore/healstore/encoder"
+	"github.com/healstore/healstore/healer/shardio"
+	"github.com/healstore/healstore/metastore"
+	etcdkv "github.com/healstore/healstore/metastore/etcd"
+	pebblekv "github.com/healstore/healstore/metastore/pebble"
+)
+
+// MarkerKey is the key of the identity marker every backend carries. It is
+// written when the backend joins the store; the healer treats a backend
+// whose marker vanished as wiped.
+const MarkerKey = "healstore-marker"
+
+// Marker is the identity marker's JSON content.
+type Marker struct {
+	StoreID string `json:"store_id"`
+	Backend string `json:"backend"`
+}
+
+// metaKeyCheck names the metastore value holding the master key's
+// fingerprint (see keyCheck).
+const metaKeyCheck = "master-key-check"
+
+const (
+	// refreshEvery bounds how stale the in-memory view of backend states
+	// (set by the healer, possibly in another process) may get.
+	refreshEvery = 2 * time.Second
+	// reopenEvery spaces attempts to open a backend that failed to open.
+	reopenEvery = 10 * time.Second
+	// failedFor keeps a backend that just failed a data-path call out of
+	// new placements, so one dead backend does not stall every stripe.
+	failedFor = 30 * time.Second
+	// openTimeout bounds opening (and first probing) one backend.
+	openTimeout = 10 * time.Second
+)
+
+// Store is an open healstore. It is safe for concurrent use.
+//
+// Files of this package outside the store's own (daemon, heal, status,
+// snapshot, recover, leader) reach its parts through these fields:
+//   - meta: the typed metastore, the one source of truth for objects,
+//     stripes, backends, the repair queue, garbage and intents;
+//   - the backend pool (Backend, handles, refreshBackends): every
+//     non-retired backend of the metastore, opened lazily and reopened
+//     after failures; registerBackend adds one;
+//   - codec(policy): encoders for any policy an object was written with;
+//   - noteBackendError: the data path's error feed (OnBackendError hooks).
+type Store struct {
+	cfg     *Config
+	log     *slog.Logger
+	meta    *metastore.Store
+	secrets *SecretStore
+	key     []byte // master key; nil when encryption is "none" and no key file
+	storeID string
+	closed  atomic.Bool
+
+	codecMu sync.Mutex
+	codecs  map[encoder.Policy]*encoder.Codec
+
+	bmu       sync.Mutex
+	handles   map[string]*handle
+	refreshed time.Time
+
+	rndMu sync.Mutex
+	rnd   *rand.Rand
+
+	hookMu sync.Mutex
+	hooks  []func(backend string, err error)
+}
+
+// handle is one backend in the pool.
+type handle struct {
+	name string
+	spec backends.Spec
+
+	mu       sync.Mutex
+	rec      metastore.BackendRecord // as last read from the metastore
+	b        backends.Backend        // nil while not open
+	openErr  error
+	lastTry  time.Time
+	capacity backends.Capacity // from the last probe
+	written  int64             // bytes placed since that probe
+	failedAt time.Time         // last data-path failure
+	foreign  bool              // marker names another store
+	probeErr error             // the probe at open failed
+}
+
+// Open opens the store described by cfg: the metastore (pebble under
+// cfg.MetadataDir by default, or etcd), then every backend it knows (the
+// config's, registered on first sight, and any the healer added). A
+// backend that cannot be reached does not stop Open: reads and writes work
+// around it, and Health names it. Open fails when the policy's k+m shards
+// cannot be placed in distinct failure domains even with every backend up
+// (*InsufficientBackendsError), when the master key does not match the
+// store (ErrAuth), or on a bad config (ErrBadConfig).
+func Open(ctx context.Context, cfg *Config) (*Store, error) {
+	if cfg == nil {
+		return nil, &ConfigError{Msg: "no config"}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	var key []byte
+	if cfg.MasterKeyFile != "" {
+		k, err := LoadMasterKey(cfg.MasterKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		key = k
+	}
+	secrets, err := OpenSecrets(cfg.SecretsFile)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := openKV(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
+		cfg:     cfg,
+		log:     log,
+		meta:    metastore.New(kv, metastore.WithGarbageDelay(cfg.Healer.GCDelay.Std())),
+		secrets: secrets,
+		key:     key,
+		codecs:  map[encoder.Policy]*encoder.Codec{},
+		handles: map[string]*handle{},
+		rnd:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	if s.storeID, err = s.meta.StoreID(ctx); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := s.checkKey(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := s.codec(cfg.Policy); err != nil {
+		return nil, err
+	}
+	for _, spec := range cfg.Backends {
+		if err := s.registerSpec(ctx, spec); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.refreshBackends(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.checkDomains(); err != nil {
+		return nil, err
+	}
+	if err := s.writeMarkers(ctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	return s, nil
+}
+
+func openKV(ctx context.Context, cfg *Config) (metastore.KV, error) {
+	switch cfg.Metastore.Kind {
+	case "etcd":
+		kv, err := etcdkv.Open(ctx, cfg.Metastore.Endpoints, cfg.Metastore.Prefix)
+		if err != nil {
+			return nil, fmt.Errorf("open metastore (etcd %s): %w", joinLimited(cfg.Metastore.Endpoints, 3), err)
+		}
+		return kv, nil
+	default:
+		kv, err := pebblekv.Open(cfg.MetadataDir)
+		if err != nil {
+			if errors.Is(err, metastore.ErrLocked) {
+				return nil, fmt.Errorf("open metastore %s: %w (is a healstore daemon or mount using this store? stop it or run the command through it)", cfg.MetadataDir, err)
+			}
+			return nil, fmt.Errorf("open metastore %s: %w", cfg.MetadataDir, err)
+		}
+		return kv, nil
+	}
+}
+
+// checkKey compares the master key with the fingerprint the store
+// recorded when it was created, so a wrong key fails here instead of
+// writing objects no one can read.
+func (s *Store) checkKey(ctx context.Context) error {
+	if s.key == nil {
+		return nil
+	}
+	want := keyCheck(s.key)
+	got, err := s.meta.GetMeta(ctx, metaKeyCheck)
+	switch {
+	case errors.Is(err, metastore.ErrNotFound):
+		if err := s.meta.PutMeta(ctx, metaKeyCheck, []byte(want)); err != nil {
+			return fmt.Errorf("record master key fingerprint: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("read master key fingerprint: %w", err)
+	case string(got) != want:
+		return fmt.Errorf("master key in %s is not this store's key: %w", s.cfg.MasterKeyFile, ErrAuth)
+	}
+	return nil
+}
+
+// Close releases the backends and the metastore. Open readers and writers
+// fail afterwards. Close is idempotent.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	var errs []error
+	s.bmu.Lock()
+	for _, h := range s.handles {
+		h.mu.Lock()
+		if h.b != nil {
+			if err := h.b.Close(); err != nil {
+				errs = append(errs, err)
+			}
+			h.b = nil
+		}
+		h.mu.Unlock()
+	}
+	s.bmu.Unlock()
+	if err := s.meta.Close(); err != nil && !errors.Is(err, metastore.ErrClosed) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Store) checkOpen() error {
+	if s.closed.Load() {
+		return fmt.Errorf("store: %w", ErrClosed)
+	}
+	return nil
+}
+
+// Config returns the store's config (read-only by convention).
+func (s *Store) Config() *Config { return s.cfg }
+
+// Meta returns the store's metastore. Changes made through it bypass the
+// store's checks; the healer and tools use it.
+func (s *Store) Meta() *metastore.Store { return s.meta }
+
+// StoreID is the store's stable random identity (also in every marker).
+func (s *Store) StoreID() string { return s.storeID }
+
+// Secrets returns the store's secret store.
+func (s *Store) Secrets() *SecretStore { return s.secrets }
+
+// Logger returns the store's logger.
+func (s *Store) Logger() *slog.Logger { return s.log }
+
+// Codec returns the codec for objects written with policy p.
+func (s *Store) Codec(p encoder.Policy) (*encoder.Codec, error) { return s.codec(p) }
+
+func (s *Store) codec(p encoder.Policy) (*encoder.Codec, error) {
+	s.codecMu.Lock()
+	defer s.codecMu.Unlock()
+	if c, ok := s.codecs[p]; ok {
+		return c, nil
+	}
+	var key []byte
+	if p.Encryption != "none" {
+		if s.key == nil {
+			return nil, fmt.Errorf("policy uses encryption %q but no master key is configured (master_key_file)", p.Encryption)
+		}
+		key = s.key
+	}
+	c, err := encoder.NewCodec(p, key)
+	if err != nil {
+		return nil, fmt.Errorf("policy %d+%d: %w", p.K, p.M, err)
+	}
+	s.codecs[p] = c
+	return c, nil
+}
+
+// OnBackendError registers fn to hear every failed data-path call (shard
+// put, get, verify) with the backend's name; the healer's monitor uses it.
+// fn must be quick and must not block.
+func (s *Store) OnBackendError(fn func(backend string, err error)) {
+	s.hookMu.Lock()
+	s.hooks = append(s.hooks, fn)
+	s.hookMu.Unlock()
+}
+
+// noteBackendError records a data-path failure: an unreachable backend is
+// kept out of new placements for a while, and the hooks hear it.
+func (s *Store) noteBackendError(name string, err error) {
+	s.bmu.Lock()
+	h := s.handles[name]
+	s.bmu.Unlock()
+	if h != nil && (errors.Is(err, backends.ErrUnavailable) || errors.Is(err, backends.ErrFull)) {
+		h.mu.Lock()
+		h.failedAt = time.Now()
+		h.mu.Unlock()
+	}
+	s.log.Debug("backend error", "backend", name, "err", err)
+	s.hookMu.Lock()
+	hooks := append([]func(string, error){}, s.hooks...)
+	s.hookMu.Unlock()
+	for _, fn := range hooks {
+		fn(name, err)
+	}
+}
+
+// Backend returns the open backend called name (shardio.Pool). A backend
+// that failed to open is retried at most every 10 s; a name the pool does
+// not know yet (added by the healer, possibly in another process) makes it
+// re-read the metastore's backend list.
+func (s *Store) Backend(name string) (backends.Backend, bool) {
+	if s.closed.Load() {
+		return nil, false
+	}
+	s.bmu.Lock()
+	h := s.handles[name]
+	stale := h == nil && time.Since(s.refreshed) > time.Second
+	s.bmu.Unlock()
+	if stale {
+		ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+		if err := s.refreshBackends(ctx); err != nil {
+			s.log.Warn("refresh backends", "err", err)
+		}
+		cancel()
+		s.bmu.Lock()
+		h = s.handles[name]
+		s.bmu.Unlock()
+	}
+	if h == nil {
+		return nil, false
+	}
+	h.mu.Lock()
+	b, tried := h.b, h.lastTry
+	h.mu.Unlock()
+	if b != nil {
+		return b, true
+	}
+	if time.Since(tried) < reopenEvery {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+	defer cancel()
+	s.openHandle(ctx, h)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.b, h.b != nil
+}
+
+var _ shardio.Pool = (*Store)(nil)
+
+// openHandle opens h's backend and probes it once for capacity.
+func (s *Store) openHandle(ctx context.Context, h *handle) {
+	h.mu.Lock()
+	if h.b != nil {
+		h.mu.Unlock()
+		return
+	}
+	h.lastTry = time.Now()
+	h.mu.Unlock()
+	b, err := all.Open(ctx, h.spec, s.secrets.Lookup)
+	var probe backends.ProbeResult
+	if err == nil {
+		probe, err = b.Probe(ctx)
+		if err != nil {
+			// Opened but not answering: keep it open; calls will
+			// fail fast and the healer sees the probe failures.
+			s.log.Warn("backend does not answer", "backend", h.name, "err", err)
+			h.mu.Lock()
+			h.failedAt, h.probeErr = time.Now(), err
+			h.mu.Unlock()
+			err = nil
+			probe = backends.ProbeResult{}
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
+		h.openErr = err
+		s.log.Warn("cannot open backend", "backend", h.name, "err", err)
+		return
+	}
+	if h.b != nil || s.closed.Load() {
+		b.Close()
+		return
+	}
+	h.b, h.openErr = b, nil
+	h.capacity, h.written = probe.Capacity, 0
+}
+
+// UnreachableBackend is a backend the store could not open or that did not
+// answer its first probe.
+type UnreachableBackend struct {
+	Name  string
+	Error string
+}
+
+// Unreachable lists the backends that failed to open or to answer when
+// the store opened them, for a command to warn about. It does not probe.
+func (s *Store) Unreachable() []UnreachableBackend {
+	var out []UnreachableBackend
+	for _, h := range s.handleList() {
+		h.mu.Lock()
+		switch {
+		case h.b == nil && h.openErr != nil:
+			out = append(out, UnreachableBackend{Name: h.name, Error: h.openErr.Error()})
+		case h.b == nil:
+			out = append(out, UnreachableBackend{Name: h.name, Error: "not open"})
+		case h.probeErr != nil:
+			out = append(out, UnreachableBackend{Name: h.name, Error: h.probeErr.Error()})
+		}
+		h.mu.Unlock()
+	}
+	return out
+}
+
+// registerSpec records a config backend in the metastore on first sight,
+// and updates its spec (not its state) when the config changed it.
+func (s *Store) registerSpec(ctx context.Context, spec backends.Spec) error {
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return fmt.Errorf("backend %s: encode spec: %w", spec.Name, err)
+	}
+	domain := spec.Domain(s.cfg.PlacementLevel)
+	rec, err := s.meta.GetBackend(ctx, spec.Name)
+	switch {
+	case errors.Is(err, metastore.ErrNotFound):
+		now := time.Now()
+		return s.meta.PutBackend(ctx, &metastore.BackendRecord{
+			Name: spec.Name, SpecJSON: specJSON, State: metastore.StateUp, Since: now,
+			Domain: domain, Spare: spec.Spare,
+		})
+	case err != nil:
+		return fmt.Errorf("backend %s: %w", spec.Name, err)
+	}
+	if bytes.Equal(rec.SpecJSON, specJSON) && rec.Domain == domain && rec.Spare == spec.Spare {
+		return nil
+	}
+	return s.meta.UpdateBackend(ctx, spec.Name, func(r *metastore.BackendRecord) error {
+		r.SpecJSON, r.Domain, r.Spare = specJSON, domain, spec.Spare
+		return nil
+	})
+}
+
+// registerBackend adds a backend to a running store: records it (state up),
+// opens it and writes its marker. The healer calls it for provisioned
+// backends; the secret, if any, must already be in the secret store.
+func (s *Store) registerBackend(ctx context.Context, spec backends.Spec) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	if err := s.registerSpec(ctx, spec); err != nil {
+		return err
+	}
+	if err := s.refreshBackends(ctx); err != nil {
+		return err
+	}
+	return s.writeMarkers(ctx)
+}
+
+// AddBackend registers a new backend in a running store, opens it and
+// writes its identity marker; secret (a zdb password or S3 secret key, ""
+// if none) is saved in the secrets file under spec.SecretRef first.
+func (s *Store) AddBackend(ctx context.Context, spec backends.Spec, secret string) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if secret != "" {
+		if spec.SecretRef == "" {
+			return fmt.Errorf("backend %s: a secret was given but the spec has no secret_ref", spec.Name)
+		}
+		if err := s.secrets.Set(spec.SecretRef, secret); err != nil {
+			return err
+		}
+	}
+	return s.registerBackend(ctx, spec)
+}
+
+// refreshBackends re-reads the metastore's backend records: new ones are
+// opened (in parallel), retired or replaced ones closed, states updated.
+func (s *Store) refreshBackends(ctx context.Context) error {
+	recs, err := s.meta.ListBackends(ctx)
+	if err != nil {
+		return fmt.Errorf("list backends: %w", err)
+	}
+	var fresh []*handle
+	seen := map[string]bool{}
+	s.bmu.Lock()
+	for _, rec := range recs {
+		if rec.State == metastore.StateRetired || rec.State == metastore.StateReplaced {
+			continue
+		}
+		seen[rec.Name] = true
+		h := s.handles[rec.Name]
+		var spec backends.Spec
+		if err := json.Unmarshal(rec.SpecJSON, &spec); err != nil {
+			s.bmu.Unlock()
+			return fmt.Errorf("backend %s: stored spec: %w", rec.Name, err)
+		}
+		if h != nil && h.spec != spec {
+			// The spec changed (config edit): reopen with the new one.
+			h.mu.Lock()
+			if h.b != nil {
+				h.b.Close()
+				h.b = nil
+			}
+			h.mu.Unlock()
+			h = nil
+		}
+		if h == nil {
+			h = &handle{name: rec.Name, spec: spec}
+			s.handles[rec.Name] = h
+			fresh = append(fresh, h)
+		}
+		h.mu.Lock()
+		h.rec = rec
+		h.mu.Unlock()
+	}
+	for name, h := range s.handles {
+		if !seen[name] {
+			delete(s.handles, name)
+			h.mu.Lock()
+			if h.b != nil {
+				h.b.Close()
+				h.b = nil
+			}
+			h.mu.Unlock()
+		}
+	}
+	s.refreshed = time.Now()
+	s.bmu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, h := range fresh {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			octx, cancel := context.WithTimeout(ctx, openTimeout)
+			defer cancel()
+			s.openHandle(octx, h)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// maybeRefresh re-reads backend states when the view is older than
+// refreshEvery; errors keep the old view.
+func (s *Store) maybeRefresh(ctx context.Context) {
+	s.bmu.Lock()
+	stale := time.Since(s.refreshed) > refreshEvery
+	s.bmu.Unlock()
+	if stale {
+		if err := s.refreshBackends(ctx); err != nil {
+			s.log.Warn("refresh backends", "err", err)
+		}
+	}
+}
+
+// handleList returns the pool's handles sorted by name.
+func (s *Store) handleList() []*handle {
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	out := make([]*handle, 0, len(s.handles))
+	for _, h := range s.handles {
+		out = append(out, h)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// countsForPlacement reports whether a backend in state st counts towards
+// the failure domains a store can place stripes in.
+func countsForPlacement(st metastore.BackendState) bool {
+	switch st {
+	case metastore.StateRetired, metastore.StateReplaced, metastore.StateDraining:
+		return false
+	}
+	return true
+}
+
+// checkDomains refuses a store whose backends, even all up, cannot hold
+// k+m shards in distinct failure domains.
+func (s *Store) checkDomains() error {
+	p := s.cfg.Policy
+	need := p.K + p.M
+	domains := map[string][]string{}
+	for _, h := range s.handleList() {
+		h.mu.Lock()
+		rec := h.rec
+		h.mu.Unlock()
+		if rec.Spare || !countsForPlacement(rec.State) {
+			continue
+		}
+		d := h.spec.Domain(s.cfg.PlacementLevel)
+		domains[d] = append(domains[d], h.name)
+	}
+	if len(domains) >= need {
+		return nil
+	}
+	var list []string
+	for d, names := range domains {
+		list = append(list, fmt.Sprintf("%s (%s)", d, joinLimited(names, 3)))
+	}
+	sort.Strings(list)
+	detail := fmt.Sprintf("policy %d+%d needs %d backends in distinct %s failure domains; the store has %d",
+		p.K, p.M, need, s.cfg.PlacementLevel, len(domains))
+	if len(list) > 0 {
+		detail += ": " + joinLimited(list, 8)
+	}
+	detail += fmt.Sprintf("; add %d backend(s) on other %ss, or lower policy.k+policy.m", need-len(domains), s.cfg.PlacementLevel)
+	if s.cfg.PlacementLevel == "farm" {
+		detail += ", or use placement_level = \"node\""
+	}
+	return &InsufficientBackendsError{Op: "open", Usable: len(domains), Needed: need, Detail: detail}
+}
+
+// writeMarkers writes the identity marker on every open backend that never
+// had one. A backend whose record says a marker was written but which has
+// none now was wiped: the marker is not rewritten (that would hide the
+// loss from the healer). A backend carrying another store's marker is
+// refused on first sight and kept out of placement afterwards.
+func (s *Store) writeMarkers(ctx context.Context) error {
+	for _, h := range s.handleList() {
+		h.mu.Lock()
+		b, rec := h.b, h.rec
+		h.mu.Unlock()
+		if b == nil {
+			continue
+		}
+		want, err := json.Marshal(Marker{StoreID: s.storeID, Backend: h.name})
+		if err != nil {
+			return err
+		}
+		got, err := b.Get(ctx, MarkerKey)
+		switch {
+		case err == nil:
+			var m Marker
+			if jerr := json.Unmarshal(got, &m); jerr != nil || m.StoreID != s.storeID {
+				if rec.Marker == "" {
+					return fmt.Errorf("backend %s holds another store's data (its %s names store %q, this store is %q); refusing to use it",
+						h.name, MarkerKey, m.StoreID, s.storeID)
+				}
+				s.log.Error("backend carries a foreign identity marker; not placing shards on it", "backend", h.name, "store", m.StoreID)
+				h.mu.Lock()
+				h.foreign = true
+				h.mu.Unlock()
+				continue
+			}
+			if rec.Marker == "" {
+				if err := s.setMarker(ctx, h.name, string(got)); err != nil {
+					return err
+				}
+			}
+		case errors.Is(err, backends.ErrNotFound):
+			if rec.Marker != "" {
+				s.log.Warn("backend lost its identity marker (wiped?); leaving it for the healer", "backend", h.name)
+				continue
+			}
+			if err := b.Put(ctx, MarkerKey, want); err != nil {
+				s.log.Warn("cannot write identity marker", "backend", h.name, "err", err)
+				continue
+			}
+			if err := s.setMarker(ctx, h.name, string(want)); err != nil {
+				return err
+			}
+		default:
+			s.log.Warn("cannot read identity marker", "backend", h.name, "err", err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) setMarker(ctx context.Context, name, marker string) error {
+	err := s.meta.UpdateBackend(ctx, name, func(r *metastore.BackendRecord) error {
+		r.Marker = marker
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("backend %s: record marker: %w", name, err)
+	}
+	s.bmu.Lock()
+	h := s.handles[name]
+	s.bmu.Unlock()
+	if h != nil {
+		h.mu.Lock()
+		h.rec.Marker = marker
+		h.mu.Unlock()
+	}
+	return nil
+}
+
+// randSource returns a generator for placement; callers hold no lock, so
+// each gets its own child generator.
+func (s *Store) randSource() *rand.Rand {
+	s.rndMu.Lock()
+	defer s.rndMu.Unlock()
+	return rand.New(rand.NewPCG(s.rnd.Uint64(), s.rnd.Uint64()))
+}

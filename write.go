@@ -1,0 +1,503 @@
+package healstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/healstore/healstore/backends/placement"
+	"github.com/healstore/healstore/encoder"
+	"github.com/healstore/healstore/healer/shardio"
+	"github.com/healstore/healstore/metastore"
+)
+
+const (
+	// encodeAhead is how many blocks the stream encoder seals and codes
+	// ahead of the uploads.
+	encodeAhead = 2
+	// uploadWindow is how many stripes upload at once. Several stripes in
+	// flight keep every backend busy while another stripe's slowest shard
+	// finishes; memory stays bounded by (encodeAhead+uploadWindow) stripes.
+	uploadWindow = 3
+	// MaxNameLen bounds object names (bytes).
+	MaxNameLen = 4096
+)
+
+// WriteOption adjusts one Put or Create.
+type WriteOption func(*writeOpts)
+
+type writeOpts struct {
+	mode  uint32
+	attrs map[string]string
+}
+
+// WithMode records a file mode with the object (the FUSE layer uses it).
+func WithMode(mode uint32) WriteOption { return func(o *writeOpts) { o.mode = mode } }
+
+// WithAttrs records small attributes with the object (valid UTF-8 keys and
+// values; a few hundred bytes in all).
+func WithAttrs(attrs map[string]string) WriteOption {
+	return func(o *writeOpts) {
+		o.attrs = make(map[string]string, len(attrs))
+		for k, v := range attrs {
+			o.attrs[k] = v
+		}
+	}
+}
+
+func checkName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("object name is empty")
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("object name is %d bytes, longer than %d", len(name), MaxNameLen)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("object name %q is not valid UTF-8", name)
+	}
+	for _, r := range name {
+		if r == 0 {
+			return fmt.Errorf("object name %q contains a NUL byte", name)
+		}
+	}
+	return nil
+}
+
+// Put stores everything r yields as object name, replacing any object of
+// that name (whose shards go to garbage collection). It returns after the
+// metadata commit is durable; on any error nothing is visible and the
+// shards already uploaded are left to garbage collection.
+//
+// Each block is placed on k+m backends in distinct failure domains. A shard
+// that cannot be written is retried on another backend (spares first); the
+// write succeeds when at least the write quorum of every stripe's shards
+// landed, and the missing ones are queued for repair in the same commit.
+// Otherwise the error matches ErrInsufficientBackends.
+func (s *Store) Put(ctx context.Context, name string, r io.Reader, opts ...WriteOption) (*ObjectInfo, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	if err := checkName(name); err != nil {
+		return nil, fmt.Errorf("put: %w", err)
+	}
+	var o writeOpts
+	for _, fn := range opts {
+		fn(&o)
+	}
+	info, err := s.write(ctx, name, r, o)
+	if err != nil {
+		return nil, fmt.Errorf("put %q: %w", name, err)
+	}
+	return info, nil
+}
+
+// objectWrite collects what one write produced until its commit.
+type objectWrite struct {
+	s      *Store
+	name   string
+	pol    encoder.Policy
+	codec  *encoder.Codec
+	id     encoder.ObjectID
+	quorum int
+
+	mu      sync.Mutex
+	stripes map[uint64]*metastore.Stripe
+	intents [][16]byte
+	repairs []metastore.RepairItem
+	tried   []metastore.Garbage
+	size    int64
+	err     error
+}
+
+func (w *objectWrite) fail(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.mu.Unlock()
+}
+
+func (w *objectWrite) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+func (s *Store) write(ctx context.Context, name string, r io.Reader, o writeOpts) (*ObjectInfo, error) {
+	pol := s.cfg.Policy
+	codec, err := s.codec(pol)
+	if err != nil {
+		return nil, err
+	}
+	w := &objectWrite{
+		s: s, name: name, pol: pol, codec: codec,
+		id:      encoder.NewObjectID(),
+		quorum:  s.cfg.Quorum(),
+		stripes: map[uint64]*metastore.Stripe{},
+	}
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	enc := codec.NewStreamEncoder(wctx, w.id, r, encodeAhead)
+	defer enc.Close()
+
+	slots := make(chan struct{}, uploadWindow)
+	var wg sync.WaitGroup
+	for w.failed() == nil {
+		block, st, err := enc.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if cause := context.Cause(wctx); cause != nil && wctx.Err() != nil {
+				err = cause
+			}
+			w.fail(err)
+			break
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-wctx.Done():
+			w.fail(context.Cause(wctx))
+		}
+		if w.failed() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			if err := w.putStripe(wctx, block, st); err != nil {
+				w.fail(err)
+				cancel(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := w.failed(); err != nil {
+		w.abandon()
+		return nil, err
+	}
+	info, err := w.commit(ctx, o)
+	if err != nil {
+		w.abandon()
+		return nil, err
+	}
+	return info, nil
+}
+
+// putStripe places, records (intent) and uploads one stripe.
+func (w *objectWrite) putStripe(ctx context.Context, block uint64, st *encoder.Stripe) error {
+	s := w.s
+	n := len(st.Shards)
+	shardSize := int64(len(st.Shards[0]))
+	targets, cands, err := s.place(ctx, n, w.quorum, shardSize)
+	if err != nil {
+		return err
+	}
+	// The intent lists every location before anything is uploaded there,
+	// so the shards of a write that crashes are known to the collector.
+	intent := metastore.Intent{ID: st.ID, Created: time.Now()}
+	shards := make([][]byte, n)
+	for i, t := range targets {
+		if t.Name == "" {
+			continue // degraded placement: this shard starts missing
+		}
+		shards[i] = st.Shards[i]
+		intent.Shards = append(intent.Shards, metastore.ShardLoc{Backend: t.Name, Key: shardio.ShardKey(st.ID, i)})
+	}
+	if err := s.meta.AddIntent(ctx, intent); err != nil {
+		return fmt.Errorf("block %d: record write intent: %w", block, err)
+	}
+	w.mu.Lock()
+	w.intents = append(w.intents, st.ID)
+	w.mu.Unlock()
+
+	var imu sync.Mutex
+	res := shardio.Upload(ctx, s, st.ID, shards, targets, shardio.UploadOptions{
+		Candidates: cands,
+		BeforeRetry: func(ctx context.Context, i int, backend string) error {
+			imu.Lock()
+			defer imu.Unlock()
+			intent.Shards = append(intent.Shards, metastore.ShardLoc{Backend: backend, Key: shardio.ShardKey(st.ID, i)})
+			return s.meta.AddIntent(ctx, intent)
+		},
+		OnError: s.noteBackendError,
+		Rand:    s.randSource(),
+	})
+	if err := ctx.Err(); err != nil {
+		return context.Cause(ctx)
+	}
+	landed := res.Count()
+	if landed < w.quorum {
+		var why []string
+		for i, e := range res.Errs {
+			if e != nil {
+				why = append(why, e.Error())
+			} else if res.Landed[i] == "" {
+				why = append(why, fmt.Sprintf("shard %d: no backend in a free failure domain", i))
+			}
+		}
+		return &InsufficientBackendsError{Op: "write", Usable: landed, Needed: w.quorum,
+			Detail: fmt.Sprintf("block %d: only %d of %d shards landed: %s", block, landed, n, joinLimited(why, 3))}
+	}
+	ms := &metastore.Stripe{
+		ID: st.ID, Object: w.id, Block: block, K: w.pol.K, M: w.pol.M, DataLen: st.DataLen,
+		Shards: make([]metastore.ShardLoc, n),
+	}
+	var missing []int
+	for i, b := range res.Landed {
+		if b == "" {
+			missing = append(missing, i)
+			continue
+		}
+		ms.Shards[i] = metastore.ShardLoc{Backend: b, Key: shardio.ShardKey(st.ID, i), Size: int64(len(st.Shards[i])), Sum: bytes.Clone(st.Sums[i])}
+		s.noteWritten(b, int64(len(st.Shards[i])))
+	}
+	if len(res.Tried) == 0 {
+		// Every Put returned success, so no backend still reads the
+		// buffers: hand them back for the next block. After a failure a
+		// cancelled transfer might still hold them, so the GC frees those.
+		st.Release()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stripes[block] = ms
+	w.size += int64(st.DataLen)
+	for _, t := range res.Tried {
+		w.tried = append(w.tried, metastore.Garbage{Backend: t.Backend, Key: t.Key})
+	}
+	if len(missing) > 0 {
+		w.repairs = append(w.repairs, metastore.RepairItem{
+			Stripe: st.ID, Margin: landed - w.pol.K, Queued: time.Now(),
+			Reason: fmt.Sprintf("written degraded: shards %v did not land", missing),
+		})
+	}
+	return nil
+}
+
+// commit makes the object visible: one metastore batch with the object,
+// its stripes, the repairs, and the removal of its intents (the replaced
+// version's shards become garbage in the same batch).
+func (w *objectWrite) commit(ctx context.Context, o writeOpts) (*ObjectInfo, error) {
+	s := w.s
+	blocks := make([]uint64, 0, len(w.stripes))
+	for b := range w.stripes {
+		blocks = append(blocks, b)
+	}
+	sort.Slice(blocks, func(i, j int) bool { return blocks[i] < blocks[j] })
+	now := time.Now()
+	obj := &metastore.Object{
+		Name: w.name, ID: w.id, Size: w.size, Created: now, Modified: now,
+		Policy: toMetaPolicy(w.pol), Mode: o.mode, Attrs: o.attrs,
+	}
+	stripes := make([]*metastore.Stripe, 0, len(blocks))
+	for i, b := range blocks {
+		if b != uint64(i) {
+			return nil, fmt.Errorf("internal: block %d missing from the write", i)
+		}
+		obj.Stripes = append(obj.Stripes, w.stripes[b].ID)
+		stripes = append(stripes, w.stripes[b])
+	}
+	// Locations tried in vain may hold a copy; they leave the intent in the
+	// commit, so they must reach the collector first.
+	if len(w.tried) > 0 {
+		if err := s.meta.AddGarbage(ctx, w.tried...); err != nil {
+			return nil, fmt.Errorf("record failed shard uploads: %w", err)
+		}
+	}
+	if _, err := s.meta.PutObject(ctx, obj, stripes, w.repairs, w.intents); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return objectInfo(obj), nil
+}
+
+// abandon hands the shards of a failed write to garbage collection, due at
+// once (nothing ever referenced them). If the commit in fact happened (an
+// ambiguous error), its intents are gone and nothing is touched.
+func (w *objectWrite) abandon() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w.mu.Lock()
+	intents := append([][16]byte(nil), w.intents...)
+	w.mu.Unlock()
+	for _, id := range intents {
+		if err := w.s.meta.IntentToGarbage(ctx, id, time.Now()); err != nil {
+			// The intent stays; the collector finds it when it expires.
+			w.s.log.Warn("abandoned write: intent kept for the collector", "object", w.name, "stripe", fmt.Sprintf("%x", id), "err", err)
+		}
+	}
+}
+
+// place chooses targets for the n shards of one stripe: n backends in
+// distinct domains when possible (first among healthy non-spares, then
+// with spares, then also with suspect or lately failing backends), else as many as there are domains when
+// that still reaches quorum (the shards left without a target, parity
+// first, start missing and are queued for repair). It also returns the
+// healthy candidates (spares included), for retries.
+func (s *Store) place(ctx context.Context, n, quorum int, shardSize int64) ([]placement.Candidate, []placement.Candidate, error) {
+	s.maybeRefresh(ctx)
+	primary, fallback := s.candidates(shardSize)
+	rnd := s.randSource()
+	// Healthy non-spares first; then spares (they exist to stand in);
+	// only then backends that are suspect or failed a moment ago.
+	got, err := placement.Choose(primary, n, nil, false, rnd)
+	if err != nil {
+		got, err = placement.Choose(primary, n, nil, true, rnd)
+	}
+	if err != nil {
+		got, err = placement.Choose(fallback, n, nil, true, rnd)
+	}
+	if err != nil {
+		var ne *placement.NotEnoughError
+		if !errors.As(err, &ne) || ne.Usable < quorum {
+			usable := 0
+			if ne != nil {
+				usable = ne.Usable
+			}
+			return nil, nil, &InsufficientBackendsError{Op: "write", Usable: usable, Needed: quorum,
+				Detail: fmt.Sprintf("%v; a write needs at least %d (the write quorum) of %d shards placed in distinct %s domains", err, quorum, n, s.cfg.PlacementLevel)}
+		}
+		if got, err = placement.Choose(fallback, ne.Usable, nil, true, rnd); err != nil {
+			return nil, nil, &InsufficientBackendsError{Op: "write", Usable: 0, Needed: quorum, Detail: err.Error()}
+		}
+	}
+	targets := make([]placement.Candidate, n)
+	copy(targets, got) // a short placement leaves the last (parity) shards without target
+	// Retries go to healthy backends only: one that failed a moment ago
+	// would most likely fail again, perhaps only after a long timeout.
+	return targets, primary, nil
+}
+
+// candidates lists the backends a new shard of shardSize bytes may go to.
+// primary: open, up, not failing lately, with room. fallback adds suspect
+// and lately failing ones. Never down, draining, retired, replaced, full,
+// unopened or foreign backends.
+func (s *Store) candidates(shardSize int64) (primary, fallback []placement.Candidate) {
+	now := time.Now()
+	for _, h := range s.handleList() {
+		h.mu.Lock()
+		rec, open, foreign := h.rec, h.b != nil, h.foreign
+		capy, written, failedAt := h.capacity, h.written, h.failedAt
+		h.mu.Unlock()
+		if !open || foreign {
+			continue
+		}
+		if rec.State != metastore.StateUp && rec.State != metastore.StateSuspect {
+			continue
+		}
+		c := placement.Candidate{Name: h.name, Domain: h.spec.Domain(s.cfg.PlacementLevel), Spare: rec.Spare}
+		if capy.Known {
+			c.FreeKnown = true
+			c.Free = capy.Free - written
+			if c.Free < shardSize {
+				continue // full
+			}
+		}
+		fallback = append(fallback, c)
+		if rec.State == metastore.StateUp && now.Sub(failedAt) > failedFor {
+			primary = append(primary, c)
+		}
+	}
+	return primary, fallback
+}
+
+// noteWritten lowers the backend's free-space estimate until its next probe.
+func (s *Store) noteWritten(name string, n int64) {
+	s.bmu.Lock()
+	h := s.handles[name]
+	s.bmu.Unlock()
+	if h != nil {
+		h.mu.Lock()
+		h.written += n
+		h.mu.Unlock()
+	}
+}
+
+// Writer writes one object. The object appears only when Close returns
+// nil; Abort (or an error) leaves the previous object, if any, in place.
+// A Writer is not safe for concurrent use.
+type Writer struct {
+	name string
+	pw   *io.PipeWriter
+	done chan struct{}
+	info *ObjectInfo
+	err  error
+	end  bool
+}
+
+// Create starts writing object name. Writes stream through the encoder
+// and the uploads with bounded memory; Close commits. ctx governs the
+// whole write: when it ends before Close, the write fails.
+func (s *Store) Create(ctx context.Context, name string, opts ...WriteOption) (*Writer, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	if err := checkName(name); err != nil {
+		return nil, fmt.Errorf("create: %w", err)
+	}
+	var o writeOpts
+	for _, fn := range opts {
+		fn(&o)
+	}
+	pr, pw := io.Pipe()
+	w := &Writer{name: name, pw: pw, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		info, err := s.write(ctx, name, pr, o)
+		if err != nil {
+			err = fmt.Errorf("write %q: %w", name, err)
+			// Unblock a Write waiting on a reader that stopped.
+			pr.CloseWithError(err)
+		}
+		w.info, w.err = info, err
+	}()
+	return w, nil
+}
+
+// Write implements io.Writer. After a failure of the write in the
+// background, Write returns that error.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.end {
+		return 0, fmt.Errorf("write %q: %w", w.name, ErrClosed)
+	}
+	return w.pw.Write(p)
+}
+
+// Close finishes the object and commits it; the object is visible exactly
+// when Close returns nil.
+func (w *Writer) Close() error {
+	if w.end {
+		<-w.done
+		return w.err
+	}
+	w.end = true
+	w.pw.Close()
+	<-w.done
+	return w.err
+}
+
+// Abort gives up the write: nothing is committed, and the shards already
+// uploaded go to garbage collection. Abort after Close does nothing.
+func (w *Writer) Abort() error {
+	if w.end {
+		<-w.done
+		return nil
+	}
+	w.end = true
+	w.pw.CloseWithError(ErrAborted)
+	<-w.done
+	if w.err == nil {
+		// The encoder had already consumed everything and committed:
+		// too late to abort.
+		return fmt.Errorf("abort %q: already committed", w.name)
+	}
+	return nil
+}
+
+// Info describes the committed object after a successful Close.
+func (w *Writer) Info() *ObjectInfo { return w.info }
