@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -161,7 +162,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	}
 	e.h, err = New(ctx, o.cfg, Deps{
 		Meta: e.meta, Pool: e, Codec: StripeCodecs(), Register: e.register,
-		StoreID: id, Provisioners: provs,
+		StoreID: id, Provisioners: provs, Logger: testLogger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -461,3 +462,16 @@ func names(bs map[string]*switchable) []string {
 }
 
 var _ = plan.Up
+
+// testLogger sends the healer's logs to the test log (shown with -v or on
+// failure).
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

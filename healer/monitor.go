@@ -112,8 +112,8 @@ func (h *Healer) ProbeAll(ctx context.Context) error {
 
 // probe checks one backend: Probe for reachability and capacity, then the
 // identity marker.
-func (h *Healer) probe(ctx context.Context, name string, rec metastore.BackendRecord) probeResult {
-	r := probeResult{name: name}
+func (h *Healer) probe(ctx context.Context, name string, rec metastore.BackendRecord) (r probeResult) {
+	r.name = name
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.ProbeTimeout.D())
 	defer cancel()
 	defer func() { r.obs.At = h.now() }()
@@ -220,13 +220,14 @@ func (h *Healer) apply(ctx context.Context, r probeResult) error {
 		}
 	}
 	h.mu.Unlock()
+	var errs []error
 	for _, ev := range events {
 		h.log.Info("backend "+string(ev), "backend", r.name, "state", next.State, "err", lastErr)
 		if err := h.onEvent(ctx, r.name, ev, r.obs.Marker); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // onEvent acts on one monitor event.
@@ -239,6 +240,9 @@ func (h *Healer) onEvent(ctx context.Context, name string, ev plan.Event, marker
 	case plan.EventDown:
 		if err := h.queueBackend(ctx, name, "backend "+name+" down", false); err != nil {
 			return err
+		}
+		if len(h.provs) == 0 && h.pickSpare() == "" {
+			h.log.Warn("no spare and no provisioner: rebuilding onto the remaining backends", "down", name)
 		}
 		return h.replace(ctx, name)
 	case plan.EventWiped:
@@ -480,6 +484,11 @@ func (h *Healer) replace(ctx context.Context, down string) error {
 		h.log.Info("spare promoted to replace down backend", "spare", name, "down", down)
 		h.metrics.replacements.WithLabelValues("spare").Inc()
 		return h.meta.PutMeta(ctx, replacementMeta(down), []byte(name))
+	}
+	if len(h.provs) == 0 {
+		// Nothing to replace it with: the stripes are rebuilt onto the
+		// remaining backends, as far as their domains allow.
+		return nil
 	}
 	name, err := h.provision(ctx, false, down)
 	if err != nil {

@@ -1,0 +1,177 @@
+package healer
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/metastore"
+)
+
+// A wiped backend (marker gone) is noticed by one probe, with no grace:
+// every shard it held is forgotten and queued at once; it stays in use,
+// empty, with a fresh marker.
+func TestWipedBackendQueuedAtOnce(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: Config{Grace: Duration(time.Hour)}})
+	objs := e.fill(15, 64<<10)
+	e.probe()
+	held := e.onBackend("b3")
+	e.wipe("b3")
+	e.probe()
+	if st := e.state("b3"); st != metastore.StateUp {
+		t.Fatalf("wiped backend is %s, want up (empty)", st)
+	}
+	if e.onBackend("b3") != 0 {
+		t.Fatal("wiped backend's shard locations were not forgotten")
+	}
+	if q := e.queue(); len(q) != held {
+		t.Fatalf("%d stripes queued after the wipe, want %d", len(q), held)
+	}
+	raw, err := e.sw("b3").Backend.Get(context.Background(), MarkerKey)
+	if err != nil {
+		t.Fatalf("marker not rewritten: %v", err)
+	}
+	var m Marker
+	if err := json.Unmarshal(raw, &m); err != nil || m.Backend != "b3" || m.StoreID != e.h.id {
+		t.Fatalf("marker %s", raw)
+	}
+	e.checkObjects(objs)
+	rep := e.repairAll()
+	if rep.Repaired != held {
+		t.Fatalf("repaired %d, want %d (%v)", rep.Repaired, held, rep.Errors)
+	}
+	// With six backends for 4+2 the only place for the lost shards is the
+	// wiped backend itself, now empty and marked again.
+	if e.onBackend("b3") != held {
+		t.Fatalf("b3 holds %d stripes after the rebuild, want %d", e.onBackend("b3"), held)
+	}
+	e.checkFull()
+	e.checkObjects(objs)
+	// A second probe finds the new marker: nothing more is queued.
+	e.probe()
+	if q := e.queue(); len(q) != 0 {
+		t.Fatalf("queue not empty after the rebuild: %d", len(q))
+	}
+}
+
+// A backend carrying another store's marker is out at once and never a
+// target; its data (someone else's) is not touched.
+func TestForeignMarker(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 7, cfg: Config{Grace: Duration(time.Hour)}})
+	objs := e.fill(10, 32<<10)
+	e.probe()
+	held := e.onBackend("b0")
+	foreign := `{"store_id":"someone-else","backend":"b0"}`
+	if err := e.sw("b0").Backend.Put(context.Background(), MarkerKey, []byte(foreign)); err != nil {
+		t.Fatal(err)
+	}
+	e.probe()
+	// Out at once, its locations forgotten in the same round, so nothing
+	// of this store is left on it: replaced.
+	if st := e.state("b0"); st != metastore.StateReplaced {
+		t.Fatalf("backend with a foreign marker is %s, want replaced", st)
+	}
+	rec, _ := e.meta.GetBackend(context.Background(), "b0")
+	if !strings.Contains(rec.LastError, "foreign") {
+		t.Fatalf("last error %q does not say foreign", rec.LastError)
+	}
+	if q := e.queue(); len(q) != held {
+		t.Fatalf("queued %d, want %d", len(q), held)
+	}
+	rep := e.repairAll()
+	if rep.Repaired != held || e.onBackend("b0") != 0 {
+		t.Fatalf("repair %+v; b0 still holds %d", rep, e.onBackend("b0"))
+	}
+	raw, _ := e.sw("b0").Backend.Get(context.Background(), MarkerKey)
+	if string(raw) != foreign {
+		t.Fatal("the foreign marker was overwritten")
+	}
+	// Its old shards are not garbage to delete: they may be the other
+	// store's now.
+	_ = e.meta.ListGarbage(context.Background(), func(g metastore.Garbage) error {
+		if g.Backend == "b0" {
+			t.Fatalf("garbage entry on the foreign backend: %+v", g)
+		}
+		return nil
+	})
+	e.checkObjects(objs)
+}
+
+// A backend that flaps (fails, answers, fails...) inside the grace period
+// never goes down and costs no rebuild.
+func TestFlappingWithinGrace(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: Config{Grace: Duration(time.Hour), SuspectAfter: 1}})
+	e.fill(10, 32<<10)
+	e.probe()
+	for range 5 {
+		e.kill("b4")
+		e.probe()
+		if st := e.state("b4"); st != metastore.StateSuspect {
+			t.Fatalf("b4 is %s", st)
+		}
+		e.revive("b4")
+		e.probe()
+		if st := e.state("b4"); st != metastore.StateUp {
+			t.Fatalf("b4 is %s after answering", st)
+		}
+	}
+	rep := e.repairAll()
+	if rep.BytesWritten != 0 || len(e.queue()) != 0 {
+		t.Fatalf("flapping cost %d rebuild bytes", rep.BytesWritten)
+	}
+}
+
+// Data-path errors reach the monitor: with the loops running, a Report of
+// an unavailable backend triggers a probe long before the interval.
+func TestReportTriggersProbe(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: Config{Grace: Duration(time.Hour), SuspectAfter: 1, ProbeInterval: Duration(time.Hour),
+		ScrubPeriod: -1, LightScrubPeriod: -1}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, func() bool {
+		r, _ := e.meta.GetBackend(ctx, "b1")
+		return r != nil && !r.LastProbe.IsZero()
+	})
+	e.kill("b1")
+	e.h.Report("b1", backends.Errorf("b1", "get", "k", backends.ErrNotFound, "shard gone"))
+	e.h.Report("b1", backends.Errorf("b1", "get", "k", backends.ErrUnavailable, "refused"))
+	waitFor(t, func() bool { return e.state("b1") == metastore.StateSuspect })
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The grace period is measured in real time from the moment the backend
+// became suspect.
+func TestGraceExpires(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: Config{Grace: Duration(300 * time.Millisecond), SuspectAfter: 1}, provs: localProv})
+	e.fill(5, 32<<10)
+	e.probe()
+	e.kill("b5")
+	e.probe()
+	if st := e.state("b5"); st != metastore.StateSuspect {
+		t.Fatalf("b5 is %s", st)
+	}
+	rec, _ := e.meta.GetBackend(context.Background(), "b5")
+	if time.Since(rec.Since) > 10*time.Second || rec.ProbeFailures != 1 {
+		t.Fatalf("record %+v", rec)
+	}
+	time.Sleep(350 * time.Millisecond)
+	e.probe()
+	if st := e.state("b5"); st != metastore.StateDown {
+		t.Fatalf("b5 is %s after the grace period", st)
+	}
+}

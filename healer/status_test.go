@@ -1,0 +1,307 @@
+package healer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/metastore"
+)
+
+// gauge reads one sample from the healer's registry.
+func gauge(t *testing.T, h *Healer, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	mfs, err := h.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for k, v := range labels {
+				if !hasLabel(m, k, v) {
+					continue next
+				}
+			}
+			switch {
+			case m.Gauge != nil:
+				return m.Gauge.GetValue(), true
+			case m.Counter != nil:
+				return m.Counter.GetValue(), true
+			}
+		}
+	}
+	return 0, false
+}
+
+func hasLabel(m *dto.Metric, k, v string) bool {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == k && l.GetValue() == v {
+			return true
+		}
+	}
+	return false
+}
+
+// The metrics and the status agree with the state counted independently
+// from the metastore and the backends.
+func TestMetricsAndStatusMatchState(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 7, cfg: Config{Grace: Duration(time.Hour), SuspectAfter: 1}})
+	ctx := context.Background()
+	e.fill(20, 40<<10)
+	e.probe()
+	e.kill("b1")
+	e.probe()
+	// Forget one shard of a stripe not on b1, so one stripe sits at margin 1
+	// for another reason too.
+	var other *metastore.Stripe
+	for _, st := range e.stripes() {
+		on := false
+		for _, l := range st.Shards {
+			on = on || l.Backend == "b1"
+		}
+		if !on {
+			other = st
+			break
+		}
+	}
+	if other == nil {
+		t.Fatal("every stripe touches b1")
+	}
+	if err := e.h.clearShards(ctx, other.ID, func(i int, _ metastore.ShardLoc) bool { return i == 0 }, true, "test"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Count by hand.
+	margins := map[int]int{}
+	degraded := 0
+	var atRisk int64
+	perBackend := map[string]int{}
+	all := e.stripes()
+	for _, st := range all {
+		ok := 0
+		for _, l := range st.Shards {
+			if l.Backend != "" {
+				perBackend[l.Backend]++
+			}
+			if l.Backend != "" && l.Backend != "b1" {
+				ok++
+			}
+		}
+		margins[ok-st.K]++
+		if ok < st.K+st.M {
+			degraded++
+			atRisk += int64(st.DataLen)
+		}
+	}
+	if degraded == 0 {
+		t.Fatal("nothing degraded")
+	}
+
+	s, err := e.h.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Stripes != len(all) || s.DegradedStripes != degraded || s.BytesAtRisk != atRisk || s.WorstMargin != 1 {
+		t.Fatalf("status stripes %d degraded %d risk %d worst %d; counted %d %d %d", s.Stripes, s.DegradedStripes, s.BytesAtRisk, s.WorstMargin, len(all), degraded, atRisk)
+	}
+	for m, n := range margins {
+		if s.Margins[strconv.Itoa(m)] != n {
+			t.Fatalf("status margins %v, counted %v", s.Margins, margins)
+		}
+		if g, _ := gauge(t, e.h, "healstore_stripes", map[string]string{"margin": strconv.Itoa(m)}); int(g) != n {
+			t.Fatalf("healstore_stripes{margin=%d} = %v, counted %d", m, g, n)
+		}
+	}
+	if g, _ := gauge(t, e.h, "healstore_degraded_stripes", nil); int(g) != degraded {
+		t.Fatalf("degraded gauge %v, counted %d", g, degraded)
+	}
+	if g, _ := gauge(t, e.h, "healstore_bytes_at_risk", nil); int64(g) != atRisk {
+		t.Fatalf("bytes at risk gauge %v, counted %d", g, atRisk)
+	}
+	if q := e.queue(); len(q) != s.Queue.Depth || len(q) != 1 {
+		t.Fatalf("queue depth %d, status says %d", len(q), s.Queue.Depth)
+	}
+	if g, _ := gauge(t, e.h, "healstore_repair_queue_depth", nil); int(g) != 1 {
+		t.Fatalf("queue depth gauge %v", g)
+	}
+	if s.Queue.RemainingBytes != other.Shards[0].Size || s.Queue.ETASeconds != -1 {
+		t.Fatalf("remaining %d eta %v, want %d and unknown", s.Queue.RemainingBytes, s.Queue.ETASeconds, other.Shards[0].Size)
+	}
+	for _, b := range s.Backends {
+		want := "up"
+		if b.Name == "b1" {
+			want = "suspect"
+		}
+		if b.State != want || b.Shards != perBackend[b.Name] {
+			t.Fatalf("backend %+v, want state %s and %d shards", b, want, perBackend[b.Name])
+		}
+		if g, _ := gauge(t, e.h, "healstore_backend_state", map[string]string{"backend": b.Name, "state": want}); g != 1 {
+			t.Fatalf("state gauge of %s/%s = %v", b.Name, want, g)
+		}
+		if g, _ := gauge(t, e.h, "healstore_backend_state", map[string]string{"backend": b.Name, "state": "down"}); g != 0 {
+			t.Fatalf("%s reported down", b.Name)
+		}
+	}
+
+	// Repairs move the counters by what the backends saw.
+	r0, w0 := e.io()
+	rep := e.repairAll()
+	r1, w1 := e.io()
+	if rep.Repaired != 1 {
+		t.Fatalf("repair %+v", rep)
+	}
+	if g, _ := gauge(t, e.h, "healstore_rebuild_written_bytes_total", nil); int64(g) != w1-w0 {
+		t.Fatalf("written counter %v, backends saw %d", g, w1-w0)
+	}
+	if g, _ := gauge(t, e.h, "healstore_rebuild_read_bytes_total", nil); int64(g) != r1-r0 {
+		t.Fatalf("read counter %v, backends saw %d", g, r1-r0)
+	}
+	if g, _ := gauge(t, e.h, "healstore_repairs_total", map[string]string{"outcome": "repaired"}); g != 1 {
+		t.Fatalf("repairs counter %v", g)
+	}
+	if g, _ := gauge(t, e.h, "healstore_rebuild_bytes_per_second", nil); g <= 0 {
+		t.Fatalf("rate gauge %v after a repair", g)
+	}
+}
+
+// The HTTP handler serves metrics, status (with the fields scripts rely
+// on) and the operator's actions.
+func TestHTTPHandler(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 7, cfg: Config{Grace: 0, SuspectAfter: 1}})
+	e.fill(8, 30<<10)
+	e.probe()
+	srv := httptest.NewServer(e.h.Handler())
+	defer srv.Close()
+	do := func(method, path, body string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	e.kill("b6")
+	if code, _ := do("POST", "/v1/probe", ""); code != 200 {
+		t.Fatalf("probe %d", code)
+	}
+	code, body := do("GET", "/status", "")
+	if code != 200 {
+		t.Fatalf("status %d %s", code, body)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(body, &raw); err != nil {
+		t.Fatal(err)
+	}
+	bs, _ := raw["backends"].([]any)
+	if len(bs) != 7 {
+		t.Fatalf("backends %v", raw["backends"])
+	}
+	for _, b := range bs {
+		m := b.(map[string]any)
+		if m["name"] == "b6" && m["state"] != "down" {
+			t.Fatalf("b6 state %v", m["state"])
+		}
+	}
+	degraded, ok := raw["degraded_stripes"].(float64)
+	if !ok || degraded != float64(e.onBackend("b6")) {
+		t.Fatalf("degraded_stripes %v, b6 holds %d", raw["degraded_stripes"], e.onBackend("b6"))
+	}
+	code, body = do("GET", "/metrics", "")
+	if code != 200 || !bytes.Contains(body, []byte(`healstore_backend_state{backend="b6",state="down"} 1`)) {
+		t.Fatalf("metrics %d:\n%s", code, body)
+	}
+	code, body = do("PUT", "/v1/settings", `{"workers":3,"rate_limit":1000000}`)
+	if code != 200 || e.h.Config().Workers != 3 || e.h.Config().RateLimit != 1000000 {
+		t.Fatalf("settings %d %s", code, body)
+	}
+	if code, _ := do("PUT", "/v1/settings", `{"rate_limit":-1}`); code != 400 {
+		t.Fatalf("negative rate accepted: %d", code)
+	}
+	code, body = do("POST", "/v1/heal", "")
+	var rep RepairReport
+	if code != 200 || json.Unmarshal(body, &rep) != nil || rep.Repaired == 0 || rep.Remaining != 0 {
+		t.Fatalf("heal %d %s", code, body)
+	}
+	code, body = do("POST", "/v1/scrub?deep=1", "")
+	lines := strings.Split(strings.TrimSpace(string(body)), "\n")
+	var last ScrubProgress
+	if code != 200 || json.Unmarshal([]byte(lines[len(lines)-1]), &last) != nil || last.Finished.IsZero() || last.Pass != "deep" {
+		t.Fatalf("scrub %d %s", code, body)
+	}
+	if code, body = do("POST", "/v1/heal?object=obj-001", ""); code != 200 {
+		t.Fatalf("heal object %d %s", code, body)
+	}
+	if code, _ = do("POST", "/v1/heal?object=nope", ""); code != 404 {
+		t.Fatalf("heal of a missing object: %d", code)
+	}
+	if code, body = do("POST", "/v1/gc", ""); code != 200 {
+		t.Fatalf("gc %d %s", code, body)
+	}
+	spec := backends.Spec{Name: "added", Kind: backends.KindLocal, Path: e.dir + "/added", Node: "added"}
+	sb, _ := json.Marshal(map[string]any{"spec": spec})
+	if code, body = do("POST", "/v1/backends", string(sb)); code != 200 || e.state("added") != metastore.StateUp {
+		t.Fatalf("add %d %s", code, body)
+	}
+	if code, body = do("POST", "/v1/backends/b0/drain", ""); code != 200 || e.state("b0") != metastore.StateDraining {
+		t.Fatalf("drain %d %s", code, body)
+	}
+	if code, _ = do("DELETE", "/v1/backends/b1", ""); code != 500 {
+		t.Fatalf("removing a backend with shards: %d", code)
+	}
+}
+
+// The queue survives a restart (invariant 5): a new healer on the same
+// metastore picks the work up where the old one left it.
+func TestRestartResumesQueue(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 7, cfg: Config{Grace: 0, SuspectAfter: 1}})
+	objs := e.fill(20, 30<<10)
+	e.probe()
+	e.kill("b3")
+	e.probe()
+	queued := len(e.queue())
+	if queued == 0 {
+		t.Fatal("nothing queued")
+	}
+	// The first healer repairs a few, then "dies".
+	items := e.queue()
+	for _, it := range items[:3] {
+		if o, err := e.h.Repair(context.Background(), it); o != Repaired {
+			t.Fatalf("repair: %v %v", o, err)
+		}
+	}
+	id, _ := e.meta.StoreID(context.Background())
+	h2, err := New(context.Background(), Config{Grace: 0, SuspectAfter: 1}, Deps{
+		Meta: e.meta, Pool: e, Codec: StripeCodecs(), Register: e.register, StoreID: id,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h2.views()["b3"].State != "down" {
+		t.Fatal("restarted healer forgot b3 is down")
+	}
+	rep, err := h2.RepairAll(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Repaired != queued-3 || rep.NoOp != 0 {
+		t.Fatalf("restarted healer did %+v, want the %d left", rep, queued-3)
+	}
+	e.checkObjects(objs)
+}
