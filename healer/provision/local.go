@@ -51,7 +51,7 @@ type LocalS3 struct {
 	// Region (default "us-east-1").
 	Region string `toml:"region,omitempty" json:"region,omitempty"`
 	// StartTimeout bounds the wait for the gateway to listen (default 15s).
-	StartTimeout time.Duration `toml:"start_timeout,omitempty" json:"start_timeout,omitempty"`
+	StartTimeout time.Duration `toml:"-" json:"-"`
 }
 
 // Local creates new backends under one directory of this host. Its failure

@@ -1,0 +1,55 @@
+package provision
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+func settings(t *testing.T, text string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := toml.Unmarshal([]byte(text), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestLocalConfigFromSettings(t *testing.T) {
+	c, err := LocalConfigFromSettings(settings(t, `dir = "prov"
+prefix = "x"
+quota = 1024
+s3 = { binary = "/bin/gw", region = "eu" }`), "/store")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Dir != "/store/prov" || c.Prefix != "x" || c.Quota != 1024 || c.S3 == nil || c.S3.Binary != "/bin/gw" || c.S3.Region != "eu" {
+		t.Fatalf("%+v %+v", c, c.S3)
+	}
+	for _, bad := range []string{`prefix = "x"`, `dir = "d"
+qouta = 5`, `dir = 5`} {
+		if _, err := LocalConfigFromSettings(settings(t, bad), "/s"); err == nil || !strings.Contains(err.Error(), "local provisioner settings") {
+			t.Fatalf("%q: %v", bad, err)
+		}
+	}
+}
+
+func TestSpareSpecsFromSettings(t *testing.T) {
+	specs, err := SpareSpecsFromSettings(settings(t, `backends = [
+  { name = "s1", kind = "local", path = "spares/1", node = "n7" },
+  { name = "s2", kind = "s3", address = "h:1", bucket = "b", secret_ref = "s3/s2" },
+]`), "/store")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(specs) != 2 || specs[0].Path != "/store/spares/1" || specs[1].SecretRef != "s3/s2" {
+		t.Fatalf("%+v", specs)
+	}
+	if _, err := SpareSpecsFromSettings(settings(t, `backends = [{ name = "s1", kind = "local" }]`), "/"); err == nil {
+		t.Fatal("spec without path accepted")
+	}
+	if _, err := SpareSpecsFromSettings(settings(t, `x = 1`), "/"); err == nil {
+		t.Fatal("unknown key accepted")
+	}
+}
