@@ -75,7 +75,13 @@ func (c *conn) do(ctx context.Context, cmd string, args ...any) (any, error) {
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, c.nc.poison)
-	defer stop()
+	defer func() {
+		if !stop() {
+			// ctx ended while the command ran: the connection's
+			// deadlines are poisoned for good, so it is not reusable.
+			c.broken = true
+		}
+	}()
 	var timeout time.Duration
 	if dl, ok := ctx.Deadline(); ok {
 		c.nc.SetWriteDeadline(dl)
