@@ -12,15 +12,20 @@ import (
 	"unicode/utf8"
 )
 
-// Dump writes every key and value of kv to w, one "key value" line each,
-// in key order, for debugging. Printable keys and values are written as
-// is, others quoted (keys) or as hex (values, prefixed "hex:").
+// Dump writes every key and value of kv to w, one "key value" line each
+// ("key" alone for an empty value), in key order, for debugging. Printable
+// keys and values are written as is; keys that are not printable or hold a
+// space are Go-quoted, values that are not printable written as "hex:...".
 func Dump(ctx context.Context, kv KV, w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	err := kv.Scan(ctx, nil, nil, func(k, v []byte) error {
 		key := string(k)
 		if !printable(k) || strings.ContainsRune(key, ' ') {
 			key = strconv.Quote(key)
+		}
+		if len(v) == 0 {
+			_, err := fmt.Fprintf(bw, "%s\n", key)
+			return err
 		}
 		val := string(v)
 		if !printable(v) {

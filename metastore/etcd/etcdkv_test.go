@@ -317,3 +317,22 @@ func TestEtcdGoneThenBack(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+func BenchmarkPutObject1Stripe(b *testing.B)   { benchPut(b, 1) }
+func BenchmarkPutObject64Stripes(b *testing.B) { benchPut(b, 64) }
+
+func benchPut(b *testing.B, stripes int) {
+	eps := metastoretest.EtcdEndpoints(b)
+	var r [8]byte
+	rand.Read(r[:])
+	prefix := "healstore-bench/" + hex.EncodeToString(r[:]) + "/"
+	kv, err := etcdkv.Open(context.Background(), eps, prefix)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		kv.Client().Delete(context.Background(), prefix, clientv3.WithPrefix())
+		kv.Close()
+	}()
+	metastoretest.BenchPutObject(b, kv, stripes, 10, 4)
+}

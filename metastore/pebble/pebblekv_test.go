@@ -321,3 +321,15 @@ func TestCommitLatency(t *testing.T) {
 	}
 	t.Logf("synced conditional commit: %v each (%d commits)", time.Since(start)/n, n)
 }
+
+func BenchmarkPutObject1Stripe(b *testing.B)   { benchPut(b, 1) }
+func BenchmarkPutObject64Stripes(b *testing.B) { benchPut(b, 64) }
+
+func benchPut(b *testing.B, stripes int) {
+	kv, err := Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer kv.Close()
+	metastoretest.BenchPutObject(b, kv, stripes, 10, 4)
+}
