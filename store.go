@@ -125,13 +125,13 @@ func Open(ctx context.Context, cfg *Config) (*Store, error) {
 	if cfg.MasterKeyFile != "" {
 		k, err := LoadMasterKey(cfg.MasterKeyFile)
 		if err != nil {
-			return nil, err
+			return nil, &ConfigError{File: cfg.path, Field: "master_key_file", Msg: err.Error()}
 		}
 		key = k
 	}
 	secrets, err := OpenSecrets(cfg.SecretsFile)
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{File: cfg.path, Field: "secrets_file", Msg: err.Error()}
 	}
 	kv, err := openKV(ctx, cfg)
 	if err != nil {
