@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/healstore/healstore"
+	"github.com/healstore/healstore/encoder"
+)
+
+type initOptions struct {
+	backends int
+	k, m     int
+	force    bool
+}
+
+func newInitCmd(g *globalOptions) *cobra.Command {
+	o := &initOptions{}
+	cmd := &cobra.Command{
+		Use:   "init DIR",
+		Short: "Create a new store on local backends in DIR",
+		Long: `init writes DIR/healstore.toml (mode 0600), a fresh master key in
+DIR/healstore.key (0600), an empty secrets file DIR/secrets.toml (0600), and
+local backends in DIR/backends/b1..bN, each its own failure domain. The
+default policy, 4 data + 2 parity shards over six backends, survives the loss
+of any two backends.
+
+Back up DIR/healstore.key: without it no object can be read.`,
+		Args: argsBetween(1, 1),
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			if o.k < 1 || o.m < 1 {
+				return usagef("--k and --m must be at least 1")
+			}
+			if o.backends != 0 && o.backends < o.k+o.m {
+				return usagef("--backends %d is fewer than k+m = %d: shards need distinct backends", o.backends, o.k+o.m)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pol := encoder.DefaultPolicy()
+			pol.K, pol.M = o.k, o.m
+			path, err := healstore.Init(args[0], healstore.InitOptions{Policy: pol, Backends: o.backends, Force: o.force})
+			if err != nil {
+				return err
+			}
+			// Open once so the metadata, the backends' identity markers
+			// and the key fingerprint exist before the first put.
+			cfg, err := healstore.LoadConfig(path)
+			if err != nil {
+				return err
+			}
+			s, err := healstore.Open(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if err := s.Close(); err != nil {
+				return err
+			}
+			n := o.backends
+			if n == 0 {
+				n = o.k + o.m
+			}
+			fmt.Fprintf(g.stdout, `Created a store in %s: policy %d+%d over %d local backends (survives %d lost backends).
+  config:     %s
+  master key: %s  (back it up: without it nothing can be read)
+
+Next:
+  export HEALSTORE_CONFIG=%s
+  healstore put NAME FILE
+  healstore get NAME -
+`, args[0], o.k, o.m, n, o.m, path, cfg.MasterKeyFile, path)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.k, "k", 4, "data shards per stripe")
+	f.IntVar(&o.m, "m", 2, "parity shards per stripe (backends that may be lost at once)")
+	f.IntVar(&o.backends, "backends", 0, "number of local backends (default k+m)")
+	f.BoolVar(&o.force, "force", false, "overwrite an existing healstore.toml (never the master key)")
+	return cmd
+}

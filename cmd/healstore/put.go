@@ -1,0 +1,64 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+type putOptions struct {
+	json bool
+}
+
+func newPutCmd(g *globalOptions) *cobra.Command {
+	o := &putOptions{}
+	cmd := &cobra.Command{
+		Use:   "put NAME [FILE|-]",
+		Short: "Store a file (or standard input) as object NAME",
+		Long: `put stores FILE, or standard input when FILE is - or absent, as object NAME,
+replacing any object of that name. It returns once the object is durable.
+When fewer backends than the policy wants are reachable but the write quorum
+is, the object is stored degraded and its missing shards are queued for repair.`,
+		Args: argsBetween(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			var in io.Reader = g.stdin
+			size := int64(-1)
+			if len(args) == 2 && args[1] != "-" {
+				f, err := os.Open(args[1])
+				if err != nil {
+					return fmt.Errorf("put %s: %w", name, err)
+				}
+				defer f.Close()
+				if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+					size = st.Size()
+				}
+				in = f
+			}
+			s, _, err := openStore(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			p := newProgress(g, "put "+name, size)
+			if p != nil {
+				in = progressReader{r: in, p: p}
+			}
+			info, err := s.Put(cmd.Context(), name, in)
+			if err != nil {
+				return err
+			}
+			p.finish()
+			if o.json {
+				return json.NewEncoder(g.stdout).Encode(info)
+			}
+			fmt.Fprintf(g.stdout, "stored %s: %d bytes in %d blocks (%d+%d)\n", info.Name, info.Size, info.Blocks, info.Policy.K, info.Policy.M)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&o.json, "json", false, "print the stored object's info as JSON")
+	return cmd
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+type statOptions struct {
+	json bool
+}
+
+func newStatCmd(g *globalOptions) *cobra.Command {
+	o := &statOptions{}
+	cmd := &cobra.Command{
+		Use:   "stat NAME",
+		Short: "Show an object's size, policy and redundancy",
+		Long:  "stat describes object NAME. Exit code 3 when there is no such object.",
+		Args:  argsBetween(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, _, err := openStore(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			info, err := s.Stat(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if o.json {
+				return json.NewEncoder(g.stdout).Encode(info)
+			}
+			w := g.stdout
+			fmt.Fprintf(w, "name:       %s\n", info.Name)
+			fmt.Fprintf(w, "size:       %d (%s)\n", info.Size, humanBytes(info.Size))
+			fmt.Fprintf(w, "modified:   %s\n", info.Modified.Local().Format(time.RFC3339))
+			fmt.Fprintf(w, "version:    %s\n", info.ID)
+			p := info.Policy
+			fmt.Fprintf(w, "policy:     %d+%d, %s blocks, compression %s, encryption %s, checksum %s\n",
+				p.K, p.M, humanBytes(int64(p.BlockSize)), p.Compression, p.Encryption, p.Checksum)
+			fmt.Fprintf(w, "blocks:     %d\n", info.Blocks)
+			if r := info.Redundancy; r != nil {
+				state := "full"
+				if r.Degraded > 0 {
+					state = fmt.Sprintf("%d degraded stripe(s), %d shard(s) missing", r.Degraded, r.MissingShards)
+				}
+				fmt.Fprintf(w, "redundancy: %s; can lose %d more backend(s)\n", state, max(r.MinMargin, 0))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&o.json, "json", false, "print as JSON")
+	return cmd
+}
