@@ -75,16 +75,18 @@ func TestWithDeadlineBoundsEveryCall(t *testing.T) {
 // A long listing that keeps producing keys is not cut off; one whose
 // backend stops producing is.
 func TestWithDeadlineListIsIdleBound(t *testing.T) {
-	b := WithDeadline(&stuck{pause: 30 * time.Millisecond, keys: 20}, 150*time.Millisecond)
+	// The walk takes about 30 * (10ms + 10ms), well past the 400ms bound,
+	// while no single wait comes near it.
+	b := WithDeadline(&stuck{pause: 10 * time.Millisecond, keys: 30}, 400*time.Millisecond)
 	n := 0
 	start := time.Now()
 	err := b.List(context.Background(), "", func(string, int64) error {
 		n++
-		time.Sleep(200 * time.Millisecond / 20) // the caller's own work does not count
+		time.Sleep(10 * time.Millisecond) // the caller's own work does not count
 		return nil
 	})
-	if n != 20 {
-		t.Fatalf("List delivered %d keys before being cut, want all 20 (walk took %v)", n, time.Since(start))
+	if n != 30 {
+		t.Fatalf("List delivered %d keys before being cut, want all 30 (walk took %v)", n, time.Since(start))
 	}
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("List whose backend stalled: %v", err)

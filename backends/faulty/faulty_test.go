@@ -93,13 +93,18 @@ func TestOffline(t *testing.T) {
 }
 
 func TestScheduledWindow(t *testing.T) {
-	b := New(inner(t, 0), Config{Offline: []Window{{From: 0, To: 300 * time.Millisecond}}})
 	ctx := context.Background()
-	if _, err := b.Probe(ctx); !errors.Is(err, backends.ErrUnavailable) {
+	now := New(inner(t, 0), Config{Offline: []Window{{From: 0, To: time.Hour}}})
+	if _, err := now.Probe(ctx); !errors.Is(err, backends.ErrUnavailable) {
 		t.Fatalf("Probe inside the window: %v", err)
 	}
-	time.Sleep(350 * time.Millisecond)
-	if _, err := b.Probe(ctx); err != nil {
+	later := New(inner(t, 0), Config{Offline: []Window{{From: time.Hour, To: 2 * time.Hour}}})
+	if _, err := later.Probe(ctx); err != nil {
+		t.Fatalf("Probe before the window: %v", err)
+	}
+	past := New(inner(t, 0), Config{Offline: []Window{{From: 0, To: time.Millisecond}}})
+	time.Sleep(5 * time.Millisecond)
+	if _, err := past.Probe(ctx); err != nil {
 		t.Fatalf("Probe after the window: %v", err)
 	}
 }

@@ -530,11 +530,15 @@ func TestMisbehaviour(t *testing.T) {
 	}
 	s.SetHang(false)
 
+	// A round trip first, so the server has the connection on its books
+	// (a dial returns before the server's Accept does).
 	c = dial(t, s)
+	c.expect("+PONG\r\n", "PING")
 	s.DropConnections()
 	c.closed()
 
 	c = dial(t, s)
+	c.expect("+PONG\r\n", "PING")
 	s.Stop()
 	c.closed()
 	if nc, err := net.DialTimeout("tcp", s.Addr(), time.Second); err == nil {
