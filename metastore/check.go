@@ -26,7 +26,11 @@ func (s *Store) Check(ctx context.Context) ([]string, error) {
 		}
 		return nil
 	}
-	owner := make(map[[16]byte]string) // stripe -> object name
+	type ref struct {
+		name string
+		id   [16]byte
+	}
+	owner := make(map[[16]byte]ref) // stripe -> listing object
 	err := s.scan(ctx, []byte(pObject), nil, func(k, v []byte) error {
 		o, err := decodeObject(k, v)
 		if err != nil {
@@ -34,12 +38,12 @@ func (s *Store) Check(ctx context.Context) ([]string, error) {
 		}
 		for _, id := range o.Stripes {
 			if prev, dup := owner[id]; dup {
-				if err := report("stripe %s listed by objects %q and %q", hexID(id), prev, o.Name); err != nil {
+				if err := report("stripe %s listed by objects %q and %q", hexID(id), prev.name, o.Name); err != nil {
 					return err
 				}
 				continue
 			}
-			owner[id] = o.Name
+			owner[id] = ref{o.Name, o.ID}
 		}
 		return nil
 	})
@@ -55,14 +59,14 @@ func (s *Store) Check(ctx context.Context) ([]string, error) {
 			return report("stripe %q: %v", k, err)
 		}
 		seen[st.ID] = true
-		name, ok := owner[st.ID]
+		r, ok := owner[st.ID]
 		if !ok {
 			if err := report("stripe %s belongs to no object", hexID(st.ID)); err != nil {
 				return err
 			}
-		} else if o, err := s.GetObject(ctx, name); err == nil && o.ID != st.Object {
+		} else if r.id != st.Object {
 			if err := report("stripe %s names object id %s but is listed by %q (id %s)",
-				hexID(st.ID), hexID(st.Object), name, hexID(o.ID)); err != nil {
+				hexID(st.ID), hexID(st.Object), r.name, hexID(r.id)); err != nil {
 				return err
 			}
 		}
@@ -74,9 +78,9 @@ func (s *Store) Check(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return problems, fmt.Errorf("check stripes: %w", err)
 	}
-	for id, name := range owner {
+	for id, r := range owner {
 		if !seen[id] {
-			if report("object %q lists missing stripe %s", name, hexID(id)) != nil {
+			if report("object %q lists missing stripe %s", r.name, hexID(id)) != nil {
 				return problems, nil
 			}
 		}

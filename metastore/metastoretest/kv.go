@@ -378,7 +378,7 @@ func RunKV(t *testing.T, newKV Factory) {
 		kv := newKV(t)
 		ctx := ctxT(t)
 		put(t, kv, "counter", "0")
-		const workers, each = 6, 15
+		const workers, each = 4, 12
 		var wg sync.WaitGroup
 		errs := make(chan error, workers)
 		for w := 0; w < workers; w++ {

@@ -134,7 +134,7 @@ func testRandomized(t *testing.T, f Factory) {
 		slices.SortFunc(ids, func(a, b [16]byte) int { return slices.Compare(a[:], b[:]) })
 		return m.stripes[ids[rnd.IntN(len(ids))]]
 	}
-	const steps = 150
+	const steps = 100
 	for step := 0; step < steps; step++ {
 		switch op := rnd.IntN(6); op {
 		case 0: // put
@@ -326,7 +326,7 @@ func testConcurrentRandom(t *testing.T, f Factory) {
 			placed[k] = true
 		}
 	}
-	const workers, steps = 4, 30
+	const workers, steps = 4, 20
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for w := 0; w < workers; w++ {
