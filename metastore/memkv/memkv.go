@@ -1,6 +1,3 @@
-// Package memkv is an in-memory metastore.KV for tests: the same semantics
-// as the durable engines (conditions, copies, ordered scans, ErrClosed),
-// nothing kept across processes.
 package memkv
 
 import (
