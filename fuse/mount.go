@@ -20,8 +20,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Mount is a mounted healstore filesystem.
-type Mount struct {
+// Mounted is a mounted healstore filesystem.
+type Mounted struct {
 	f     *filesystem
 	srv   *gofuse.Server
 	dir   string
@@ -47,7 +47,7 @@ type leaseRec struct {
 }
 
 // mountFS mounts the filesystem kept in kv and blobs at dir.
-func mountFS(ctx context.Context, kv kvStore, blobs blobStore, dir string, opts Options) (*Mount, error) {
+func mountFS(ctx context.Context, kv kvStore, blobs blobStore, dir string, opts Options) (*Mounted, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -78,7 +78,7 @@ func mountFS(ctx context.Context, kv kvStore, blobs blobStore, dir string, opts 
 	if err != nil {
 		return nil, err
 	}
-	m := &Mount{f: f, dir: dir, lockF: lockF, done: make(chan struct{})}
+	m := &Mounted{f: f, dir: dir, lockF: lockF, done: make(chan struct{})}
 	if m.lease, err = f.acquireLease(ctx, opts.Force); err != nil {
 		return nil, err
 	}
@@ -132,7 +132,7 @@ func mountFS(ctx context.Context, kv kvStore, blobs blobStore, dir string, opts 
 
 // serve waits for the kernel to let go of the mount, then uploads what is
 // left and releases the cache and the lease.
-func (m *Mount) serve() {
+func (m *Mounted) serve() {
 	m.srv.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), m.f.opts.OpTimeout)
 	defer cancel()
@@ -148,12 +148,12 @@ func (m *Mount) serve() {
 }
 
 // Dir is the mount point.
-func (m *Mount) Dir() string { return m.dir }
+func (m *Mounted) Dir() string { return m.dir }
 
 // Wait blocks until the filesystem is unmounted (by Unmount, umount(8) or
 // fusermount3 -u) and everything written is in healstore, and returns the
 // error of that final upload, if any.
-func (m *Mount) Wait() error {
+func (m *Mounted) Wait() error {
 	<-m.done
 	return m.err
 }
@@ -162,7 +162,7 @@ func (m *Mount) Wait() error {
 // ends first it detaches it lazily (it disappears from the namespace and
 // is released when its last user goes). Then it waits for the final
 // upload, as Wait.
-func (m *Mount) Unmount(ctx context.Context) error {
+func (m *Mounted) Unmount(ctx context.Context) error {
 	for {
 		err := m.srv.Unmount()
 		if err == nil {
@@ -184,7 +184,7 @@ func (m *Mount) Unmount(ctx context.Context) error {
 }
 
 // DirtyBytes is how much written data waits in the write-back cache.
-func (m *Mount) DirtyBytes() int64 { return m.f.budget.inUse() }
+func (m *Mounted) DirtyBytes() int64 { return m.f.budget.inUse() }
 
 // lockCacheDir takes an exclusive lock on the cache directory, so two
 // mounts never share one write-back cache.
