@@ -61,6 +61,9 @@ type Deps struct {
 	Logger *slog.Logger
 	// Registry receives the healer's metrics; nil creates a private one.
 	Registry *prometheus.Registry
+	// Now replaces the clock (tests drive grace periods with it); nil
+	// means time.Now.
+	Now func() time.Time
 }
 
 // Healer keeps a store at full redundancy. Create it with New, start the
@@ -145,6 +148,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Healer, error) {
 		probeMe:      make(chan string, 64),
 		rnd:          rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		scrubs:       map[string]*ScrubProgress{},
+	}
+	if d.Now != nil {
+		h.now = d.Now
 	}
 	h.metrics = newMetrics(reg, h)
 	if err := h.refresh(ctx); err != nil {

@@ -1,0 +1,85 @@
+package healstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// DaemonOptions configure RunDaemon.
+type DaemonOptions struct {
+	// Addr is where metrics, the JSON status and the healer's API are
+	// served. Default: the config's healer.metrics_addr (127.0.0.1:9310).
+	Addr string
+	// Healer adjusts the healer the daemon runs.
+	Healer HealerOptions
+	// Ready, if set, is called with the bound address once the daemon
+	// serves (useful with port 0).
+	Ready func(addr string)
+}
+
+// shutdownGrace bounds how long in-flight HTTP requests may take to finish
+// at shutdown.
+const shutdownGrace = 10 * time.Second
+
+// RunDaemon runs the healer (monitor, rebuilder, scrubbers, garbage
+// collection, census) and serves /metrics, /status and the healer API
+// (see healer.Handler) until ctx ends; then it stops taking requests, lets
+// running ones finish, stops the loops and the provisioners' processes,
+// and returns nil. The caller closes the Store afterwards.
+func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
+	addr := o.Addr
+	if addr == "" {
+		addr = s.cfg.Healer.MetricsAddr
+	}
+	h, err := s.NewHealer(ctx, o.Healer)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("daemon: listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- err
+			stop()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		_ = h.Run(runCtx)
+	}()
+	s.log.Info("daemon serving", "addr", ln.Addr().String(), "store", s.storeID)
+	if o.Ready != nil {
+		o.Ready(ln.Addr().String())
+	}
+	<-runCtx.Done()
+	s.log.Info("daemon stopping")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	defer cancel()
+	shutErr := srv.Shutdown(sctx)
+	stop()
+	wg.Wait()
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("daemon: serve: %w", err)
+	default:
+	}
+	if shutErr != nil {
+		return fmt.Errorf("daemon: shutdown: %w", shutErr)
+	}
+	return nil
+}
