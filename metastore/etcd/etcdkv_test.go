@@ -227,6 +227,7 @@ type proxy struct {
 	target string
 	mu     sync.Mutex
 	conns  []net.Conn
+	cutoff bool
 }
 
 func startProxy(t *testing.T, addr, target string) *proxy {
@@ -247,6 +248,12 @@ func startProxy(t *testing.T, addr, target string) *proxy {
 				continue
 			}
 			p.mu.Lock()
+			if p.cutoff { // accepted just as cut ran: must not survive it
+				p.mu.Unlock()
+				c.Close()
+				u.Close()
+				return
+			}
 			p.conns = append(p.conns, c, u)
 			p.mu.Unlock()
 			go func() { io.Copy(u, c); u.Close() }()
@@ -261,6 +268,7 @@ func (p *proxy) cut() {
 	p.ln.Close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.cutoff = true
 	for _, c := range p.conns {
 		c.Close()
 	}
