@@ -197,20 +197,22 @@ func (j *encodeJob) columns(from, to int) {
 	for s := from; s < to; s++ {
 		a := s * leafSize
 		b := min(a+leafSize, j.per)
-		for i := range k {
-			if j.src != nil {
+		if j.src != nil {
+			for i := range k {
 				j.src.copyTo(j.payloads[i][a:b], i*j.per+a)
 			}
-			alg.hashLeaf(j.leaves[i], j.payloads[i], s)
 		}
 		for i := range col {
 			col[i] = j.payloads[i][a:b]
 		}
+		// Coding first: it reads the data from memory at a pace the
+		// prefetcher keeps up with, leaving it in cache for hashing, which
+		// is fast enough to stall on memory if it came first.
 		// Cannot fail: k+m shards of equal, non-zero length.
 		if err := j.c.rs.Encode(col); err != nil {
 			panic("encoder: reed-solomon encode: " + err.Error())
 		}
-		for i := k; i < len(col); i++ {
+		for i := range col {
 			alg.hashLeaf(j.leaves[i], j.payloads[i], s)
 		}
 	}

@@ -195,9 +195,9 @@ func (s *stripeCheck) pass(sel []int, dst [][]byte, hashDst bool) (ok bool, dstS
 		for t := from; t < to; t++ {
 			a := t * leafSize
 			b := min(a+leafSize, per)
-			for _, i := range sel {
-				alg.hashLeaf(leaves[i], payload(i), t)
-			}
+			// Rebuild and copy before hashing: they read the column from
+			// memory and leave it in cache for the faster hashing (see
+			// encodeJob.columns).
 			if rebuild {
 				for i := range col {
 					col[i], required[i] = nil, false
@@ -215,14 +215,18 @@ func (s *stripeCheck) pass(sel []int, dst [][]byte, hashDst bool) (ok bool, dstS
 				}
 			}
 			for i, d := range dst {
-				if d == nil {
-					continue
-				}
-				if selected[i] {
+				if d != nil && selected[i] {
 					copy(d[a:b], payload(i)[a:b])
 				}
-				if hashDst {
-					alg.hashLeaf(dstLeaves[i], d, t)
+			}
+			for _, i := range sel {
+				alg.hashLeaf(leaves[i], payload(i), t)
+			}
+			if hashDst {
+				for i, d := range dst {
+					if d != nil {
+						alg.hashLeaf(dstLeaves[i], d, t)
+					}
 				}
 			}
 		}
