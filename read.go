@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -98,6 +99,34 @@ func (r *Reader) Read(p []byte) (int, error) {
 		err = nil
 	}
 	return n, err
+}
+
+// WriteTo implements io.WriterTo: io.Copy hands whole decoded blocks to w
+// from the Reader's position, with read-ahead, and no intermediate buffer.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	bs := int64(r.pol.BlockSize)
+	for r.off < r.obj.Size {
+		b := uint64(r.off / bs)
+		data, err := r.block(r.ctx, b, true)
+		if err != nil {
+			return total, err
+		}
+		in := r.off % bs
+		if in >= int64(len(data)) {
+			return total, fmt.Errorf("read %q: block %d holds %d bytes, expected more: %w", r.obj.Name, b, len(data), encoder.ErrCorrupt)
+		}
+		n, err := w.Write(data[in:])
+		total += int64(n)
+		r.off += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	r.mu.Lock()
+	r.lastEnd = r.off
+	r.mu.Unlock()
+	return total, nil
 }
 
 // Seek implements io.Seeker.
@@ -237,9 +266,11 @@ func (r *Reader) start(b uint64) (*blockFetch, error) {
 	return f, nil
 }
 
-// fetch reads, verifies and decodes block b. Stripes found short are
-// queued for repair (heal on read); shards that fail decoding are treated
-// as corrupt and the fetch is retried without them.
+// fetch reads, verifies and decodes block b. The shards are verified once,
+// by DecodeBlock, against the metastore's checksums as it copies them
+// (invariant 3); a shard that fails is counted corrupt and another is
+// fetched in its place, keeping the good ones. Stripes found short are
+// queued for repair (heal on read).
 func (r *Reader) fetch(ctx context.Context, b uint64) ([]byte, error) {
 	s := r.s
 	id := r.obj.Stripes[b]
@@ -258,22 +289,25 @@ func (r *Reader) fetch(ctx context.Context, b uint64) ([]byte, error) {
 		sums[i] = sh.Sum
 	}
 	sid := encoder.StripeID(id)
-	verify := func(i int, shard, sum []byte) error { return r.codec.VerifyShard(sid, i, shard, sum) }
-	var corrupt []int
-	for attempt := 0; ; attempt++ {
+	var have [][]byte
+	var missing, corrupt []int
+	defer func() {
+		if len(missing) > 0 || len(corrupt) > 0 {
+			r.queueRepair(ctx, st, missing, corrupt)
+		}
+	}()
+	for {
 		res, ferr := shardio.Fetch(ctx, s, shardio.FetchRequest{
-			Stripe: id, Locs: locs, Need: st.K, Verify: verify,
+			Stripe: id, Locs: locs, Need: st.K, Have: have,
 			HedgeAfter: s.cfg.HedgeAfter.Std(), OnError: s.noteBackendError,
 		})
-		res.Corrupt = append(res.Corrupt, corrupt...)
-		if res.Short() {
-			r.queueRepair(ctx, st, res)
-		}
+		missing = mergeInts(missing, res.Missing)
 		if ferr != nil {
 			var tf *shardio.TooFewError
 			if errors.As(ferr, &tf) {
 				return nil, fmt.Errorf("read %q block %d: %w", r.obj.Name, b, &InsufficientBackendsError{
-					Op: "read", Usable: tf.Got, Needed: tf.Need, Detail: ferr.Error()})
+					Op: "read", Usable: tf.Got, Needed: tf.Need,
+					Detail: fmt.Sprintf("%v; corrupt before: %v", ferr, corrupt)})
 			}
 			return nil, fmt.Errorf("read %q block %d: %w", r.obj.Name, b, ferr)
 		}
@@ -287,12 +321,18 @@ func (r *Reader) fetch(ctx context.Context, b uint64) ([]byte, error) {
 			return data, nil
 		case errors.Is(err, encoder.ErrAuth):
 			return nil, fmt.Errorf("read %q block %d: %w: %w", r.obj.Name, b, ErrAuth, err)
-		case errors.As(err, &tfs) && len(tfs.Corrupt) > 0 && attempt < 2:
-			// Shards that passed the checksum but not decoding: count
-			// them as corrupt and fetch others instead.
+		case errors.As(err, &tfs) && len(tfs.Corrupt) > 0:
+			// Keep the shards that verified; never ask again for the
+			// corrupt ones. Each round removes at least one shard, so
+			// this ends.
 			for _, i := range tfs.Corrupt {
 				locs[i] = shardio.Loc{}
-				corrupt = append(corrupt, i)
+				s.noteBackendError(st.Shards[i].Backend, fmt.Errorf("shard %d of stripe %x: %w", i, id, err))
+			}
+			corrupt = mergeInts(corrupt, tfs.Corrupt)
+			have = make([][]byte, n)
+			for _, i := range tfs.Present {
+				have[i] = res.Shards[i]
 			}
 		default:
 			return nil, fmt.Errorf("read %q block %d: %w", r.obj.Name, b, err)
@@ -300,9 +340,22 @@ func (r *Reader) fetch(ctx context.Context, b uint64) ([]byte, error) {
 	}
 }
 
+// mergeInts adds the values of b missing from a.
+func mergeInts(a, b []int) []int {
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			a = append(a, x)
+		}
+	}
+	return a
+}
+
 // queueRepair puts a stripe a read found short on the repair queue, once
-// per Reader. Failure to queue is logged, not returned: the data was read.
-func (r *Reader) queueRepair(ctx context.Context, st *metastore.Stripe, res *shardio.FetchResult) {
+// per Reader. missing holds indices without a location or whose backend
+// said not found; corrupt those that failed verification. Unreachable
+// shards are not queued: the backend may come back, and the healer decides
+// after its grace period. Failure to queue is logged, not returned.
+func (r *Reader) queueRepair(ctx context.Context, st *metastore.Stripe, missing, corrupt []int) {
 	r.mu.Lock()
 	done := r.queued[st.ID]
 	r.queued[st.ID] = true
@@ -310,12 +363,13 @@ func (r *Reader) queueRepair(ctx context.Context, st *metastore.Stripe, res *sha
 	if done {
 		return
 	}
-	margin := len(st.Shards) - len(res.Missing) - len(res.Corrupt) - st.K
+	slices.Sort(missing)
+	slices.Sort(corrupt)
 	item := metastore.RepairItem{
-		Stripe: st.ID, Margin: margin, Queued: time.Now(),
-		Reason: fmt.Sprintf("read found shards missing %v, corrupt %v", res.Missing, res.Corrupt),
+		Stripe: st.ID, Margin: len(st.Shards) - len(missing) - len(corrupt) - st.K, Queued: time.Now(),
+		Reason: fmt.Sprintf("read found shards missing %v, corrupt %v", missing, corrupt),
 	}
-	if err := r.s.meta.Enqueue(ctx, item); err != nil {
+	if err := r.s.meta.Enqueue(context.WithoutCancel(ctx), item); err != nil {
 		r.s.log.Warn("heal on read: cannot queue repair", "stripe", fmt.Sprintf("%x", st.ID), "err", err)
 	}
 }

@@ -139,7 +139,9 @@ func (d downBackend) Get(ctx context.Context, key string) ([]byte, error) {
 func (d downBackend) GetRange(ctx context.Context, key string, off, n int64) ([]byte, error) {
 	return nil, d.err("get", key)
 }
-func (d downBackend) Stat(ctx context.Context, key string) (int64, error) { return 0, d.err("stat", key) }
+func (d downBackend) Stat(ctx context.Context, key string) (int64, error) {
+	return 0, d.err("stat", key)
+}
 func (d downBackend) Probe(ctx context.Context) (backends.ProbeResult, error) {
 	return backends.ProbeResult{}, d.err("probe", "")
 }
@@ -195,6 +197,15 @@ func TestPutGetRoundTrip(t *testing.T) {
 			if !bytes.Equal(tail, data[size-10:]) {
 				t.Fatal("seek end read wrong")
 			}
+		}
+		// io.Copy goes through WriteTo, from the current position.
+		half := int64(size / 2)
+		if _, err := r.Seek(half, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if n, err := io.Copy(&buf, r); err != nil || n != int64(size)-half || !bytes.Equal(buf.Bytes(), data[half:]) {
+			t.Fatalf("size %d: io.Copy from %d: %d bytes, %v", size, half, n, err)
 		}
 		if n, err := r.ReadAt(make([]byte, 1), int64(size)); n != 0 || err != io.EOF {
 			t.Fatalf("read at end: %d %v", n, err)

@@ -24,7 +24,7 @@ const (
 	// uploadWindow is how many stripes upload at once. Several stripes in
 	// flight keep every backend busy while another stripe's slowest shard
 	// finishes; memory stays bounded by (encodeAhead+uploadWindow) stripes.
-	uploadWindow = 3
+	uploadWindow = 4
 	// MaxNameLen bounds object names (bytes).
 	MaxNameLen = 4096
 )

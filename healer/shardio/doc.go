@@ -16,7 +16,10 @@
 //     are missing, unreachable or fail verification against the checksum
 //     the metastore keeps, and one extra (a hedge) whenever the slowest
 //     outstanding request lags. It reports every index it found missing,
-//     unreachable or corrupt, so the caller can queue a repair.
+//     unreachable or corrupt, so the caller can queue a repair. A caller
+//     that verifies shards itself while using them (the read path, in
+//     encoder.Codec.DecodeBlock) may leave verification to that step and
+//     pass the good shards back in Have when it needs more.
 //
 // The package knows nothing of the metastore or the encoder: callers pass
 // locations and a verify function (encoder.Codec.VerifyShard fits).

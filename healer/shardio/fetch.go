@@ -27,9 +27,18 @@ type FetchRequest struct {
 	Prefer []int
 	// Verify checks one fetched shard against sum (the metastore's
 	// checksum of the full shard); a non-nil error marks the shard corrupt.
-	// encoder.Codec.VerifyShard fits, bound to the stripe id. Required:
-	// every shard read is verified against the metastore (invariant 3).
+	// encoder.Codec.VerifyShard fits, bound to the stripe id. Every shard
+	// read must be verified against the metastore (invariant 3): a caller
+	// that passes nil must verify the shards itself before using them, as
+	// the read path does with encoder.Codec.DecodeBlock (which checks every
+	// shard against the sums while it copies, saving a second pass over
+	// the data), and must count the ones that fail as corrupt.
 	Verify func(index int, shard, sum []byte) error
+	// Have holds shards the caller already has and trusts (nil entries
+	// for the rest; nil for none): they count towards Need, are returned
+	// in Shards, and are not fetched again. A caller retrying after some
+	// fetched shards proved corrupt passes the good ones here.
+	Have [][]byte
 	// HedgeAfter: when no shard has arrived for this long while requests
 	// are outstanding, one more shard is requested. 0 disables hedging.
 	HedgeAfter time.Duration
@@ -134,16 +143,20 @@ const (
 // shards could be verified, a *TooFewError (the result is still filled in
 // so the caller can queue the repair). A ctx that ends returns ctx's error.
 func Fetch(ctx context.Context, pool Pool, req FetchRequest) (*FetchResult, error) {
-	if req.Verify == nil {
-		panic("shardio.Fetch: Verify is required")
-	}
 	n := len(req.Locs)
 	res := &FetchResult{Shards: make([][]byte, n), Errs: map[int]error{}}
-	if req.Need <= 0 {
+	have := make([]bool, n)
+	for i, sh := range req.Have {
+		if i < n && sh != nil {
+			res.Shards[i], have[i] = sh, true
+			res.Good++
+		}
+	}
+	if res.Good >= req.Need {
 		return res, nil
 	}
 	if req.Need > n {
-		return res, &TooFewError{Stripe: req.Stripe, Need: req.Need, Got: 0}
+		return res, &TooFewError{Stripe: req.Stripe, Need: req.Need, Got: res.Good}
 	}
 
 	// Order: preferred indices first, then the rest; known-missing
@@ -163,6 +176,9 @@ func Fetch(ctx context.Context, pool Pool, req FetchRequest) (*FetchResult, erro
 	}
 	queue := order[:0:0]
 	for _, i := range order {
+		if have[i] {
+			continue
+		}
 		if req.Locs[i].Backend == "" {
 			res.Missing = append(res.Missing, i)
 			res.Errs[i] = nil
@@ -185,7 +201,7 @@ func Fetch(ctx context.Context, pool Pool, req FetchRequest) (*FetchResult, erro
 		go func() { results <- fetchOne(fctx, pool, req, i) }()
 		return true
 	}
-	for range req.Need {
+	for range req.Need - res.Good {
 		if !launch() {
 			break
 		}
@@ -268,6 +284,9 @@ func fetchOne(ctx context.Context, pool Pool, req FetchRequest, i int) fetched {
 		return fetched{index: i, kind: kindMissing, err: err}
 	default:
 		return fetched{index: i, kind: kindUnreachable, err: err}
+	}
+	if req.Verify == nil {
+		return fetched{index: i, shard: data, kind: kindGood}
 	}
 	if err := req.Verify(i, data, loc.Sum); err != nil {
 		return fetched{index: i, kind: kindCorrupt,

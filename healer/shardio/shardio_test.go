@@ -392,3 +392,34 @@ func TestFetchContextCancel(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestFetchHaveAndNoVerify(t *testing.T) {
+	pool, mems, locs, shards := stripeAt(t, 6)
+	have := make([][]byte, 6)
+	have[0], have[2] = shards[0], shards[2]
+	res, err := Fetch(context.Background(), pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 4, Have: have})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mems[0].gets+mems[2].gets != 0 {
+		t.Fatal("shards the caller has were fetched again")
+	}
+	if res.Good != 4 || res.Shards[0] == nil || res.Shards[1] == nil || res.Shards[3] == nil || res.Shards[4] != nil {
+		t.Fatalf("good %d", res.Good)
+	}
+	// Without Verify, a corrupt shard is returned as fetched: the caller
+	// verifies.
+	mems[1].m[locs[1].Key] = []byte("rotten")
+	res, err = Fetch(context.Background(), pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 2})
+	if err != nil || string(res.Shards[1]) != "rotten" {
+		t.Fatalf("unverified fetch: %v %q", err, res.Shards[1])
+	}
+	// Enough in hand: nothing is fetched.
+	before := mems[4].gets + mems[5].gets + mems[3].gets
+	if res, err := Fetch(context.Background(), pool, FetchRequest{Locs: locs, Need: 2, Have: have}); err != nil || res.Good != 2 {
+		t.Fatalf("%v %d", err, res.Good)
+	}
+	if mems[4].gets+mems[5].gets+mems[3].gets != before {
+		t.Fatal("fetched although Have sufficed")
+	}
+}
