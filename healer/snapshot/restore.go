@@ -34,10 +34,14 @@ func Read(ctx context.Context, keys *Keys, m *Manifest, open Opener, fn func(Rec
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pr, pw := io.Pipe()
+	// fetchErr is set before the pipe closes with it, so a reader error
+	// caused by it reports the fetch failure itself.
+	var fetchErr error
 	go func() {
 		for i := range m.Stripes {
 			data, err := fetchBlock(ctx, codec, m, i, open)
 			if err != nil {
+				fetchErr = err
 				pw.CloseWithError(err)
 				return
 			}
@@ -48,9 +52,15 @@ func Read(ctx context.Context, keys *Keys, m *Manifest, open Opener, fn func(Rec
 		pw.Close()
 	}()
 	defer pr.CloseWithError(errors.New("snapshot read ended"))
+	streamErr := func(err error) error {
+		if fetchErr != nil {
+			return fetchErr
+		}
+		return fmt.Errorf("snapshot %s: %w", m.ID, err)
+	}
 	sr, err := newStreamReader(pr)
 	if err != nil {
-		return 0, fmt.Errorf("snapshot %s: %w", m.ID, err)
+		return 0, streamErr(err)
 	}
 	for {
 		rec, err := sr.next()
@@ -58,7 +68,7 @@ func Read(ctx context.Context, keys *Keys, m *Manifest, open Opener, fn func(Rec
 			break
 		}
 		if err != nil {
-			return sr.records, fmt.Errorf("snapshot %s: %w", m.ID, err)
+			return sr.records, streamErr(err)
 		}
 		if err := fn(rec); err != nil {
 			return sr.records, err

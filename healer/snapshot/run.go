@@ -20,7 +20,8 @@ type Schedule struct {
 	// MaxAge: changes to Volatile values alone (backend probes) wait this
 	// long before they are snapshotted (default 10m).
 	MaxAge time.Duration
-	// Poll is how often the change counter is read (default 1s).
+	// Poll is how often the change counter is read (default 1s, or a
+	// quarter of Interval when that is shorter).
 	Poll time.Duration
 }
 
@@ -45,7 +46,7 @@ func (s *Schedule) fill() {
 		s.MaxAge = DefaultMaxAge
 	}
 	if s.Poll <= 0 {
-		s.Poll = defaultPoll
+		s.Poll = min(defaultPoll, s.Interval/4)
 	}
 }
 

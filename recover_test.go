@@ -1,0 +1,458 @@
+package healstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/backends/local"
+	"github.com/healstore/healstore/healer/snapshot"
+)
+
+// recoverFixture is a store of six local backends (4+2) whose frontend
+// state (metadata, cache, config) lives apart from the backends, so a
+// test can destroy the frontend and keep the data.
+type recoverFixture struct {
+	front   string // frontend directory: meta, cache, key
+	specs   []backends.Spec
+	keyFile string
+	cfg     *Config
+}
+
+func newRecoverFixture(t *testing.T) *recoverFixture {
+	t.Helper()
+	root := t.TempDir()
+	f := &recoverFixture{front: filepath.Join(root, "frontend")}
+	if err := os.MkdirAll(f.front, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f.keyFile = filepath.Join(root, "healstore.key") // the key's backup lives apart too
+	if err := GenerateMasterKey(f.keyFile); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		f.specs = append(f.specs, backends.Spec{Name: fmt.Sprintf("b%d", i+1), Kind: backends.KindLocal,
+			Path: filepath.Join(root, "backends", fmt.Sprintf("b%d", i+1)), Node: fmt.Sprintf("n%d", i+1)})
+	}
+	cfg := DefaultConfig()
+	cfg.Dir = f.front
+	cfg.MasterKeyFile = f.keyFile
+	cfg.Policy.BlockSize = 64 << 10
+	cfg.Backends = f.specs
+	f.cfg = cfg
+	return f
+}
+
+func (f *recoverFixture) open(t *testing.T) *Store {
+	t.Helper()
+	cfg := *f.cfg
+	s, err := Open(context.Background(), &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// recPutRandom writes n objects of random sizes (up to three blocks) and
+// returns their contents.
+func recPutRandom(t *testing.T, s *Store, rnd *rand.Rand, prefix string, n int) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	for i := range n {
+		data := make([]byte, rnd.IntN(150<<10))
+		for j := range data {
+			data[j] = byte(rnd.Uint32())
+		}
+		name := fmt.Sprintf("%s/%03d", prefix, i)
+		if _, err := s.Put(context.Background(), name, bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+		out[name] = data
+	}
+	return out
+}
+
+func recStripes(t *testing.T, s *Store, names map[string][]byte) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for name := range names {
+		o, err := s.meta.GetObject(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range o.Stripes {
+			out[hex.EncodeToString(id[:])] = true
+		}
+	}
+	return out
+}
+
+func recReadBack(t *testing.T, s *Store, want map[string][]byte) {
+	t.Helper()
+	for name, data := range want {
+		r, err := s.Open(context.Background(), name)
+		if err != nil {
+			t.Fatalf("open %s: %v", name, err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			t.Fatalf("read %s: %v", name, err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("%s: read %d bytes that differ from the %d written", name, len(got), len(data))
+		}
+	}
+}
+
+// destroyFrontend deletes the store's metadata and cache, as losing the
+// machine would.
+func (f *recoverFixture) destroyFrontend(t *testing.T) {
+	t.Helper()
+	for _, d := range []string{"meta", "cache"} {
+		if err := os.RemoveAll(filepath.Join(f.front, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestRecoverFromOneBackend(t *testing.T) {
+	ctx := context.Background()
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	rnd := rand.New(rand.NewPCG(seed, 7))
+	f := newRecoverFixture(t)
+	s := f.open(t)
+	before := recPutRandom(t, s, rnd, "before", 20)
+	sn, err := s.NewSnapshotter(SnapshotConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := sn.Take(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "before/000"); err != nil { // after the snapshot: recovery brings it back
+		t.Fatal(err)
+	}
+	after := recPutRandom(t, s, rnd, "after", 5)
+	afterStripes := recStripes(t, s, after)
+	storeID := s.StoreID()
+	s.Close()
+	f.destroyFrontend(t)
+
+	target := filepath.Join(t.TempDir(), "recovered")
+	rep, err := Recover(ctx, RecoverOptions{KeyFile: f.keyFile, Backends: f.specs[2:3], Dir: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Snapshot.ID != snap.ID || rep.StoreID != storeID || rep.Objects != len(before) || len(rep.Skipped) != 0 {
+		t.Fatalf("report: snapshot %s (want %s), store %s, %d objects (want %d), skipped %v",
+			rep.Snapshot.ID, snap.ID, rep.StoreID, rep.Objects, len(before), rep.Skipped)
+	}
+	if rep.Pointers.Read != 6 || len(rep.Unreachable) != 0 || len(rep.Damaged) != 0 || rep.Queued != 0 {
+		t.Fatalf("report: %d pointers read, unreachable %v, damaged %v, queued %d", rep.Pointers.Read, rep.Unreachable, rep.Damaged, rep.Queued)
+	}
+	// The shards written after the snapshot are found and reported.
+	got := map[string]bool{}
+	for _, ls := range rep.Later {
+		got[ls.Stripe] = true
+		if !ls.Complete || ls.K != 4 || ls.M != 2 || len(ls.Shards) != 6 {
+			t.Errorf("later stripe %s: complete %v, k=%d m=%d, %d shards", ls.Stripe, ls.Complete, ls.K, ls.M, len(ls.Shards))
+		}
+	}
+	if len(got) != len(afterStripes) || rep.LaterShards != 6*len(afterStripes) {
+		t.Fatalf("%d later stripes (%d shards) reported, %d written after the snapshot", len(got), rep.LaterShards, len(afterStripes))
+	}
+	for id := range afterStripes {
+		if !got[id] {
+			t.Fatalf("stripe %s written after the snapshot is not reported", id)
+		}
+	}
+
+	cfg, err := LoadConfig(rep.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Policy != f.cfg.Policy {
+		t.Fatalf("recovered policy %v, want %v", cfg.Policy, f.cfg.Policy)
+	}
+	r, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.StoreID() != storeID {
+		t.Fatalf("recovered store id %s, want %s", r.StoreID(), storeID)
+	}
+	recReadBack(t, r, before)
+	for name := range after {
+		if _, err := r.Stat(ctx, name); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("%s was written after the snapshot, stat: %v", name, err)
+		}
+	}
+	// The recovered store keeps working: writes, and a new snapshot.
+	more := recPutRandom(t, r, rnd, "more", 3)
+	recReadBack(t, r, more)
+	sn2, err := r.NewSnapshotter(SnapshotConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := sn2.Take(ctx, false); err != nil || info.Seq != snap.Seq+1 {
+		t.Fatalf("snapshot after recovery: %+v, %v", info, err)
+	}
+	assertNoKeyOnBackends(t, f)
+}
+
+// assertNoKeyOnBackends checks that no value on any backend holds the
+// master key, in hex or raw.
+func assertNoKeyOnBackends(t *testing.T, f *recoverFixture) {
+	t.Helper()
+	key, err := LoadMasterKey(f.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hexKey := []byte(hex.EncodeToString(key))
+	for _, spec := range f.specs {
+		filepath.WalkDir(spec.Path, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return nil
+			}
+			b, _ := os.ReadFile(path)
+			if bytes.Contains(b, key) || bytes.Contains(b, hexKey) {
+				t.Errorf("%s holds the master key", path)
+			}
+			return nil
+		})
+	}
+}
+
+// corruptSnapshot flips a byte in every shard of snapshot id that lives
+// on one of the named backends.
+func corruptSnapshot(t *testing.T, f *recoverFixture, id string, on ...string) int {
+	t.Helper()
+	n := 0
+	for _, spec := range f.specs {
+		if !recContains(on, spec.Name) {
+			continue
+		}
+		b, err := local.Open(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		b.List(context.Background(), snapshot.ShardPrefix, func(key string, _ int64) error {
+			if _, sid, ok := snapshot.ParseShardKey(key); ok && sid.String() == id {
+				keys = append(keys, key)
+			}
+			return nil
+		})
+		for _, key := range keys {
+			v, err := b.Get(context.Background(), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v[len(v)/2] ^= 0x40
+			if err := b.Put(context.Background(), key, v); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+		b.Close()
+	}
+	return n
+}
+
+func recContains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// recTakeDown makes a local backend unreachable: its directory is replaced
+// by a file, so opening it fails.
+func recTakeDown(t *testing.T, spec backends.Spec) {
+	t.Helper()
+	if err := os.Rename(spec.Path, spec.Path+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(spec.Path, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRecoverFallsBackAndToleratesDownBackends(t *testing.T) {
+	ctx := context.Background()
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	rnd := rand.New(rand.NewPCG(seed, 8))
+	f := newRecoverFixture(t)
+	s := f.open(t)
+	first := recPutRandom(t, s, rnd, "first", 10)
+	sn, err := s.NewSnapshotter(SnapshotConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	older, err := sn.Take(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := recPutRandom(t, s, rnd, "second", 4)
+	newest, err := sn.Take(ctx, false)
+	if err != nil || newest.Seq != older.Seq+1 {
+		t.Fatalf("second snapshot: %+v, %v", newest, err)
+	}
+	s.Close()
+	f.destroyFrontend(t)
+	// The newest snapshot loses three shards per stripe to corruption
+	// (m=2 survives two), and two other backends are down.
+	if n := corruptSnapshot(t, f, newest.ID, "b1", "b2", "b3"); n < 3 {
+		t.Fatalf("corrupted %d shards", n)
+	}
+	recTakeDown(t, f.specs[4])
+	recTakeDown(t, f.specs[5])
+
+	target := filepath.Join(t.TempDir(), "recovered")
+	rep, err := Recover(ctx, RecoverOptions{KeyFile: f.keyFile, Backends: []backends.Spec{f.specs[0], f.specs[5]}, Dir: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Snapshot.ID != older.ID || len(rep.Skipped) != 1 || rep.Skipped[0].Snapshot.ID != newest.ID {
+		t.Fatalf("restored %s (want the older %s), skipped %+v", rep.Snapshot.ID, older.ID, rep.Skipped)
+	}
+	if len(rep.Unreachable) != 2 || rep.Unreachable["b5"] == "" || rep.Unreachable["b6"] == "" {
+		t.Fatalf("unreachable: %v", rep.Unreachable)
+	}
+	if rep.Objects != len(first) || len(rep.Damaged) != 0 {
+		t.Fatalf("%d objects, damaged %v", rep.Objects, rep.Damaged)
+	}
+	t.Logf("skipped: %s", rep.Skipped[0].Error)
+	cfg, err := LoadConfig(rep.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	recReadBack(t, r, first) // four of six backends: still enough
+	for name := range second {
+		if _, err := r.Stat(ctx, name); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if rep.LaterShards == 0 {
+		t.Fatal("the shards written after the older snapshot are not reported")
+	}
+}
+
+func TestRecoverWrongKeyWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	f := newRecoverFixture(t)
+	s := f.open(t)
+	recPutRandom(t, s, rand.New(rand.NewPCG(1, 9)), "x", 2)
+	sn, err := s.NewSnapshotter(SnapshotConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Take(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	wrong := filepath.Join(t.TempDir(), "other.key")
+	if err := GenerateMasterKey(wrong); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(t.TempDir(), "recovered")
+	_, err = Recover(ctx, RecoverOptions{KeyFile: wrong, Backends: f.specs[:1], Dir: target})
+	if !errors.Is(err, ErrAuth) {
+		t.Fatalf("wrong key: %v, want ErrAuth", err)
+	}
+	t.Logf("wrong key: %v", err)
+	if _, serr := os.Stat(target); !errors.Is(serr, fs.ErrNotExist) {
+		t.Fatalf("recovery with the wrong key created %s", target)
+	}
+	// A backend with no snapshot at all says so.
+	empty := backends.Spec{Name: "e1", Kind: backends.KindLocal, Path: filepath.Join(t.TempDir(), "e1")}
+	_, err = Recover(ctx, RecoverOptions{KeyFile: f.keyFile, Backends: []backends.Spec{empty}, Dir: target})
+	if !errors.Is(err, ErrNoSnapshot) {
+		t.Fatalf("empty backend: %v, want ErrNoSnapshot", err)
+	}
+	if _, serr := os.Stat(target); !errors.Is(serr, fs.ErrNotExist) {
+		t.Fatalf("failed recovery created %s", target)
+	}
+	// A non-empty target is refused.
+	if err := os.MkdirAll(target, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(target, "precious"), []byte("x"), 0o600)
+	if _, err := Recover(ctx, RecoverOptions{KeyFile: f.keyFile, Backends: f.specs[:1], Dir: target}); err == nil {
+		t.Fatal("recovered into a non-empty directory")
+	}
+	if b, err := os.ReadFile(filepath.Join(target, "precious")); err != nil || string(b) != "x" {
+		t.Fatal("recovery touched a non-empty target")
+	}
+}
+
+func TestSnapshotLoop(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := newRecoverFixture(t)
+	s := f.open(t)
+	defer s.Close()
+	lw, err := s.LossWindow(ctx)
+	if err != nil || !lw.Covered.IsZero() || lw.Snapshot != nil {
+		t.Fatalf("loss window before any snapshot: %+v, %v", lw, err)
+	}
+	if _, err := s.StartSnapshots(ctx, SnapshotConfig{Interval: 200 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	recPutRandom(t, s, rand.New(rand.NewPCG(2, 10)), "loop", 3)
+	wrote := time.Now()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		lw, err = s.LossWindow(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lw.Covered.After(wrote) && lw.Snapshot != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("loss window never covered the writes: %+v", lw)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if lw.Interval != 200*time.Millisecond || lw.LastError != "" {
+		t.Fatalf("loss window: %+v", lw)
+	}
+	list, err := s.Snapshots(ctx)
+	if err != nil || len(list) == 0 || list[0].ID != lw.Snapshot.ID {
+		t.Fatalf("snapshots: %+v, %v (loss window names %s)", list, err, lw.Snapshot.ID)
+	}
+	// Idle: checks go on, no new snapshot is uploaded.
+	seq := list[0].Seq
+	time.Sleep(700 * time.Millisecond)
+	list, _ = s.Snapshots(ctx)
+	if list[0].Seq != seq {
+		t.Fatalf("idle store took snapshot %d after %d", list[0].Seq, seq)
+	}
+	if lw2, _ := s.LossWindow(ctx); !lw2.Checked.After(lw.Checked) {
+		t.Fatalf("the snapshotter stopped checking: %v then %v", lw.Checked, lw2.Checked)
+	}
+}
