@@ -424,10 +424,10 @@ type recoverPool struct {
 	secrets *SecretStore
 	log     *slog.Logger
 
-	mu    sync.Mutex
-	specs map[string]backends.Spec
+	mu     sync.Mutex
+	specs  map[string]backends.Spec
 	opened map[string]backends.Backend
-	errs  map[string]error
+	errs   map[string]error
 }
 
 func newRecoverPool(secrets *SecretStore, log *slog.Logger) *recoverPool {
