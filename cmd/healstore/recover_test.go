@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/healstore/healstore"
+	"github.com/healstore/healstore/backends"
+)
+
+func TestParseSpec(t *testing.T) {
+	good := map[string]backends.Spec{
+		"name=b1,kind=local,path=/srv/b1,node=n1": {Name: "b1", Kind: "local", Path: "/srv/b1", Node: "n1"},
+		"name=z1, kind=zdb, address=10.0.0.7:9900, namespace=hs1, secret_ref=zdb/z1, quota=1GiB": {
+			Name: "z1", Kind: "zdb", Address: "10.0.0.7:9900", Namespace: "hs1", SecretRef: "zdb/z1", Quota: 1 << 30},
+		`{"name":"s1","kind":"s3","address":"h:1","bucket":"hs","tls":true,"spare":true}`: {
+			Name: "s1", Kind: "s3", Address: "h:1", Bucket: "hs", TLS: true, Spare: true},
+	}
+	for in, want := range good {
+		got, err := parseSpec(in)
+		if err != nil || got != want {
+			t.Errorf("parseSpec(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{
+		"name=b1,kind=local",                                       // no path
+		"name=b1,kind=local,path=/x,colour=blue",                   // unknown key
+		"name=z,kind=zdb,address=h:1,namespace=n,password=hunter2", // secrets never in a spec
+		"name=b1 kind=local",
+		`{"name":"b1","kind":"local","path":"/x","pass":"y"}`,
+	} {
+		if _, err := parseSpec(in); err == nil {
+			t.Errorf("parseSpec(%q) accepted", in)
+		}
+	}
+	if _, err := parseSpec("name=z,kind=zdb,address=h:1,namespace=n,password=hunter2"); err != nil && strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("the error repeats the password: %v", err)
+	}
+}
+
+func TestRecoverCommand(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfgPath, err := healstore.Init(filepath.Join(dir, "store"), healstore.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := healstore.LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := healstore.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("healstore recover "), 5000)
+	if _, err := s.Put(ctx, "doc", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	sn, err := s.NewSnapshotter(healstore.SnapshotConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Take(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Keep the key and the backends; lose everything else.
+	key := filepath.Join(dir, "backup.key")
+	raw, _ := os.ReadFile(cfg.MasterKeyFile)
+	os.WriteFile(key, raw, 0o600)
+	b3 := cfg.Backends[2]
+	os.RemoveAll(cfg.MetadataDir)
+	os.Remove(cfgPath)
+
+	run1 := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(ctx, args, strings.NewReader(""), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	wrong := filepath.Join(dir, "wrong.key")
+	if err := healstore.GenerateMasterKey(wrong); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "new")
+	spec := "name=" + b3.Name + ",kind=local,path=" + b3.Path + ",node=" + b3.Node
+	code, _, stderr := run1("recover", "--key", wrong, "--backend", spec, target)
+	if code != exitError || !strings.Contains(stderr, "master key") {
+		t.Fatalf("wrong key: exit %d, stderr %q", code, stderr)
+	}
+	if _, err := os.Stat(target); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("the wrong key left a directory behind")
+	}
+	if code, _, stderr := run1("recover", "--backend", spec, target); code != exitUsage {
+		t.Fatalf("without --key: exit %d (%s)", code, stderr)
+	}
+	code, stdout, stderr := run1("recover", "--key", key, "--backend", spec, target)
+	if code != exitOK || !strings.Contains(stdout, "recovered store") || !strings.Contains(stdout, "objects: 1;") {
+		t.Fatalf("recover: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	code, stdout, stderr = run1("--config", filepath.Join(target, "healstore.toml"), "get", "doc", "-")
+	if code != exitOK || stdout != string(data) {
+		t.Fatalf("get after recover: exit %d, %d bytes, stderr %s", code, len(stdout), stderr)
+	}
+}
