@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// cli runs the command line in-process and returns stdout, stderr and the
+// exit code.
+func cli(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, strings.NewReader(stdin), &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestInitPutGetAsANewUser(t *testing.T) {
+	dir := t.TempDir()
+	out, errs, code := cli(t, "", "init", filepath.Join(dir, "store"))
+	if code != 0 {
+		t.Fatalf("init: %d %s", code, errs)
+	}
+	cfg := filepath.Join(dir, "store", "healstore.toml")
+	if !strings.Contains(out, cfg) || !strings.Contains(out, "survives 2 lost backends") {
+		t.Fatalf("init output: %s", out)
+	}
+	for _, f := range []string{"healstore.toml", "healstore.key", "secrets.toml"} {
+		st, err := os.Stat(filepath.Join(dir, "store", f))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v", f, st.Mode(), err)
+		}
+	}
+	t.Setenv("HEALSTORE_CONFIG", cfg)
+
+	src := filepath.Join(dir, "src")
+	data := bytes.Repeat([]byte("healstore "), 1<<20) // 10 MiB: several blocks
+	os.WriteFile(src, data, 0o644)
+	if _, errs, code := cli(t, "", "put", "big", src); code != 0 {
+		t.Fatalf("put: %d %s", code, errs)
+	}
+	if _, errs, code := cli(t, "from stdin\n", "put", "small", "-"); code != 0 {
+		t.Fatalf("put stdin: %d %s", code, errs)
+	}
+	dst := filepath.Join(dir, "dst")
+	if _, errs, code := cli(t, "", "get", "big", dst); code != 0 {
+		t.Fatalf("get: %d %s", code, errs)
+	}
+	if got, _ := os.ReadFile(dst); !bytes.Equal(got, data) {
+		t.Fatal("get wrote different bytes")
+	}
+	if out, _, code := cli(t, "", "get", "small"); code != 0 || out != "from stdin\n" {
+		t.Fatalf("get to stdout: %d %q", code, out)
+	}
+
+	// Two backends lost for good: gets still work.
+	for _, b := range []string{"b2", "b5"} {
+		os.RemoveAll(filepath.Join(dir, "store", "backends", b))
+	}
+	os.Remove(dst)
+	if _, errs, code := cli(t, "", "get", "big", dst); code != 0 {
+		t.Fatalf("get with two backends lost: %d %s", code, errs)
+	}
+	if got, _ := os.ReadFile(dst); !bytes.Equal(got, data) {
+		t.Fatal("degraded get wrote different bytes")
+	}
+
+	out, _, code = cli(t, "", "ls")
+	if code != 0 || out != "big\nsmall\n" {
+		t.Fatalf("ls: %d %q", code, out)
+	}
+	out, _, code = cli(t, "", "ls", "--json", "sm")
+	var info struct {
+		Name string `json:"name"`
+		Size int64  `json:"size"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.Name != "small" || info.Size != 11 {
+		t.Fatalf("ls --json: %d %q", code, out)
+	}
+	out, _, code = cli(t, "", "stat", "--json", "big")
+	var st struct {
+		Size       int64 `json:"size"`
+		Redundancy struct {
+			MinMargin int `json:"min_margin"`
+		} `json:"redundancy"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.Size != int64(len(data)) {
+		t.Fatalf("stat --json: %d %q", code, out)
+	}
+	if out, _, code := cli(t, "", "rm", "small"); code != 0 || out != "" {
+		t.Fatalf("rm: %d %q", code, out)
+	}
+	if _, errs, code := cli(t, "", "get", "small"); code != exitNotFound || !strings.Contains(errs, "not found") {
+		t.Fatalf("get removed: %d %s", code, errs)
+	}
+	if _, _, code := cli(t, "", "rm", "-f", "small"); code != 0 {
+		t.Fatalf("rm -f of a missing object: %d", code)
+	}
+}
+
+func TestExitCodesAndMessages(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--config", filepath.Join(dir, "none.toml"), "ls"}, exitUsage, "healstore init"},
+		{[]string{"get"}, exitUsage, "at least 1 argument"},
+		{[]string{"put", "a", "b", "c"}, exitUsage, "at most 2"},
+		{[]string{"ls", "--bogus"}, exitUsage, "unknown flag"},
+		{[]string{"frobnicate"}, exitUsage, "unknown command"},
+		{[]string{"init", dir, "--k", "0"}, exitUsage, "at least 1"},
+		{[]string{"--log-level", "loud", "--config", filepath.Join(dir, "x"), "ls"}, exitUsage, ""},
+	}
+	for _, c := range cases {
+		_, errs, code := cli(t, "", c.args...)
+		if code != c.code || !strings.Contains(errs, c.msg) {
+			t.Errorf("%v: exit %d (want %d), stderr %q", c.args, code, c.code, errs)
+		}
+	}
+	// A config with an unknown key: exit 2, naming file, line and key.
+	p := filepath.Join(dir, "bad.toml")
+	os.WriteFile(p, []byte("dir = \".\"\nmaster_key_file = \"k\"\ncolour = \"red\"\n"), 0o600)
+	_, errs, code := cli(t, "", "--config", p, "ls")
+	if code != exitUsage || !strings.Contains(errs, p+":3") || !strings.Contains(errs, "colour") {
+		t.Fatalf("bad config: %d %q", code, errs)
+	}
+	// --help documents the exit codes.
+	out, _, code := cli(t, "", "--help")
+	if code != 0 || !strings.Contains(out, "3  object not found") {
+		t.Fatalf("help: %d %q", code, out)
+	}
+}
