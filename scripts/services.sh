@@ -33,6 +33,7 @@ readonly APT_PACKAGES=(
 	sqlite3:sqlite3
 	git:git
 	rsync:rsync
+	jq:jq
 )
 readonly ATTEMPTS=3
 
