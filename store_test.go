@@ -437,3 +437,58 @@ func TestPlacementInvariant(t *testing.T) {
 		t.Fatalf("%d stripes; backends used: %v", stripes, used)
 	}
 }
+
+// TestWriterFailsPromptly: when the write fails in the background (here
+// its context ends, then too few backends), the next Write and Close
+// return the error at once, and nothing is committed.
+func TestWriterFailsPromptly(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := s.Create(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(make([]byte, 100000)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for range 1000 {
+			if _, err = w.Write(make([]byte, 100000)); err != nil {
+				break
+			}
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("write after cancel: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Write still blocked after the write failed")
+	}
+	if err := w.Close(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("close: %v", err)
+	}
+	if _, err := s.Stat(context.Background(), "c"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("failed write visible: %v", err)
+	}
+
+	for _, b := range []string{"b0", "b1"} {
+		setBackend(t, s, b, func(b backends.Backend) backends.Backend { return downBackend{b} })
+	}
+	w, _ = s.Create(context.Background(), "d")
+	var werr error
+	for i := 0; i < 100 && werr == nil; i++ {
+		_, werr = w.Write(make([]byte, 64<<10))
+	}
+	if !errors.Is(werr, ErrInsufficientBackends) {
+		t.Fatalf("write with two backends down: %v", werr)
+	}
+	if err := w.Close(); !errors.Is(err, ErrInsufficientBackends) {
+		t.Fatalf("close: %v", err)
+	}
+}

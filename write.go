@@ -89,7 +89,7 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader, opts ...Write
 	for _, fn := range opts {
 		fn(&o)
 	}
-	info, err := s.write(ctx, name, r, o)
+	info, err := s.write(ctx, name, r, o, nil)
 	if err != nil {
 		return nil, fmt.Errorf("put %q: %w", name, err)
 	}
@@ -128,7 +128,10 @@ func (w *objectWrite) failed() error {
 	return w.err
 }
 
-func (s *Store) write(ctx context.Context, name string, r io.Reader, o writeOpts) (*ObjectInfo, error) {
+// write stores r as object name. stopInput, when set, is called with the
+// error as soon as the write fails, to unblock a producer feeding r (the
+// Writer's pipe): the encoder cannot stop while its read of r blocks.
+func (s *Store) write(ctx context.Context, name string, r io.Reader, o writeOpts, stopInput func(error)) (*ObjectInfo, error) {
 	pol := s.cfg.Policy
 	codec, err := s.codec(pol)
 	if err != nil {
@@ -179,6 +182,10 @@ func (s *Store) write(ctx context.Context, name string, r io.Reader, o writeOpts
 	}
 	wg.Wait()
 	if err := w.failed(); err != nil {
+		if stopInput != nil {
+			stopInput(err)
+		}
+		enc.Close()
 		w.abandon()
 		return nil, err
 	}
@@ -448,7 +455,8 @@ func (s *Store) Create(ctx context.Context, name string, opts ...WriteOption) (*
 	w := &Writer{name: name, pw: pw, done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		info, err := s.write(ctx, name, pr, o)
+		stop := func(err error) { pr.CloseWithError(fmt.Errorf("write %q: %w", name, err)) }
+		info, err := s.write(ctx, name, pr, o, stop)
 		if err != nil {
 			err = fmt.Errorf("write %q: %w", name, err)
 			// Unblock a Write waiting on a reader that stopped.
