@@ -3,6 +3,8 @@ package encoder
 import (
 	"bytes"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"testing"
 )
 
@@ -23,11 +25,18 @@ func newCodec(t testing.TB, p Policy) *Codec {
 }
 
 // seedRand returns a seeded generator and logs the seed so a failure
-// replays: set it from the log line to reproduce.
+// replays: HEALSTORE_SEED=<seed from the log> go test ./encoder -run <test>.
 func seedRand(t testing.TB) (*rand.Rand, uint64) {
 	t.Helper()
 	seed := rand.Uint64()
-	t.Logf("seed %d", seed)
+	if s := os.Getenv("HEALSTORE_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("HEALSTORE_SEED=%q: %v", s, err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (replay with HEALSTORE_SEED=%d)", seed, seed)
 	return rand.New(rand.NewPCG(seed, 0x68656c)), seed
 }
 
