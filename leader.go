@@ -83,6 +83,9 @@ func (s *Store) RunAsLeader(ctx context.Context, fn func(ctx context.Context) er
 	}
 	secs := max(int(math.Ceil(ttl.Seconds())), 2)
 	for {
+		if err := s.checkOpen(); err != nil {
+			return err
+		}
 		err := s.leadOnce(ctx, e, secs, o, fn)
 		if ctx.Err() != nil {
 			return nil

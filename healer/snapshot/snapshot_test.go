@@ -256,6 +256,17 @@ func TestTakeRestorePrune(t *testing.T) {
 	if err != nil || res.Uploaded {
 		t.Fatalf("unchanged take: uploaded %v, %v", res.Uploaded, err)
 	}
+	// A backend that lost its pointer (wiped) gets it back at the next
+	// check, even without an upload.
+	if err := f.open["b2"].Delete(ctx, PointerKey); err != nil {
+		t.Fatal(err)
+	}
+	if res, err = s.Take(ctx, kv, f.members, TakeOptions{}); err != nil || res.Uploaded {
+		t.Fatalf("take after a lost pointer: %v", err)
+	}
+	if _, err := f.open["b2"].Stat(ctx, PointerKey); err != nil {
+		t.Fatalf("the lost pointer was not rewritten: %v", err)
+	}
 	// Only a volatile value changed: no upload before MaxAge...
 	var b metastore.Batch
 	b.Put([]byte("backend/b1"), []byte(`{"probe":"now"}`))

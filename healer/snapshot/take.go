@@ -278,6 +278,9 @@ func (s *Snapshotter) holds(m Manifest, backend string) bool {
 // reachable member (onlyMissing: to those not known to hold it). It fails
 // only when no backend at all holds the pointer afterwards.
 func (s *Snapshotter) writePointers(ctx context.Context, members []Member, res *Result, onlyMissing bool) error {
+	if onlyMissing {
+		s.checkHolders(ctx, members)
+	}
 	var targets []Member
 	for _, m := range members {
 		if m.Backend != nil && !(onlyMissing && s.holders[m.Name]) {
@@ -331,6 +334,29 @@ func (s *Snapshotter) writePointers(ctx context.Context, members []Member, res *
 		return fmt.Errorf("no backend took the snapshot pointer (%d tried): %w", len(targets), errors.Join(errs...))
 	}
 	return nil
+}
+
+// checkHolders forgets the backends believed to hold the pointer that no
+// longer do (wiped, or replaced by an empty one under the same name), so
+// the next writePointers gives it back to them.
+func (s *Snapshotter) checkHolders(ctx context.Context, members []Member) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, m := range members {
+		if m.Backend == nil || !s.holders[m.Name] {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := m.Backend.Stat(ctx, PointerKey); errors.Is(err, backends.ErrNotFound) {
+				mu.Lock()
+				delete(s.holders, m.Name)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // upload encodes the spooled view and spreads its stripes.

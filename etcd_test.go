@@ -1,0 +1,163 @@
+package healstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	mrand "math/rand/v2"
+	"path/filepath"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/healstore/healstore/healer/snapshot"
+	"github.com/healstore/healstore/metastore/metastoretest"
+)
+
+// etcdPrefix returns a fresh key prefix on the test etcd and deletes it
+// when the test ends.
+func etcdPrefix(t *testing.T, eps []string) string {
+	t.Helper()
+	var b [6]byte
+	rand.Read(b[:])
+	prefix := "hs-test-" + hex.EncodeToString(b[:]) + "/"
+	t.Cleanup(func() {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+		if err != nil {
+			return
+		}
+		defer cli.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cli.Delete(ctx, prefix, clientv3.WithPrefix())
+	})
+	return prefix
+}
+
+func etcdFixture(t *testing.T) *recoverFixture {
+	t.Helper()
+	eps := metastoretest.EtcdEndpoints(t)
+	f := newRecoverFixture(t)
+	f.cfg.Metastore = MetastoreConfig{Kind: "etcd", Endpoints: eps, Prefix: etcdPrefix(t, eps)}
+	return f
+}
+
+func TestEtcdSnapshotLossWindowAndRecover(t *testing.T) {
+	ctx := context.Background()
+	f := etcdFixture(t)
+	s := f.open(t)
+	defer s.Close()
+	rnd := recRand(t)
+	objs := recPutRandom(t, s, rnd, "etcd", 8)
+	sn, err := s.NewSnapshotter(SnapshotConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := sn.Take(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Consistency != snapshot.PointInTime {
+		t.Fatalf("etcd snapshot consistency %q, want %q", info.Consistency, snapshot.PointInTime)
+	}
+	lw, err := s.LossWindow(ctx)
+	if err != nil || lw.Changes != 0 || lw.Snapshot == nil || lw.Snapshot.ID != info.ID {
+		t.Fatalf("loss window right after a snapshot: %+v, %v", lw, err)
+	}
+	recPutRandom(t, s, rnd, "later", 2)
+	lw, err = s.LossWindow(ctx)
+	if err != nil || lw.Changes < 2 {
+		t.Fatalf("loss window after two puts: %+v, %v", lw, err)
+	}
+	t.Logf("two puts are %d etcd revisions", lw.Changes)
+	s.Close()
+
+	// An etcd store recovers into an embedded (pebble) one.
+	rep, err := Recover(ctx, RecoverOptions{KeyFile: f.keyFile, Backends: f.specs[1:2], Dir: filepath.Join(t.TempDir(), "r")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Snapshot.ID != info.ID || rep.Objects != len(objs) {
+		t.Fatalf("recovered snapshot %s with %d objects", rep.Snapshot.ID, rep.Objects)
+	}
+	cfg, err := LoadConfig(rep.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	recReadBack(t, r, objs)
+}
+
+func TestEtcdLeaderHandover(t *testing.T) {
+	f := etcdFixture(t)
+	s1, s2 := f.open(t), f.open(t)
+	defer s1.Close()
+	defer s2.Close()
+	type run struct {
+		cancel  context.CancelFunc
+		elected chan string
+		done    chan error
+		active  chan bool // fn running
+	}
+	start := func(s *Store, id string) *run {
+		ctx, cancel := context.WithCancel(context.Background())
+		r := &run{cancel: cancel, elected: make(chan string, 4), done: make(chan error, 1), active: make(chan bool, 4)}
+		go func() {
+			r.done <- s.RunAsLeader(ctx, func(ctx context.Context) error {
+				r.active <- true
+				<-ctx.Done()
+				r.active <- false
+				return nil
+			}, LeaderOptions{TTL: 2 * time.Second, Identity: id, OnElected: func(id string) { r.elected <- id }})
+		}()
+		return r
+	}
+	r1 := start(s1, "one")
+	var first, second *run
+	select {
+	case <-r1.elected:
+		first = r1
+	case <-time.After(15 * time.Second):
+		t.Fatal("no leader elected")
+	}
+	r2 := start(s2, "two")
+	second = r2
+	if id, err := s2.Leader(context.Background()); err != nil || id != "one" {
+		t.Fatalf("Leader() = %q, %v; want one", id, err)
+	}
+	select {
+	case <-r2.elected:
+		t.Fatal("two leaders at once")
+	case <-time.After(time.Second):
+	}
+	// The leader steps down (its process stops): the other takes over at
+	// once, without waiting for the lease to expire.
+	first.cancel()
+	if err := <-first.done; err != nil {
+		t.Fatalf("leader's RunAsLeader: %v", err)
+	}
+	select {
+	case <-second.elected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second process was not elected after the first stepped down")
+	}
+	if id, _ := s1.Leader(context.Background()); id != "two" {
+		t.Fatalf("Leader() = %q after handover, want two", id)
+	}
+	second.cancel()
+	if err := <-second.done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recRand returns a seeded generator and logs its seed.
+func recRand(t *testing.T) *mrand.Rand {
+	seed := mrand.Uint64()
+	t.Logf("seed %d", seed)
+	return mrand.New(mrand.NewPCG(seed, 11))
+}
