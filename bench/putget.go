@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/healstore/healstore"
 	"github.com/healstore/healstore/backends"
@@ -39,6 +42,13 @@ type PutGetOptions struct {
 	Prefix string
 	// Keep leaves the objects in the store (they are deleted by default).
 	Keep bool
+	// Warm leaves the page cache alone before reads. By default (cold)
+	// every read, healstore's and the baseline's, starts with the stored
+	// bytes evicted from the page cache (fadvise DONTNEED on the local
+	// backends' files and on the baseline file), so both read from the
+	// disk, which is what the comparison is about. Backends that are not
+	// local cannot be evicted and are read as the server caches them.
+	Warm bool
 	// Progress, when set, hears one line per size measured.
 	Progress io.Writer
 }
@@ -104,6 +114,7 @@ type PutGetReport struct {
 	Compression string       `json:"compression"`
 	Backends    int          `json:"backends"`
 	BaselineDir string       `json:"baseline_dir"`
+	Cache       string       `json:"cache"` // "cold" or "warm" reads
 	Results     []SizeResult `json:"results"`
 }
 
@@ -144,7 +155,10 @@ func PutGet(ctx context.Context, s *healstore.Store, o PutGetOptions) (*PutGetRe
 
 	p := cfg.Policy
 	rep := &PutGetReport{Mode: o.Mode, K: p.K, M: p.M, BlockSize: p.BlockSize, Encryption: p.Encryption,
-		Compression: p.Compression, Backends: len(cfg.Backends), BaselineDir: baseDir}
+		Compression: p.Compression, Backends: len(cfg.Backends), BaselineDir: baseDir, Cache: "cold"}
+	if o.Warm {
+		rep.Cache = "warm"
+	}
 	rnd := rand.New(rand.NewChaCha8([32]byte{'h', 'e', 'a', 'l'}))
 	for _, size := range sizes {
 		count := o.Count
@@ -215,7 +229,18 @@ func measureSize(ctx context.Context, s *healstore.Store, o PutGetOptions, prefi
 	if timedGet {
 		buf := make([]byte, size)
 		baseBuf := make([]byte, res.StoredBytes)
+		var localDirs []string
+		for _, b := range s.Config().Backends {
+			if b.Kind == backends.KindLocal {
+				localDirs = append(localDirs, b.Path)
+			}
+		}
 		for i := range count {
+			if !o.Warm {
+				if err := evict(localDirs...); err != nil {
+					return nil, err
+				}
+			}
 			start := time.Now()
 			r, err := s.Open(ctx, names[i])
 			if err != nil {
@@ -227,6 +252,11 @@ func measureSize(ctx context.Context, s *healstore.Store, o PutGetOptions, prefi
 				return nil, fmt.Errorf("bench get %s: %w", names[i], err)
 			}
 			getLat = append(getLat, time.Since(start))
+			if !o.Warm {
+				if err := evict(baseFile); err != nil {
+					return nil, err
+				}
+			}
 			d, err := baselineRead(baseFile, baseBuf)
 			if err != nil {
 				return nil, err
@@ -302,6 +332,28 @@ func baselineRead(path string, buf []byte) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
+// evict drops every regular file under paths from the page cache. Files
+// must be clean (written and fsynced), as shards and the baseline are.
+func evict(paths ...string) error {
+	for _, root := range paths {
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				return nil // raced with a delete
+			}
+			defer f.Close()
+			return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+		})
+		if err != nil {
+			return fmt.Errorf("bench: evict %s from the page cache: %w", root, err)
+		}
+	}
+	return nil
+}
+
 func fillRandom(rnd *rand.Rand, b []byte) {
 	for i := 0; i+8 <= len(b); i += 8 {
 		v := rnd.Uint64()
@@ -352,8 +404,8 @@ func FormatSize(n int64) string {
 
 // WriteText prints the report as a table.
 func (r *PutGetReport) WriteText(w io.Writer) error {
-	fmt.Fprintf(w, "healstore bench %s: policy %d+%d, block %s, encryption %s, compression %s, %d backends; baseline on %s\n",
-		r.Mode, r.K, r.M, FormatSize(int64(r.BlockSize)), r.Encryption, r.Compression, r.Backends, r.BaselineDir)
+	fmt.Fprintf(w, "healstore bench %s: policy %d+%d, block %s, encryption %s, compression %s, %d backends; %s-cache reads; baseline on %s\n",
+		r.Mode, r.K, r.M, FormatSize(int64(r.BlockSize)), r.Encryption, r.Compression, r.Backends, r.Cache, r.BaselineDir)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "size\top\tn\tMB/s\tp50\tp99\tbaseline MB/s\tbaseline p50\tratio\t")
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/1e6) }

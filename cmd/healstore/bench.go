@@ -95,6 +95,7 @@ type benchPutGetOptions struct {
 	baselineDir string
 	keep        bool
 	json        bool
+	cache       string
 	parsed      []int64
 }
 
@@ -114,7 +115,9 @@ Objects of each size are written (and read) through the store; interleaved
 with them, the same number of stored bytes (all shards, headers included) is
 written to one file with fsync and read back, in a directory on the same disk
 as the first local backend. Ratios compare the time to store or fetch one
-object either way. Objects are deleted afterwards unless --keep.`,
+object either way. Before each read, both healstore's local backend files
+and the baseline file are evicted from the page cache (--cache cold), so
+both read from the disk. Objects are deleted afterwards unless --keep.`,
 		Args: argsBetween(0, 0),
 		PreRunE: func(cmd *cobra.Command, args []string) error {
 			o.parsed = nil
@@ -131,6 +134,9 @@ object either way. Objects are deleted afterwards unless --keep.`,
 			if o.count < 0 {
 				return usagef("--count must not be negative")
 			}
+			if o.cache != "cold" && o.cache != "warm" {
+				return usagef("--cache %q: use cold or warm", o.cache)
+			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -139,7 +145,7 @@ object either way. Objects are deleted afterwards unless --keep.`,
 				return err
 			}
 			defer s.Close()
-			opts := bench.PutGetOptions{Mode: o.mode, Sizes: o.parsed, Count: o.count, BaselineDir: o.baselineDir, Keep: o.keep}
+			opts := bench.PutGetOptions{Mode: o.mode, Sizes: o.parsed, Count: o.count, BaselineDir: o.baselineDir, Keep: o.keep, Warm: o.cache == "warm"}
 			if !o.json {
 				opts.Progress = g.stderr
 			}
@@ -158,6 +164,7 @@ object either way. Objects are deleted afterwards unless --keep.`,
 	f.IntVar(&o.count, "count", 0, "objects per size (0: 50 small ones, about 256 MiB of large ones, at least 3)")
 	f.StringVar(&o.baselineDir, "baseline-dir", "", "directory for the baseline files (default: next to the first local backend)")
 	f.BoolVar(&o.keep, "keep", false, "keep the benchmark objects")
+	f.StringVar(&o.cache, "cache", "cold", "reads start with the stored bytes evicted from the page cache (cold) or not (warm)")
 	f.BoolVar(&o.json, "json", false, "print the report as JSON")
 	return cmd
 }
