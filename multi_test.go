@@ -99,7 +99,7 @@ func TestMultiFrontendChild(t *testing.T) {
 				return err
 			}
 			defer h.Close()
-			sn, err := s.NewSnapshotter(SnapshotConfig{Interval: time.Second})
+			sn, err := s.NewSnapshotter(SnapshotConfig{Interval: Duration(time.Second)})
 			if err != nil {
 				return err
 			}

@@ -419,7 +419,7 @@ func TestSnapshotLoop(t *testing.T) {
 	if err != nil || !lw.Covered.IsZero() || lw.Snapshot != nil {
 		t.Fatalf("loss window before any snapshot: %+v, %v", lw, err)
 	}
-	if _, err := s.StartSnapshots(ctx, SnapshotConfig{Interval: 200 * time.Millisecond}); err != nil {
+	if _, err := s.StartSnapshots(ctx, SnapshotConfig{Interval: Duration(200 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
 	recPutRandom(t, s, rand.New(rand.NewPCG(2, 10)), "loop", 3)

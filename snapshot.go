@@ -30,7 +30,7 @@ type SnapshotConfig struct {
 	// Interval: the metastore is checked at least this often and a
 	// snapshot taken when it changed. Default 30s, which keeps the loss
 	// window (changes not yet on the backends) under a minute.
-	Interval time.Duration `toml:"interval,omitempty" json:"interval,omitempty"`
+	Interval Duration `toml:"interval,omitempty" json:"interval,omitempty"`
 	// MaxChanges: a snapshot is taken as soon as this many metadata
 	// commits accumulated, before Interval ends. Default 1000; negative
 	// disables. Needs a metastore that counts its commits (etcd, or a KV
@@ -38,7 +38,7 @@ type SnapshotConfig struct {
 	MaxChanges int64 `toml:"max_changes,omitempty" json:"max_changes,omitempty"`
 	// MaxAge: when only backend bookkeeping changed (probe times,
 	// capacities), a snapshot waits this long. Default 10m.
-	MaxAge time.Duration `toml:"max_age,omitempty" json:"max_age,omitempty"`
+	MaxAge Duration `toml:"max_age,omitempty" json:"max_age,omitempty"`
 	// Keep is how many snapshots stay on the backends. Default 3.
 	Keep int `toml:"keep,omitempty" json:"keep,omitempty"`
 }
@@ -46,9 +46,9 @@ type SnapshotConfig struct {
 // DefaultSnapshotConfig returns the defaults.
 func DefaultSnapshotConfig() SnapshotConfig {
 	return SnapshotConfig{
-		Interval:   snapshot.DefaultInterval,
+		Interval:   Duration(snapshot.DefaultInterval),
 		MaxChanges: snapshot.DefaultMaxChanges,
-		MaxAge:     snapshot.DefaultMaxAge,
+		MaxAge:     Duration(snapshot.DefaultMaxAge),
 		Keep:       snapshot.DefaultKeep,
 	}
 }
@@ -314,7 +314,7 @@ func (s *Store) NewSnapshotter(c SnapshotConfig) (*Snapshotter, error) {
 // when ctx ends.
 func (sn *Snapshotter) Run(ctx context.Context) error {
 	err := sn.snap.Run(ctx, sn.s.meta.KV(), sn.s.snapshotMembers,
-		snapshot.Schedule{Interval: sn.cfg.Interval, MaxChanges: sn.cfg.MaxChanges, MaxAge: sn.cfg.MaxAge},
+		snapshot.Schedule{Interval: sn.cfg.Interval.Std(), MaxChanges: sn.cfg.MaxChanges, MaxAge: sn.cfg.MaxAge.Std()},
 		snapshot.TakeOptions{Settings: sn.settl},
 		func(res *snapshot.Result, err error) { sn.record(ctx, res, err) })
 	if ctx.Err() != nil {
@@ -333,7 +333,7 @@ func (sn *Snapshotter) Take(ctx context.Context, force bool) (*SnapshotInfo, err
 	members, err := sn.s.snapshotMembers(ctx)
 	var res *snapshot.Result
 	if err == nil {
-		res, err = sn.snap.Take(ctx, sn.s.meta.KV(), members, snapshot.TakeOptions{Settings: sn.settl, Force: force, MaxAge: sn.cfg.MaxAge})
+		res, err = sn.snap.Take(ctx, sn.s.meta.KV(), members, snapshot.TakeOptions{Settings: sn.settl, Force: force, MaxAge: sn.cfg.MaxAge.Std()})
 	}
 	sn.record(ctx, res, err)
 	if err != nil {
@@ -348,7 +348,7 @@ func (sn *Snapshotter) record(ctx context.Context, res *snapshot.Result, err err
 	sn.mu.Lock()
 	defer sn.mu.Unlock()
 	st := &sn.last
-	st.Interval, st.By, st.Checked = sn.cfg.Interval, sn.by, time.Now().UTC()
+	st.Interval, st.By, st.Checked = sn.cfg.Interval.Std(), sn.by, time.Now().UTC()
 	if err != nil {
 		st.LastError, st.LastErrorAt = err.Error(), st.Checked
 		sn.s.log.Warn("snapshot failed", "err", err)
