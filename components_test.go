@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -316,4 +317,33 @@ func TestSecretsNeverLeakS3(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+func TestEtcdMetastore(t *testing.T) {
+	eps := os.Getenv("HEALSTORE_ETCD_ENDPOINTS")
+	if eps == "" {
+		if os.Getenv("HEALSTORE_REQUIRE_COMPONENTS") == "1" {
+			t.Fatal("HEALSTORE_ETCD_ENDPOINTS is not set and HEALSTORE_REQUIRE_COMPONENTS=1: etcd is required")
+		}
+		t.Skip("HEALSTORE_ETCD_ENDPOINTS not set: no etcd (start one with scripts/services.sh start)")
+	}
+	prefix := "healstore-test-" + randHex(4) + "/"
+	cfg := testConfig(t, testOpts{edit: func(c *Config) {
+		c.Metastore = MetastoreConfig{Kind: "etcd", Endpoints: strings.Split(eps, ","), Prefix: prefix}
+	}})
+	s := openTest(t, cfg)
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("shared truth "), 20000)
+	if _, err := s.Put(ctx, "e", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// No local metadata: a second store on the same etcd prefix sees it.
+	if _, err := os.Stat(filepath.Join(cfg.Dir, "meta")); err == nil {
+		t.Fatal("pebble metadata created although the metastore is etcd")
+	}
+	s = openTest(t, cfg)
+	if !bytes.Equal(readAll(t, s, "e"), data) {
+		t.Fatal("read back through etcd differs")
+	}
 }

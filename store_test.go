@@ -3,10 +3,12 @@ package healstore
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -490,5 +492,59 @@ func TestWriterFailsPromptly(t *testing.T) {
 	}
 	if err := w.Close(); !errors.Is(err, ErrInsufficientBackends) {
 		t.Fatalf("close: %v", err)
+	}
+}
+
+func TestMarkersAndHealth(t *testing.T) {
+	cfg := testConfig(t, testOpts{spares: 1})
+	s := openTest(t, cfg)
+	ctx := context.Background()
+	for _, b := range cfg.Backends {
+		be, _ := s.Backend(b.Name)
+		raw, err := be.Get(ctx, MarkerKey)
+		if err != nil {
+			t.Fatalf("%s: marker: %v", b.Name, err)
+		}
+		var m Marker
+		if err := json.Unmarshal(raw, &m); err != nil || m.StoreID != s.StoreID() || m.Backend != b.Name {
+			t.Fatalf("%s: marker %s", b.Name, raw)
+		}
+		rec, _ := s.meta.GetBackend(ctx, b.Name)
+		if rec.Marker != string(raw) || rec.Spare != b.Spare || rec.Domain != b.Domain("node") {
+			t.Fatalf("%s: record %+v", b.Name, rec)
+		}
+	}
+	rep, err := s.Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Writable || !rep.FullRedundancy || rep.Domains != 6 || len(rep.Backends) != 7 || len(rep.Problems) != 0 {
+		t.Fatalf("healthy store: %+v", rep)
+	}
+	setBackend(t, s, "b3", func(b backends.Backend) backends.Backend { return downBackend{b} })
+	rep, _ = s.Health(ctx)
+	if !rep.Writable || rep.FullRedundancy || rep.Domains != 5 || !strings.Contains(strings.Join(rep.Problems, "\n"), "backend b3 is unreachable") {
+		t.Fatalf("one backend down: %+v", rep)
+	}
+	s.Close()
+
+	// A backend wiped since it joined keeps its marker missing: Open does
+	// not rewrite it (the healer must see the loss).
+	be := cfg.Backends[2]
+	os.RemoveAll(be.Path)
+	os.MkdirAll(be.Path, 0o700)
+	s = openTest(t, cfg)
+	b2, _ := s.Backend(be.Name)
+	if _, err := b2.Get(ctx, MarkerKey); !errors.Is(err, backends.ErrNotFound) {
+		t.Fatalf("marker of a wiped backend rewritten: %v", err)
+	}
+	s.Close()
+
+	// A directory holding another store's marker is refused on first sight.
+	other := testConfig(t, testOpts{})
+	other.Backends[0].Path = cfg.Backends[0].Path
+	_, err = Open(ctx, other)
+	if err == nil || !strings.Contains(err.Error(), "another store") {
+		t.Fatalf("foreign backend accepted: %v", err)
 	}
 }
