@@ -332,19 +332,31 @@ func (f *filesystem) write(st *inodeState, data []byte, off int64) (int, error) 
 	end := off + int64(len(data))
 	first, last := off/bs, (end-1)/bs
 	charge := f.charge(uint32(bs))
-	reserved := (last - first + 2) * charge // blocks touched, and a partial last block
-	if err := f.budget.reserve(ctx, reserved, f.up.kick); err != nil {
-		return 0, err
-	}
+	// Only blocks that enter the cache cost budget; most writes land in a
+	// block already there. Reserve outside the inode's lock, so uploads of
+	// this file can free room meanwhile, and look again after.
+	var reserved int64
 	defer func() { f.budget.release(max(reserved, 0)) }()
-
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if err := waitLocked(ctx, st, func() bool { return !st.trimming }); err != nil {
-		return 0, err
-	}
-	if st.gone {
-		return 0, syscall.ESTALE
+	for {
+		if err := waitLocked(ctx, st, func() bool { return !st.trimming }); err != nil {
+			return 0, err
+		}
+		if st.gone {
+			return 0, syscall.ESTALE
+		}
+		need := f.newBlocksLocked(st, first, last, end) * charge
+		if need <= reserved {
+			break
+		}
+		st.mu.Unlock()
+		err := f.budget.reserve(ctx, need-reserved, f.up.kick)
+		st.mu.Lock()
+		if err != nil {
+			return 0, err
+		}
+		reserved = need
 	}
 	size := int64(st.rec.Size)
 	if end > size {
@@ -384,6 +396,25 @@ func (f *filesystem) write(st *inodeState, data []byte, off int64) (int, error) 
 	st.rec.Mtime, st.rec.Ctime = now, now
 	st.attrDirty = true
 	return len(data), nil
+}
+
+// newBlocksLocked counts the blocks a write of [first, last] ending at
+// end must bring into the cache: those not there yet, and a partial last
+// block that growing the file cuts.
+func (f *filesystem) newBlocksLocked(st *inodeState, first, last, end int64) int64 {
+	var n int64
+	for idx := first; idx <= last; idx++ {
+		if st.blocks[uint64(idx)] == nil {
+			n++
+		}
+	}
+	size := st.rec.Size
+	bs := uint64(st.rec.BlockSize)
+	if tail := int64(size / bs); uint64(end) > size && size%bs != 0 && (tail < first || tail > last) &&
+		st.blocks[uint64(tail)] == nil && uint64(tail) < st.rec.Extent {
+		n++
+	}
+	return n
 }
 
 func (st *inodeState) blockSize() uint32 {

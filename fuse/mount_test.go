@@ -60,6 +60,8 @@ func requireTool(t testing.TB, name string) string {
 type storeEnv struct {
 	dir     string
 	cfgPath string
+	edit    func(*healstore.Config)
+	cfg     *healstore.Config
 	s       *healstore.Store
 }
 
@@ -67,6 +69,12 @@ type storeEnv struct {
 // block size (0: 1 MiB). Compression and encryption are off: the tests
 // are about the filesystem, and both cost CPU the 2-core CI machine lacks.
 func newStore(t testing.TB, k, m, blockSize int) *storeEnv {
+	t.Helper()
+	return newStoreWith(t, k, m, blockSize, nil)
+}
+
+// newStoreWith is newStore with edit applied to the config at every open.
+func newStoreWith(t testing.TB, k, m, blockSize int, edit func(*healstore.Config)) *storeEnv {
 	t.Helper()
 	if blockSize == 0 {
 		blockSize = 1 << 20
@@ -79,7 +87,7 @@ func newStore(t testing.TB, k, m, blockSize int) *storeEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &storeEnv{dir: dir, cfgPath: cfgPath}
+	e := &storeEnv{dir: dir, cfgPath: cfgPath, edit: edit}
 	e.open(t)
 	t.Cleanup(func() { e.s.Close() })
 	return e
@@ -92,6 +100,10 @@ func (e *storeEnv) open(t testing.TB) {
 		t.Fatal(err)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if e.edit != nil {
+		e.edit(cfg)
+	}
+	e.cfg = cfg
 	s, err := healstore.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
