@@ -411,7 +411,6 @@ func TestRecoverWrongKeyWritesNothing(t *testing.T) {
 
 func TestSnapshotLoop(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	f := newRecoverFixture(t)
 	s := f.open(t)
 	defer s.Close()
@@ -419,9 +418,18 @@ func TestSnapshotLoop(t *testing.T) {
 	if err != nil || !lw.Covered.IsZero() || lw.Snapshot != nil {
 		t.Fatalf("loss window before any snapshot: %+v, %v", lw, err)
 	}
-	if _, err := s.StartSnapshots(ctx, SnapshotConfig{Interval: Duration(200 * time.Millisecond)}); err != nil {
+	sn, err := s.NewSnapshotter(SnapshotConfig{Interval: Duration(200 * time.Millisecond)})
+	if err != nil {
 		t.Fatal(err)
 	}
+	done := make(chan error, 1)
+	go func() { done <- sn.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
 	recPutRandom(t, s, rand.New(rand.NewPCG(2, 10)), "loop", 3)
 	wrote := time.Now()
 	deadline := time.Now().Add(20 * time.Second)
@@ -454,5 +462,28 @@ func TestSnapshotLoop(t *testing.T) {
 	}
 	if lw2, _ := s.LossWindow(ctx); !lw2.Checked.After(lw.Checked) {
 		t.Fatalf("the snapshotter stopped checking: %v then %v", lw.Checked, lw2.Checked)
+	}
+}
+
+// TestSnapshotsStopWithTheStore: a snapshotter started with the store
+// ends when the store closes, even if its context lives on.
+func TestSnapshotsStopWithTheStore(t *testing.T) {
+	f := newRecoverFixture(t)
+	s := f.open(t)
+	sn, err := s.NewSnapshotter(SnapshotConfig{Interval: Duration(50 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sn.Run(context.Background()) }()
+	time.Sleep(200 * time.Millisecond)
+	s.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Run after Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the snapshotter runs on after the store closed")
 	}
 }

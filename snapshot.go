@@ -222,6 +222,9 @@ func (s *Store) snapshotKeys() (*snapshot.Keys, error) {
 // draining) may receive snapshot shards. Down backends are left out so a
 // snapshot does not wait on their timeouts.
 func (s *Store) snapshotMembers(ctx context.Context) ([]snapshot.Member, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
 	recs, err := s.meta.ListBackends(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list backends: %w", err)
@@ -310,13 +313,25 @@ func (s *Store) NewSnapshotter(c SnapshotConfig) (*Snapshotter, error) {
 }
 
 // Run checks the metastore on the schedule and snapshots it until ctx
-// ends. Run it on one process per store (see RunAsLeader). It returns nil
-// when ctx ends.
+// ends or the store is closed. Run it on one process per store (see
+// RunAsLeader). It returns nil when ctx ends, ErrClosed when the store
+// was closed.
 func (sn *Snapshotter) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	err := sn.snap.Run(ctx, sn.s.meta.KV(), sn.s.snapshotMembers,
 		snapshot.Schedule{Interval: sn.cfg.Interval.Std(), MaxChanges: sn.cfg.MaxChanges, MaxAge: sn.cfg.MaxAge.Std()},
 		snapshot.TakeOptions{Settings: sn.settl},
-		func(res *snapshot.Result, err error) { sn.record(ctx, res, err) })
+		func(res *snapshot.Result, err error) {
+			if sn.s.checkOpen() != nil {
+				cancel(ErrClosed)
+				return
+			}
+			sn.record(ctx, res, err)
+		})
+	if cause := context.Cause(ctx); errors.Is(cause, ErrClosed) {
+		return fmt.Errorf("snapshots: store: %w", ErrClosed)
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -371,9 +386,9 @@ func (sn *Snapshotter) record(ctx context.Context, res *snapshot.Result, err err
 }
 
 // StartSnapshots builds a snapshotter with c and runs it in the
-// background until ctx ends. Use it when this process is the only one
-// using the metastore (pebble); with etcd, run the snapshotter under
-// RunAsLeader instead.
+// background until ctx ends or the store is closed. Use it when this
+// process is the only one using the metastore (pebble); with etcd, run the
+// snapshotter under RunAsLeader instead.
 func (s *Store) StartSnapshots(ctx context.Context, c SnapshotConfig) (*Snapshotter, error) {
 	sn, err := s.NewSnapshotter(c)
 	if err != nil {
