@@ -64,15 +64,23 @@ func (hs *healStore) backendDir(name string) string {
 }
 
 // kill makes a backend's directory vanish (its probe then fails).
+// A plain file is left at the path, so nothing can recreate the directory
+// and write there while the backend is "dead".
 func (hs *healStore) kill(name string) {
 	hs.t.Helper()
 	if err := os.Rename(hs.backendDir(name), hs.backendDir(name)+".dead"); err != nil {
+		hs.t.Fatal(err)
+	}
+	if err := os.WriteFile(hs.backendDir(name), []byte("dead\n"), 0o600); err != nil {
 		hs.t.Fatal(err)
 	}
 }
 
 func (hs *healStore) revive(name string) {
 	hs.t.Helper()
+	if err := os.Remove(hs.backendDir(name)); err != nil {
+		hs.t.Fatal(err)
+	}
 	if err := os.Rename(hs.backendDir(name)+".dead", hs.backendDir(name)); err != nil {
 		hs.t.Fatal(err)
 	}

@@ -92,12 +92,14 @@ type Healer struct {
 	rnd     *rand.Rand
 	// provisionAfter delays the next provisioning try after a failure.
 	provisionAfter time.Time
-	// capacityWanted: a rebuild found no target; provision one.
-	capacityWanted bool
-	stats          repairStats
-	rates          rateWindow
-	scrubs         map[string]*ScrubProgress // by pass: "light", "deep"
-	census         *Census
+	// wantedAt is when the latest rebuild that found no target looked at
+	// the candidates; capacityAt is when capacity was last added. Only a
+	// want newer than the last addition provisions more.
+	wantedAt, capacityAt time.Time
+	stats                repairStats
+	rates                rateWindow
+	scrubs               map[string]*ScrubProgress // by pass: "light", "deep"
+	census               *Census
 
 	locks [256]sync.Mutex // per-stripe locks (by id hash): rebuild vs GC vs scrub
 }

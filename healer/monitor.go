@@ -247,6 +247,8 @@ func (h *Healer) onEvent(ctx context.Context, name string, ev plan.Event, marker
 		return h.replace(ctx, name)
 	case plan.EventWiped:
 		return h.wiped(ctx, name, marker == plan.MarkerForeign)
+	case plan.EventRecovered:
+		h.retrySoon(ctx)
 	}
 	return nil
 }
@@ -477,6 +479,13 @@ func (h *Healer) replace(ctx context.Context, down string) error {
 	if _, err := h.meta.GetMeta(ctx, replacementMeta(down)); err == nil {
 		return nil
 	}
+	if name := h.pickUnassigned(ctx); name != "" {
+		h.log.Info("capacity provisioned during the grace period replaces down backend", "backend", name, "down", down)
+		if err := h.meta.DeleteMeta(ctx, unassignedMeta(name)); err != nil {
+			return err
+		}
+		return h.meta.PutMeta(ctx, replacementMeta(down), []byte(name))
+	}
 	if name := h.pickSpare(); name != "" {
 		if err := h.promote(ctx, name); err != nil {
 			return err
@@ -517,7 +526,36 @@ func (h *Healer) promote(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("promote spare %s: %w", name, err)
 	}
-	return h.refresh(ctx)
+	if err := h.refresh(ctx); err != nil {
+		return err
+	}
+	h.retrySoon(ctx)
+	return nil
+}
+
+// unassignedMeta marks a backend provisioned for a rebuild that found no
+// target (margin-0 repairs inside a grace period), not yet counted as the
+// replacement of a down backend.
+func unassignedMeta(name string) string { return "healer/unassigned/" + name }
+
+// pickUnassigned returns an up backend provisioned for capacity that no
+// down backend claimed yet.
+func (h *Healer) pickUnassigned(ctx context.Context) string {
+	h.mu.Lock()
+	var names []string
+	for name, m := range h.members {
+		if m.health.State == plan.Up && !m.rec.Spare {
+			names = append(names, name)
+		}
+	}
+	h.mu.Unlock()
+	sort.Strings(names)
+	for _, name := range names {
+		if _, err := h.meta.GetMeta(ctx, unassignedMeta(name)); err == nil {
+			return name
+		}
+	}
+	return ""
 }
 
 // pickSpare returns a registered spare that is up and answering.
@@ -550,8 +588,7 @@ func (h *Healer) ensureCapacity(ctx context.Context) error {
 			spareNames = append(spareNames, name)
 		}
 	}
-	wanted := h.capacityWanted
-	h.capacityWanted = false
+	wanted := h.wantedAt.After(h.capacityAt)
 	h.mu.Unlock()
 	sort.Strings(down)
 	var errs []error
@@ -578,9 +615,19 @@ func (h *Healer) ensureCapacity(ctx context.Context) error {
 		}
 	}
 	if wanted && spares == 0 {
-		// A rebuild found no target outside its stripe's domains.
-		if _, err := h.provision(ctx, false, ""); err != nil {
+		// A rebuild found no target outside its stripe's domains. The new
+		// backend is remembered as unassigned: the next backend declared
+		// down takes it as its replacement instead of provisioning another.
+		name, err := h.provision(ctx, false, "")
+		if err != nil {
 			errs = append(errs, err)
+		} else if name != "" {
+			h.mu.Lock()
+			h.capacityAt = h.now()
+			h.mu.Unlock()
+			if err := h.meta.PutMeta(ctx, unassignedMeta(name), []byte{}); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	for ; spares < h.cfg.SpareTarget; spares++ {
@@ -696,7 +743,11 @@ func (h *Healer) adopt(ctx context.Context, spec backends.Spec, secret, by strin
 	if err != nil {
 		return err
 	}
-	return h.refresh(ctx)
+	if err := h.refresh(ctx); err != nil {
+		return err
+	}
+	h.retrySoon(ctx)
+	return nil
 }
 
 // AddBackend registers an operator's backend (the CLI's `backend add`):

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -286,7 +288,11 @@ func (h *Healer) requeue(ctx context.Context, it metastore.RepairItem, cause err
 	if err := h.meta.Requeue(ctx, next); err != nil {
 		h.log.Warn("record failed repair", "stripe", fmt.Sprintf("%x", it.Stripe), "err", err)
 	}
-	h.log.Info("repair failed", "stripe", fmt.Sprintf("%x", it.Stripe), "attempt", attempts, "err", cause)
+	lvl := slog.LevelInfo
+	if errors.Is(cause, ErrNoTarget) || errors.Is(cause, ErrUnrecoverable) {
+		lvl = slog.LevelDebug // waiting for capacity or a backend: expected, and retried
+	}
+	h.log.Log(ctx, lvl, "repair failed", "stripe", fmt.Sprintf("%x", it.Stripe), "attempt", attempts, "err", cause)
 }
 
 func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, error) {
@@ -329,8 +335,13 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 			}
 			return NoOp, nil
 		}
-		var bad []int
-		have, bad, corrupt = h.verifyAll(ctx, st, d.Sources, verify)
+		// A reader found this stripe short although the metastore does
+		// not know why: a cheap existence check first, a full read and
+		// verify only if that finds nothing.
+		bad := h.statSources(ctx, st, d.Sources)
+		if len(bad) == 0 {
+			have, bad, corrupt = h.verifyAll(ctx, st, d.Sources, verify)
+		}
 		if len(bad) == 0 {
 			if _, err := h.meta.DequeueIf(ctx, it); err != nil {
 				return Failed, err
@@ -344,6 +355,15 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 		if d.Unrecoverable {
 			return fail(ErrUnrecoverable, corrupt)
 		}
+	}
+
+	// Targets first: no point reading shards that cannot be placed.
+	snap := h.now()
+	cands := h.candidates()
+	rnd := h.randSource()
+	want, chosen, avoid, short, err := h.targets(st, d, pv, views, cands, rnd, snap)
+	if err != nil {
+		return fail(err, corrupt)
 	}
 
 	n := len(st.Shards)
@@ -371,6 +391,7 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 			Stripe: st.ID, Locs: locs, Need: st.K, Prefer: d.Sources,
 			Verify: verify, HedgeAfter: hedge, OnError: h.Report,
 		})
+		grew := false
 		if res != nil {
 			var read int64
 			for _, s := range res.Shards {
@@ -382,6 +403,7 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 			for _, i := range append(slices.Clone(res.Missing), res.Corrupt...) {
 				if slices.Contains(d.Sources, i) {
 					pv.Shards[i].Bad = true
+					grew = true
 				}
 			}
 			corrupt = append(corrupt, res.Corrupt...)
@@ -389,52 +411,21 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 		if err != nil {
 			return fail(fmt.Errorf("read sources: %w", err), corrupt)
 		}
-		d = plan.Stripe(pv, views)
-		if d.Unrecoverable {
-			return fail(ErrUnrecoverable, corrupt)
+		if grew {
+			d = plan.Stripe(pv, views)
+			if d.Unrecoverable {
+				return fail(ErrUnrecoverable, corrupt)
+			}
+			if want, chosen, avoid, short, err = h.targets(st, d, pv, views, cands, rnd, snap); err != nil {
+				return fail(err, corrupt)
+			}
 		}
 	}
-	want := d.Rebuild
 	if len(want) == 0 {
 		if _, err := h.meta.DequeueIf(ctx, it); err != nil {
 			return Failed, err
 		}
 		return NoOp, nil
-	}
-
-	// Targets: outside every domain a kept shard holds. When fewer fit
-	// than are wanted, the most urgent shards are rebuilt now and the
-	// rest wait for the capacity the monitor is asked to provision.
-	avoid := make(map[string]bool, len(d.AvoidDomains))
-	for _, dom := range d.AvoidDomains {
-		avoid[dom] = true
-	}
-	cands := h.candidates()
-	rnd := h.randSource()
-	chosen, err := placement.Choose(cands, len(want), avoid, true, rnd)
-	var short error
-	if err != nil {
-		var ne *placement.NotEnoughError
-		if errors.As(err, &ne) && ne.Usable > 0 {
-			keep := urgentFirst(want, d)[:ne.Usable]
-			for _, i := range want {
-				if slices.Contains(keep, i) || pv.Shards[i].Bad {
-					continue
-				}
-				if v, ok := views[st.Shards[i].Backend]; ok {
-					avoid[v.Domain] = true // it stays where it is for now
-				}
-			}
-			slices.Sort(keep)
-			want = keep
-			short = fmt.Errorf("%w: %w", ErrNoTarget, err)
-			chosen, err = placement.Choose(cands, len(want), avoid, true, rnd)
-		}
-		if err != nil {
-			h.needCapacity()
-			return fail(fmt.Errorf("%w: %w", ErrNoTarget, err), corrupt)
-		}
-		h.needCapacity()
 	}
 
 	// Reconstruct takes only what it needs; rebuilt-but-readable shards
@@ -548,6 +539,78 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 	return Repaired, nil
 }
 
+// targets picks a backend for each shard to rebuild, outside every domain
+// a kept shard holds. When fewer fit than are wanted, the most urgent
+// shards get targets now, short says why the rest wait, and the monitor is
+// asked for capacity.
+func (h *Healer) targets(st *metastore.Stripe, d plan.Decision, pv plan.StripeView, views map[string]plan.BackendView,
+	cands []placement.Candidate, rnd *mrand.Rand, snap time.Time) (want []int, chosen []placement.Candidate, avoid map[string]bool, short, err error) {
+	want = d.Rebuild
+	avoid = make(map[string]bool, len(d.AvoidDomains))
+	for _, dom := range d.AvoidDomains {
+		avoid[dom] = true
+	}
+	if len(want) == 0 {
+		return want, nil, avoid, nil, nil
+	}
+	chosen, err = placement.Choose(cands, len(want), avoid, true, rnd)
+	if err == nil {
+		return want, chosen, avoid, nil, nil
+	}
+	var ne *placement.NotEnoughError
+	if errors.As(err, &ne) && ne.Usable > 0 {
+		keep := urgentFirst(want, d)[:ne.Usable]
+		for _, i := range want {
+			if slices.Contains(keep, i) || pv.Shards[i].Bad {
+				continue
+			}
+			if v, ok := views[st.Shards[i].Backend]; ok {
+				avoid[v.Domain] = true // it stays where it is for now
+			}
+		}
+		slices.Sort(keep)
+		short = fmt.Errorf("%w: %w", ErrNoTarget, err)
+		if chosen, err = placement.Choose(cands, len(keep), avoid, true, rnd); err == nil {
+			h.needCapacity(snap)
+			return keep, chosen, avoid, short, nil
+		}
+	}
+	h.needCapacity(snap)
+	return nil, nil, nil, nil, fmt.Errorf("%w: %w", ErrNoTarget, err)
+}
+
+// statSources checks that each source shard exists with its recorded size
+// and returns those that do not.
+func (h *Healer) statSources(ctx context.Context, st *metastore.Stripe, sources []int) []int {
+	var mu sync.Mutex
+	var bad []int
+	var wg sync.WaitGroup
+	for _, i := range sources {
+		l := st.Shards[i]
+		b, ok := h.pool.Backend(l.Backend)
+		if !ok {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			size, err := b.Stat(ctx, l.Key)
+			if err != nil && !errors.Is(err, backends.ErrNotFound) {
+				h.Report(l.Backend, err)
+				return
+			}
+			if err != nil || (l.Size > 0 && size != l.Size) {
+				mu.Lock()
+				bad = append(bad, i)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	slices.Sort(bad)
+	return bad
+}
+
 // urgentFirst orders shards to rebuild by how much they matter: lost ones
 // first, then those waiting out a grace period, then moves.
 func urgentFirst(want []int, d plan.Decision) []int {
@@ -626,10 +689,39 @@ func (h *Healer) addWritten(n int64) {
 	h.metrics.writtenBytes.Add(float64(n))
 }
 
-// needCapacity asks the monitor for more capacity at its next round.
-func (h *Healer) needCapacity() {
+// retrySoon lifts the back-off of every queued repair: new capacity (a
+// provisioned backend) or a backend that answers again may let them all
+// succeed now.
+func (h *Healer) retrySoon(ctx context.Context) {
 	h.mu.Lock()
-	h.capacityWanted = true
+	h.capacityAt = h.now()
+	h.mu.Unlock()
+	items, err := h.meta.Queue(ctx, 0)
+	if err != nil {
+		h.log.Warn("read repair queue", "err", err)
+		return
+	}
+	now := h.now()
+	for _, it := range items {
+		if !it.NotBefore.After(now) {
+			continue
+		}
+		it.NotBefore = now
+		if err := h.meta.Requeue(ctx, it); err != nil {
+			h.log.Warn("lift repair back-off", "err", err)
+			return
+		}
+	}
+	h.kick()
+}
+
+// needCapacity asks the monitor for more capacity at its next round,
+// unless capacity was added since the failed attempt looked (snap).
+func (h *Healer) needCapacity(snap time.Time) {
+	h.mu.Lock()
+	if snap.After(h.wantedAt) {
+		h.wantedAt = snap
+	}
 	h.mu.Unlock()
 	select {
 	case h.probeMe <- "":

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/bench"
+)
+
+func newBackendCmd(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "backend",
+		Short: "List, add, drain and remove backends",
+	}
+	cmd.AddCommand(newBackendLsCmd(g), newBackendAddCmd(g), newBackendDrainCmd(g), newBackendRmCmd(g))
+	return cmd
+}
+
+type backendLsOptions struct{ json bool }
+
+func newBackendLsCmd(g *globalOptions) *cobra.Command {
+	o := &backendLsOptions{}
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List backends with state, domain and shards held",
+		Args:  argsBetween(0, 0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := openHealer(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			st, err := t.status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if o.json {
+				return json.NewEncoder(g.stdout).Encode(st.Backends)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tKIND\tSTATE\tDOMAIN\tSPARE\tSHARDS")
+			for _, b := range st.Backends {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%d\n", b.Name, b.Kind, b.State, b.Domain, b.Spare, b.Shards)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&o.json, "json", false, "print as JSON")
+	return cmd
+}
+
+type backendAddOptions struct {
+	spec        backends.Spec
+	quota       string
+	secretStdin bool
+}
+
+func newBackendAddCmd(g *globalOptions) *cobra.Command {
+	o := &backendAddOptions{}
+	cmd := &cobra.Command{
+		Use:   "add NAME",
+		Short: "Register a new backend (it is marked, probed and used at once)",
+		Long: `add registers backend NAME in the store's metadata (backends added here
+do not go in the config file), writes its identity marker and starts using
+it. A zdb password or S3 secret key is read from stdin with --secret-stdin
+and saved in the secrets file under --secret-ref; it never appears in
+arguments, logs or metadata.
+
+Examples:
+  healstore backend add b7 --kind local --path /mnt/disk7/healstore --node host3
+  healstore backend add s3a --kind s3 --address 10.0.0.5:7070 --bucket hs \
+      --access-key AK --secret-ref s3/s3a --secret-stdin < secret.txt
+
+` + exitCodesHelp,
+		Args: argsBetween(1, 1),
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			o.spec.Name = args[0]
+			if o.quota != "" {
+				q, err := bench.ParseSize(o.quota)
+				if err != nil {
+					return usagef("--quota: %v", err)
+				}
+				o.spec.Quota = q
+			}
+			if err := o.spec.Validate(); err != nil {
+				return usagef("%v", err)
+			}
+			if o.secretStdin && o.spec.SecretRef == "" {
+				return usagef("--secret-stdin needs --secret-ref (the name the secret is saved under)")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			secret := ""
+			if o.secretStdin {
+				line, err := bufio.NewReader(g.stdin).ReadString('\n')
+				if err != nil && line == "" {
+					return fmt.Errorf("read secret from stdin: %w", err)
+				}
+				secret = strings.TrimSpace(line)
+			}
+			t, err := openHealer(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			if t.remote != nil {
+				err = t.remote.AddBackend(cmd.Context(), o.spec, secret)
+			} else {
+				err = t.local.AddBackend(cmd.Context(), o.spec, secret)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "backend %s added (%s)\n", o.spec.Name, o.spec.Domain(t.cfg.PlacementLevel))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	s := &o.spec
+	f.StringVar(&s.Kind, "kind", "", "local, zdb or s3 (required)")
+	f.StringVar(&s.Path, "path", "", "directory (local)")
+	f.StringVar(&s.Address, "address", "", "host:port (zdb, s3)")
+	f.StringVar(&s.Namespace, "namespace", "", "0-db namespace (zdb)")
+	f.StringVar(&s.Bucket, "bucket", "", "bucket (s3)")
+	f.StringVar(&s.Prefix, "prefix", "", "key prefix (s3)")
+	f.StringVar(&s.Region, "region", "", "region (s3)")
+	f.BoolVar(&s.TLS, "tls", false, "use TLS (s3)")
+	f.StringVar(&s.AccessKey, "access-key", "", "access key id (s3)")
+	f.StringVar(&s.SecretRef, "secret-ref", "", "secrets-file entry holding the password or secret key")
+	f.StringVar(&o.quota, "quota", "", "capacity to use, e.g. 500GiB (default: none)")
+	f.StringVar(&s.Node, "node", "", "node failure-domain label")
+	f.StringVar(&s.Farm, "farm", "", "farm failure-domain label")
+	f.BoolVar(&s.Spare, "spare", false, "keep as a spare: only rebuilds and retries write to it")
+	f.BoolVar(&o.secretStdin, "secret-stdin", false, "read the secret from the first line of stdin")
+	return cmd
+}
+
+type backendDrainOptions struct {
+	wait time.Duration
+}
+
+func newBackendDrainCmd(g *globalOptions) *cobra.Command {
+	o := &backendDrainOptions{}
+	cmd := &cobra.Command{
+		Use:   "drain NAME",
+		Short: "Move every shard off a backend, then retire it",
+		Long: `drain marks backend NAME draining (no new shards) and queues every stripe
+with a shard on it. Each such shard is rebuilt on another backend from the
+stripe's other shards, in parallel, never by copying from the leaving
+backend alone; when it holds nothing, it is retired.
+
+Without a daemon, drain does the work itself and returns when the backend is
+retired. With a daemon, it starts the drain and returns; --wait polls until
+the backend is retired (or the wait runs out).
+
+` + exitCodesHelp,
+		Args: argsBetween(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			name := args[0]
+			t, err := openHealer(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			if t.remote != nil {
+				if err := t.remote.Drain(ctx, name); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "draining %s (the daemon moves its shards)\n", name)
+				deadline := time.Now().Add(o.wait)
+				for o.wait > 0 {
+					st, err := t.remote.Status(ctx)
+					if err != nil {
+						return err
+					}
+					for _, b := range st.Backends {
+						if b.Name == name && b.State == "retired" {
+							fmt.Fprintf(g.stdout, "%s retired\n", name)
+							return nil
+						}
+					}
+					if time.Now().After(deadline) {
+						return fmt.Errorf("%s not retired within %s", name, o.wait)
+					}
+					time.Sleep(time.Second)
+				}
+				return nil
+			}
+			h := t.local
+			if err := h.Drain(ctx, name); err != nil {
+				return err
+			}
+			p := newCountProgress(g, "moving shards off "+name)
+			rep, err := h.RepairAll(ctx, nil)
+			p.finish()
+			if err != nil {
+				return err
+			}
+			if err := h.ProbeAll(ctx); err != nil {
+				fmt.Fprintf(g.stderr, "healstore: warning: probing backends: %v\n", err)
+			}
+			st, err := h.Status(ctx)
+			if err != nil {
+				return err
+			}
+			for _, b := range st.Backends {
+				if b.Name == name {
+					fmt.Fprintf(g.stdout, "%s is %s; %d stripe(s) moved (%s written), %d failed\n", name, b.State, rep.Repaired, humanBytes(rep.BytesWritten), rep.Failed)
+					if b.State != "retired" {
+						return fmt.Errorf("%s still holds %d shard(s); run drain again once the failures above are resolved", name, b.Shards)
+					}
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&o.wait, "wait", 0, "with a daemon: wait this long for the backend to be retired")
+	return cmd
+}
+
+func newBackendRmCmd(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Forget a backend that holds no shards (drain it first)",
+		Args:  argsBetween(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := openHealer(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			for _, b := range t.cfg.Backends {
+				if b.Name == args[0] {
+					// The store registers config backends again at every open.
+					return fmt.Errorf("backend %s is listed in %s; drain it, delete its [[backends]] entry, then run rm", args[0], t.cfg.Path())
+				}
+			}
+			if t.remote != nil {
+				err = t.remote.RemoveBackend(cmd.Context(), args[0])
+			} else {
+				err = t.local.RemoveBackend(cmd.Context(), args[0])
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "backend %s removed\n", args[0])
+			return nil
+		},
+	}
+}

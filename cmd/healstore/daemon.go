@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/healstore/healstore"
+	"github.com/healstore/healstore/healer"
+	"github.com/healstore/healstore/metastore"
+)
+
+func init() {
+	extraCommands = append(extraCommands, newDaemonCmd, newStatusCmd, newHealCmd, newScrubCmd, newBackendCmd, newDemoCmd)
+}
+
+type daemonOptions struct {
+	addr string
+}
+
+func newDaemonCmd(g *globalOptions) *cobra.Command {
+	o := &daemonOptions{}
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Run the healer: monitor, rebuild, scrub, collect garbage; serve metrics and status",
+		Long: `daemon runs the healer until SIGTERM or SIGINT: it probes every backend,
+declares a backend down after the grace period (healer.grace_period),
+provisions a replacement (healer.provisioner), rebuilds missing shards,
+scrubs every stripe over healer.scrub_period and deletes garbage.
+
+It serves Prometheus metrics at /metrics, the JSON status at /status and the
+healer API (used by status, heal, scrub and backend while the daemon runs) on
+--addr, by default healer.metrics_addr (127.0.0.1:9310). Logs go to stderr
+at --log-level (info unless given).
+
+` + exitCodesHelp,
+		Args: argsBetween(0, 0),
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("log-level") {
+				g.logLevel = "info"
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, _, err := openStore(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			return s.RunDaemon(cmd.Context(), healstore.DaemonOptions{Addr: o.addr, Ready: func(addr string) {
+				fmt.Fprintf(g.stderr, "healstore: daemon serving on http://%s (metrics, status); stop with SIGTERM\n", addr)
+			}})
+		},
+	}
+	cmd.Flags().StringVar(&o.addr, "addr", "", "listen address (default: healer.metrics_addr from the config)")
+	return cmd
+}
+
+// healerTarget is the healer a command talks to: in this process (no
+// daemon holds the store) or the running daemon's API.
+type healerTarget struct {
+	store  *healstore.Store
+	local  *healstore.Healer
+	remote *healer.Client
+	cfg    *healstore.Config
+}
+
+func (t *healerTarget) Close() {
+	if t.local != nil {
+		t.local.Close()
+	}
+	if t.store != nil {
+		t.store.Close()
+	}
+}
+
+// openHealer opens the store and its healer here, or, when a daemon
+// holds the store (its metadata is locked), connects to the daemon.
+func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
+	cfg, err := loadConfig(g)
+	if err != nil {
+		return nil, err
+	}
+	ctx := cmd.Context()
+	s, err := healstore.Open(ctx, cfg)
+	if errors.Is(err, metastore.ErrLocked) {
+		c := &healer.Client{Addr: cfg.Healer.MetricsAddr}
+		if _, perr := c.Status(ctx); perr != nil {
+			if errors.Is(perr, healer.ErrNoDaemon) {
+				return nil, fmt.Errorf("%w; and no daemon answers at %s (healer.metrics_addr)", err, cfg.Healer.MetricsAddr)
+			}
+			return nil, perr
+		}
+		return &healerTarget{remote: c, cfg: cfg}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store (%s): %w", cfg.Path(), err)
+	}
+	for _, u := range s.Unreachable() {
+		fmt.Fprintf(g.stderr, "healstore: warning: backend %s is unreachable: %s\n", u.Name, u.Error)
+	}
+	h, err := s.NewHealer(ctx, healstore.HealerOptions{})
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return &healerTarget{store: s, local: h, cfg: cfg}, nil
+}
+
+// status returns the healer's status from wherever it runs.
+func (t *healerTarget) status(ctx context.Context) (*healer.Status, error) {
+	if t.remote != nil {
+		return t.remote.Status(ctx)
+	}
+	return t.local.Status(ctx)
+}

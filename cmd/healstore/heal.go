@@ -1,0 +1,168 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/healstore/healstore"
+	"github.com/healstore/healstore/bench"
+	"github.com/healstore/healstore/healer"
+	"github.com/healstore/healstore/metastore"
+)
+
+type healOptions struct {
+	workers int
+	rate    string
+	json    bool
+
+	rateBytes int64
+}
+
+func newHealCmd(g *globalOptions) *cobra.Command {
+	o := &healOptions{}
+	cmd := &cobra.Command{
+		Use:   "heal [NAME]",
+		Short: "Repair now: the whole repair queue, or one object",
+		Long: `heal probes every backend, then works the repair queue now (ignoring
+back-off), lowest margin first, and reports what it did. With NAME it reads
+and verifies every shard of that object and repairs what it finds.
+
+--workers and --rate change the rebuilder's concurrency and its bytes/s cap
+(shards read plus written; 0 = no cap) for this run, or for the running
+daemon, which keeps them until it restarts.
+
+Exit code 1 when repairs failed (each failure names the shards present,
+missing and corrupt); 3 when NAME does not exist.
+
+` + exitCodesHelp,
+		Args: argsBetween(0, 1),
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			if o.workers < 0 {
+				return usagef("--workers must not be negative")
+			}
+			if o.rate != "" {
+				n, err := bench.ParseSize(o.rate)
+				if err != nil {
+					return usagef("--rate: %v", err)
+				}
+				o.rateBytes = n
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			t, err := openHealer(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			var workers *int
+			var rate *int64
+			if cmd.Flags().Changed("workers") {
+				workers = &o.workers
+			}
+			if o.rate != "" {
+				rate = &o.rateBytes
+			}
+			name := ""
+			if len(args) == 1 {
+				name = args[0]
+			}
+			var rep healer.RepairReport
+			if t.remote != nil {
+				if workers != nil || rate != nil {
+					if _, err := t.remote.SetSettings(ctx, workers, rate); err != nil {
+						return err
+					}
+				}
+				rep, err = t.remote.Heal(ctx, name)
+				var de *healer.DaemonError
+				if errors.As(err, &de) && de.Status == 404 {
+					return errNotFound(name)
+				}
+			} else {
+				h := t.local
+				if workers != nil {
+					h.SetWorkers(*workers)
+				}
+				if rate != nil {
+					h.SetRateLimit(*rate)
+				}
+				if err := h.ProbeAll(ctx); err != nil {
+					fmt.Fprintf(g.stderr, "healstore: warning: probing backends: %v\n", err)
+				}
+				if name != "" {
+					rep, err = h.HealObject(ctx, name)
+					if isMetaNotFound(err) {
+						return errNotFound(name)
+					}
+				} else {
+					p := newCountProgress(g, "repairing")
+					rep, err = h.RepairAll(ctx, func(metastore.RepairItem, healer.Outcome, error) { p.add(1) })
+					p.finish()
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if o.json {
+				if err := json.NewEncoder(g.stdout).Encode(rep); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(g.stdout, "repaired %d stripe(s), %d needed nothing, %d failed; %s rebuilt from %s read; %d left in the queue\n",
+					rep.Repaired, rep.NoOp, rep.Failed, humanBytes(rep.BytesWritten), humanBytes(rep.BytesRead), rep.Remaining)
+				for _, e := range rep.Errors {
+					fmt.Fprintf(g.stdout, "  %s\n", e)
+				}
+			}
+			if rep.Failed > 0 {
+				return fmt.Errorf("%d repair(s) failed", rep.Failed)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.workers, "workers", 0, "concurrent repairs (default: healer.workers)")
+	f.StringVar(&o.rate, "rate", "", "rebuild cap in bytes/s, e.g. 100MiB (0 = no cap; default: healer.rate_bytes)")
+	f.BoolVar(&o.json, "json", false, "print the report as JSON")
+	return cmd
+}
+
+// countProgress prints "what: n done" on a terminal as items finish, at
+// most every 200ms.
+type countProgress struct {
+	g    *globalOptions
+	what string
+	on   bool
+	n    int
+	last time.Time
+}
+
+func newCountProgress(g *globalOptions, what string) *countProgress {
+	return &countProgress{g: g, what: what, on: isTerminal(g.stderr)}
+}
+
+func (c *countProgress) add(n int) {
+	c.n += n
+	if c.on && time.Since(c.last) >= 200*time.Millisecond {
+		c.last = time.Now()
+		fmt.Fprintf(c.g.stderr, "\r%s: %d done   ", c.what, c.n)
+	}
+}
+
+func (c *countProgress) finish() {
+	if c.on && c.n > 0 {
+		fmt.Fprintf(c.g.stderr, "\r%s: %d done   \n", c.what, c.n)
+	}
+}
+
+func errNotFound(name string) error {
+	return fmt.Errorf("object %q: %w", name, healstore.ErrNotFound)
+}
+
+func isMetaNotFound(err error) bool { return errors.Is(err, metastore.ErrNotFound) }

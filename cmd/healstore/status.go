@@ -1,0 +1,170 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/healstore/healstore/healer"
+)
+
+type statusOptions struct {
+	json bool
+}
+
+func newStatusCmd(g *globalOptions) *cobra.Command {
+	o := &statusOptions{}
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show backends, stripes by margin and the repair queue",
+		Long: `status shows every backend (state, failure domain, used and free space,
+shards held), how many stripes sit at each margin (shards they can still
+lose), the repair queue with its rate and ETA, repair totals and scrub
+progress. It asks the daemon when one runs, else reads the store directly
+(backend states are then those last recorded).
+
+--json prints one object with at least "backends" (each with "name" and
+"state") and "degraded_stripes" (stripes below full redundancy).
+
+` + exitCodesHelp,
+		Args: argsBetween(0, 0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := openHealer(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			st, err := t.status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if o.json {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			return writeStatus(g.stdout, st, time.Now())
+		},
+	}
+	cmd.Flags().BoolVar(&o.json, "json", false, "print as JSON")
+	return cmd
+}
+
+// writeStatus renders a status as tables.
+func writeStatus(w io.Writer, st *healer.Status, now time.Time) error {
+	health := "full redundancy"
+	if st.DegradedStripes > 0 {
+		health = fmt.Sprintf("%d degraded stripe(s), %s at risk, worst margin %d", st.DegradedStripes, humanBytes(st.BytesAtRisk), st.WorstMargin)
+	}
+	fmt.Fprintf(w, "store %s: %d stripes, %s\n\n", st.StoreID, st.Stripes, health)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BACKEND\tKIND\tSTATE\tDOMAIN\tUSED\tFREE\tSHARDS\tSINCE\tLAST ERROR")
+	for _, b := range st.Backends {
+		state := b.State
+		if b.Spare {
+			state += " (spare)"
+		}
+		used, free := "-", "-"
+		if b.CapacityKnown {
+			used, free = humanBytes(b.Used), humanBytes(b.Free)
+		}
+		lastErr := b.LastError
+		if len(lastErr) > 60 {
+			lastErr = lastErr[:57] + "..."
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.Name, b.Kind, state, b.Domain, used, free, b.Shards, ago(now, b.Since), lastErr)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var margins []int
+	for k := range st.Margins {
+		if m, err := strconv.Atoi(k); err == nil {
+			margins = append(margins, m)
+		}
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(margins)))
+	var parts []string
+	for _, m := range margins {
+		parts = append(parts, fmt.Sprintf("%d: %d", m, st.Margins[strconv.Itoa(m)]))
+	}
+	if len(parts) == 0 {
+		parts = append(parts, "no stripes")
+	}
+	fmt.Fprintf(w, "\nstripes by margin (shards they can still lose): %s\n", strings.Join(parts, ", "))
+	if st.Misplaced > 0 {
+		fmt.Fprintf(w, "stripes breaking the placement invariant: %d\n", st.Misplaced)
+	}
+	q := st.Queue
+	eta := "-"
+	switch {
+	case q.Depth == 0:
+		eta = "nothing to do"
+	case q.ETASeconds >= 0:
+		eta = (time.Duration(q.ETASeconds) * time.Second).String()
+	case q.RemainingBytes > 0:
+		eta = "unknown (no repair running)"
+	}
+	fmt.Fprintf(w, "\nrepair queue: %d stripe(s), oldest %s, %s to rebuild, rate %s/s, ETA %s\n",
+		q.Depth, (time.Duration(q.OldestAgeSeconds) * time.Second).String(), humanBytes(q.RemainingBytes), humanBytes(int64(q.RateBytesPerSec)), eta)
+	for _, e := range q.Head {
+		line := fmt.Sprintf("  %s margin %d: %s", e.Stripe[:12], e.Margin, e.Reason)
+		if e.Attempts > 0 {
+			line += fmt.Sprintf(" (%d attempt(s); last: %s)", e.Attempts, e.LastError)
+		}
+		fmt.Fprintln(w, line)
+	}
+	r := st.Repairs
+	fmt.Fprintf(w, "\nrepairs since start: %d done, %d failed, %d no-op; %s rebuilt from %s read", r.Repaired, r.Failed, r.NoOp, humanBytes(r.BytesWritten), humanBytes(r.BytesRead))
+	if r.ReadAmplification > 0 {
+		fmt.Fprintf(w, " (read amplification %.2f)", r.ReadAmplification)
+	}
+	fmt.Fprintln(w)
+	for _, f := range r.LastFailures {
+		fmt.Fprintf(w, "  failed %s %s: %s\n", ago(now, f.Time), f.Stripe[:12], f.Error)
+	}
+	for _, pass := range []string{"light", "deep"} {
+		p, ok := st.Scrub[pass]
+		if !ok {
+			continue
+		}
+		state := fmt.Sprintf("%.0f%% (%d/%d stripes)", 100*p.Fraction(), p.Done, p.Total)
+		if !p.Finished.IsZero() {
+			state = "finished " + ago(now, p.Finished)
+		}
+		fmt.Fprintf(w, "scrub %s: %s; found %d missing, %d corrupt, %d misplaced\n", pass, state, p.Missing, p.Corrupt, p.Misplaced)
+	}
+	s := st.Settings
+	rate := "no cap"
+	if s.RateLimit > 0 {
+		rate = humanBytes(s.RateLimit) + "/s"
+	}
+	fmt.Fprintf(w, "settings: %d worker(s), rebuild %s, grace %s\n", s.Workers, rate, s.Grace)
+	return nil
+}
+
+// ago formats how long before now t was.
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
