@@ -176,15 +176,12 @@ func Recover(ctx context.Context, o RecoverOptions) (*RecoverReport, error) {
 	rep := &RecoverReport{Unreachable: map[string]string{}}
 	pool := newRecoverPool(secrets, log)
 	defer pool.close()
-	var given []backends.Backend
+	var names []string
 	for _, spec := range o.Backends {
 		pool.specs[spec.Name] = spec
+		names = append(names, spec.Name)
 	}
-	for _, spec := range o.Backends {
-		if b, ok := pool.open(ctx, spec.Name); ok {
-			given = append(given, b)
-		}
-	}
+	given := pool.openAll(ctx, names)
 	if len(given) == 0 {
 		return nil, fmt.Errorf("recover: none of the %d backends could be opened: %s", len(o.Backends), pool.failures())
 	}
@@ -205,7 +202,6 @@ func Recover(ctx context.Context, o RecoverOptions) (*RecoverReport, error) {
 		if cat.Read == 0 || round == 2 {
 			break
 		}
-		readFrom = nil
 		var names []string
 		for name, spec := range cat.Specs {
 			if _, known := pool.specs[name]; !known {
@@ -218,10 +214,8 @@ func Recover(ctx context.Context, o RecoverOptions) (*RecoverReport, error) {
 		sort.Strings(names)
 		for _, name := range names {
 			asked[name] = true
-			if b, ok := pool.open(ctx, name); ok {
-				readFrom = append(readFrom, b)
-			}
 		}
+		readFrom = pool.openAll(ctx, names)
 		if len(readFrom) == 0 {
 			break
 		}
@@ -440,34 +434,70 @@ const recoverOpenTimeout = 10 * time.Second
 
 func (p *recoverPool) open(ctx context.Context, name string) (backends.Backend, bool) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if b, ok := p.opened[name]; ok {
+		p.mu.Unlock()
 		return b, true
 	}
 	if _, failed := p.errs[name]; failed {
+		p.mu.Unlock()
 		return nil, false
 	}
 	spec, ok := p.specs[name]
 	if !ok {
 		p.errs[name] = errors.New("no spec known (give it with --backend)")
+		p.mu.Unlock()
 		return nil, false
 	}
+	p.mu.Unlock()
+	// Opened without the lock: an unreachable backend takes its timeout
+	// while the others open.
 	octx, cancel := context.WithTimeout(ctx, recoverOpenTimeout)
 	defer cancel()
 	b, err := all.Open(octx, spec, p.secrets.Lookup)
 	if err == nil {
-		_, err = b.Probe(octx)
-		if err != nil {
+		if _, err = b.Probe(octx); err != nil {
 			b.Close()
 		}
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if err != nil {
-		p.log.Warn("backend unreachable", "backend", name, "err", err)
-		p.errs[name] = err
+		if _, seen := p.errs[name]; !seen {
+			p.log.Warn("backend unreachable", "backend", name, "err", err)
+			p.errs[name] = err
+		}
 		return nil, false
+	}
+	if other, raced := p.opened[name]; raced {
+		b.Close()
+		return other, true
 	}
 	p.opened[name] = b
 	return b, true
+}
+
+// openAll opens the named backends in parallel and returns those that
+// opened.
+func (p *recoverPool) openAll(ctx context.Context, names []string) []backends.Backend {
+	out := make([]backends.Backend, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if b, ok := p.open(ctx, name); ok {
+				out[i] = b
+			}
+		}()
+	}
+	wg.Wait()
+	var got []backends.Backend
+	for _, b := range out {
+		if b != nil {
+			got = append(got, b)
+		}
+	}
+	return got
 }
 
 func (p *recoverPool) opener() snapshot.Opener { return p.open }

@@ -151,11 +151,12 @@ func (s *Snapshotter) load(ctx context.Context, members []Member) error {
 		}
 	}
 	reads := ReadPointers(ctx, s.cfg.Keys, bs)
-	for _, r := range reads {
-		if r.Err != nil && !errors.Is(r.Err, backends.ErrNotFound) && !errors.Is(r.Err, ErrCorrupt) && !errors.Is(r.Err, ErrWrongKey) {
-			// Unreachable: it may hold a newer pointer. Better to wait than
-			// to restart the sequence and prune what it names.
-			if len(bs) > 0 && countOK(reads) == 0 {
+	// When no backend answered, one that did not may hold a newer
+	// pointer: better to wait than to restart the sequence and prune what
+	// that pointer names.
+	if countOK(reads) == 0 {
+		for _, r := range reads {
+			if !errors.Is(r.Err, ErrCorrupt) && !errors.Is(r.Err, ErrWrongKey) {
 				return fmt.Errorf("read snapshot pointers: %w", r.Err)
 			}
 		}
