@@ -2,6 +2,7 @@ package fuse
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -113,8 +114,22 @@ func TestKillMountProcess(t *testing.T) {
 			t.Fatalf("%s not in the store after replay and clean unmount: %v (seed %d)", name, err, seed)
 		}
 	}
-	c.stop(t, syscall.SIGTERM)
-	if isFuseMount(dir) {
-		t.Fatal("still mounted after SIGTERM")
+	// healstore umount: SIGTERM to the process named by its pid file, and
+	// a wait until it has flushed and exited.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := Unmount(ctx, dir, false); err != nil {
+		t.Fatalf("Unmount: %v\n%s", err, c.stderr)
+	}
+	if c.cmd.ProcessState == nil {
+		if err := c.cmd.Wait(); err != nil {
+			t.Fatalf("mount process after Unmount: %v\n%s", err, c.stderr)
+		}
+	}
+	if !c.cmd.ProcessState.Success() || isFuseMount(dir) {
+		t.Fatalf("mount process exit %v, still mounted %v", c.cmd.ProcessState, isFuseMount(dir))
+	}
+	if err := Unmount(ctx, dir, false); err == nil {
+		t.Fatal("Unmount of a directory that is no mount succeeded")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/exec"
@@ -126,6 +127,9 @@ func mountFS(ctx context.Context, kv kvStore, blobs blobStore, dir string, opts 
 	}
 	m.srv = srv
 	ok = true
+	if err := writePidFile(dir); err != nil {
+		opts.Logger.Warn("healstore fuse: cannot record the mount process; healstore umount will unmount without flushing through it", "err", err)
+	}
 	go m.serve()
 	return m, nil
 }
@@ -134,6 +138,7 @@ func mountFS(ctx context.Context, kv kvStore, blobs blobStore, dir string, opts 
 // left and releases the cache and the lease.
 func (m *Mounted) serve() {
 	m.srv.Wait()
+	removePidFile(m.dir)
 	ctx, cancel := context.WithTimeout(context.Background(), m.f.opts.OpTimeout)
 	defer cancel()
 	err := m.f.shutdown(ctx)
@@ -275,11 +280,16 @@ func (f *filesystem) releaseLease(raw []byte) {
 func cleanStaleMount(dir string, logger interface{ Info(string, ...any) }) error {
 	var st unix.Stat_t
 	err := unix.Stat(dir, &st)
-	switch {
-	case err == nil:
-		if isFuseMount(dir) {
+	if err == nil && isFuseMount(dir) {
+		// The kernel may answer stat from its attribute cache: listing
+		// the directory tells a live server from a dead one.
+		err = probeDir(dir)
+		if err == nil {
 			return fmt.Errorf("%s is already a FUSE mount; unmount it first (healstore umount %s)", dir, dir)
 		}
+	}
+	switch {
+	case err == nil:
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			return fmt.Errorf("mount point %s is not a directory", dir)
 		}
@@ -296,6 +306,20 @@ func cleanStaleMount(dir string, logger interface{ Info(string, ...any) }) error
 	default:
 		return fmt.Errorf("mount point %s: %w", dir, err)
 	}
+}
+
+// probeDir reads one entry of dir.
+func probeDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.Readdirnames(1)
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
 }
 
 // detach lazily unmounts dir: umount2(MNT_DETACH) as root, else
