@@ -17,7 +17,8 @@ var ErrStreamClosed = errors.New("encoder: stream encoder closed")
 // by Next, so memory stays bounded (about inflight × (block_size + stripe
 // size)) whatever the size of the stream. Stripes come out in block order.
 //
-// An empty stream yields no stripe: Next returns io.EOF at once.
+// An empty stream yields no stripe: Next returns io.EOF at once. Next and
+// Close are for one goroutine (the consumer); the encoding runs on others.
 type StreamEncoder struct {
 	ctx    context.Context
 	cancel context.CancelFunc
