@@ -665,3 +665,385 @@ func checkFiles(t *testing.T, secrets *secretSet, dir string, cfg *healstore.Con
 		t.Fatalf("no files under %s", dir)
 	}
 }
+
+// qaLocalStore opens a store on local backends, one per entry of nodes
+// (its node label), with a k+m policy of 64 KiB blocks and no encryption,
+// so that a forged shard is only told apart by its checksum.
+func qaLocalStore(t *testing.T, k, m int, nodes ...string) (*healstore.Store, *healstore.Config) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := healstore.DefaultConfig()
+	cfg.Dir = dir
+	cfg.Policy.K, cfg.Policy.M = k, m
+	cfg.Policy.BlockSize = 64 << 10
+	cfg.Policy.Encryption = "none"
+	cfg.Policy.Compression = "none"
+	cfg.Healer.GracePeriod = 0
+	cfg.Healer.GCDelay = 0
+	for i, n := range nodes {
+		cfg.Backends = append(cfg.Backends, backends.Spec{Name: fmt.Sprintf("b%d", i+1), Kind: backends.KindLocal,
+			Path: filepath.Join(dir, "backends", fmt.Sprintf("b%d", i+1)), Node: n})
+	}
+	s, err := healstore.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, cfg
+}
+
+func qaHealer(t *testing.T, s *healstore.Store) *healstore.Healer {
+	t.Helper()
+	h, err := s.NewHealer(context.Background(), healstore.HealerOptions{Tune: func(c *healer.Config) {
+		c.Grace = 0
+		c.SuspectAfter = 1
+		c.RetryBackoff = healer.Duration(time.Millisecond)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// qaShards returns the stripe of an object's first block and the bytes of
+// each of its shards as the backends hold them now.
+func qaShards(t *testing.T, s *healstore.Store, name string) (*metastore.Object, *metastore.Stripe, [][]byte) {
+	t.Helper()
+	ctx := context.Background()
+	obj, err := s.Meta().GetObject(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Meta().GetStripe(ctx, obj.Stripes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([][]byte, len(st.Shards))
+	for i, l := range st.Shards {
+		if l.Backend == "" {
+			continue
+		}
+		b, ok := s.Backend(l.Backend)
+		if !ok {
+			t.Fatalf("backend %s not open", l.Backend)
+		}
+		if out[i], err = b.Get(ctx, l.Key); err != nil {
+			t.Fatalf("shard %d on %s: %v", i, l.Backend, err)
+		}
+	}
+	return obj, st, out
+}
+
+// forgeShard replaces shard i of an object's first stripe with a shard
+// that is whole in itself (valid header, payload checksum, stripe id and
+// index) but was cut from other data: only the checksum the metastore
+// keeps can tell it from the real one.
+func forgeShard(t *testing.T, s *healstore.Store, name string, data []byte, i int) {
+	t.Helper()
+	ctx := context.Background()
+	obj, st, real := qaShards(t, s, name)
+	codec, err := s.Codec(s.Config().Policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := bytes.Clone(data)
+	shardLen := (len(data) + st.K - 1) / st.K
+	for j := i * shardLen; j < min(len(other), (i+1)*shardLen); j++ {
+		other[j] ^= 0x5a
+	}
+	forged, err := codec.EncodeBlock(encoder.ObjectID(obj.ID), 0, encoder.StripeID(st.ID), other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := bytes.Clone(forged.Shards[i])
+	if bytes.Equal(fake, real[i]) {
+		t.Fatalf("forged shard %d equals the real one: the test would check nothing", i)
+	}
+	if err := codec.VerifyShard(encoder.StripeID(st.ID), i, fake, nil); err != nil {
+		t.Fatalf("forged shard %d fails its own checks (%v): the test would check nothing", i, err)
+	}
+	if err := codec.VerifyShard(encoder.StripeID(st.ID), i, fake, st.Shards[i].Sum); err == nil {
+		t.Fatalf("forged shard %d passes the metastore checksum", i)
+	}
+	b, _ := s.Backend(st.Shards[i].Backend)
+	if err := b.Put(ctx, st.Shards[i].Key, fake); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wipeBackend deletes every value a backend holds, its marker included,
+// as a disk replaced under a running store would look.
+func wipeBackend(t *testing.T, s *healstore.Store, name string) {
+	t.Helper()
+	ctx := context.Background()
+	b, ok := s.Backend(name)
+	if !ok {
+		t.Fatalf("backend %s not open", name)
+	}
+	var keys []string
+	if err := b.List(ctx, "", func(k string, _ int64) error { keys = append(keys, k); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if err := b.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func qaRead(t *testing.T, s *healstore.Store, name string) []byte {
+	t.Helper()
+	r, err := s.Open(context.Background(), name)
+	if err != nil {
+		t.Fatalf("open %s: %v", name, err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("read %s: %v", name, err)
+	}
+	return b
+}
+
+// TestQARebuildAndScrubUseMetastoreChecksums defends invariant 3 beyond
+// the read path: a shard that is whole in itself but not the one the
+// metastore recorded must count as corrupt for the rebuilder (which would
+// otherwise compute new parity from forged data, and with no encryption
+// nothing would ever notice) and for the deep scrub.
+func TestQARebuildAndScrubUseMetastoreChecksums(t *testing.T) {
+	ctx := context.Background()
+	s, _ := qaLocalStore(t, 4, 2, "n1", "n2", "n3", "n4", "n5", "n6")
+	data := make([]byte, 40<<10)
+	rand.Read(data)
+	other := make([]byte, 40<<10)
+	rand.Read(other)
+	for name, d := range map[string][]byte{"rebuilt": data, "scrubbed": other} {
+		if _, err := s.Put(ctx, name, bytes.NewReader(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, st, orig := qaShards(t, s, "rebuilt")
+	_, st2, orig2 := qaShards(t, s, "scrubbed")
+
+	// The rebuilder: data shard 0 forged, the backend of parity shard 5
+	// wiped. The monitor queues the wiped backend's stripes with no
+	// verify pass; the rebuilder reads data shards first and must find
+	// the forgery by the metastore checksum.
+	forgeShard(t, s, "rebuilt", data, 0)
+	wipeBackend(t, s, st.Shards[5].Backend)
+	h := qaHealer(t, s)
+	if err := h.ProbeAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Meta().QueueLen(ctx); n == 0 {
+		t.Fatal("a wiped backend queued nothing")
+	}
+	rep, err := h.RepairAll(ctx, nil)
+	if err != nil || rep.Failed != 0 || rep.Remaining != 0 {
+		t.Fatalf("repair %+v: %v", rep, err)
+	}
+	_, after, now := qaShards(t, s, "rebuilt")
+	for i := range orig {
+		if !bytes.Equal(now[i], orig[i]) {
+			t.Errorf("shard %d after the rebuild (on %s) is not the original: the rebuild trusted a shard the metastore checksum rejects", i, after.Shards[i].Backend)
+		}
+		if !bytes.Equal(after.Shards[i].Sum, st.Shards[i].Sum) {
+			t.Errorf("shard %d: metastore checksum changed in the rebuild", i)
+		}
+	}
+	if !bytes.Equal(qaRead(t, s, "rebuilt"), data) {
+		t.Fatal("rebuilt object reads back different")
+	}
+
+	// The scrubber: a forged shard in the other object; the deep pass
+	// must count it corrupt and queue the stripe, the repair restore it.
+	_, st2, _ = qaShards(t, s, "scrubbed")
+	forgeShard(t, s, "scrubbed", other, 1)
+	p, err := h.Scrub(ctx, healer.ScrubOptions{Deep: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Corrupt != 1 || p.Queued != 1 {
+		t.Fatalf("deep scrub over one forged shard: %+v", p)
+	}
+	if _, err := h.RepairAll(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, _, now2 := qaShards(t, s, "scrubbed")
+	for i := range orig2 {
+		if !bytes.Equal(now2[i], orig2[i]) {
+			t.Errorf("scrubbed object: shard %d (on %s) is not the original after repair", i, st2.Shards[i].Backend)
+		}
+	}
+}
+
+// TestQARebuildKeepsFailureDomains defends invariant 4 for rebuild
+// targets where backends share a node: draining a backend when the only
+// free backend sits on a node the stripe already uses must move nothing,
+// and once a backend on a new node exists every shard moves there.
+func TestQARebuildKeepsFailureDomains(t *testing.T) {
+	ctx := context.Background()
+	// b7 shares node n1 with b1: each stripe uses one of them.
+	s, cfg := qaLocalStore(t, 4, 2, "n1", "n2", "n3", "n4", "n5", "n6", "n1")
+	want := map[string][]byte{}
+	for i := range 8 {
+		d := make([]byte, 10<<10+i)
+		rand.Read(d)
+		name := fmt.Sprintf("obj%d", i)
+		want[name] = d
+		if _, err := s.Put(ctx, name, bytes.NewReader(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodeOf := map[string]string{}
+	for _, b := range cfg.Backends {
+		nodeOf[b.Name] = b.Node
+	}
+	check := func(stage string) (onB3, onNew int) {
+		t.Helper()
+		err := s.Meta().ScanStripes(ctx, [16]byte{}, func(st *metastore.Stripe) error {
+			seen := map[string]int{}
+			for i, l := range st.Shards {
+				if l.Backend == "" {
+					return fmt.Errorf("%s: stripe %x shard %d has no location", stage, st.ID, i)
+				}
+				n := nodeOf[l.Backend]
+				if n == "" {
+					return fmt.Errorf("%s: stripe %x shard %d on unknown backend %s", stage, st.ID, i, l.Backend)
+				}
+				if j, dup := seen[n]; dup {
+					return fmt.Errorf("%s: stripe %x: shards %d and %d both on node %s (invariant 4)", stage, st.ID, j, i, n)
+				}
+				seen[n] = i
+				switch l.Backend {
+				case "b3":
+					onB3++
+				case "b8":
+					onNew++
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return onB3, onNew
+	}
+	before, _ := check("after the writes")
+	if before != 8 {
+		t.Fatalf("b3 holds %d of 8 stripes; every stripe should use it", before)
+	}
+
+	h := qaHealer(t, s)
+	if err := h.ProbeAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Drain(ctx, "b3"); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := h.RepairAll(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Repaired != 0 {
+		t.Fatalf("drain with no free node moved %d stripes: %+v", rep.Repaired, rep)
+	}
+	if left, _ := check("draining with no free node"); left != 8 {
+		t.Fatalf("b3 holds %d stripes, want all 8 still there", left)
+	}
+	for name, d := range want {
+		if !bytes.Equal(qaRead(t, s, name), d) {
+			t.Fatalf("%s reads back different while draining", name)
+		}
+	}
+
+	// A backend on a new node: the drain completes onto it.
+	spec := backends.Spec{Name: "b8", Kind: backends.KindLocal, Path: filepath.Join(cfg.Dir, "backends", "b8"), Node: "n7"}
+	if err := os.MkdirAll(spec.Path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	nodeOf["b8"] = "n7"
+	if err := h.AddBackend(ctx, spec, ""); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err = h.RepairAll(ctx, nil); err != nil || rep.Repaired != 8 {
+		t.Fatalf("drain onto a new node: %+v, %v", rep, err)
+	}
+	left, moved := check("after the drain")
+	if left != 0 || moved != 8 {
+		t.Fatalf("after the drain b3 holds %d stripes and b8 %d; want 0 and 8", left, moved)
+	}
+	for name, d := range want {
+		if !bytes.Equal(qaRead(t, s, name), d) {
+			t.Fatalf("%s reads back different after the drain", name)
+		}
+	}
+}
+
+// TestQARepairQueueSurvivesReopen defends invariant 5 across a process's
+// life: stripes queued by one store and healer, partly repaired, are
+// still queued after both are closed and the store reopened from its
+// pebble metastore, and the new healer repairs exactly the rest.
+func TestQARepairQueueSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	s, cfg := qaLocalStore(t, 4, 2, "n1", "n2", "n3", "n4", "n5", "n6")
+	want := map[string][]byte{}
+	for i := range 6 {
+		d := make([]byte, 20<<10)
+		rand.Read(d)
+		name := fmt.Sprintf("obj%d", i)
+		want[name] = d
+		if _, err := s.Put(ctx, name, bytes.NewReader(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wipeBackend(t, s, "b2")
+	h := qaHealer(t, s)
+	if err := h.ProbeAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	items, err := s.Meta().Queue(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(items) != 6 {
+		t.Fatalf("%d stripes queued after wiping a backend that held 6", len(items))
+	}
+	for _, it := range items[:2] {
+		if o, err := h.Repair(ctx, it); o != healer.Repaired {
+			t.Fatalf("repair: %v %v", o, err)
+		}
+	}
+	h.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2, err := healstore.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if n, err := s2.Meta().QueueLen(ctx); err != nil || n != 4 {
+		t.Fatalf("after reopening, %d stripes queued (%v), want the 4 not yet repaired", n, err)
+	}
+	h2 := qaHealer(t, s2)
+	rep, err := h2.RepairAll(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Repaired != 4 || rep.NoOp != 0 || rep.Failed != 0 {
+		t.Fatalf("reopened healer: %+v, want exactly the 4 left repaired", rep)
+	}
+	// Each repaired stripe read k shards and wrote one: nothing redone.
+	_, _, sh := qaShards(t, s2, "obj0")
+	if rep.BytesWritten != 4*int64(len(sh[0])) {
+		t.Fatalf("reopened healer wrote %d bytes for 4 one-shard repairs of %d-byte shards", rep.BytesWritten, len(sh[0]))
+	}
+	for name, d := range want {
+		if !bytes.Equal(qaRead(t, s2, name), d) {
+			t.Fatalf("%s reads back different", name)
+		}
+	}
+}
