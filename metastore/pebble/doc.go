@@ -9,4 +9,9 @@
 // pebble database that is not healstore's, is refused with ErrSchema
 // instead of being misread. pebble's informational logging (WAL replay,
 // compactions) is silenced; its errors still reach the configured log.
+//
+// Scan, like every metastore.KV's, is not a snapshot. ScanPointInTime
+// walks one pebble snapshot instead, so a reader that needs one
+// consistent view of the whole database (the metadata snapshotter) gets
+// it however busy the writers are.
 package pebblekv

@@ -85,6 +85,11 @@ type KV struct {
 	// commitMu makes checking a batch's conditions and applying it one
 	// atomic step.
 	commitMu sync.Mutex
+	// snaps holds the engine snapshots of running ScanPointInTime calls,
+	// so Close can release them (pebble refuses to close a database with
+	// open snapshots). Guarded by snapMu.
+	snapMu sync.Mutex
+	snaps  map[*pebble.Snapshot]struct{}
 }
 
 var _ metastore.KV = (*KV)(nil)
@@ -248,8 +253,64 @@ func (k *KV) Scan(ctx context.Context, prefix, start []byte, fn func(k, v []byte
 	} else {
 		upper = []byte{dataPrefix + 1}
 	}
+	return k.walk(ctx, nil, lower, upper, fn)
+}
+
+// ScanPointInTime calls fn for every key and value of one consistent view
+// of the database, in ascending key order: commits that land during the
+// walk are not seen, and no commit is seen in part. It is what Scan(ctx,
+// nil, nil, fn) would return if no commit happened meanwhile, and it is
+// how the metadata snapshotter (healer/snapshot.PointInTimeScanner) reads
+// a database under constant writes. fn may call any KV method. When fn
+// returns metastore.ErrStop the walk ends with nil.
+//
+// The view is a pebble snapshot, read in pages with short-lived iterators
+// as Scan is; it keeps the versions it needs from compaction until the
+// walk ends. A Close during the walk ends it with ErrClosed.
+func (k *KV) ScanPointInTime(ctx context.Context, fn func(k, v []byte) error) error {
+	snap, err := k.openSnapshot(ctx)
+	if err != nil {
+		return err
+	}
+	defer k.releaseSnapshot(snap)
+	return k.walk(ctx, snap, []byte{dataPrefix}, []byte{dataPrefix + 1}, fn)
+}
+
+// openSnapshot takes an engine snapshot and registers it for Close.
+func (k *KV) openSnapshot(ctx context.Context) (*pebble.Snapshot, error) {
+	if err := k.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer k.mu.RUnlock()
+	snap := k.db.NewSnapshot()
+	k.snapMu.Lock()
+	if k.snaps == nil {
+		k.snaps = map[*pebble.Snapshot]struct{}{}
+	}
+	k.snaps[snap] = struct{}{}
+	k.snapMu.Unlock()
+	return snap, nil
+}
+
+// releaseSnapshot closes snap unless Close already did. Both run under
+// snapMu, and Close releases every snapshot before it closes the database,
+// so a snapshot is closed exactly once and always on an open database.
+func (k *KV) releaseSnapshot(snap *pebble.Snapshot) {
+	k.snapMu.Lock()
+	defer k.snapMu.Unlock()
+	if _, open := k.snaps[snap]; !open {
+		return
+	}
+	delete(k.snaps, snap)
+	// pebble's Snapshot.Close returns no error of its own.
+	snap.Close()
+}
+
+// walk calls fn for the entries in [lower, upper) of r (the database when
+// r is nil), a page at a time, so no iterator stays open while fn runs.
+func (k *KV) walk(ctx context.Context, r pebble.Reader, lower, upper []byte, fn func(k, v []byte) error) error {
 	for {
-		page, err := k.page(ctx, lower, upper)
+		page, err := k.page(ctx, r, lower, upper)
 		if err != nil {
 			return err
 		}
@@ -268,14 +329,18 @@ func (k *KV) Scan(ctx context.Context, prefix, start []byte, fn func(k, v []byte
 	}
 }
 
-// page reads up to scanPage entries in [lower, upper) with a fresh
-// iterator, returning user keys and values as copies.
-func (k *KV) page(ctx context.Context, lower, upper []byte) ([][2][]byte, error) {
+// page reads up to scanPage entries in [lower, upper) of r (the database
+// when r is nil) with a fresh iterator, returning user keys and values as
+// copies.
+func (k *KV) page(ctx context.Context, r pebble.Reader, lower, upper []byte) ([][2][]byte, error) {
 	if err := k.enter(ctx); err != nil {
 		return nil, err
 	}
 	defer k.mu.RUnlock()
-	it, err := k.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if r == nil {
+		r = k.db
+	}
+	it, err := r.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil, fmt.Errorf("metadata %s: scan: %w", k.dir, err)
 	}
@@ -350,6 +415,14 @@ func (k *KV) Close() error {
 		return fmt.Errorf("metadata %s: %w", k.dir, metastore.ErrClosed)
 	}
 	k.closed = true
+	// Walks between pages hold no lock; their snapshots are released
+	// here, and their next page finds the KV closed.
+	k.snapMu.Lock()
+	for snap := range k.snaps {
+		snap.Close()
+	}
+	k.snaps = nil
+	k.snapMu.Unlock()
 	err := k.db.Close()
 	if lerr := k.lock.Close(); err == nil {
 		err = lerr
