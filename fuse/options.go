@@ -23,7 +23,8 @@ type Options struct {
 	// BlockSize is the data block size of new files: a write of any size
 	// rewrites whole blocks, and each block is one healstore object.
 	// Existing files keep the block size they were created with. Default
-	// 1 MiB; 64 KiB to 64 MiB.
+	// 4 MiB (the default store policy block: one stripe per file block);
+	// 64 KiB to 64 MiB.
 	BlockSize int
 	// ReadCacheSize bounds the memory holding fetched blocks. Default
 	// 64 MiB.
@@ -63,7 +64,7 @@ type Options struct {
 const (
 	DefaultName           = "default"
 	DefaultCacheSize      = 1 << 30
-	DefaultBlockSize      = 1 << 20
+	DefaultBlockSize      = 4 << 20
 	DefaultReadCacheSize  = 64 << 20
 	DefaultReadAhead      = 8 << 20
 	DefaultUploadWorkers  = 8
