@@ -18,6 +18,7 @@ import (
 	"github.com/healstore/healstore/backends/all"
 	"github.com/healstore/healstore/encoder"
 	"github.com/healstore/healstore/healer/shardio"
+	"github.com/healstore/healstore/healer/snapshot"
 	"github.com/healstore/healstore/metastore"
 	etcdkv "github.com/healstore/healstore/metastore/etcd"
 	pebblekv "github.com/healstore/healstore/metastore/pebble"
@@ -180,6 +181,11 @@ func Open(ctx context.Context, cfg *Config) (*Store, error) {
 	return s, nil
 }
 
+// openKV opens the configured metadata engine. The embedded engine is
+// wrapped to count its commits, so the snapshotter's change trigger
+// (snapshots.max_changes) and the loss window work on it as on etcd,
+// whose revision counts them already. Code that needs the engine itself
+// (etcd leases, snapshot reads) finds it with snapshot.Unwrap.
 func openKV(ctx context.Context, cfg *Config) (metastore.KV, error) {
 	switch cfg.Metastore.Kind {
 	case "etcd":
@@ -196,7 +202,7 @@ func openKV(ctx context.Context, cfg *Config) (metastore.KV, error) {
 			}
 			return nil, fmt.Errorf("open metastore %s: %w", cfg.MetadataDir, err)
 		}
-		return kv, nil
+		return snapshot.CountCommits(kv), nil
 	}
 }
 

@@ -28,8 +28,10 @@ const (
 )
 
 // PointInTimeScanner is an optional KV ability: walk every key of one
-// consistent view in ascending order. KVs without it are read by walking
-// until two walks agree.
+// consistent view in ascending order (pebblekv has it). KVs without it
+// are read by walking until two walks agree. It is looked for on the
+// engine under every decorator (Unwrap), so a decorator such as
+// CountingKV need not forward it; a view reads no decorator's state.
 type PointInTimeScanner interface {
 	ScanPointInTime(ctx context.Context, fn func(k, v []byte) error) error
 }
