@@ -55,6 +55,12 @@ type Config struct {
 
 	Metastore MetastoreConfig `toml:"metastore"`
 	Healer    HealerConfig    `toml:"healer"`
+	// Snapshots says how often the metastore is sealed and erasure coded
+	// onto the backends, so `healstore recover` can rebuild a lost machine
+	// from the master key and one backend. The process that runs the
+	// healer (the leader, with etcd) takes them; zero fields mean the
+	// defaults (DefaultSnapshotConfig).
+	Snapshots SnapshotConfig `toml:"snapshots"`
 	// Backends seeds the store's backend list. Open registers each one in
 	// the metastore; backends added later (by the healer or `backend add`)
 	// live in the metastore only.
@@ -167,6 +173,7 @@ func DefaultConfig() *Config {
 			GCDelay:       Duration(DefaultGCDelay),
 			MetricsAddr:   DefaultMetricsAddr,
 		},
+		Snapshots: DefaultSnapshotConfig(),
 	}
 }
 
@@ -290,6 +297,7 @@ func (c *Config) Path() string { return c.path }
 
 // fillDefaults replaces zero values with defaults, except where zero is a
 // meaningful setting (grace period, GC delay, rate cap, spare target).
+// snapshots.max_changes is switched off by a negative value, not by 0.
 func (c *Config) fillDefaults() {
 	if c.PlacementLevel == "" {
 		c.PlacementLevel = "node"
@@ -321,6 +329,19 @@ func (c *Config) fillDefaults() {
 	}
 	if h.MetricsAddr == "" {
 		h.MetricsAddr = DefaultMetricsAddr
+	}
+	sn, def := &c.Snapshots, DefaultSnapshotConfig()
+	if sn.Interval == 0 {
+		sn.Interval = def.Interval
+	}
+	if sn.MaxChanges == 0 {
+		sn.MaxChanges = def.MaxChanges
+	}
+	if sn.MaxAge == 0 {
+		sn.MaxAge = def.MaxAge
+	}
+	if sn.Keep == 0 {
+		sn.Keep = def.Keep
 	}
 }
 
@@ -393,6 +414,14 @@ func (c *Config) Validate() error {
 		return bad("healer.gc_delay", "is negative")
 	case h.SpareTarget < 0:
 		return bad("healer.spare_target", "is negative")
+	}
+	switch sn := c.Snapshots; {
+	case sn.Interval < 0:
+		return bad("snapshots.interval", "is negative")
+	case sn.MaxAge < 0:
+		return bad("snapshots.max_age", "is negative")
+	case sn.Keep < 0:
+		return bad("snapshots.keep", "is negative")
 	}
 	known := false
 	for _, k := range provisionerKinds {

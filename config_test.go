@@ -66,6 +66,45 @@ func TestLoadConfigDefaultsAndPaths(t *testing.T) {
 	if cfg.Path() != p {
 		t.Fatalf("path %q", cfg.Path())
 	}
+	if cfg.Snapshots != DefaultSnapshotConfig() {
+		t.Fatalf("snapshots without a [snapshots] section: %+v, want the defaults %+v", cfg.Snapshots, DefaultSnapshotConfig())
+	}
+}
+
+// TestConfigSnapshots: the [snapshots] section reads like the rest of the
+// file; fields left out take their defaults, and max_changes keeps a
+// negative value (no early snapshots).
+func TestConfigSnapshots(t *testing.T) {
+	p := writeConfig(t, goodConfig+"\n[snapshots]\ninterval = \"15s\"\nmax_changes = -1\nkeep = 5\n")
+	cfg, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := SnapshotConfig{Interval: Duration(15 * time.Second), MaxChanges: -1, MaxAge: DefaultSnapshotConfig().MaxAge, Keep: 5}
+	if cfg.Snapshots != want {
+		t.Fatalf("snapshots %+v, want %+v", cfg.Snapshots, want)
+	}
+	// Marshalled and parsed back: the same settings.
+	data, err := cfg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ParseConfig(p, data)
+	if err != nil {
+		t.Fatalf("marshalled config does not parse: %v\n%s", err, data)
+	}
+	if again.Snapshots != want {
+		t.Fatalf("round trip: snapshots %+v, want %+v\n%s", again.Snapshots, want, data)
+	}
+	// A config built in code with no snapshot settings gets the defaults.
+	c := &Config{Dir: t.TempDir(), Policy: DefaultConfig().Policy}
+	c.Policy.Encryption = "none"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Snapshots != DefaultSnapshotConfig() {
+		t.Fatalf("zero snapshots after Validate: %+v", c.Snapshots)
+	}
 }
 
 func TestLoadConfigErrors(t *testing.T) {
@@ -97,6 +136,12 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"provisioner kind", func(s string) string { return s + "\n[healer.provisioner]\nkind = \"magic\"\n" }, "healer.provisioner.kind", 0, "not one of"},
 		{"etcd without endpoints", func(s string) string { return s + "\n[metastore]\nkind = \"etcd\"\n" }, "metastore.endpoints", 0, "at least one endpoint"},
 		{"no key", func(s string) string { return strings.Replace(s, `master_key_file = "k.key"`, "", 1) }, "master_key_file", 0, "needs a master key"},
+		{"unknown snapshots key", func(s string) string { return s + "\n[snapshots]\nkeep = 2\nevery = \"1m\"\n" }, "snapshots.every", 23, "unknown key"},
+		{"snapshots duration", func(s string) string { return s + "\n[snapshots]\ninterval = \"soon\"\n" }, "snapshots.interval", 22, "invalid duration"},
+		{"snapshots interval", func(s string) string { return s + "\n[snapshots]\ninterval = \"-30s\"\n" }, "snapshots.interval", 0, "negative"},
+		{"snapshots max_age", func(s string) string { return s + "\n[snapshots]\nmax_age = \"-1m\"\n" }, "snapshots.max_age", 0, "negative"},
+		{"snapshots keep", func(s string) string { return s + "\n[snapshots]\nkeep = -1\n" }, "snapshots.keep", 0, "negative"},
+		{"snapshots type", func(s string) string { return s + "\n[snapshots]\nkeep = \"all\"\n" }, "snapshots.keep", 22, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -142,6 +187,19 @@ func TestInitConfigLoadsAndRoundTrips(t *testing.T) {
 	if cfg.Policy.K != 4 || cfg.Policy.M != 2 || len(cfg.Backends) != 6 {
 		t.Fatalf("policy %+v backends %d", cfg.Policy, len(cfg.Backends))
 	}
+	// The written file spells out every snapshot setting, at its default.
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"[snapshots]", "interval = ", "max_changes = ", "max_age = ", "keep = "} {
+		if !strings.Contains(string(raw), "\n"+key) {
+			t.Fatalf("init's config lacks %q:\n%s", key, raw)
+		}
+	}
+	if cfg.Snapshots != DefaultSnapshotConfig() {
+		t.Fatalf("init's snapshots %+v, want the defaults %+v", cfg.Snapshots, DefaultSnapshotConfig())
+	}
 	nodes := map[string]bool{}
 	for _, b := range cfg.Backends {
 		nodes[b.Domain("node")] = true
@@ -170,7 +228,8 @@ func TestInitConfigLoadsAndRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatalf("marshalled config does not parse: %v\n%s", err, data)
 	}
-	if again.Policy != cfg.Policy || len(again.Backends) != 6 || again.Healer.GracePeriod != cfg.Healer.GracePeriod {
+	if again.Policy != cfg.Policy || len(again.Backends) != 6 || again.Healer.GracePeriod != cfg.Healer.GracePeriod ||
+		again.Snapshots != cfg.Snapshots {
 		t.Fatalf("round trip changed the config")
 	}
 }

@@ -74,6 +74,7 @@ func Init(dir string, o InitOptions) (string, error) {
 			return "", fmt.Errorf("init: %w", err)
 		}
 	}
+	snap := DefaultSnapshotConfig()
 	var b strings.Builder
 	fmt.Fprintf(&b, `# healstore configuration, written by healstore init.
 # Relative paths are relative to this file's directory.
@@ -114,7 +115,22 @@ metrics_addr = "127.0.0.1:9310"
 [healer.provisioner]
 # kind = "local" creates replacement backends under settings.dir.
 kind = ""
-`, pol.K, pol.M, pol.BlockSize, pol.Compression, pol.Encryption, pol.Checksum)
+
+# Metadata snapshots: the metadata is sealed and erasure coded onto the
+# backends, so "healstore recover" rebuilds this machine from the master
+# key and any one backend. What changed since the newest snapshot is what
+# losing this machine would cost.
+[snapshots]
+# Check at least this often; upload when the metadata changed.
+interval = %q
+# Snapshot as soon as this many metadata commits piled up (-1: never early).
+max_changes = %d
+# Changes to backend bookkeeping alone (probe times) wait this long.
+max_age = %q
+# Snapshots kept on the backends.
+keep = %d
+`, pol.K, pol.M, pol.BlockSize, pol.Compression, pol.Encryption, pol.Checksum,
+		snap.Interval, snap.MaxChanges, snap.MaxAge, snap.Keep)
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("b%d", i)
 		p := filepath.Join("backends", name)
