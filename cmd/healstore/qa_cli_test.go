@@ -308,3 +308,122 @@ func TestQACLIHelpListsDesignCommands(t *testing.T) {
 		}
 	}
 }
+
+// docCommands returns every healstore command line in the fenced code
+// blocks of the given markdown files (continuation lines joined, comments
+// dropped), as argument lists after "healstore".
+func docCommands(t *testing.T, files []string) map[string][][]string {
+	t.Helper()
+	out := map[string][][]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := false
+		var pending string
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "```") {
+				in = !in
+				pending = ""
+				continue
+			}
+			if !in {
+				continue
+			}
+			if i := strings.Index(line, " #"); i >= 0 {
+				line = line[:i]
+			}
+			line = pending + line
+			if strings.HasSuffix(strings.TrimSpace(line), "\\") {
+				pending = strings.TrimSuffix(strings.TrimSpace(line), "\\") + " "
+				continue
+			}
+			pending = ""
+			for _, part := range strings.Split(line, ";") {
+				fields := strings.Fields(part)
+				for i, w := range fields {
+					if w == "healstore" || w == "./healstore" {
+						out[f] = append(out[f], fields[i+1:])
+						break
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+var flagRE = regexp.MustCompile(`(?m)^\s+(?:(-[a-zA-Z]), )?(--[a-z0-9-]+)`)
+
+// TestQADocsCommandsMatchCLI runs `--help` for every healstore command the
+// README and docs show and checks that the command exists and knows every
+// flag they pass it.
+func TestQADocsCommandsMatchCLI(t *testing.T) {
+	files, _ := filepath.Glob("../../docs/*.md")
+	files = append(files, "../../README.md")
+	cmds := docCommands(t, files)
+	work := t.TempDir()
+	helps := map[string]qaResult{}
+	help := func(path []string) qaResult {
+		key := strings.Join(path, " ")
+		if r, ok := helps[key]; ok {
+			return r
+		}
+		r := qaRun(t, work, nil, nil, append(append([]string{}, path...), "--help")...)
+		helps[key] = r
+		return r
+	}
+	n := 0
+	for f, lines := range cmds {
+		for _, args := range lines {
+			// Global flags may come first.
+			var path, flags []string
+			for i := 0; i < len(args); i++ {
+				a := args[i]
+				switch {
+				case a == "--config" || a == "--log-level":
+					i++
+				case strings.HasPrefix(a, "-"):
+					flags = append(flags, strings.SplitN(a, "=", 2)[0])
+				case len(flags) == 0 && len(path) < 2:
+					// A command word, or the first positional argument:
+					// only words the parent's help lists are commands.
+					sub := helpCommands(help(path).stdout)
+					if sub[a] {
+						path = append(path, a)
+					} else if len(sub) > 0 && (len(path) == 0 || !sub["help"]) {
+						// A command with subcommands (other than the root's
+						// help) takes no positional argument.
+						t.Errorf("%s: `healstore %s`: no command %q", f, strings.Join(args, " "), strings.Join(append(path, a), " "))
+					}
+				}
+			}
+			if len(path) == 0 {
+				continue
+			}
+			n++
+			h := help(path)
+			if h.code != 0 {
+				t.Errorf("%s: healstore %s --help: exit %d", f, strings.Join(path, " "), h.code)
+				continue
+			}
+			known := map[string]bool{"--help": true, "-h": true}
+			for _, m := range flagRE.FindAllStringSubmatch(h.stdout, -1) {
+				known[m[2]] = true
+				if m[1] != "" {
+					known[m[1]] = true
+				}
+			}
+			for _, fl := range flags {
+				if !known[fl] {
+					t.Errorf("%s: `healstore %s`: %s has no flag %s", f, strings.Join(args, " "), strings.Join(path, " "), fl)
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d healstore commands found in the docs: the check covered too little", n)
+	}
+	t.Logf("%d documented command lines checked against --help", n)
+}
