@@ -573,13 +573,6 @@ func (f *filesystem) upload(k blockKey) {
 	if k.idx >= st.rec.Extent {
 		err = f.bumpExtentLocked(ctx, st, k.idx)
 	}
-	var buf []byte
-	if err == nil {
-		buf = make([]byte, b.length)
-		if _, rerr := b.f.ReadAt(buf, 0); rerr != nil && !errors.Is(rerr, io.EOF) {
-			err = fmt.Errorf("read cache %s: %w", b.path, rerr)
-		}
-	}
 	if err != nil {
 		f.uploadFailedLocked(st, k, b, err)
 		st.mu.Unlock()
@@ -588,9 +581,14 @@ func (f *filesystem) upload(k blockKey) {
 	gen := b.gen
 	b.inflight = gen
 	st.uploads++
+	// The upload reads the cache file while writes may go on: bytes a
+	// write changes meanwhile may or may not be in this upload, but any
+	// such write moved the block to a newer generation, which goes up
+	// next. What generation gen holds is in the upload either way.
+	src := io.NewSectionReader(b.f, 0, b.length)
 	st.mu.Unlock()
 
-	err = f.blobs.PutBlock(ctx, f.blockName(k), buf)
+	err = f.blobs.PutBlock(ctx, f.blockName(k), src)
 
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -612,8 +610,6 @@ func (f *filesystem) upload(k blockKey) {
 		return
 	}
 	f.removeBlockLocked(st, k.idx, b)
-	// The uploaded bytes are the block's content now: keep them for reads.
-	f.rcache.put(k, buf)
 }
 
 func (f *filesystem) uploadFailedLocked(st *inodeState, k blockKey, b *cblock, err error) {

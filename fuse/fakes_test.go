@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 	"strings"
@@ -102,7 +103,11 @@ func (b *memBlobs) fault(ctx context.Context, p *atomic.Pointer[error]) error {
 	return nil
 }
 
-func (b *memBlobs) PutBlock(ctx context.Context, name string, data []byte) error {
+func (b *memBlobs) PutBlock(ctx context.Context, name string, r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
 	if b.putWait != nil {
 		select {
 		case <-b.putWait:

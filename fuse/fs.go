@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,9 +18,9 @@ import (
 // object per block. It is the root package's Store behind an interface, so
 // the core can be tested with faults injected.
 type blobStore interface {
-	// PutBlock stores data as the object name, replacing any old version
-	// atomically (the old stripes go to garbage collection).
-	PutBlock(ctx context.Context, name string, data []byte) error
+	// PutBlock stores what r yields as the object name, replacing any old
+	// version atomically (the old stripes go to garbage collection).
+	PutBlock(ctx context.Context, name string, r io.Reader) error
 	// GetBlock reads the whole object into buf and returns its length, or
 	// an error matching errNoBlock when the object does not exist.
 	GetBlock(ctx context.Context, name string, buf []byte) (int, error)

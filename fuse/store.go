@@ -1,7 +1,6 @@
 package fuse
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -78,8 +77,8 @@ func (k storeKV) Commit(ctx context.Context, b *kvBatch) error {
 // storeBlobs keeps file blocks as healstore objects.
 type storeBlobs struct{ s *healstore.Store }
 
-func (b storeBlobs) PutBlock(ctx context.Context, name string, data []byte) error {
-	_, err := b.s.Put(ctx, name, bytes.NewReader(data))
+func (b storeBlobs) PutBlock(ctx context.Context, name string, r io.Reader) error {
+	_, err := b.s.Put(ctx, name, r)
 	return err
 }
 
