@@ -2,6 +2,7 @@ package healer
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/healstore/healstore/healer/plan"
@@ -74,31 +75,40 @@ func (h *Healer) GC(ctx context.Context) (GCReport, error) {
 		return rep, err
 	}
 	views := h.views()
+	// Settled entries are removed in batches: one synced commit per
+	// hundred, not per shard.
+	var settled []metastore.Garbage
+	flush := func() error {
+		err := h.meta.RemoveGarbage(ctx, settled...)
+		settled = settled[:0]
+		return err
+	}
+	defer func() { h.metrics.gcDeleted.Add(float64(rep.Deleted)) }()
 	for _, g := range due {
 		if err := ctx.Err(); err != nil {
-			return rep, err
+			return rep, errors.Join(err, flush())
 		}
 		v, known := views[g.Backend]
 		id, idx, ok := shardio.ParseShardKey(g.Key)
 		if !known || v.State == plan.Retired || v.State == plan.Replaced || !ok {
-			if err := h.meta.RemoveGarbage(ctx, g); err != nil {
-				return rep, err
-			}
+			settled = append(settled, g)
 			rep.Dropped++
-			continue
+		} else {
+			done, err := h.collect(ctx, g, id, idx, v, &rep)
+			if err != nil {
+				return rep, errors.Join(err, flush())
+			}
+			if done {
+				settled = append(settled, g)
+			}
 		}
-		done, err := h.collect(ctx, g, id, idx, v, &rep)
-		if err != nil {
-			return rep, err
-		}
-		if done {
-			if err := h.meta.RemoveGarbage(ctx, g); err != nil {
+		if len(settled) >= 100 {
+			if err := flush(); err != nil {
 				return rep, err
 			}
 		}
 	}
-	h.metrics.gcDeleted.Add(float64(rep.Deleted))
-	return rep, nil
+	return rep, flush()
 }
 
 // collect deletes one garbage shard unless a stripe references it. It

@@ -51,6 +51,10 @@ func (h *Healer) monitorLoop(ctx context.Context) {
 	}
 }
 
+// persistProbeEvery bounds how stale a backend record's probe time and
+// capacity may get when nothing else changes.
+const persistProbeEvery = 30 * time.Second
+
 // probeResult is one probe's outcome.
 type probeResult struct {
 	name   string
@@ -185,11 +189,24 @@ func (h *Healer) apply(ctx context.Context, r probeResult) error {
 	before := m.health.State
 	next, events := plan.Observe(m.health, r.obs, plan.MonitorPolicy{SuspectAfter: h.cfg.SuspectAfter, Grace: h.cfg.Grace.D()})
 	m.health = next
+	rec0 := m.rec
 	h.mu.Unlock()
 
 	lastErr := ""
 	if r.err != nil {
 		lastErr = r.err.Error()
+	}
+	// A probe that changes nothing is written only now and then: every
+	// probe of every backend would otherwise be a synced metastore write.
+	changed := next.State != before || next.Failures != rec0.ProbeFailures || r.marker != "" ||
+		(lastErr != rec0.LastError && (lastErr != "" || r.obs.OK)) || len(events) > 0
+	if !changed && r.obs.At.Sub(rec0.LastProbe) < persistProbeEvery {
+		h.mu.Lock()
+		if m := h.members[r.name]; m != nil && r.obs.OK {
+			m.rec.Capacity = metastore.Capacity(r.cap)
+		}
+		h.mu.Unlock()
+		return nil
 	}
 	err := h.meta.UpdateBackend(ctx, r.name, func(rec *metastore.BackendRecord) error {
 		// An operator's state change that raced this probe wins.
@@ -213,8 +230,14 @@ func (h *Healer) apply(ctx context.Context, r probeResult) error {
 		return fmt.Errorf("record probe of %s: %w", r.name, err)
 	}
 	h.mu.Lock()
-	if m := h.members[r.name]; m != nil && r.obs.OK {
-		m.rec.Capacity = metastore.Capacity(r.cap)
+	if m := h.members[r.name]; m != nil {
+		m.rec.LastProbe, m.rec.ProbeFailures = r.obs.At, next.Failures
+		if lastErr != "" || r.obs.OK {
+			m.rec.LastError = lastErr
+		}
+		if r.obs.OK {
+			m.rec.Capacity = metastore.Capacity(r.cap)
+		}
 		if r.marker != "" {
 			m.rec.Marker = r.marker
 		}
