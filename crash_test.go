@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -144,6 +145,7 @@ func TestCrashSafety(t *testing.T) {
 	}
 	seeds := map[int]uint64{} // version -> child seed, to recompute content
 	acked, killedMidOp := 0, 0
+	stretch := 1 // multiplies the kill delay; grows when rounds acknowledge nothing
 	start := time.Now()
 	for round := range rounds {
 		childSeed := rnd.Uint64()
@@ -166,11 +168,25 @@ func TestCrashSafety(t *testing.T) {
 			close(lines)
 		}()
 		// Kill at a random moment: sometimes during Open, mostly mid-write.
-		time.AfterFunc(time.Duration(30+rnd.IntN(400))*time.Millisecond, func() {
-			cmd.Process.Signal(syscall.SIGKILL)
-		})
+		// The clock starts at the child's first operation (not at exec),
+		// and stretches after rounds that acknowledged nothing, so a
+		// loaded machine still gets operations done and interrupted.
+		delay := time.Duration(30+rnd.IntN(400)) * time.Millisecond * time.Duration(stretch)
+		var armOnce sync.Once
+		arm := func() {
+			armOnce.Do(func() {
+				time.AfterFunc(delay, func() { cmd.Process.Signal(syscall.SIGKILL) })
+			})
+		}
+		if rnd.IntN(8) == 0 {
+			arm() // during Open
+		}
+		// A child stuck before its first operation is killed anyway.
+		safety := time.AfterFunc(time.Minute, func() { cmd.Process.Signal(syscall.SIGKILL) })
 		var last string
+		roundAcked := 0
 		for line := range lines {
+			arm()
 			f := strings.Fields(line)
 			switch {
 			case len(f) >= 3 && f[0] == "BEGIN":
@@ -186,21 +202,26 @@ func TestCrashSafety(t *testing.T) {
 				st := state[f[2]]
 				st.known, st.pending = *st.pending, nil
 				acked++
+				roundAcked++
 			case f[0] == "FAIL" || f[0] == "OPENERR":
 				t.Fatalf("round %d: child: %s", round, line)
 			}
 			last = line
 		}
 		cmd.Wait()
+		safety.Stop()
 		if strings.HasPrefix(last, "BEGIN") {
 			killedMidOp++
+		}
+		if roundAcked == 0 && stretch < 8 {
+			stretch *= 2
 		}
 		// Resolve the ambiguous objects: each must be whole, old or new.
 		resolveCrash(t, dir, round, state, seeds)
 	}
 	t.Logf("%d rounds in %v: %d operations acknowledged, %d kills in mid-operation", rounds, time.Since(start).Round(time.Millisecond), acked, killedMidOp)
-	if acked < rounds {
-		t.Fatalf("only %d operations acknowledged in %d rounds: the child barely ran", acked, rounds)
+	if acked < rounds/2 || killedMidOp < rounds/10 {
+		t.Fatalf("only %d operations acknowledged and %d kills mid-operation in %d rounds: the test exercised too little", acked, killedMidOp, rounds)
 	}
 
 	s := openTest(t, crashConfig(t, dir))
