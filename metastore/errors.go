@@ -1,6 +1,9 @@
 package metastore
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Error kinds. Callers test them with errors.Is; implementations wrap them
 // with context (the key, the directory, the endpoint).
@@ -31,4 +34,11 @@ var (
 	// ErrInvalid: the caller passed something the metastore cannot store
 	// (an empty key, a backend name with '/', a record without a name).
 	ErrInvalid = errors.New("invalid argument")
+	// ErrIntentLost: a commit named a write intent that no longer exists.
+	// Garbage collection removes intents it judges abandoned (older than
+	// its orphan delay) and deletes their shards, so committing would
+	// reference shards that may be gone. Nothing was written; retrying the
+	// same commit cannot succeed, the data must be written again. It
+	// matches ErrConflict too.
+	ErrIntentLost = fmt.Errorf("%w: write intent collected", ErrConflict)
 )

@@ -47,10 +47,13 @@ func (s *Store) ListObjects(ctx context.Context, prefix, after string, limit int
 // PutObject commits a new object version in one batch: the object record,
 // its new stripes (stored at Version 1; the caller's structs are updated),
 // their backend index entries, the given repair items (merged as Enqueue
-// does), and the removal of the given intents. If an object with that name
-// existed, its stripes that the new version does not reference are deleted
-// (with their index and queue entries) and their shards become garbage due
-// after the garbage delay; the old object is returned.
+// does), and the removal of the given intents. Every intent must still
+// exist: if one was collected (IntentToGarbage or RemoveIntent ran first),
+// nothing is written and the error matches ErrIntentLost (and ErrConflict).
+// If an object with that name existed, its stripes that the new version
+// does not reference are deleted (with their index and queue entries) and
+// their shards become garbage due after the garbage delay; the old object
+// is returned.
 //
 // Every stripe in `stripes` must be listed in obj.Stripes; a listed stripe
 // not in `stripes` must belong to the replaced version (it is kept).
@@ -87,6 +90,22 @@ func (s *Store) PutObject(ctx context.Context, obj *Object, stripes []*Stripe, r
 	key := objectKey(obj.Name)
 	err = s.update(ctx, fmt.Sprintf("put object %q", obj.Name), func(b *Batch) error {
 		replaced = nil
+		// Each intent must still exist: the collector turns an intent it
+		// judges abandoned into garbage and deletes its shards, and a
+		// commit after that would reference deleted shards. The condition
+		// makes "collect" and "commit" exclusive, whichever comes first.
+		for _, in := range intents {
+			ikey := intentKey(in)
+			raw, found, err := s.get(ctx, ikey)
+			if err != nil {
+				return err
+			}
+			if !found {
+				return fmt.Errorf("%w: intent %s of this write is gone: garbage collection judged the write abandoned (open longer than the orphan delay) and may have deleted its shards", ErrIntentLost, hexID(in))
+			}
+			b.ExpectValue(ikey, raw)
+			b.Delete(ikey)
+		}
 		oldRaw, found, err := s.get(ctx, key)
 		if err != nil {
 			return err
@@ -122,9 +141,6 @@ func (s *Store) PutObject(ctx context.Context, obj *Object, stripes []*Stripe, r
 		}
 		if err := s.enqueueInto(ctx, b, repairs, mergeEnqueue); err != nil {
 			return err
-		}
-		for _, in := range intents {
-			b.Delete(intentKey(in))
 		}
 		return nil
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -164,6 +165,8 @@ func RunStore(t *testing.T, newKV Factory) {
 	t.Run("ObjectRoundTrip", func(t *testing.T) { testObjectRoundTrip(t, newKV) })
 	t.Run("PutObjectIndexesQueuesIntents", func(t *testing.T) { testPutObject(t, newKV) })
 	t.Run("ReplaceObject", func(t *testing.T) { testReplaceObject(t, newKV) })
+	t.Run("PutObjectIntentCollected", func(t *testing.T) { testPutObjectIntentCollected(t, newKV) })
+	t.Run("PutObjectRacesCollector", func(t *testing.T) { testPutObjectRacesCollector(t, newKV) })
 	t.Run("PutObjectInvalid", func(t *testing.T) { testPutObjectInvalid(t, newKV) })
 	t.Run("DeleteObject", func(t *testing.T) { testDeleteObject(t, newKV) })
 	t.Run("RenameObject", func(t *testing.T) { testRenameObject(t, newKV) })
@@ -281,6 +284,129 @@ func testPutObject(t *testing.T, f Factory) {
 	if !reflect.DeepEqual(intents, [][16]byte{other.ID}) {
 		t.Fatalf("intents after commit: %x, want only the unrelated one %x", intents, other.ID)
 	}
+	checkClean(t, s)
+}
+
+// testPutObjectIntentCollected: a write held open past the collector's
+// orphan delay loses its intent (and the collector deletes its shards), so
+// its commit must fail and change nothing rather than reference them.
+func testPutObjectIntentCollected(t *testing.T, f Factory) {
+	for _, how := range []string{"IntentToGarbage", "RemoveIntent"} {
+		t.Run(how, func(t *testing.T) {
+			s, c := newStore(t, f)
+			ctx := ctxT(t)
+			// An older version under the name: a commit would replace it.
+			a0 := mkStripe([16]byte{}, 0, 2, "b1", "b2", "b3", "b4")
+			v1 := mkObject(c, "name", a0)
+			if _, err := s.PutObject(ctx, v1, []*metastore.Stripe{a0}, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			st0 := mkStripe([16]byte{}, 0, 2, "b5", "b6", "b7", "b8")
+			st1 := mkStripe([16]byte{}, 1, 2, "b5", "b6", "b7", "")
+			v2 := mkObject(c, "name", st0, st1)
+			in0 := metastore.Intent{ID: newID(), Shards: st0.Shards}
+			in1 := metastore.Intent{ID: newID(), Shards: st1.Shards}
+			for _, in := range []metastore.Intent{in0, in1} {
+				if err := s.AddIntent(ctx, in); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var err error
+			if how == "IntentToGarbage" {
+				err = s.IntentToGarbage(ctx, in1.ID, c.Peek())
+			} else {
+				err = s.RemoveIntent(ctx, in1.ID)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := scanAll(t, s.KV(), "", "")
+			_, err = s.PutObject(ctx, v2, []*metastore.Stripe{st0, st1}, []metastore.RepairItem{{Stripe: st1.ID, Margin: 1}}, [][16]byte{in0.ID, in1.ID})
+			if !errors.Is(err, metastore.ErrIntentLost) || !errors.Is(err, metastore.ErrConflict) {
+				t.Fatalf("PutObject with a collected intent: %v, want ErrIntentLost (and ErrConflict)", err)
+			}
+			if !strings.Contains(err.Error(), fmt.Sprintf("%x", in1.ID)) {
+				t.Fatalf("error %q does not name the lost intent %x", err, in1.ID)
+			}
+			if after := scanAll(t, s.KV(), "", ""); !reflect.DeepEqual(after, before) {
+				t.Fatalf("failed PutObject changed the store:\nbefore %q\nafter  %q", before, after)
+			}
+			if st0.Version != 0 || st1.Version != 0 {
+				t.Fatalf("failed PutObject set the caller's stripe versions %d/%d", st0.Version, st1.Version)
+			}
+			got, err := s.GetObject(ctx, "name")
+			if err != nil || got.ID != v1.ID {
+				t.Fatalf("object after failed replace: %+v, %v; want the old version %x", got, err, v1.ID)
+			}
+			if _, err := s.GetIntent(ctx, in0.ID); err != nil {
+				t.Fatalf("the surviving intent must stay for the collector: %v", err)
+			}
+			checkClean(t, s)
+		})
+	}
+}
+
+// testPutObjectRacesCollector runs a commit and the collector's
+// IntentToGarbage on the same intent at once: exactly one wins. Either the
+// object is committed and its shards are not garbage, or the commit fails
+// with ErrIntentLost and the shards are garbage.
+func testPutObjectRacesCollector(t *testing.T, f Factory) {
+	s, c := newStore(t, f)
+	ctx := ctxT(t)
+	commits, collects := 0, 0
+	for i := range 16 {
+		st := mkStripe([16]byte{}, 0, 2, "b1", "b2", "b3", "b4")
+		name := fmt.Sprintf("race/%d", i)
+		o := mkObject(c, name, st)
+		in := metastore.Intent{ID: newID(), Shards: st.Shards}
+		if err := s.AddIntent(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+		var putErr, gcErr error
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, putErr = s.PutObject(ctx, o, []*metastore.Stripe{st}, nil, [][16]byte{in.ID})
+		}()
+		go func() {
+			defer wg.Done()
+			<-start
+			gcErr = s.IntentToGarbage(ctx, in.ID, c.Peek())
+		}()
+		close(start)
+		wg.Wait()
+		if gcErr != nil {
+			t.Fatalf("round %d: IntentToGarbage: %v", i, gcErr)
+		}
+		var mine []metastore.Garbage
+		for _, g := range garbage(t, s) {
+			if strings.Contains(g.Key, fmt.Sprintf("%x", st.ID)) {
+				mine = append(mine, g)
+			}
+		}
+		_, getErr := s.GetObject(ctx, name)
+		switch {
+		case putErr == nil:
+			commits++
+			if getErr != nil || len(mine) != 0 {
+				t.Fatalf("round %d: commit won, but object: %v, garbage of its shards: %+v", i, getErr, mine)
+			}
+		case errors.Is(putErr, metastore.ErrIntentLost):
+			collects++
+			if !errors.Is(getErr, metastore.ErrNotFound) || len(mine) != 4 {
+				t.Fatalf("round %d: collector won, but object: %v, garbage of its shards: %+v", i, getErr, mine)
+			}
+		default:
+			t.Fatalf("round %d: PutObject: %v", i, putErr)
+		}
+		if _, err := s.GetIntent(ctx, in.ID); !errors.Is(err, metastore.ErrNotFound) {
+			t.Fatalf("round %d: intent survived both: %v", i, err)
+		}
+	}
+	t.Logf("commit won %d rounds, collector %d", commits, collects)
 	checkClean(t, s)
 }
 
