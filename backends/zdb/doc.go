@@ -13,7 +13,9 @@
 // 0-db's quirks, from the recorded protocol reference, that shape the code:
 //   - SET replies with the key, or nil when the value is unchanged (0-db
 //     compares CRC32s); nil is success. Because a CRC match is not a byte
-//     match, a nil reply is checked with a GET before Put reports success.
+//     match, a nil reply is checked with a GET before Put reports success:
+//     only a stored value with the same CRC32 but other bytes is an error
+//     (a value with another CRC32 was written by a later Put).
 //   - DEL replies +OK, or the error "Key not found", which is success here.
 //   - An argument over 8 MiB makes the server drop the connection, so Put
 //     refuses such values before sending (ErrTooLarge).

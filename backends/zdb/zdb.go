@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"net"
 	"strings"
 	"time"
@@ -18,6 +19,10 @@ import (
 // MaxValueSize is 0-db's largest argument, 8 MiB. A larger one makes the
 // server drop the connection, so Put refuses it before sending.
 const MaxValueSize = 8 << 20
+
+// castagnoli is the CRC32 0-db keeps per value (the SSE4.2 crc32
+// instruction's polynomial) and compares to call a SET unchanged.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Pool and dial settings.
 const (
@@ -170,17 +175,31 @@ func (b *Backend) Put(ctx context.Context, key string, value []byte) error {
 	case nil:
 		// "Unchanged": 0-db found a value with the same CRC32. Make sure
 		// it is the same bytes, not a collision that left the old value.
+		// Another writer may have changed the key between the SET and
+		// this GET; only a value with our CRC32 but other bytes is the
+		// collision. Other bytes with another CRC32, or no value, mean a
+		// later Put or Delete won, which is a success for this one.
 		got, err := b.Get(ctx, key)
+		if errors.Is(err, backends.ErrNotFound) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		if !bytes.Equal(got, value) {
+		if collides(value, got) {
 			return backends.Errorf(b.name, "put", key, backends.ErrCorruptReply,
 				"SET reported the value unchanged but a different value with the same CRC32 is stored")
 		}
 		return nil
 	}
 	return backends.Errorf(b.name, "put", key, backends.ErrCorruptReply, "SET answered %T", reply)
+}
+
+// collides reports whether stored, read back after 0-db called a SET of
+// ours unchanged, is a different value with the same CRC32: the SET was
+// dropped. A value with another CRC32 was written after ours.
+func collides(ours, stored []byte) bool {
+	return !bytes.Equal(ours, stored) && crc32.Checksum(ours, castagnoli) == crc32.Checksum(stored, castagnoli)
 }
 
 // Get implements backends.Backend.

@@ -1,10 +1,13 @@
 package zdb
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"hash/crc32"
 	"os"
 	"strings"
 	"testing"
@@ -338,4 +341,70 @@ func TestAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	a2.Close()
+}
+
+// crcCollision returns two different 8-byte values with the same CRC32-C,
+// found by a deterministic birthday search (~80k tries). The counter is
+// spread over all 64 bits by an odd multiplier: values that differ only
+// within 32 adjacent bits never share a CRC32.
+func crcCollision(t *testing.T) (a, b []byte) {
+	t.Helper()
+	table := crc32.MakeTable(crc32.Castagnoli)
+	val := func(i uint64) []byte { return binary.LittleEndian.AppendUint64(nil, i*0x9e3779b97f4a7c15) }
+	seen := make(map[uint32]uint64)
+	for i := uint64(0); i < 1<<20; i++ {
+		c := crc32.Checksum(val(i), table)
+		if j, ok := seen[c]; ok {
+			return val(j), val(i)
+		}
+		seen[c] = i
+	}
+	t.Fatal("no CRC32-C collision among 2^20 counters")
+	return nil, nil
+}
+
+// TestSetUnchangedCollision: 0-db keeps the old value when a SET's CRC32
+// matches it, and answers nil. Put must see that the bytes differ and fail
+// rather than report a value stored that is not.
+func TestSetUnchangedCollision(t *testing.T) {
+	a, b := crcCollision(t)
+	s := zdbtest.New(t, zdbtest.Options{AdminPassword: testAdmin})
+	be := openT(t, s.Addr(), newNS(t, s.Addr(), testAdmin, 0), testNSPw)
+	defer be.Close()
+	ctx := ctx5(t)
+	if err := be.Put(ctx, "k", a); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Put(ctx, "k", a); err != nil {
+		t.Fatalf("Put of the same bytes (SET answers unchanged): %v", err)
+	}
+	err := be.Put(ctx, "k", b)
+	if !errors.Is(err, backends.ErrCorruptReply) || !strings.Contains(err.Error(), "same CRC32") {
+		t.Fatalf("Put of %x over %x (same CRC32-C): %v, want ErrCorruptReply", b, a, err)
+	}
+	if got, err := be.Get(ctx, "k"); err != nil || !bytes.Equal(got, a) {
+		t.Fatalf("stored %x, %v; want the old value %x", got, err, a)
+	}
+}
+
+// TestCollides: after an unchanged SET, only a stored value with our CRC32
+// and other bytes is a dropped write; another CRC32 means a concurrent Put
+// landed after ours.
+func TestCollides(t *testing.T) {
+	a, b := crcCollision(t)
+	for _, c := range []struct {
+		ours, stored []byte
+		want         bool
+	}{
+		{a, a, false},
+		{a, b, true},
+		{b, a, true},
+		{a, []byte("a later writer's value"), false},
+		{[]byte{}, []byte{}, false},
+		{[]byte{}, a, false},
+	} {
+		if got := collides(c.ours, c.stored); got != c.want {
+			t.Errorf("collides(%x, %x) = %v, want %v", c.ours, c.stored, got, c.want)
+		}
+	}
 }
