@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/pelletier/go-toml/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/healstore/healstore/backends"
 )
@@ -128,7 +129,10 @@ func keyCheck(key []byte) string {
 
 // SecretStore maps secret refs (backends.Spec.SecretRef) to secrets: zdb
 // namespace passwords, S3 secret keys. It is persisted as a TOML file of
-// `ref = "secret"` lines with mode 0600. Safe for concurrent use.
+// `ref = "secret"` lines with mode 0600. Safe for concurrent use, and for
+// several SecretStores (in several processes) on one file: every change
+// re-reads the file under a lock and changes only its own ref, so secrets
+// another process or a hand edit added are kept.
 //
 // Secrets never leave it except through Lookup; its errors name refs only.
 type SecretStore struct {
@@ -145,8 +149,20 @@ func OpenSecrets(path string) (*SecretStore, error) {
 	if path == "" {
 		return s, nil
 	}
+	m, err := readSecrets(path)
+	if err != nil {
+		return nil, err
+	}
+	s.m = m
+	return s, nil
+}
+
+// readSecrets parses the secrets file; a missing file is an empty map.
+// Files are replaced by rename, so a read needs no lock.
+func readSecrets(path string) (map[string]string, error) {
+	m := map[string]string{}
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return s, nil
+		return m, nil
 	}
 	if err := checkPrivate(path, "secrets file"); err != nil {
 		return nil, err
@@ -155,7 +171,7 @@ func OpenSecrets(path string) (*SecretStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secrets file %s: %w", path, errors.Unwrap(err))
 	}
-	if err := toml.Unmarshal(data, &s.m); err != nil {
+	if err := toml.Unmarshal(data, &m); err != nil {
 		// The decoder's message may quote the offending text, which could
 		// be a secret: report the line only.
 		var de *toml.DecodeError
@@ -165,61 +181,60 @@ func OpenSecrets(path string) (*SecretStore, error) {
 		}
 		return nil, fmt.Errorf("secrets file %s: malformed; each line must be ref = \"secret\"", path)
 	}
-	return s, nil
+	return m, nil
 }
 
 // Lookup returns the secret for ref, or an error matching
 // backends.ErrNoSecret that names the ref. It is a backends.SecretLookup.
+// A ref not known in memory is looked for in the file again, so a secret
+// another process added (healstore backend add next to a running daemon)
+// is found.
 func (s *SecretStore) Lookup(ref string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v, ok := s.m[ref]
-	if !ok {
-		where := "the secrets file"
-		if s.path != "" {
-			where = s.path
-		}
-		return "", fmt.Errorf("secret ref %q is not in %s: %w", ref, where, backends.ErrNoSecret)
+	if v, ok := s.m[ref]; ok {
+		return v, nil
 	}
-	return v, nil
+	if s.path == "" {
+		return "", fmt.Errorf("secret ref %q is not in the secrets file: %w", ref, backends.ErrNoSecret)
+	}
+	m, err := readSecrets(s.path)
+	if err != nil {
+		return "", fmt.Errorf("secret ref %q: %w (%w)", ref, backends.ErrNoSecret, err)
+	}
+	s.m = m
+	if v, ok := s.m[ref]; ok {
+		return v, nil
+	}
+	return "", fmt.Errorf("secret ref %q is not in %s: %w", ref, s.path, backends.ErrNoSecret)
 }
 
 var _ backends.SecretLookup = (*SecretStore)(nil).Lookup
 
-// Set stores secret under ref and rewrites the file (atomically, 0600).
+// Set stores secret under ref and rewrites the file (atomically, 0600),
+// keeping every other ref the file holds.
 func (s *SecretStore) Set(ref, secret string) error {
 	if ref == "" {
 		return errors.New("secret ref is empty")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old, had := s.m[ref]
-	s.m[ref] = secret
-	if err := s.save(); err != nil {
-		if had {
-			s.m[ref] = old
-		} else {
-			delete(s.m, ref)
+	return s.change(func(m map[string]string) bool {
+		if v, ok := m[ref]; ok && v == secret {
+			return false
 		}
-		return err
-	}
-	return nil
+		m[ref] = secret
+		return true
+	})
 }
 
-// Delete removes ref; a missing ref is not an error.
+// Delete removes ref from the file; a missing ref is not an error.
 func (s *SecretStore) Delete(ref string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old, had := s.m[ref]
-	if !had {
-		return nil
-	}
-	delete(s.m, ref)
-	if err := s.save(); err != nil {
-		s.m[ref] = old
-		return err
-	}
-	return nil
+	return s.change(func(m map[string]string) bool {
+		if _, ok := m[ref]; !ok {
+			return false
+		}
+		delete(m, ref)
+		return true
+	})
 }
 
 // Refs lists the refs held, sorted.
@@ -234,23 +249,70 @@ func (s *SecretStore) Refs() []string {
 	return refs
 }
 
-func (s *SecretStore) save() error {
+// change applies edit to the file's current content under an exclusive
+// lock and writes the result back when edit reports a change. The memory
+// copy becomes the file's content: a change made from one map alone would
+// drop what others wrote since it was read.
+func (s *SecretStore) change(edit func(m map[string]string) bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.path == "" {
 		return errors.New("secret store has no file to save to (set secrets_file in the config)")
 	}
+	unlock, err := lockSecrets(s.path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	m, err := readSecrets(s.path)
+	if err != nil {
+		return err
+	}
+	if edit(m) {
+		if err := writeSecrets(s.path, m); err != nil {
+			return err
+		}
+	}
+	s.m = m
+	return nil
+}
+
+// lockSecrets takes an exclusive flock on a lock file next to the secrets
+// file (the secrets file itself is replaced by rename, so a lock on it
+// would not be seen by the next writer). Closing the file releases it.
+func lockSecrets(path string) (unlock func(), err error) {
+	lp := path + ".lock"
+	f, err := os.OpenFile(lp, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock secrets file: %w", err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock secrets file: flock %s: %w", lp, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+func writeSecrets(path string, m map[string]string) error {
 	var buf bytes.Buffer
 	buf.WriteString("# healstore secrets: ref = \"secret\". Keep this file mode 0600.\n")
-	refs := make([]string, 0, len(s.m))
-	for r := range s.m {
+	refs := make([]string, 0, len(m))
+	for r := range m {
 		refs = append(refs, r)
 	}
 	sort.Strings(refs)
 	for _, r := range refs {
-		line, err := toml.Marshal(map[string]string{r: s.m[r]})
+		line, err := toml.Marshal(map[string]string{r: m[r]})
 		if err != nil {
-			return fmt.Errorf("secrets file %s: cannot encode ref %q", s.path, r)
+			return fmt.Errorf("secrets file %s: cannot encode ref %q", path, r)
 		}
 		buf.Write(line)
 	}
-	return writePrivate(s.path, buf.Bytes())
+	return writePrivate(path, buf.Bytes())
 }

@@ -2,9 +2,11 @@ package healstore
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/healstore/healstore/backends"
@@ -85,5 +87,118 @@ func TestSecretStore(t *testing.T) {
 	_, err = OpenSecrets(p)
 	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), ":2") {
 		t.Fatalf("malformed secrets: %v", err)
+	}
+}
+
+// TestSecretStoreSharedFile: several SecretStores on one file (a daemon and
+// `healstore backend add`, or a hand edit) keep each other's secrets.
+func TestSecretStoreSharedFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "secrets.toml")
+	open := func() *SecretStore {
+		t.Helper()
+		s, err := OpenSecrets(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	onDisk := func() string {
+		t.Helper()
+		return strings.Join(open().Refs(), ",")
+	}
+	a, b := open(), open()
+	if err := a.Set("zdb/new", "pw-from-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Set("s3/other", "pw-from-b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := onDisk(); got != "s3/other,zdb/new" {
+		t.Fatalf("after a Set by each of two instances the file holds %q", got)
+	}
+	// a never saw b's secret in memory: Lookup reads the file again.
+	if v, err := a.Lookup("s3/other"); err != nil || v != "pw-from-b" {
+		t.Fatalf("Lookup of another instance's secret: %q, %v", v, err)
+	}
+
+	// A hand edit survives the next Set.
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("\"by/hand\" = \"edited\"\n")
+	f.Close()
+	if err := b.Set("zdb/third", "pw3"); err != nil {
+		t.Fatal(err)
+	}
+	if got := onDisk(); got != "by/hand,s3/other,zdb/new,zdb/third" {
+		t.Fatalf("after a hand edit and a Set the file holds %q", got)
+	}
+
+	// Delete of a ref this instance never loaded removes it from the file
+	// and nothing else.
+	c := open()
+	if err := a.Set("late", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete("late"); err != nil {
+		t.Fatal(err)
+	}
+	if got := onDisk(); got != "by/hand,s3/other,zdb/new,zdb/third" {
+		t.Fatalf("after Delete by a stale instance the file holds %q", got)
+	}
+
+	for _, f := range []string{p, p + ".lock"} {
+		if st, err := os.Stat(f); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v, %v; want mode 0600", f, st.Mode(), err)
+		}
+	}
+
+	// A malformed hand edit makes Set fail and leaves the file as it is.
+	bad := []byte("ok = \"fine\"\nbroken = \"hunter2\n")
+	if err := os.WriteFile(p, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Set("zdb/new", "changed"); err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), ":2") {
+		t.Fatalf("Set over a malformed file: %v", err)
+	}
+	if got, _ := os.ReadFile(p); string(got) != string(bad) {
+		t.Fatalf("Set over a malformed file rewrote it: %q", got)
+	}
+}
+
+// TestSecretStoreConcurrentInstances: Sets racing from two instances (two
+// processes, as far as the lock can tell) all land.
+func TestSecretStoreConcurrentInstances(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "secrets.toml")
+	const perInstance = 15
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*perInstance)
+	for inst := range 2 {
+		s, err := OpenSecrets(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range perInstance {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := s.Set(fmt.Sprintf("i%d/r%02d", inst, i), "v"); err != nil {
+					errs <- err
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	s, err := OpenSecrets(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.Refs()); n != 2*perInstance {
+		t.Fatalf("%d of %d concurrently set secrets are in the file: %v", n, 2*perInstance, s.Refs())
 	}
 }
