@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,81 +17,116 @@ import (
 
 // BenchmarkFio runs the fio jobs of bench/fio (sequential 1 MiB write and
 // read, 4 KiB random read/write) through a mount of a 10+4 store on local
-// backends, and the same jobs on the plain disk underneath in the same
-// run, and reports each figure with its ratio to the plain disk:
+// backends, and the same jobs on the plain disk underneath, each plain run
+// right before its healstore run so both see the same machine and disk,
+// over several rounds; it reports the median of each figure and of each
+// round's ratio to the plain disk:
 //
 //	go test ./fuse -run '^$' -bench Fio -benchtime 1x
 //
 // HEALSTORE_FIO_SIZE (default 1G) sets the sequential file size,
 // HEALSTORE_FIO_RAND_SIZE (32M) and HEALSTORE_FIO_RUNTIME (20) the random
-// job, HEALSTORE_FUSE_BLOCK (default 16M) the filesystem block size and
-// HEALSTORE_FUSE_ENCRYPTION (aes-256-gcm) the store's encryption. As root the
-// page cache is dropped before each read job, so reads come from the disk.
-// The run ignores b.N: each job runs once.
+// job, HEALSTORE_FIO_ROUNDS (3) the rounds, HEALSTORE_FUSE_BLOCK (16M) the
+// filesystem block size (the store's policy block is the same, at most
+// 16 MiB), HEALSTORE_FUSE_ENCRYPTION (aes-256-gcm) the store's encryption,
+// and HEALSTORE_FUSE_KERNEL_WB=0 turns the kernel's write-back cache off.
+// As root the page cache is dropped before each read job, and the mount is
+// remounted, so reads come from the disk. The run ignores b.N.
 func BenchmarkFio(b *testing.B) {
 	requireFUSE(b)
 	requireTool(b, "fio")
 	seqSize := envOr("HEALSTORE_FIO_SIZE", "1G")
 	randSize := envOr("HEALSTORE_FIO_RAND_SIZE", "32M")
 	runtime := envOr("HEALSTORE_FIO_RUNTIME", "20")
+	rounds, _ := strconv.Atoi(envOr("HEALSTORE_FIO_ROUNDS", "3"))
 	blockSize := 16 << 20
 	if v := os.Getenv("HEALSTORE_FUSE_BLOCK"); v != "" {
-		fmt.Sscanf(strings.TrimSuffix(v, "M"), "%d", &blockSize)
-		blockSize <<= 20
+		mib, err := strconv.Atoi(strings.TrimSuffix(v, "M"))
+		if err != nil {
+			b.Fatalf("HEALSTORE_FUSE_BLOCK=%q: give MiB, like 16M", v)
+		}
+		blockSize = mib << 20
 	}
+	enc := envOr("HEALSTORE_FUSE_ENCRYPTION", "aes-256-gcm")
+	storeBlock := min(blockSize, 16<<20)
+	st := newStoreWith(b, 10, 4, storeBlock, func(c *healstore.Config) { c.Policy.Encryption = enc })
+	opts := Options{BlockSize: blockSize, NoKernelWriteback: os.Getenv("HEALSTORE_FUSE_KERNEL_WB") == "0"}
+	e := newMount(b, st, opts)
+	plainDir := b.TempDir()
+
 	jobs := []struct{ name, file string }{
 		{"seq-write-1m", "seq-write-1m.fio"},
 		{"seq-read-1m", "seq-read-1m.fio"},
 		{"randrw-4k", "randrw-4k.fio"},
 	}
-	run := func(dir string, before func(job string)) map[string]fioResult {
-		out := map[string]fioResult{}
-		for _, j := range jobs {
-			before(j.name)
-			raw := runFio(b, fioJob(b, j.file), map[string]string{
-				"HEALSTORE_FIO_DIR": dir, "HEALSTORE_FIO_SIZE": seqSize,
-				"HEALSTORE_FIO_RAND_SIZE": randSize, "HEALSTORE_FIO_RUNTIME": runtime,
-			}, "--output-format=json")
-			r, err := parseFio(raw)
-			if err != nil {
-				b.Fatalf("%s: %v", j.name, err)
-			}
-			out[j.name] = r
+	fio := func(job, dir string) fioResult {
+		raw := runFio(b, fioJob(b, job), map[string]string{
+			"HEALSTORE_FIO_DIR": dir, "HEALSTORE_FIO_SIZE": seqSize,
+			"HEALSTORE_FIO_RAND_SIZE": randSize, "HEALSTORE_FIO_RUNTIME": runtime,
+		}, "--output-format=json")
+		r, err := parseFio(raw)
+		if err != nil {
+			b.Fatalf("%s: %v", job, err)
 		}
-		return out
+		return r
+	}
+	type sample struct{ plain, mount, ratio []float64 }
+	res := map[string]*sample{}
+	for round := range rounds {
+		for _, j := range jobs {
+			read := strings.Contains(j.name, "read")
+			rnd := strings.HasPrefix(j.name, "rand")
+			if read {
+				dropCaches(b)
+			}
+			p := fio(j.file, plainDir)
+			if read {
+				e.remount() // empty caches in the mount and the kernel
+				dropCaches(b)
+			}
+			m := fio(j.file, e.dir)
+			pv, mv := p.mbps(), m.mbps()
+			if rnd {
+				pv, mv = p.iops(), m.iops()
+			}
+			s := res[j.name]
+			if s == nil {
+				s = &sample{}
+				res[j.name] = s
+			}
+			s.plain, s.mount, s.ratio = append(s.plain, pv), append(s.mount, mv), append(s.ratio, mv/pv)
+			b.Logf("round %d %-14s plain %8.0f healstore %8.0f ratio %.3f", round+1, j.name, pv, mv, mv/pv)
+		}
+		// The next round writes its files afresh.
+		os.RemoveAll(plainDir)
+		os.Mkdir(plainDir, 0o755)
+		for _, f := range []string{"fio-seq-1m.dat", "fio-randrw-4k.dat"} {
+			os.Remove(e.path(f))
+		}
 	}
 
-	plainDir := b.TempDir()
-	plain := run(plainDir, func(job string) {
-		if strings.Contains(job, "read") {
-			dropCaches(b)
-		}
-	})
-
-	enc := envOr("HEALSTORE_FUSE_ENCRYPTION", "aes-256-gcm")
-	st := newStoreWith(b, 10, 4, 4<<20, func(c *healstore.Config) { c.Policy.Encryption = enc })
-	e := newMount(b, st, Options{BlockSize: blockSize})
-	mounted := run(e.dir, func(job string) {
-		if strings.Contains(job, "read") {
-			e.remount() // empty caches in the mount and the kernel
-			dropCaches(b)
-		}
-	})
-
-	b.Logf("fio, %s sequential file, %s random file; healstore 10+4 (%s) on local backends, %d KiB file blocks", seqSize, randSize, enc, blockSize>>10)
+	b.Logf("fio, %s sequential file, %s random file; healstore 10+4 (%s, %d KiB stripes) on local backends, %d KiB file blocks, kernel write-back %v; median of %d rounds",
+		seqSize, randSize, enc, storeBlock>>10, blockSize>>10, !opts.NoKernelWriteback, rounds)
 	b.Logf("%-14s %14s %14s %7s", "job", "plain disk", "healstore", "ratio")
 	for _, j := range jobs {
-		p, m := plain[j.name], mounted[j.name]
+		s := res[j.name]
+		unit, metric := "MB/s", "-MB/s"
 		if strings.HasPrefix(j.name, "rand") {
-			b.Logf("%-14s %9.0f IOPS %9.0f IOPS %7.3f", j.name, p.iops(), m.iops(), m.iops()/p.iops())
-			b.ReportMetric(m.iops(), j.name+"-IOPS")
-			b.ReportMetric(m.iops()/p.iops(), j.name+"-ratio")
-			continue
+			unit, metric = "IOPS", "-IOPS"
 		}
-		b.Logf("%-14s %9.0f MB/s %9.0f MB/s %7.3f", j.name, p.mbps(), m.mbps(), m.mbps()/p.mbps())
-		b.ReportMetric(m.mbps(), j.name+"-MB/s")
-		b.ReportMetric(m.mbps()/p.mbps(), j.name+"-ratio")
+		b.Logf("%-14s %9.0f %s %9.0f %s %7.3f", j.name, median(s.plain), unit, median(s.mount), unit, median(s.ratio))
+		b.ReportMetric(median(s.mount), j.name+metric)
+		b.ReportMetric(median(s.ratio), j.name+"-ratio")
 	}
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
 }
 
 func envOr(k, def string) string {

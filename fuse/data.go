@@ -31,9 +31,10 @@ func (f *filesystem) charge(bs uint32) int64 {
 // fetchBlock returns the stored content of block k (empty for a block that
 // was never written), from the read cache or from healstore; concurrent
 // callers for one block share one fetch. The result must not be modified.
-// It does not fill the read cache: callers do, under the inode's mutex, if
-// the file did not change meanwhile.
-func (f *filesystem) fetchBlock(ctx context.Context, k blockKey, bs uint32) ([]byte, error) {
+// A fetch made from healstore is handed to fill (if not nil) before other
+// callers can miss it: fill puts it in the read cache when the file did
+// not change meanwhile (see fillLocked).
+func (f *filesystem) fetchBlock(ctx context.Context, k blockKey, bs uint32, fill func([]byte)) ([]byte, error) {
 	if d, ok := f.rcache.get(k); ok {
 		return d, nil
 	}
@@ -61,11 +62,24 @@ func (f *filesystem) fetchBlock(ctx context.Context, k blockKey, bs uint32) ([]b
 	default:
 		c.data = buf[:n]
 	}
+	if c.err == nil && fill != nil {
+		fill(c.data)
+	}
 	f.fetchMu.Lock()
 	delete(f.fetches, k)
 	f.fetchMu.Unlock()
 	close(c.done)
 	return c.data, c.err
+}
+
+// filler returns the fill function for fetchBlock on st's file as of
+// version ver.
+func (f *filesystem) filler(st *inodeState, k blockKey, ver uint64) func([]byte) {
+	return func(data []byte) {
+		st.mu.Lock()
+		f.fillLocked(st, k, ver, data)
+		st.mu.Unlock()
+	}
 }
 
 // fillLocked puts fetched data in the read cache unless the file changed
@@ -143,14 +157,11 @@ func (f *filesystem) read(st *inodeState, dest []byte, off int64) (int, error) {
 	ver := st.dataVer
 	st.mu.Unlock()
 	for _, m := range misses {
-		data, err := f.fetchBlock(ctx, m.k, uint32(bs))
+		data, err := f.fetchBlock(ctx, m.k, uint32(bs), f.filler(st, m.k, ver))
 		if err != nil {
 			return 0, err
 		}
 		copyBlock(m.dst, data, m.boff)
-		st.mu.Lock()
-		f.fillLocked(st, m.k, ver, data)
-		st.mu.Unlock()
 	}
 	return int(n), nil
 }
@@ -163,7 +174,7 @@ func (f *filesystem) readAhead(st *inodeState, from uint64, count int) {
 	nb := blocksFor(st.rec.Size, bs)
 	ver := st.dataVer
 	var todo []blockKey
-	for idx := from; idx < nb && len(todo) < count; idx++ {
+	for idx := from; idx < nb && idx < from+uint64(count); idx++ {
 		k := blockKey{st.ino, idx}
 		if st.blocks[idx] != nil || f.rcache.has(k) {
 			continue
@@ -193,13 +204,8 @@ func (f *filesystem) readAhead(st *inodeState, from uint64, count int) {
 			defer f.put(st)
 			ctx, cancel := f.opCtx()
 			defer cancel()
-			data, err := f.fetchBlock(ctx, k, bs)
-			if err != nil {
-				return // the reader will fetch it again and see the error
-			}
-			st.mu.Lock()
-			f.fillLocked(st, k, ver, data)
-			st.mu.Unlock()
+			// An error is not kept: the reader fetches again and sees it.
+			f.fetchBlock(ctx, k, bs, f.filler(st, k, ver))
 		}()
 	}
 }
@@ -236,7 +242,7 @@ func (f *filesystem) loadLocked(ctx context.Context, st *inodeState, idx uint64,
 	var data []byte
 	start := idx * uint64(bs)
 	if fetch && start < st.rec.Size && idx < st.rec.Extent {
-		d, err := f.fetchBlock(ctx, k, bs)
+		d, err := f.fetchBlock(ctx, k, bs, nil) // the block is loading into the cache
 		if err != nil {
 			return nil, err
 		}

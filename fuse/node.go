@@ -45,9 +45,9 @@ var (
 type handle struct {
 	st *inodeState
 	mu sync.Mutex
-	// next is where a sequential reader's next read starts; streak counts
-	// reads that started there, to turn read-ahead on.
-	next   int64
+	// last is the highest block the reader touched; streak counts reads
+	// in or next to it, which turn read-ahead on.
+	last   int64
 	streak int
 }
 
@@ -139,7 +139,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		return nil, 0, syscall.EINVAL
 	}
 	n.f.open(st)
-	return &handle{st: st, next: -1}, openFlags, 0
+	return &handle{st: st}, openFlags, 0
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
@@ -150,7 +150,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, n.f.errno("create", err)
 	}
 	n.f.open(st)
-	return n.child(ctx, st, out), &handle{st: st, next: -1}, openFlags, 0
+	return n.child(ctx, st, out), &handle{st: st}, openFlags, 0
 }
 
 func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (gofuse.ReadResult, syscall.Errno) {
@@ -158,25 +158,35 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 	if !ok {
 		return nil, syscall.EBADF
 	}
+	if n.f.opts.ReadAhead > 0 && len(dest) > 0 {
+		// Sequential at block granularity: the kernel's own read-ahead
+		// sends several reads at once, which arrive out of order.
+		bs := int64(h.st.blockSize())
+		first, last := off/bs, (off+int64(len(dest))-1)/bs
+		h.mu.Lock()
+		if off == 0 || (first >= h.last-1 && first <= h.last+1) {
+			h.streak++
+			h.last = max(h.last, last)
+		} else {
+			h.streak = 0
+			h.last = last
+		}
+		seq := h.streak >= 2
+		h.mu.Unlock()
+		if seq {
+			// Ask before reading, so the next blocks come in while this
+			// one is fetched.
+			n.f.readAhead(h.st, uint64(last)+1, int(max(n.f.opts.ReadAhead/bs, 2)))
+			if first >= 2 {
+				// A block two behind a sequential reader is done with (the
+				// kernel's page cache has it): make room for read-ahead.
+				n.f.rcache.drop(blockKey{h.st.ino, uint64(first - 2)})
+			}
+		}
+	}
 	cnt, err := n.f.read(h.st, dest, off)
 	if err != nil {
 		return nil, n.f.errno("read", err)
-	}
-	if n.f.opts.ReadAhead > 0 {
-		h.mu.Lock()
-		if off == h.next || off == 0 {
-			h.streak++
-		} else {
-			h.streak = 0
-		}
-		h.next = off + int64(cnt)
-		seq := h.streak >= 2
-		h.mu.Unlock()
-		if seq && cnt > 0 {
-			bs := int64(h.st.blockSize())
-			ahead := int(max(n.f.opts.ReadAhead/bs, 1))
-			n.f.readAhead(h.st, uint64((off+int64(cnt)-1)/bs)+1, ahead)
-		}
 	}
 	return gofuse.ReadResultData(dest[:cnt]), 0
 }

@@ -27,10 +27,11 @@ type Options struct {
 	// 64 KiB to 64 MiB.
 	BlockSize int
 	// ReadCacheSize bounds the memory holding fetched blocks. Default
-	// 64 MiB.
+	// 64 MiB, or the read-ahead window plus two blocks when that is more.
 	ReadCacheSize int64
 	// ReadAhead is how far ahead of a sequential reader blocks are fetched.
-	// Default 8 MiB; negative turns read-ahead off.
+	// Default 64 MiB, and never less than two blocks; negative turns
+	// read-ahead off. At most 4 blocks are fetched at once.
 	ReadAhead int64
 	// UploadWorkers upload dirty blocks in parallel. Default 8: a block
 	// upload waits mostly on backend fsyncs, so more in flight go faster.
@@ -66,7 +67,7 @@ const (
 	DefaultCacheSize      = 1 << 30
 	DefaultBlockSize      = 4 << 20
 	DefaultReadCacheSize  = 64 << 20
-	DefaultReadAhead      = 8 << 20
+	DefaultReadAhead      = 64 << 20
 	DefaultUploadWorkers  = 8
 	DefaultWritebackDelay = 2 * time.Second
 	DefaultOpTimeout      = 2 * time.Minute
@@ -91,11 +92,13 @@ func (o Options) withDefaults() (Options, error) {
 	if o.BlockSize == 0 {
 		o.BlockSize = DefaultBlockSize
 	}
-	if o.ReadCacheSize == 0 {
-		o.ReadCacheSize = DefaultReadCacheSize
-	}
 	if o.ReadAhead == 0 {
 		o.ReadAhead = DefaultReadAhead
+	}
+	if o.ReadCacheSize == 0 {
+		// Room for the read-ahead window, the block being read and one
+		// more, so fetched blocks are not evicted before they are read.
+		o.ReadCacheSize = max(DefaultReadCacheSize, max(o.ReadAhead, 2*int64(o.BlockSize))+2*int64(o.BlockSize))
 	}
 	if o.UploadWorkers == 0 {
 		o.UploadWorkers = DefaultUploadWorkers

@@ -59,6 +59,9 @@ See docs/fuse.md for mounting at boot with systemd.
 				dst     *int64
 			}{{"cache-size", o.cacheSize, &o.opts.CacheSize}, {"read-cache", o.readCache, &o.opts.ReadCacheSize}}
 			for _, s := range sizes {
+				if s.v == "" {
+					continue // the default
+				}
 				n, err := bench.ParseSize(s.v)
 				if err != nil || n <= 0 {
 					return usagef("--%s %q: give a size such as 512M or 2G", s.flag, s.v)
@@ -86,7 +89,7 @@ See docs/fuse.md for mounting at boot with systemd.
 	f.StringVar(&o.cacheDir, "cache-dir", "", "write-back cache directory on a local disk (default: <cache_dir of the config>/fuse-<fs>)")
 	f.StringVar(&o.cacheSize, "cache-size", "1G", "most written data held locally before writers wait for uploads")
 	f.StringVar(&o.blockSize, "block-size", "4M", "data block size of new files (64K to 64M): the unit of every upload")
-	f.StringVar(&o.readCache, "read-cache", "64M", "memory for fetched blocks")
+	f.StringVar(&o.readCache, "read-cache", "", "memory for fetched blocks (default 64M or four blocks, whichever is more)")
 	f.BoolVar(&o.allowOther, "allow-other", false, "let other users use the mount (FUSE allow_other)")
 	f.BoolVar(&o.force, "force", false, "take over the filesystem even if the store says another mount holds it")
 	f.BoolVar(&o.withHealer, "with-healer", false, "also run the healer daemon in this process")
