@@ -21,6 +21,8 @@ import (
 //     file-path based servers (local, versitygw) work.
 //   - Put is atomic: after a crash a key holds the old value, the new one, or
 //     nothing; never a partial value. Put of an existing key replaces it.
+//     (The optional Syncer's PutNoSync is weaker until its Sync returns:
+//     see sync.go.)
 //   - Get of a missing key returns an error matching ErrNotFound.
 //   - Delete of a missing key returns nil (idempotent).
 //   - Every call honours ctx: when ctx is done the call returns promptly with

@@ -33,6 +33,8 @@ type Backend struct {
 	mu     sync.Mutex // guards used and closed; held only for bookkeeping, never for I/O
 	used   int64      // bytes of values, tracked only when quota > 0
 	closed bool
+
+	deferred syncState // PutNoSync and Sync (sync.go)
 }
 
 var _ backends.Backend = (*Backend)(nil)
@@ -50,6 +52,9 @@ func Open(spec backends.Spec) (*Backend, error) {
 	if err := os.MkdirAll(b.root, 0o755); err != nil {
 		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
 	}
+	if err := b.deferred.init(b.root); err != nil {
+		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
+	}
 	// Remove temporaries of interrupted Puts and, with a quota, sum the
 	// sizes of the values.
 	err := b.walk(func(dir, name string, info fs.FileInfo) error {
@@ -60,6 +65,7 @@ func Open(spec backends.Spec) (*Backend, error) {
 		return nil
 	})
 	if err != nil {
+		b.deferred.close()
 		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
 	}
 	return b, nil
@@ -158,6 +164,12 @@ func (b *Backend) Put(ctx context.Context, key string, value []byte) error {
 	if err := b.begin(ctx, "put", key, true); err != nil {
 		return err
 	}
+	return b.put(key, value, true)
+}
+
+// put stores value under key; durable says whether to fsync before
+// returning (Put) or leave it to a later Sync (PutNoSync).
+func (b *Backend) put(key string, value []byte, durable bool) error {
 	if len(value) > MaxValueSize {
 		return backends.Errorf(b.name, "put", key, backends.ErrTooLarge,
 			"%d bytes, the limit is %d", len(value), MaxValueSize)
@@ -174,21 +186,27 @@ func (b *Backend) Put(ctx context.Context, key string, value []byte) error {
 	if err := b.reserve(key, delta); err != nil {
 		return err
 	}
-	if err := b.writeFile(dir, final, value); err != nil {
+	if err := b.writeFile(dir, final, value, durable); err != nil {
 		b.reserve(key, -delta) // give the reservation back; never fails
 		return b.fail("put", key, err)
 	}
 	return nil
 }
 
-func (b *Backend) writeFile(dir, final string, value []byte) error {
+// writeFile writes value to a temporary file in dir and renames it to
+// final. When durable, the file is fsynced before the rename and the
+// directory after it, so a crash leaves the old value or the new one.
+// Otherwise both wait for the next syncfs(2) (see Sync).
+func (b *Backend) writeFile(dir, final string, value []byte, durable bool) error {
 	f, err := os.CreateTemp(dir, tmpPrefix+"*")
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		if err = syncDir(b.root); err != nil {
-			return err
+		if durable {
+			if err = syncDir(b.root); err != nil {
+				return err
+			}
 		}
 		f, err = os.CreateTemp(dir, tmpPrefix+"*")
 	}
@@ -206,8 +224,10 @@ func (b *Backend) writeFile(dir, final string, value []byte) error {
 	if _, err := f.Write(value); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
+	if durable {
+		if err := f.Sync(); err != nil {
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
@@ -216,6 +236,9 @@ func (b *Backend) writeFile(dir, final string, value []byte) error {
 		return err
 	}
 	ok = true
+	if !durable {
+		return nil
+	}
 	return syncDir(dir)
 }
 
@@ -301,10 +324,12 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 	}
 	if err := os.Remove(p); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
+			b.deferred.forget(key)
 			return nil
 		}
 		return b.fail("delete", key, err)
 	}
+	b.deferred.forget(key)
 	b.reserve(key, -size)
 	return nil
 }
@@ -415,10 +440,12 @@ func (b *Backend) Probe(ctx context.Context) (backends.ProbeResult, error) {
 	return backends.ProbeResult{Latency: time.Since(start), Capacity: c}, nil
 }
 
-// Close implements backends.Backend. Later calls fail with ErrUnavailable.
+// Close implements backends.Backend. Later calls fail with ErrUnavailable;
+// a syncfs round in progress is waited for.
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	b.closed = true
 	b.mu.Unlock()
+	b.deferred.close()
 	return nil
 }
