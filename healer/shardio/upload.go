@@ -41,6 +41,13 @@ type UploadOptions struct {
 	// Rand drives the weighted choice of retry targets; nil picks the
 	// backend with most free space (deterministic).
 	Rand *rand.Rand
+	// Deferred stores the shards with backends.PutNoSync: a backend that
+	// can (backends.Syncer) skips its per-value fsyncs, and the landed
+	// shards are durable only once the caller has passed them to
+	// SyncShards. The caller must have recorded every target (the write
+	// intent) durably beforehand: a deferred shard may reach the disk,
+	// whole or torn, at any moment after its Put begins.
+	Deferred bool
 }
 
 // UploadResult says where the shards of one Upload went.
@@ -188,7 +195,44 @@ func (u *uploader) put(ctx context.Context, name, key string, shard []byte) erro
 	if !ok {
 		return backends.Errorf(name, "put", key, backends.ErrUnavailable, "backend is not open")
 	}
+	if u.opts.Deferred {
+		return backends.PutNoSync(ctx, b, key, shard)
+	}
 	return b.Put(ctx, key, shard)
+}
+
+// SyncShards makes durable the shards that Uploads with Deferred stored:
+// keys maps a backend name to the keys written there. Each backend gets
+// one Sync, all in parallel. It returns the error of every backend whose
+// Sync failed; the caller counts all of that backend's shards as not
+// landed (they may be lost or torn after a crash). A backend that is no
+// longer open is such a failure.
+func SyncShards(ctx context.Context, pool Pool, keys map[string][]string) map[string]error {
+	var mu sync.Mutex
+	errs := map[string]error{}
+	var wg sync.WaitGroup
+	for name, ks := range keys {
+		if len(ks) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if b, ok := pool.Backend(name); ok {
+				err = backends.Sync(ctx, b, ks)
+			} else {
+				err = backends.Errorf(name, "sync", "", backends.ErrUnavailable, "backend is not open")
+			}
+			if err != nil {
+				mu.Lock()
+				errs[name] = err
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errs
 }
 
 // chooseRetry picks a new target for shard i. Called with u.mu held, so
