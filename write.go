@@ -25,6 +25,11 @@ const (
 	// flight keep every backend busy while another stripe's slowest shard
 	// finishes; memory stays bounded by (encodeAhead+uploadWindow) stripes.
 	uploadWindow = 4
+	// syncEvery is how many uploaded stripes may wait for their shards'
+	// durability (see objectWrite.sync) before a sync round runs in the
+	// middle of a write; the rest are synced just before the commit.
+	// It bounds the work each round does and the bookkeeping it needs.
+	syncEvery = 32
 	// MaxNameLen bounds object names (bytes).
 	MaxNameLen = 4096
 )
@@ -105,13 +110,26 @@ type objectWrite struct {
 	id     encoder.ObjectID
 	quorum int
 
-	mu      sync.Mutex
-	stripes map[uint64]*metastore.Stripe
-	intents [][16]byte
-	repairs []metastore.RepairItem
-	tried   []metastore.Garbage
-	size    int64
-	err     error
+	mu       sync.Mutex
+	stripes  map[uint64]*metastore.Stripe
+	intents  [][16]byte
+	repairs  []metastore.RepairItem
+	tried    []metastore.Garbage
+	size     int64
+	err      error
+	unsynced syncBatch // shards uploaded but not yet known durable
+}
+
+// syncBatch lists uploaded shards by backend, for one sync round.
+type syncBatch struct {
+	stripes int
+	shards  map[string][]shardRef
+}
+
+type shardRef struct {
+	block uint64
+	index int
+	key   string
 }
 
 func (w *objectWrite) fail(err error) {
@@ -189,6 +207,12 @@ func (s *Store) write(ctx context.Context, name string, r io.Reader, o writeOpts
 		w.abandon()
 		return nil, err
 	}
+	// Every shard must be durable before the commit that makes the object
+	// visible (invariant 1).
+	if err := w.sync(ctx, w.takeUnsynced(0)); err != nil {
+		w.abandon()
+		return nil, err
+	}
 	info, err := w.commit(ctx, o)
 	if err != nil {
 		w.abandon()
@@ -208,6 +232,14 @@ func (w *objectWrite) putStripe(ctx context.Context, block uint64, st *encoder.S
 	}
 	// The intent lists every location before anything is uploaded there,
 	// so the shards of a write that crashes are known to the collector.
+	// It must be durable (AddIntent commits synced) before the first
+	// shard is written, although the shards themselves are made durable
+	// only later, all at once: a shard stored without fsync can still
+	// reach the disk at any moment (write-back, or any other writer's
+	// fsync committing the file system's journal), so an intent that a
+	// crash could lose would leave shards nobody knows of. Overlapping
+	// the two would need the shards to stay under temporary names until
+	// the intent is durable, and one more round of renames.
 	intent := metastore.Intent{ID: st.ID, Created: time.Now()}
 	shards := make([][]byte, n)
 	for i, t := range targets {
@@ -233,8 +265,9 @@ func (w *objectWrite) putStripe(ctx context.Context, block uint64, st *encoder.S
 			intent.Shards = append(intent.Shards, metastore.ShardLoc{Backend: backend, Key: shardio.ShardKey(st.ID, i)})
 			return s.meta.AddIntent(ctx, intent)
 		},
-		OnError: s.noteBackendError,
-		Rand:    s.randSource(),
+		OnError:  s.noteBackendError,
+		Rand:     s.randSource(),
+		Deferred: true,
 	})
 	if err := ctx.Err(); err != nil {
 		return context.Cause(ctx)
@@ -272,7 +305,6 @@ func (w *objectWrite) putStripe(ctx context.Context, block uint64, st *encoder.S
 		st.Release()
 	}
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	w.stripes[block] = ms
 	w.size += int64(st.DataLen)
 	for _, t := range res.Tried {
@@ -284,7 +316,103 @@ func (w *objectWrite) putStripe(ctx context.Context, block uint64, st *encoder.S
 			Reason: fmt.Sprintf("written degraded: shards %v did not land", missing),
 		})
 	}
+	if w.unsynced.shards == nil {
+		w.unsynced.shards = map[string][]shardRef{}
+	}
+	for i, loc := range ms.Shards {
+		if loc.Backend != "" {
+			w.unsynced.shards[loc.Backend] = append(w.unsynced.shards[loc.Backend], shardRef{block: block, index: i, key: loc.Key})
+		}
+	}
+	w.unsynced.stripes++
+	w.mu.Unlock()
+	return w.sync(ctx, w.takeUnsynced(syncEvery))
+}
+
+// takeUnsynced hands over the shards waiting for durability once at least
+// min stripes' worth wait (any number when min is 0).
+func (w *objectWrite) takeUnsynced(min int) syncBatch {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.unsynced.stripes == 0 || w.unsynced.stripes < min {
+		return syncBatch{}
+	}
+	b := w.unsynced
+	w.unsynced = syncBatch{}
+	return b
+}
+
+// sync makes the shards of batch durable: the uploads stored them without
+// per-shard fsyncs (shardio.UploadOptions.Deferred), so each backend that
+// received some makes them durable at once, in parallel with the others.
+// The shards of a backend whose sync fails count as not landed: their
+// stripes lose them (and go on the repair queue) if they keep the write
+// quorum, and the write fails otherwise.
+func (w *objectWrite) sync(ctx context.Context, batch syncBatch) error {
+	if len(batch.shards) == 0 {
+		return nil
+	}
+	keys := make(map[string][]string, len(batch.shards))
+	for name, refs := range batch.shards {
+		for _, r := range refs {
+			keys[name] = append(keys[name], r.key)
+		}
+	}
+	errs := shardio.SyncShards(ctx, w.s, keys)
+	if err := ctx.Err(); err != nil {
+		return context.Cause(ctx)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	lost := map[uint64][]int{}
+	why := map[uint64][]string{}
+	for name, err := range errs {
+		w.s.noteBackendError(name, err)
+		for _, r := range batch.shards[name] {
+			w.stripes[r.block].Shards[r.index] = metastore.ShardLoc{}
+			// The shard may be on the disk after all, whole or torn.
+			w.tried = append(w.tried, metastore.Garbage{Backend: name, Key: r.key})
+			lost[r.block] = append(lost[r.block], r.index)
+			why[r.block] = append(why[r.block], fmt.Sprintf("shard %d: %v", r.index, err))
+		}
+	}
+	for block, idx := range lost {
+		ms := w.stripes[block]
+		landed := 0
+		for _, loc := range ms.Shards {
+			if loc.Backend != "" {
+				landed++
+			}
+		}
+		if landed < w.quorum {
+			return &InsufficientBackendsError{Op: "write", Usable: landed, Needed: w.quorum,
+				Detail: fmt.Sprintf("block %d: only %d of %d shards durable: %s", block, landed, len(ms.Shards), joinLimited(why[block], 3))}
+		}
+		sort.Ints(idx)
+		w.addRepair(metastore.RepairItem{
+			Stripe: ms.ID, Margin: landed - w.pol.K, Queued: time.Now(),
+			Reason: fmt.Sprintf("written degraded: shards %v could not be made durable", idx),
+		})
+	}
 	return nil
+}
+
+// addRepair queues a stripe in the commit, merging with an item the write
+// already holds for it (the lowest margin wins). Called with w.mu held.
+func (w *objectWrite) addRepair(item metastore.RepairItem) {
+	for i := range w.repairs {
+		if w.repairs[i].Stripe == item.Stripe {
+			if item.Margin < w.repairs[i].Margin {
+				w.repairs[i].Margin = item.Margin
+			}
+			w.repairs[i].Reason += "; " + item.Reason
+			return
+		}
+	}
+	w.repairs = append(w.repairs, item)
 }
 
 // commit makes the object visible: one metastore batch with the object,
