@@ -198,7 +198,12 @@ func openKV(ctx context.Context, cfg *Config) (metastore.KV, error) {
 		kv, err := pebblekv.Open(cfg.MetadataDir)
 		if err != nil {
 			if errors.Is(err, metastore.ErrLocked) {
-				return nil, fmt.Errorf("open metastore %s: %w (is a healstore daemon or mount using this store? stop it or run the command through it)", cfg.MetadataDir, err)
+				// err names the directory. The advice must be something the
+				// user can do: a daemon answers no data commands.
+				return nil, fmt.Errorf("open metastore: %w; only one process at a time can open the embedded (pebble) metastore, "+
+					"so stop the other healstore process (a daemon or a mount) before running this command; "+
+					"to use the data while the store heals, run the healer inside the mount (healstore mount --with-healer) instead of a separate daemon, "+
+					"or keep the metadata in etcd ([metastore] kind = \"etcd\"), which several processes share", err)
 			}
 			return nil, fmt.Errorf("open metastore %s: %w", cfg.MetadataDir, err)
 		}
