@@ -24,6 +24,9 @@ A file is written to a temporary name and renamed when complete, so a failed
 get never leaves a truncated FILE. Reads work with up to m backends lost.
 Exit code 3 when there is no such object.`,
 		Args: argsBetween(1, 2),
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			return checkNames(cmd, args[0])
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			s, _, err := openStore(cmd, g)

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/healstore/healstore"
 )
 
 // cli runs the command line in-process and returns stdout, stderr and the
@@ -134,5 +136,80 @@ func TestExitCodesAndMessages(t *testing.T) {
 	out, _, code := cli(t, "", "--help")
 	if code != 0 || !strings.Contains(out, "3  object not found") {
 		t.Fatalf("help: %d %q", code, out)
+	}
+}
+
+// TestNamesAndFilesCheckedFirst: an empty NAME or a FILE that is a
+// directory is a usage error reported before any config or store is read.
+func TestNamesAndFilesCheckedFirst(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "f")
+	os.WriteFile(f, []byte("x"), 0o644)
+	noConfig := filepath.Join(dir, "none.toml")
+	cases := []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"put", "", f}, `NAME is empty ("")`},
+		{[]string{"put", "x", dir}, "FILE " + dir + " is a directory"},
+		{[]string{"get", ""}, `NAME is empty ("")`},
+		{[]string{"stat", ""}, `NAME is empty ("")`},
+		{[]string{"rm", "a", ""}, `NAME is empty ("")`},
+	}
+	for _, c := range cases {
+		_, errs, code := cli(t, "", append([]string{"--config", noConfig}, c.args...)...)
+		if code != exitUsage || !strings.Contains(errs, c.msg) || strings.Contains(errs, "none.toml") {
+			t.Errorf("%q: exit %d (want %d), stderr %q (want %q, and no word of the config)", c.args, code, exitUsage, errs, c.msg)
+		}
+	}
+}
+
+// TestRmMissingReportedOnce: each missing name is reported once, and the
+// other names are still deleted.
+func TestRmMissingReportedOnce(t *testing.T) {
+	dir := t.TempDir()
+	if _, errs, code := cli(t, "", "init", filepath.Join(dir, "store")); code != 0 {
+		t.Fatalf("init: %d %s", code, errs)
+	}
+	t.Setenv("HEALSTORE_CONFIG", filepath.Join(dir, "store", "healstore.toml"))
+	_, errs, code := cli(t, "", "rm", "never/was")
+	if code != exitNotFound || strings.Count(errs, "not found") != 1 || !strings.Contains(errs, "never/was") {
+		t.Fatalf("rm of one missing name: exit %d, stderr %q; want exit 3 and one report", code, errs)
+	}
+	if _, errs, code := cli(t, "data", "put", "here", "-"); code != 0 {
+		t.Fatalf("put: %d %s", code, errs)
+	}
+	_, errs, code = cli(t, "", "rm", "gone1", "here", "gone2")
+	if code != exitNotFound || strings.Count(errs, "not found") != 2 || strings.Count(errs, "healstore:") != 2 {
+		t.Fatalf("rm of two missing names and one present: exit %d, stderr %q", code, errs)
+	}
+	if _, _, code := cli(t, "", "stat", "here"); code != exitNotFound {
+		t.Fatalf("the present name was not deleted: stat exit %d", code)
+	}
+}
+
+// TestMetastoreInUse: while another process holds the embedded metastore,
+// a command says what is going on and what can be done about it.
+func TestMetastoreInUse(t *testing.T) {
+	dir := t.TempDir()
+	if _, errs, code := cli(t, "", "init", filepath.Join(dir, "store")); code != 0 {
+		t.Fatalf("init: %d %s", code, errs)
+	}
+	path := filepath.Join(dir, "store", "healstore.toml")
+	cfg, err := healstore.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := healstore.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, errs, code := cli(t, "", "--config", path, "ls")
+	t.Logf("%s", errs)
+	for _, want := range []string{"another healstore process", "one process at a time", "healstore mount --with-healer", "etcd"} {
+		if code != exitError || !strings.Contains(errs, want) {
+			t.Fatalf("ls while the metastore is held: exit %d, stderr %q; want exit 1 and %q", code, errs, want)
+		}
 	}
 }

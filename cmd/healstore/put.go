@@ -23,17 +23,29 @@ replacing any object of that name. It returns once the object is durable.
 When fewer backends than the policy wants are reachable but the write quorum
 is, the object is stored degraded and its missing shards are queued for repair.`,
 		Args: argsBetween(1, 2),
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			return checkNames(cmd, args[0])
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			var in io.Reader = g.stdin
 			size := int64(-1)
+			// The file is opened before the store, so a wrong FILE costs
+			// nothing and says so plainly.
 			if len(args) == 2 && args[1] != "-" {
 				f, err := os.Open(args[1])
 				if err != nil {
 					return fmt.Errorf("put %s: %w", name, err)
 				}
 				defer f.Close()
-				if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+				st, err := f.Stat()
+				if err != nil {
+					return fmt.Errorf("put %s: %w", name, err)
+				}
+				if st.IsDir() {
+					return usagef("put %s: FILE %s is a directory; put stores one file (or standard input)", name, args[1])
+				}
+				if st.Mode().IsRegular() {
 					size = st.Size()
 				}
 				in = f

@@ -24,6 +24,9 @@ func newRmCmd(g *globalOptions) *cobra.Command {
 collection after the configured delay. Exit code 3 when an object does not
 exist (unless --force).`,
 		Args: argsBetween(1, -1),
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			return checkNames(cmd, args...)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, _, err := openStore(cmd, g)
 			if err != nil {
@@ -47,7 +50,12 @@ exist (unless --force).`,
 					json.NewEncoder(g.stdout).Encode(map[string]any{"deleted": name})
 				}
 			}
-			return missing
+			if missing != nil {
+				// Each missing name is printed already; the error only
+				// sets the exit code.
+				return &reportedError{missing}
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&o.json, "json", false, "print one JSON line per deleted object")

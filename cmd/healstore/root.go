@@ -65,6 +65,24 @@ func usagef(format string, args ...any) error {
 	return &usageError{fmt.Errorf(format, args...)}
 }
 
+// reportedError is an error a command already printed (rm prints each
+// missing name as it goes): run sets the exit code from it without
+// printing it again.
+type reportedError struct{ err error }
+
+func (e *reportedError) Error() string { return e.err.Error() }
+func (e *reportedError) Unwrap() error { return e.err }
+
+// checkNames refuses empty object names before any store is opened.
+func checkNames(cmd *cobra.Command, names ...string) error {
+	for _, n := range names {
+		if n == "" {
+			return usagef("%s: NAME is empty (\"\"); an object name needs at least one character", cmd.CommandPath())
+		}
+	}
+	return nil
+}
+
 // argsBetween accepts min..max positional arguments (max < 0: no limit).
 func argsBetween(min, max int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
@@ -133,7 +151,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(stderr, "healstore:", err)
+	var re *reportedError
+	if !errors.As(err, &re) {
+		fmt.Fprintln(stderr, "healstore:", err)
+	}
 	return exitCode(err)
 }
 

@@ -19,6 +19,9 @@ func newStatCmd(g *globalOptions) *cobra.Command {
 		Short: "Show an object's size, policy and redundancy",
 		Long:  "stat describes object NAME. Exit code 3 when there is no such object.",
 		Args:  argsBetween(1, 1),
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			return checkNames(cmd, args[0])
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, _, err := openStore(cmd, g)
 			if err != nil {
