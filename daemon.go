@@ -60,7 +60,12 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	}()
 	go func() {
 		defer wg.Done()
-		_ = h.Run(runCtx)
+		// On etcd several daemons share one metastore: only the holder of
+		// the lease heals and snapshots, so a lost backend is provisioned
+		// once. On pebble RunAsLeader just runs the loops.
+		_ = s.RunAsLeader(runCtx, func(ctx context.Context) error {
+			return s.runLeaderLoops(ctx, h)
+		})
 	}()
 	s.log.Info("daemon serving", "addr", ln.Addr().String(), "store", s.storeID)
 	if o.Ready != nil {
@@ -82,4 +87,25 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 		return fmt.Errorf("daemon: shutdown: %w", shutErr)
 	}
 	return nil
+}
+
+// runLeaderLoops runs the healer and the metadata snapshotter until ctx
+// ends. A store that cannot snapshot (no master key) still heals; the
+// reason is logged once, since `healstore status` shows the loss window.
+func (s *Store) runLeaderLoops(ctx context.Context, h *Healer) error {
+	var wg sync.WaitGroup
+	if sn, err := s.NewSnapshotter(s.cfg.Snapshots); err != nil {
+		s.log.Warn("daemon: metadata snapshots are off", "err", err)
+	} else {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := sn.Run(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("daemon: snapshotter stopped", "err", err)
+			}
+		}()
+	}
+	err := h.Run(ctx)
+	wg.Wait()
+	return err
 }
