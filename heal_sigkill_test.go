@@ -212,6 +212,11 @@ func TestChaosSIGKILL(t *testing.T) {
 	}
 	prov, _ := filepath.Glob(filepath.Join(hs.dir, "prov", "*"))
 	t.Logf("queue depths at the kills %v; %d backends provisioned", queued, len(prov))
-	ce := &chaosEnv{healStore: hs, t: t, dead: map[string]string{"b2": "x", "b5": "x"}}
+	h, err := hs.s.NewHealer(context.Background(), HealerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ce := &chaosEnv{healStore: hs, t: t, h: h, dead: map[string]string{"b2": "x", "b5": "x"}}
 	ce.checkNoStrayShards()
 }

@@ -112,7 +112,7 @@ type HealReport struct {
 	// having a margin again.
 	MarginZeroStripes int           `json:"margin0_stripes"`
 	MarginZeroMax     time.Duration `json:"margin0_max_ns"`
-	// Reads of random objects kept running from the loss to full
+	// Reads of random ranges kept running from the loss to full
 	// redundancy; ReadErrors must be 0.
 	Reads      int    `json:"reads"`
 	ReadErrors int    `json:"read_errors"`
@@ -233,82 +233,87 @@ func Heal(ctx context.Context, o HealOptions) (*HealReport, error) {
 	// place of the old one would be once healstore wrote to it. (A
 	// directory that vanished altogether is an unreachable backend: it is
 	// declared down after the grace period, as the demo shows.)
+	// The swap is atomic, so nothing the healer writes there afterwards
+	// is caught by the deletion.
 	dataDir := filepath.Join(victim.Path, "data")
-	entries, err := os.ReadDir(dataDir)
-	if err != nil {
+	lossAt := time.Now()
+	if err := os.Rename(dataDir, dataDir+".wiped"); err != nil {
 		return nil, fmt.Errorf("bench heal: %w", err)
 	}
-	lossAt := time.Now()
-	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(dataDir, e.Name())); err != nil {
-			return nil, err
-		}
+	if err := os.Mkdir(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("bench heal: %w", err)
+	}
+	if err := os.RemoveAll(dataDir + ".wiped"); err != nil {
+		return nil, fmt.Errorf("bench heal: %w", err)
 	}
 	say("wiped backend %s: %d stripes lost a shard (%s of shards)", victim.Name, rep.LostStripes, human(rep.LostBytes))
 
-	// Readers run until full redundancy.
+	// A reader keeps reading until full redundancy: a random 256 KiB
+	// range of a random object every 100 ms, so reads are checked all
+	// along without the reader becoming the benchmark.
 	var reads, readErrs atomic.Int64
 	rctx, stopReaders := context.WithCancel(ctx)
 	var rwg sync.WaitGroup
-	for r := range 2 {
-		rwg.Add(1)
-		go func() {
-			defer rwg.Done()
-			rr := rand.New(rand.NewPCG(uint64(r), 9))
-			for rctx.Err() == nil {
-				if err := readOne(rctx, s, names[rr.IntN(len(names))]); err != nil && rctx.Err() == nil {
-					readErrs.Add(1)
-					say("read error: %v", err)
-				}
-				reads.Add(1)
+	rwg.Add(1)
+	go func() {
+		defer rwg.Done()
+		rr := rand.New(rand.NewPCG(3, 9))
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for rctx.Err() == nil {
+			if err := readRange(rctx, s, names[rr.IntN(len(names))], rr, 256<<10); err != nil && rctx.Err() == nil {
+				readErrs.Add(1)
+				say("read error: %v", err)
 			}
-		}()
-	}
+			reads.Add(1)
+			select {
+			case <-rctx.Done():
+			case <-tick.C:
+			}
+		}
+	}()
 
+	// Polled cheaply (queue length, the rebuilder's totals); a census
+	// (a scan of every stripe) only confirms the end.
 	var zeroAt time.Time
 	var zeroIDs map[[16]byte]uint64
 	var zeroDone time.Duration
+	fail := func(err error) (*HealReport, error) {
+		stopReaders()
+		rwg.Wait()
+		return nil, err
+	}
 	for {
 		if err := ctx.Err(); err != nil {
-			stopReaders()
-			rwg.Wait()
-			return nil, err
+			return fail(err)
 		}
-		st, err := h.Status(ctx)
+		depth, err := meta.QueueLen(ctx)
 		if err != nil {
-			stopReaders()
-			rwg.Wait()
-			return nil, err
+			return fail(err)
 		}
+		tot := h.Repairs()
 		el := time.Since(lossAt)
-		shards := -1
-		for _, b := range st.Backends {
-			if b.Name == victim.Name {
-				shards = b.Shards
-			}
-		}
-		if rep.Detected == 0 && (shards == 0 || st.Queue.Depth > 0) {
+		if rep.Detected == 0 && depth > 0 {
 			rep.Detected = el
-			say("%5.1fs  detected: %d stripes queued", el.Seconds(), st.Queue.Depth)
+			say("%5.1fs  detected: %d stripes queued", el.Seconds(), depth)
 		}
-		if rep.HealingStarted == 0 && st.Repairs.BytesWritten > 0 {
+		if rep.HealingStarted == 0 && tot.BytesWritten > 0 {
 			rep.HealingStarted = el
 			say("%5.1fs  healing started", el.Seconds())
 		}
-		if rep.HealingStarted > 0 && zeroAt.IsZero() && o.MarginZero > 0 && st.Queue.Depth > o.MarginZero*4 {
+		if rep.HealingStarted > 0 && zeroAt.IsZero() && o.MarginZero > 0 && depth > o.MarginZero*4 {
 			// A second loss in the middle of the backlog: some stripes
 			// still waiting for their first repair lose one more shard and
-			// a reader finds them (heal on read queues them at margin 0).
+			// are found (queued at margin 0, as a read that meets them
+			// queues them).
 			ids, err := makeMarginZero(ctx, s, cfg, victim.Name, o.MarginZero)
 			if err != nil {
-				stopReaders()
-				rwg.Wait()
-				return nil, err
+				return fail(err)
 			}
 			zeroAt = time.Now()
 			zeroIDs = ids
 			rep.MarginZeroStripes = len(ids)
-			say("%5.1fs  %d stripes pushed to margin 0 behind a backlog of %d", el.Seconds(), len(ids), st.Queue.Depth)
+			say("%5.1fs  %d stripes pushed to margin 0 behind a backlog of %d", el.Seconds(), len(ids), depth)
 		}
 		if len(zeroIDs) > 0 && zeroDone == 0 {
 			// Repaired: a commit since the damage, no shard missing.
@@ -324,12 +329,18 @@ func Heal(ctx context.Context, o HealOptions) (*HealReport, error) {
 				say("%5.1fs  margin-0 stripes repaired %s after they were found", el.Seconds(), zeroDone.Round(time.Millisecond))
 			}
 		}
-		if rep.Detected > 0 && st.DegradedStripes == 0 && st.Queue.Depth == 0 && (len(zeroIDs) == 0 || zeroDone > 0) {
-			rep.FullRedundancy = el
-			rep.BytesRead, rep.BytesWritten = st.Repairs.BytesRead, st.Repairs.BytesWritten
-			break
+		if rep.Detected > 0 && depth == 0 && (len(zeroIDs) == 0 || zeroDone > 0) {
+			c, err := h.TakeCensus(ctx)
+			if err != nil {
+				return fail(err)
+			}
+			if c.Degraded == 0 && c.QueueDepth == 0 {
+				rep.FullRedundancy = el
+				rep.BytesRead, rep.BytesWritten = tot.BytesRead, tot.BytesWritten
+				break
+			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	stopReaders()
 	rwg.Wait()
@@ -344,6 +355,19 @@ func Heal(ctx context.Context, o HealOptions) (*HealReport, error) {
 	say("%5.1fs  full redundancy: %s rebuilt from %s read", rep.FullRedundancy.Seconds(), human(rep.BytesWritten), human(rep.BytesRead))
 	stopHealer()
 	<-healerDone
+	// Trust, but check: every shard the metastore names exists with its
+	// size (a light scrub), and the rebuilt bytes cover what was lost.
+	sp, err := h.Scrub(ctx, healer.ScrubOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if sp.Missing+sp.Corrupt+sp.Unreachable+sp.Misplaced > 0 || sp.Queued > 0 {
+		return nil, fmt.Errorf("bench heal: after healing a scrub found %d missing, %d wrong-size, %d unreachable shards, %d misplaced stripes",
+			sp.Missing, sp.Corrupt, sp.Unreachable, sp.Misplaced)
+	}
+	if rep.BytesWritten < rep.LostBytes {
+		return nil, fmt.Errorf("bench heal: %d bytes rebuilt, %d were lost", rep.BytesWritten, rep.LostBytes)
+	}
 
 	base, err := rebuildBaseline(ctx, s, cfg, victim.Name, o.Workers, dirs)
 	if err != nil {
@@ -377,9 +401,27 @@ func readOne(ctx context.Context, s *healstore.Store, name string) error {
 	return err
 }
 
+// readRange reads n bytes at a random offset of an object.
+func readRange(ctx context.Context, s *healstore.Store, name string, rr *rand.Rand, n int64) error {
+	r, err := s.Open(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	off := int64(0)
+	if r.Size() > n {
+		off = rr.Int64N(r.Size() - n)
+	}
+	buf := make([]byte, min(n, r.Size()))
+	_, err = r.ReadAtContext(ctx, buf, off)
+	return err
+}
+
 // makeMarginZero deletes, on a second backend, one shard of n stripes that
-// still miss their shard on the wiped backend, then reads their objects so
-// the read path queues them (margin 0). It returns the stripes.
+// still wait for their shard on the wiped backend (the newest queue
+// entries, those the rebuilder would reach last), and queues each at
+// margin 0 with the entry the read path makes when a read finds a stripe
+// short. It returns the stripes and their versions.
 func makeMarginZero(ctx context.Context, s *healstore.Store, cfg *healstore.Config, wiped string, n int) (map[[16]byte]uint64, error) {
 	meta := s.Meta()
 	second := cfg.Backends[1]
@@ -392,48 +434,31 @@ func makeMarginZero(ctx context.Context, s *healstore.Store, cfg *healstore.Conf
 	if err != nil {
 		return nil, err
 	}
-	ids := map[[16]byte]uint64{} // stripe -> version when damaged
-	objects := map[[16]byte]bool{}
-	// The newest entries: those the rebuilder reaches last.
+	ids := map[[16]byte]uint64{}
+	var found []metastore.RepairItem
 	for i := len(items) - 1; i >= 0 && len(ids) < n; i-- {
 		st, err := meta.GetStripe(ctx, items[i].Stripe)
-		if err != nil || !missingOn(st, wiped) {
-			continue
+		if err != nil || st.Version != 1 {
+			continue // gone, or already repaired
 		}
-		for _, l := range st.Shards {
+		var lost []int
+		for j, l := range st.Shards {
+			if l.Backend == wiped {
+				lost = append(lost, j)
+			}
 			if l.Backend == second.Name {
 				if err := b.Delete(ctx, l.Key); err != nil {
 					return nil, err
 				}
-				ids[st.ID] = st.Version
-				objects[st.Object] = true
-				break
+				lost = append(lost, j)
 			}
 		}
+		ids[st.ID] = st.Version
+		found = append(found, metastore.RepairItem{Stripe: st.ID, Margin: len(st.Shards) - len(lost) - st.K,
+			Reason: fmt.Sprintf("read found shards missing %v, corrupt []", lost)})
 	}
-	// Read each affected object: the read path finds the lost shard and
-	// queues the stripe at margin 0.
-	var names []string
-	after := ""
-	for {
-		objs, err := meta.ListObjects(ctx, "bench/heal/", after, 1000)
-		if err != nil {
-			return nil, err
-		}
-		if len(objs) == 0 {
-			break
-		}
-		for _, o := range objs {
-			if objects[o.ID] {
-				names = append(names, o.Name)
-			}
-			after = o.Name
-		}
-	}
-	for _, name := range names {
-		if err := readOne(ctx, s, name); err != nil {
-			return nil, fmt.Errorf("read %s with two shards of some stripes gone: %w", name, err)
-		}
+	if err := meta.Enqueue(ctx, found...); err != nil {
+		return nil, err
 	}
 	return ids, nil
 }

@@ -217,3 +217,55 @@ func TestFailedRepairRecordsWhy(t *testing.T) {
 		t.Fatalf("after revival %+v", rep)
 	}
 }
+
+// A crash between a rebuild's upload and its commit leaves shards no
+// record names; the scrubber's sweep hands them to garbage collection
+// (after the orphan delay) and leaves everything named alone.
+func TestScrubSweepsOrphans(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: Config{Grace: Duration(time.Hour), OrphanDelay: Duration(time.Hour)}})
+	ctx := context.Background()
+	objs := e.fill(5, 30<<10)
+	e.probe()
+	st := e.stripes()[0]
+	// Shard 0 of a real stripe on a backend that does not hold it (an
+	// uncommitted rebuild), and a shard of a stripe that does not exist.
+	var stray string
+	for _, n := range names(e.bs) {
+		if n != st.Shards[0].Backend {
+			stray = n
+			break
+		}
+	}
+	orphan1 := shardio.ShardKey(st.ID, 0)
+	orphan2 := shardio.ShardKey([16]byte{9, 9}, 3)
+	inIntent := shardio.ShardKey([16]byte{7}, 1)
+	for _, k := range []string{orphan1, orphan2, inIntent} {
+		if err := e.sw(stray).Backend.Put(ctx, k, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = e.meta.AddIntent(ctx, metastore.Intent{ID: [16]byte{7}, Created: time.Now(),
+		Shards: []metastore.ShardLoc{{Backend: stray, Key: inIntent}}})
+	p, err := e.h.Scrub(ctx, ScrubOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Orphans != 2 {
+		t.Fatalf("sweep found %d orphans, want 2", p.Orphans)
+	}
+	var g []metastore.Garbage
+	_ = e.meta.ListGarbage(ctx, func(x metastore.Garbage) error { g = append(g, x); return nil })
+	if len(g) != 2 || g[0].After.Before(time.Now().Add(50*time.Minute)) {
+		t.Fatalf("garbage %+v: want the two orphans, due after the orphan delay", g)
+	}
+	// A second pass does not count them again.
+	if p, _ := e.h.Scrub(ctx, ScrubOptions{}); p.Orphans != 0 {
+		t.Fatalf("second sweep found %d", p.Orphans)
+	}
+	// Not due yet: nothing deleted.
+	if rep, _ := e.h.GC(ctx); rep.Deleted != 0 {
+		t.Fatalf("gc deleted %d before the delay", rep.Deleted)
+	}
+	e.checkFull()
+	e.checkObjects(objs)
+}

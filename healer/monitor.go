@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -319,44 +320,87 @@ func (h *Healer) queueBackend(ctx context.Context, name, reason string, onlyUrge
 }
 
 // wiped handles a backend found without its marker (or with a foreign
-// one): every shard location on it is cleared (the shards are gone, or not
-// ours to trust) and the stripes queued at once, with no grace period. A
-// backend that merely lost its marker is marked again and stays in use,
-// empty; a foreign one is left alone.
+// one), with no grace period. A foreign one is already down (see plan):
+// its stripes are queued and its shards count as missing. One that merely
+// lost its marker answers but is empty: every stripe it held is queued at
+// once (in a few large batches, so the rebuild starts within a second),
+// with a reason the rebuilder recognises; it checks that backend's shards
+// of each stripe (a Stat each) and rebuilds those gone. The backend is
+// marked again and stays in use, empty, so it can take shards back.
 func (h *Healer) wiped(ctx context.Context, name string, foreign bool) error {
-	var ids [][16]byte
+	h.metrics.wiped.Inc()
+	if foreign {
+		return nil
+	}
+	views := h.views()
+	reason := wipedReason(name)
+	var batch []metastore.RepairItem
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := h.meta.Enqueue(ctx, batch...)
+		batch = batch[:0]
+		h.kick()
+		return err
+	}
 	err := h.meta.StripesOnBackend(ctx, name, func(id [16]byte) error {
-		ids = append(ids, id)
+		st, err := h.meta.GetStripe(ctx, id)
+		if errors.Is(err, metastore.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v := view(st)
+		markOn(&v, st, name)
+		d := plan.Stripe(v, views)
+		batch = append(batch, metastore.RepairItem{Stripe: id, Margin: d.Margin, Reason: reason})
+		if len(batch) >= 512 {
+			return flush()
+		}
 		return nil
 	})
+	if err == nil {
+		err = flush()
+	}
 	if err != nil {
 		return fmt.Errorf("wiped backend %s: %w", name, err)
 	}
-	reason := "backend " + name + " wiped"
-	if foreign {
-		reason = "backend " + name + " carries a foreign marker"
+	b, ok := h.pool.Backend(name)
+	if !ok {
+		return fmt.Errorf("wiped backend %s: not open", name)
 	}
-	for _, id := range ids {
-		if err := h.clearShards(ctx, id, func(i int, loc metastore.ShardLoc) bool { return loc.Backend == name }, !foreign, reason); err != nil {
-			return fmt.Errorf("wiped backend %s: %w", name, err)
-		}
+	if err := h.writeMarker(ctx, b); err != nil {
+		return fmt.Errorf("wiped backend %s: %w", name, err)
 	}
-	h.metrics.wiped.Inc()
-	if !foreign {
-		b, ok := h.pool.Backend(name)
-		if !ok {
-			return fmt.Errorf("wiped backend %s: not open", name)
-		}
-		if err := h.writeMarker(ctx, b); err != nil {
-			return fmt.Errorf("wiped backend %s: %w", name, err)
-		}
-		marker := h.markerJSON(name)
-		if err := h.meta.UpdateBackend(ctx, name, func(r *metastore.BackendRecord) error { r.Marker = marker; return nil }); err != nil {
-			return fmt.Errorf("wiped backend %s: %w", name, err)
-		}
+	marker := h.markerJSON(name)
+	if err := h.meta.UpdateBackend(ctx, name, func(r *metastore.BackendRecord) error { r.Marker = marker; return nil }); err != nil {
+		return fmt.Errorf("wiped backend %s: %w", name, err)
 	}
-	h.kick()
 	return nil
+}
+
+// wipedReason is the queue reason of a stripe queued because a backend
+// was found wiped; wipedBackend reverses it.
+func wipedReason(backend string) string { return "backend " + backend + " wiped" }
+
+func wipedBackend(reason string) (string, bool) {
+	rest, ok := strings.CutPrefix(reason, "backend ")
+	if !ok {
+		return "", false
+	}
+	name, ok := strings.CutSuffix(rest, " wiped")
+	return name, ok && name != ""
+}
+
+// markOn marks the stripe's shards on backend as bad in a planner view.
+func markOn(v *plan.StripeView, st *metastore.Stripe, backend string) {
+	for i, l := range st.Shards {
+		if l.Backend == backend {
+			v.Shards[i].Bad = true
+		}
+	}
 }
 
 // clearShards forgets the shard locations of a stripe that match (they are

@@ -24,11 +24,16 @@ func TestWipedBackendQueuedAtOnce(t *testing.T) {
 	if st := e.state("b3"); st != metastore.StateUp {
 		t.Fatalf("wiped backend is %s, want up (empty)", st)
 	}
-	if e.onBackend("b3") != 0 {
-		t.Fatal("wiped backend's shard locations were not forgotten")
-	}
 	if q := e.queue(); len(q) != held {
 		t.Fatalf("%d stripes queued after the wipe, want %d", len(q), held)
+	}
+	// Its shards count as missing at once, in the census and the status.
+	c, err := e.h.TakeCensus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Degraded != held || c.RemainingBytes == 0 {
+		t.Fatalf("census after the wipe: %d degraded (want %d), %d bytes to rebuild", c.Degraded, held, c.RemainingBytes)
 	}
 	raw, err := e.sw("b3").Backend.Get(context.Background(), MarkerKey)
 	if err != nil {
@@ -69,10 +74,8 @@ func TestForeignMarker(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.probe()
-	// Out at once, its locations forgotten in the same round, so nothing
-	// of this store is left on it: replaced.
-	if st := e.state("b0"); st != metastore.StateReplaced {
-		t.Fatalf("backend with a foreign marker is %s, want replaced", st)
+	if st := e.state("b0"); st != metastore.StateDown {
+		t.Fatalf("backend with a foreign marker is %s, want down at once", st)
 	}
 	rec, _ := e.meta.GetBackend(context.Background(), "b0")
 	if !strings.Contains(rec.LastError, "foreign") {
@@ -85,18 +88,25 @@ func TestForeignMarker(t *testing.T) {
 	if rep.Repaired != held || e.onBackend("b0") != 0 {
 		t.Fatalf("repair %+v; b0 still holds %d", rep, e.onBackend("b0"))
 	}
+	e.probe()
+	if st := e.state("b0"); st != metastore.StateReplaced {
+		t.Fatalf("emptied foreign backend is %s, want replaced", st)
+	}
+	// Garbage collection never deletes anything there: the backend is
+	// someone else's now.
+	gc, err := e.h.GC(context.Background())
+	if err != nil || gc.Dropped != held {
+		t.Fatalf("gc %+v %v: want the %d old locations on b0 dropped, not deleted", gc, err, held)
+	}
 	raw, _ := e.sw("b0").Backend.Get(context.Background(), MarkerKey)
 	if string(raw) != foreign {
 		t.Fatal("the foreign marker was overwritten")
 	}
-	// Its old shards are not garbage to delete: they may be the other
-	// store's now.
-	_ = e.meta.ListGarbage(context.Background(), func(g metastore.Garbage) error {
-		if g.Backend == "b0" {
-			t.Fatalf("garbage entry on the foreign backend: %+v", g)
-		}
-		return nil
-	})
+	n := 0
+	_ = e.sw("b0").Backend.List(context.Background(), "shards/", func(string, int64) error { n++; return nil })
+	if n != held {
+		t.Fatalf("%d shard files left on the foreign backend, want all %d untouched", n, held)
+	}
 	e.checkObjects(objs)
 }
 

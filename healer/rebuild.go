@@ -2,7 +2,6 @@ package healer
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -309,6 +308,19 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 	}
 	views := h.views()
 	pv := view(st)
+	if name, ok := wipedBackend(it.Reason); ok {
+		// Queued because that backend was found empty: its shards of
+		// this stripe are gone unless rebuilt there since (a Stat tells).
+		var on []int
+		for i, l := range st.Shards {
+			if l.Backend == name {
+				on = append(on, i)
+			}
+		}
+		for _, i := range h.statSources(ctx, st, on) {
+			pv.Shards[i].Bad = true
+		}
+	}
 	d := plan.Stripe(pv, views)
 	fail := func(cause error, corrupt []int) (Outcome, error) {
 		return Failed, &RepairError{Stripe: st.ID, Present: d.Sources, Missing: d.Missing, Corrupt: corrupt,
@@ -446,35 +458,24 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 	}
 	up := make([][]byte, n)
 	targets := make([]placement.Candidate, n)
-	intent := metastore.Intent{ID: newIntentID(), Created: h.now()}
 	var out int64
 	for j, i := range want {
 		up[i] = rebuilt[j]
 		targets[i] = chosen[j]
 		out += int64(len(rebuilt[j]))
-		intent.Shards = append(intent.Shards, metastore.ShardLoc{Backend: chosen[j].Name, Key: shardio.ShardKey(st.ID, i)})
 	}
-	// The intent names every target before anything lands there, so a
-	// crash between upload and commit leaves known orphans.
-	if err := h.meta.AddIntent(ctx, intent); err != nil {
-		return fail(fmt.Errorf("record rebuild intent: %w", err), corrupt)
-	}
+	// No write intent is recorded for rebuilt shards: one synced metadata
+	// commit per stripe (the CAS below) is the rebuild's whole metadata
+	// cost. A crash between upload and commit leaves shards no record
+	// names; the scrubber's orphan sweep finds them (see sweepOrphans).
 	if err := h.limiter.Wait(ctx, int(out)); err != nil {
-		_ = h.meta.RemoveIntent(context.WithoutCancel(ctx), intent.ID)
 		return Failed, err
 	}
-	var imu sync.Mutex
 	ur := shardio.Upload(ctx, h.pool, st.ID, up, targets, shardio.UploadOptions{
 		Candidates: cands,
 		Avoid:      avoid,
-		BeforeRetry: func(ctx context.Context, i int, backend string) error {
-			imu.Lock()
-			defer imu.Unlock()
-			intent.Shards = append(intent.Shards, metastore.ShardLoc{Backend: backend, Key: shardio.ShardKey(st.ID, i)})
-			return h.meta.AddIntent(ctx, intent)
-		},
-		OnError: h.Report,
-		Rand:    rnd,
+		OnError:    h.Report,
+		Rand:       rnd,
 	})
 
 	next := *st
@@ -513,16 +514,22 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 		err = h.meta.UpdateStripe(ctx, &next, garbage)
 	}
 	if err != nil {
-		// Not committed: what landed is unreferenced. The collector
-		// checks references before deleting, so handing the whole
-		// intent over is safe.
-		if gerr := h.meta.IntentToGarbage(context.WithoutCancel(ctx), intent.ID, h.now()); gerr != nil {
-			h.log.Warn("hand rebuild intent to garbage", "err", gerr)
+		// Not committed: what landed (and was tried) is unreferenced.
+		// The collector checks references before deleting, so handing
+		// all of it over is safe even if a later repair puts a shard back.
+		var lost []metastore.Garbage
+		for _, i := range want {
+			if b := ur.Landed[i]; b != "" {
+				lost = append(lost, metastore.Garbage{Backend: b, Key: shardio.ShardKey(st.ID, i)})
+			}
+		}
+		for _, t := range ur.Tried {
+			lost = append(lost, metastore.Garbage{Backend: t.Backend, Key: t.Key})
+		}
+		if gerr := h.meta.AddGarbage(context.WithoutCancel(ctx), lost...); gerr != nil {
+			h.log.Warn("hand uncommitted rebuilt shards to garbage collection", "err", gerr)
 		}
 		return fail(fmt.Errorf("commit: %w", err), corrupt)
-	}
-	if err := h.meta.RemoveIntent(ctx, intent.ID); err != nil {
-		h.log.Warn("remove rebuild intent", "err", err)
 	}
 	h.addWritten(written)
 	if len(notLanded) > 0 {
@@ -727,12 +734,6 @@ func (h *Healer) needCapacity(snap time.Time) {
 	case h.probeMe <- "":
 	default:
 	}
-}
-
-func newIntentID() [16]byte {
-	var id [16]byte
-	_, _ = rand.Read(id[:])
-	return id
 }
 
 // rateWindow measures rebuilt bytes per second over the last ten seconds.

@@ -13,6 +13,7 @@ import (
 	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/encoder"
 	"github.com/healstore/healstore/healer/plan"
+	"github.com/healstore/healstore/healer/shardio"
 	"github.com/healstore/healstore/metastore"
 )
 
@@ -51,6 +52,10 @@ type ScrubProgress struct {
 	Misplaced   int `json:"misplaced"`
 	// Queued counts stripes the pass put on the repair queue.
 	Queued int `json:"queued"`
+	// Orphans counts shards found on backends that no stripe, write
+	// intent or garbage entry names (left by a crash between a rebuild's
+	// upload and its commit); they are handed to garbage collection.
+	Orphans int `json:"orphans"`
 	// Cursor is the last stripe checked (hex), where a resumed pass goes on.
 	Cursor string `json:"cursor,omitempty"`
 }
@@ -161,6 +166,12 @@ func (h *Healer) Scrub(ctx context.Context, o ScrubOptions) (ScrubProgress, erro
 			}
 		}
 	}
+	n, err := h.sweepOrphans(ctx)
+	if err != nil {
+		save()
+		return p, err
+	}
+	p.Orphans += n
 	p.Finished = h.now()
 	p.Total = max(p.Total, p.Done)
 	h.setScrub(pass, p)
@@ -260,6 +271,86 @@ func (h *Healer) scrubStripe(ctx context.Context, st *metastore.Stripe, deep boo
 		h.kick()
 	}
 	return nil
+}
+
+// sweepOrphans lists the shards on every answering backend and hands to
+// garbage collection (after the orphan delay) those that no stripe, write
+// intent or garbage entry names. Shards of a rebuild still in flight may
+// be among them; the collector's reference check keeps any that a commit
+// names by the time they are due, so the sweep never costs a live shard.
+func (h *Healer) sweepOrphans(ctx context.Context) (int, error) {
+	known := map[string]bool{}
+	key := func(backend, k string) string { return backend + "\x00" + k }
+	if err := h.meta.ListIntents(ctx, func(in metastore.Intent) error {
+		for _, l := range in.Shards {
+			known[key(l.Backend, l.Key)] = true
+		}
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	if err := h.meta.ListGarbage(ctx, func(g metastore.Garbage) error {
+		known[key(g.Backend, g.Key)] = true
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	views := h.views()
+	var names []string
+	for name, v := range views {
+		if v.Reachable && (v.State == plan.Up || v.State == plan.Draining) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	after := h.now().Add(h.cfg.OrphanDelay.D())
+	total := 0
+	for _, name := range names {
+		b, ok := h.pool.Backend(name)
+		if !ok {
+			continue
+		}
+		var orphans []metastore.Garbage
+		err := b.List(ctx, shardio.ShardPrefix, func(k string, _ int64) error {
+			if known[key(name, k)] {
+				return nil
+			}
+			id, idx, ok := shardio.ParseShardKey(k)
+			if !ok {
+				return nil
+			}
+			st, err := h.meta.GetStripe(ctx, id)
+			switch {
+			case err == nil:
+				if idx < len(st.Shards) && st.Shards[idx].Backend == name && st.Shards[idx].Key == k {
+					return nil
+				}
+			case !errors.Is(err, metastore.ErrNotFound):
+				return err
+			}
+			orphans = append(orphans, metastore.Garbage{Backend: name, Key: k, After: after})
+			return nil
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return total, ctx.Err()
+			}
+			h.Report(name, err)
+			continue
+		}
+		for len(orphans) > 0 {
+			chunk := orphans[:min(len(orphans), 256)]
+			if err := h.meta.AddGarbage(ctx, chunk...); err != nil {
+				return total, err
+			}
+			total += len(chunk)
+			orphans = orphans[len(chunk):]
+		}
+	}
+	if total > 0 {
+		h.log.Info("orphan shards handed to garbage collection", "count", total)
+	}
+	return total, nil
 }
 
 type shardFinding int

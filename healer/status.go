@@ -43,10 +43,29 @@ type Census struct {
 func (h *Healer) TakeCensus(ctx context.Context) (*Census, error) {
 	views := h.views()
 	c := &Census{Time: h.now(), Margins: map[int]int{}, Shards: map[string]int{}}
+	items, err := h.meta.Queue(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	// Stripes queued because a backend was found wiped still name it in
+	// their locations until repaired; count those shards as missing.
+	wiped := map[[16]byte]string{}
+	for _, it := range items {
+		if name, ok := wipedBackend(it.Reason); ok {
+			wiped[it.Stripe] = name
+		}
+	}
+	viewOf := func(st *metastore.Stripe) plan.StripeView {
+		v := view(st)
+		if name, ok := wiped[st.ID]; ok {
+			markOn(&v, st, name)
+		}
+		return v
+	}
 	first := true
-	err := h.meta.ScanStripes(ctx, [16]byte{}, func(st *metastore.Stripe) error {
+	err = h.meta.ScanStripes(ctx, [16]byte{}, func(st *metastore.Stripe) error {
 		c.Stripes++
-		d := plan.Stripe(view(st), views)
+		d := plan.Stripe(viewOf(st), views)
 		c.Margins[d.Margin]++
 		if d.Degraded(st.M) {
 			c.Degraded++
@@ -69,10 +88,6 @@ func (h *Healer) TakeCensus(ctx context.Context) (*Census, error) {
 	if err != nil {
 		return nil, err
 	}
-	items, err := h.meta.Queue(ctx, 0)
-	if err != nil {
-		return nil, err
-	}
 	c.QueueDepth = len(items)
 	for _, it := range items {
 		if age := c.Time.Sub(it.Queued); age > c.QueueOldest {
@@ -82,7 +97,7 @@ func (h *Healer) TakeCensus(ctx context.Context) (*Census, error) {
 		if err != nil {
 			continue
 		}
-		d := plan.Stripe(view(st), views)
+		d := plan.Stripe(viewOf(st), views)
 		var size int64
 		for _, l := range st.Shards {
 			size = max(size, l.Size)
@@ -191,6 +206,19 @@ type Settings struct {
 	Grace     string `json:"grace"`
 }
 
+// Repairs returns the rebuilder's running totals, cheaply (no census).
+func (h *Healer) Repairs() RepairStatus {
+	h.mu.Lock()
+	st := h.stats
+	h.mu.Unlock()
+	r := RepairStatus{Repaired: st.repaired, NoOp: st.noop, Failed: st.failed,
+		BytesWritten: st.bytesWritten, BytesRead: st.bytesRead, LastFailures: append([]RepairFailure(nil), st.lastFailures...)}
+	if st.bytesWritten > 0 {
+		r.ReadAmplification = float64(st.bytesRead) / float64(st.bytesWritten)
+	}
+	return r
+}
+
 // Status takes a fresh census and reports backends, stripes by margin, the
 // queue with rate and ETA, repair totals and scrub progress.
 func (h *Healer) Status(ctx context.Context) (*Status, error) {
@@ -221,7 +249,6 @@ func (h *Healer) Status(ctx context.Context) (*Status, error) {
 		})
 	}
 	rate := h.rates.rate(h.now())
-	st := h.stats
 	for pass, p := range h.scrubs {
 		s.Scrub[pass] = *p
 	}
@@ -257,10 +284,6 @@ func (h *Healer) Status(ctx context.Context) (*Status, error) {
 			Attempts: it.Attempts, LastError: it.LastError, NotBefore: it.NotBefore,
 		})
 	}
-	s.Repairs = RepairStatus{Repaired: st.repaired, NoOp: st.noop, Failed: st.failed,
-		BytesWritten: st.bytesWritten, BytesRead: st.bytesRead, LastFailures: append([]RepairFailure(nil), st.lastFailures...)}
-	if st.bytesWritten > 0 {
-		s.Repairs.ReadAmplification = float64(st.bytesRead) / float64(st.bytesWritten)
-	}
+	s.Repairs = h.Repairs()
 	return s, nil
 }
