@@ -2,6 +2,7 @@ package healstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -45,7 +46,10 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	if err != nil {
 		return fmt.Errorf("daemon: listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/", h.Handler())
+	mux.HandleFunc("GET "+LossWindowPath, s.serveLossWindow)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
@@ -108,4 +112,41 @@ func (s *Store) runLeaderLoops(ctx context.Context, h *Healer) error {
 	err := h.Run(ctx)
 	wg.Wait()
 	return err
+}
+
+// LossWindowPath is where a daemon serves its store's LossWindow as JSON,
+// so `healstore status` can show it while the daemon holds the store.
+const LossWindowPath = "/v1/loss-window"
+
+func (s *Store) serveLossWindow(w http.ResponseWriter, r *http.Request) {
+	lw, err := s.LossWindow(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(lw)
+}
+
+// DaemonLossWindow asks the daemon at addr for its store's loss window.
+func DaemonLossWindow(ctx context.Context, addr string) (*LossWindow, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+LossWindowPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("daemon at %s: loss window: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("daemon at %s: loss window: %s", addr, resp.Status)
+	}
+	var lw LossWindow
+	if err := json.NewDecoder(resp.Body).Decode(&lw); err != nil {
+		return nil, fmt.Errorf("daemon at %s: loss window: %w", addr, err)
+	}
+	return &lw, nil
 }

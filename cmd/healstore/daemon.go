@@ -109,6 +109,15 @@ func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
 	return &healerTarget{store: s, local: h, cfg: cfg}, nil
 }
 
+// lossWindow returns the store's metadata loss window from wherever the
+// store is open.
+func (t *healerTarget) lossWindow(ctx context.Context) (*healstore.LossWindow, error) {
+	if t.remote != nil {
+		return healstore.DaemonLossWindow(ctx, t.remote.Addr)
+	}
+	return t.store.LossWindow(ctx)
+}
+
 // status returns the healer's status from wherever it runs.
 func (t *healerTarget) status(ctx context.Context) (*healer.Status, error) {
 	if t.remote != nil {

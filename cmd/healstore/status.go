@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/healstore/healstore"
 	"github.com/healstore/healstore/healer"
 )
 
@@ -31,7 +32,9 @@ progress. It asks the daemon when one runs, else reads the store directly
 (backend states are then those last recorded).
 
 --json prints one object with at least "backends" (each with "name" and
-"state") and "degraded_stripes" (stripes below full redundancy).
+"state"), "degraded_stripes" (stripes below full redundancy) and
+"loss_window" (how much metadata a lost machine would lose: time and
+changes since the newest metadata snapshot on the backends).
 
 ` + exitCodesHelp,
 		Args: argsBetween(0, 0),
@@ -45,12 +48,23 @@ progress. It asks the daemon when one runs, else reads the store directly
 			if err != nil {
 				return err
 			}
+			// The loss window is worth showing but not worth failing
+			// the whole status for: say why it is missing instead.
+			lw, lwErr := t.lossWindow(cmd.Context())
 			if o.json {
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				out := statusJSON{Status: st, LossWindow: lw}
+				if lwErr != nil {
+					out.LossWindowError = lwErr.Error()
+				}
+				return enc.Encode(out)
 			}
-			return writeStatus(g.stdout, st, time.Now())
+			if err := writeStatus(g.stdout, st, time.Now()); err != nil {
+				return err
+			}
+			writeLossWindow(g.stdout, lw, lwErr, time.Now())
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&o.json, "json", false, "print as JSON")
@@ -167,4 +181,32 @@ func ago(now, t time.Time) string {
 		return fmt.Sprintf("%dh ago", int(d.Hours()))
 	}
 	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
+
+// statusJSON is `status --json`: the healer's status with the metadata
+// loss window beside it.
+type statusJSON struct {
+	*healer.Status
+	LossWindow      *healstore.LossWindow `json:"loss_window,omitempty"`
+	LossWindowError string                `json:"loss_window_error,omitempty"`
+}
+
+// writeLossWindow prints how much metadata the newest snapshot on the
+// backends leaves uncovered.
+func writeLossWindow(w io.Writer, lw *healstore.LossWindow, err error, now time.Time) {
+	switch {
+	case err != nil:
+		fmt.Fprintf(w, "metadata snapshots: unknown (%v)\n", err)
+	case lw.Covered.IsZero():
+		fmt.Fprintln(w, "metadata snapshots: none yet; a lost machine loses all metadata (the daemon takes them)")
+	default:
+		changes := "unknown"
+		if lw.Changes >= 0 {
+			changes = strconv.FormatInt(lw.Changes, 10)
+		}
+		fmt.Fprintf(w, "metadata snapshots: the newest covers every commit up to %s; %s change(s) since (the loss window)\n", ago(now, lw.Covered), changes)
+	}
+	if err == nil && lw.LastError != "" {
+		fmt.Fprintf(w, "  last snapshot failure %s: %s\n", ago(now, lw.LastErrorAt), lw.LastError)
+	}
 }
