@@ -27,7 +27,8 @@ func newHealCmd(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "heal [NAME]",
 		Short: "Repair now: the whole repair queue, or one object",
-		Long: `heal probes every backend, then works the repair queue now (ignoring
+		Long: `heal probes every backend (twice, so one that does not answer counts as
+failing), then works the repair queue now (ignoring
 back-off), lowest margin first, and reports what it did. With NAME it reads
 and verifies every shard of that object and repairs what it finds.
 
@@ -92,8 +93,12 @@ missing and corrupt); 3 when NAME does not exist.
 				if rate != nil {
 					h.SetRateLimit(*rate)
 				}
-				if err := h.ProbeAll(ctx); err != nil {
-					fmt.Fprintf(g.stderr, "healstore: warning: probing backends: %v\n", err)
+				// Enough probe rounds for a backend that does not answer to
+				// count as failing (suspect, or down with a zero grace period).
+				for range h.Config().SuspectAfter {
+					if err := h.ProbeAll(ctx); err != nil {
+						fmt.Fprintf(g.stderr, "healstore: warning: probing backends: %v\n", err)
+					}
 				}
 				if name != "" {
 					rep, err = h.HealObject(ctx, name)
