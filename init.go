@@ -22,7 +22,18 @@ type InitOptions struct {
 	// Force overwrites an existing healstore.toml (the master key is never
 	// overwritten: Init refuses if one exists).
 	Force bool
+	// Provisioner is the kind of provisioner the config names, which
+	// replaces a backend that stays down past the grace period: "local"
+	// makes new directory backends under dir/provisioned (a single host
+	// then heals with no one at the keyboard; `healstore init` asks for
+	// it), "" names none (lost redundancy waits for `healstore backend
+	// add`). Other kinds need settings only the user knows.
+	Provisioner string
 }
+
+// InitProvisionDir is where the local provisioner Init configures makes
+// replacement backends, relative to the store's directory.
+const InitProvisionDir = "provisioned"
 
 // ConfigFileName is the name Init gives the config file.
 const ConfigFileName = "healstore.toml"
@@ -30,7 +41,7 @@ const ConfigFileName = "healstore.toml"
 // Init creates a working store in dir: dir/healstore.toml (mode 0600), a
 // fresh master key in dir/healstore.key (0600), an empty secrets file
 // dir/secrets.toml (0600), and local backends in dir/backends/b1..bN with
-// distinct node labels. Paths in the config are relative to dir, so the
+// distinct node labels, plus the provisioner o names. Paths in the config are relative to dir, so the
 // directory can be moved. It returns the config file's path. The store's
 // metadata is created on first Open.
 func Init(dir string, o InitOptions) (string, error) {
@@ -47,6 +58,28 @@ func Init(dir string, o InitOptions) (string, error) {
 	}
 	if n < pol.K+pol.M {
 		return "", fmt.Errorf("init: %d backends cannot hold %d+%d shards in distinct domains", n, pol.K, pol.M)
+	}
+	var prov string
+	switch o.Provisioner {
+	case "":
+		prov = `# Replaces a backend that stays down past the grace period: "local"
+# makes new directory backends under settings.dir on this host; "spare",
+# "command" and "tfgrid" are described in docs/provisioning.md.
+kind = ""
+`
+	case "local":
+		prov = fmt.Sprintf(`# Replaces a backend that stays down past the grace period. "local" makes
+# new directory backends under settings.dir on this host, so a single-host
+# store heals by itself; for backends on other machines use "spare",
+# "command" or "tfgrid" (docs/provisioning.md).
+kind = "local"
+
+[healer.provisioner.settings]
+# Parent directory of replacement backends (relative to dir).
+dir = %q
+`, InitProvisionDir)
+	default:
+		return "", fmt.Errorf("init: provisioner %q: init configures only \"local\" (or none); edit [healer.provisioner] for the others", o.Provisioner)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -113,9 +146,7 @@ gc_delay = "1h"
 metrics_addr = "127.0.0.1:9310"
 
 [healer.provisioner]
-# kind = "local" creates replacement backends under settings.dir.
-kind = ""
-
+%s
 # Metadata snapshots: the metadata is sealed and erasure coded onto the
 # backends, so "healstore recover" rebuilds this machine from the master
 # key and any one backend. What changed since the newest snapshot is what
@@ -129,7 +160,7 @@ max_changes = %d
 max_age = %q
 # Snapshots kept on the backends.
 keep = %d
-`, pol.K, pol.M, pol.BlockSize, pol.Compression, pol.Encryption, pol.Checksum,
+`, pol.K, pol.M, pol.BlockSize, pol.Compression, pol.Encryption, pol.Checksum, prov,
 		snap.Interval, snap.MaxChanges, snap.MaxAge, snap.Keep)
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("b%d", i)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -10,9 +11,10 @@ import (
 )
 
 type initOptions struct {
-	backends int
-	k, m     int
-	force    bool
+	backends    int
+	k, m        int
+	force       bool
+	provisioner string
 }
 
 func newInitCmd(g *globalOptions) *cobra.Command {
@@ -26,11 +28,20 @@ local backends in DIR/backends/b1..bN, each its own failure domain. The
 default policy, 4 data + 2 parity shards over six backends, survives the loss
 of any two backends.
 
+The config names the local provisioner: while the healer runs (healstore
+daemon, or healstore mount --with-healer), a backend that stays down past the
+grace period is replaced by a new directory under DIR/provisioned and its
+shards are rebuilt there. --provisioner none leaves replacements to you
+(healstore backend add).
+
 Back up DIR/healstore.key: without it no object can be read.`,
 		Args: argsBetween(1, 1),
 		PreRunE: func(cmd *cobra.Command, args []string) error {
 			if o.k < 1 || o.m < 1 {
 				return usagef("--k and --m must be at least 1")
+			}
+			if o.provisioner != "local" && o.provisioner != "none" {
+				return usagef("--provisioner %q: use local or none", o.provisioner)
 			}
 			if o.backends != 0 && o.backends < o.k+o.m {
 				return usagef("--backends %d is fewer than k+m = %d: shards need distinct backends", o.backends, o.k+o.m)
@@ -40,7 +51,11 @@ Back up DIR/healstore.key: without it no object can be read.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pol := encoder.DefaultPolicy()
 			pol.K, pol.M = o.k, o.m
-			path, err := healstore.Init(args[0], healstore.InitOptions{Policy: pol, Backends: o.backends, Force: o.force})
+			prov := o.provisioner
+			if prov == "none" {
+				prov = ""
+			}
+			path, err := healstore.Init(args[0], healstore.InitOptions{Policy: pol, Backends: o.backends, Force: o.force, Provisioner: prov})
 			if err != nil {
 				return err
 			}
@@ -64,12 +79,20 @@ Back up DIR/healstore.key: without it no object can be read.`,
 			fmt.Fprintf(g.stdout, `Created a store in %s: policy %d+%d over %d local backends (survives %d lost backends).
   config:     %s
   master key: %s  (back it up: without it nothing can be read)
-
+`, args[0], o.k, o.m, n, o.m, path, cfg.MasterKeyFile)
+			if prov == "local" {
+				fmt.Fprintf(g.stdout, "  healing:    a lost backend is replaced under %s while the healer runs\n",
+					filepath.Join(args[0], healstore.InitProvisionDir))
+			} else {
+				fmt.Fprintf(g.stdout, "  healing:    no provisioner; replace lost backends with healstore backend add\n")
+			}
+			fmt.Fprintf(g.stdout, `
 Next:
   export HEALSTORE_CONFIG=%s
   healstore put NAME FILE
   healstore get NAME -
-`, args[0], o.k, o.m, n, o.m, path, cfg.MasterKeyFile, path)
+  healstore daemon        (the healer: replaces lost backends, rebuilds, scrubs)
+`, path)
 			return nil
 		},
 	}
@@ -78,5 +101,6 @@ Next:
 	f.IntVar(&o.m, "m", 2, "parity shards per stripe (backends that may be lost at once)")
 	f.IntVar(&o.backends, "backends", 0, "number of local backends (default k+m)")
 	f.BoolVar(&o.force, "force", false, "overwrite an existing healstore.toml (never the master key)")
+	f.StringVar(&o.provisioner, "provisioner", "local", "replace lost backends with new local directories (local) or not at all (none)")
 	return cmd
 }

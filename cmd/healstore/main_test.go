@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/healstore/healstore"
+	"github.com/healstore/healstore/healer"
 )
 
 // cli runs the command line in-process and returns stdout, stderr and the
@@ -211,5 +212,73 @@ func TestMetastoreInUse(t *testing.T) {
 		if code != exitError || !strings.Contains(errs, want) {
 			t.Fatalf("ls while the metastore is held: exit %d, stderr %q; want exit 1 and %q", code, errs, want)
 		}
+	}
+}
+
+// TestInitProvisionsLocally: the store healstore init makes replaces a
+// lost backend with a new directory under DIR/provisioned, with no one at
+// the keyboard; --provisioner none leaves it to the user.
+func TestInitProvisionsLocally(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "store")
+	out, errs, code := cli(t, "", "init", store)
+	if code != 0 || !strings.Contains(out, filepath.Join(store, "provisioned")) {
+		t.Fatalf("init: %d %q %s", code, out, errs)
+	}
+	cfg, err := healstore.LoadConfig(filepath.Join(store, "healstore.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Healer.Provisioner.Kind != "local" {
+		t.Fatalf("init's provisioner %+v, want local", cfg.Healer.Provisioner)
+	}
+	cfg.Healer.GracePeriod = 0
+	ctx := context.Background()
+	s, err := healstore.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Put(ctx, "a", strings.NewReader(strings.Repeat("a", 100<<10))); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.NewHealer(ctx, healstore.HealerOptions{Tune: func(c *healer.Config) { c.SuspectAfter = 1 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	_ = h.ProbeAll(ctx)
+	// b1 vanishes for good; a plain file keeps anything from recreating it.
+	b1 := filepath.Join(store, "backends", "b1")
+	if err := os.Rename(b1, b1+".dead"); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(b1, []byte("dead\n"), 0o600)
+	if err := h.ProbeAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	made, _ := os.ReadDir(filepath.Join(store, "provisioned"))
+	if len(made) != 1 {
+		t.Fatalf("after b1 was lost, %s holds %d entries, want one replacement backend", filepath.Join(store, "provisioned"), len(made))
+	}
+	if _, err := h.RepairAll(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Open(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+
+	none := filepath.Join(dir, "manual")
+	if _, errs, code := cli(t, "", "init", "--provisioner", "none", none); code != 0 {
+		t.Fatalf("init --provisioner none: %d %s", code, errs)
+	}
+	cfg, err = healstore.LoadConfig(filepath.Join(none, "healstore.toml"))
+	if err != nil || cfg.Healer.Provisioner.Kind != "" {
+		t.Fatalf("init --provisioner none wrote provisioner %+v, %v", cfg.Healer.Provisioner, err)
+	}
+	if _, errs, code := cli(t, "", "init", "--provisioner", "tfgrid", filepath.Join(dir, "x")); code != exitUsage || !strings.Contains(errs, "local or none") {
+		t.Fatalf("init --provisioner tfgrid: %d %s", code, errs)
 	}
 }
