@@ -243,9 +243,8 @@ func Heal(ctx context.Context, o HealOptions) (*HealReport, error) {
 	if err := os.Mkdir(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("bench heal: %w", err)
 	}
-	if err := os.RemoveAll(dataDir + ".wiped"); err != nil {
-		return nil, fmt.Errorf("bench heal: %w", err)
-	}
+	// The old files are deleted after the measurement, not during it.
+	defer os.RemoveAll(dataDir + ".wiped")
 	say("wiped backend %s: %d stripes lost a shard (%s of shards)", victim.Name, rep.LostStripes, human(rep.LostBytes))
 
 	// A reader keeps reading until full redundancy: a random 256 KiB
