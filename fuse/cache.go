@@ -13,8 +13,7 @@ import (
 // CacheDir/blocks holding the block's current content (never past the
 // file's size). A cblock exists only while its content is not yet in
 // healstore, or is being uploaded; once uploaded and unchanged it leaves
-// the disk cache (the upload buffer moves to the read cache instead).
-// Guarded by the inode's mutex.
+// the disk cache. Guarded by the inode's mutex.
 type cblock struct {
 	f      *os.File
 	path   string
@@ -26,9 +25,46 @@ type cblock struct {
 	charge   int64 // bytes charged to the dirty budget
 	fails    int   // failed uploads in a row
 	since    time.Time
+	// written holds the byte ranges writes covered since the block
+	// entered the cache, merged and sorted; dropped once they cover the
+	// block, or once there are too many to track.
+	written   [][2]int64
+	untracked bool
 }
 
 func (b *cblock) dirty() bool { return b.gen > b.upGen }
+
+// maxWrittenRanges bounds the ranges cover keeps per block; a block
+// written in more scattered pieces waits for the write-back delay.
+const maxWrittenRanges = 32
+
+// cover records that [lo, hi) was written and reports whether writes now
+// cover the whole block of size bs (once: later calls report false).
+func (b *cblock) cover(lo, hi, bs int64) bool {
+	if b.untracked {
+		return false
+	}
+	r := b.written
+	i := 0
+	for i < len(r) && r[i][1] < lo {
+		i++
+	}
+	j := i
+	for j < len(r) && r[j][0] <= hi {
+		lo, hi = min(lo, r[j][0]), max(hi, r[j][1])
+		j++
+	}
+	merged := append(append(append([][2]int64{}, r[:i]...), [2]int64{lo, hi}), r[j:]...)
+	b.written = merged
+	switch {
+	case len(merged) == 1 && merged[0][0] == 0 && merged[0][1] >= bs:
+		b.written, b.untracked = nil, true
+		return true
+	case len(merged) > maxWrittenRanges:
+		b.written, b.untracked = nil, true
+	}
+	return false
+}
 
 // dirtyBudget bounds the bytes of dirty blocks on local disk. Writers
 // reserve before they create cache blocks and wait when it is full; the

@@ -666,3 +666,24 @@ func TestCoreNamespace(t *testing.T) {
 		t.Fatal("moved directory lost its child")
 	}
 }
+
+func TestCBlockCover(t *testing.T) {
+	b := &cblock{}
+	steps := []struct {
+		lo, hi int64
+		full   bool
+	}{{100, 200, false}, {300, 400, false}, {0, 100, false}, {200, 300, false}, {400, 999, false}, {990, 1000, true}, {0, 1000, false}}
+	for i, s := range steps {
+		if got := b.cover(s.lo, s.hi, 1000); got != s.full {
+			t.Fatalf("step %d [%d,%d): full=%v, want %v (ranges %v)", i, s.lo, s.hi, got, s.full, b.written)
+		}
+	}
+	// Too scattered to track: never reported full.
+	b = &cblock{}
+	for i := range int64(maxWrittenRanges + 1) {
+		b.cover(i*10, i*10+5, 1000)
+	}
+	if b.cover(0, 1000, 1000) {
+		t.Fatal("untracked block reported full")
+	}
+}

@@ -390,8 +390,9 @@ func (f *filesystem) write(st *inodeState, data []byte, off int64) (int, error) 
 		}
 		b.length = max(b.length, hi)
 		f.markDirtyLocked(st, uint64(idx), b)
-		if hi == bs {
-			// A sequential writer finished this block: send it now.
+		if b.cover(lo, hi, bs) {
+			// Writes filled the whole block (a sequential writer, or the
+			// kernel flushing its pages in any order): send it now.
 			f.up.add(blockKey{st.ino, uint64(idx)}, true)
 		}
 	}
@@ -586,6 +587,7 @@ func (f *filesystem) upload(k blockKey) {
 	}
 	gen := b.gen
 	b.inflight = gen
+	b.written, b.untracked = nil, false // writes from now on make the next upload
 	st.uploads++
 	// The upload reads the cache file while writes may go on: bytes a
 	// write changes meanwhile may or may not be in this upload, but any

@@ -59,13 +59,13 @@ func TestLargeFileBoundedMemory(t *testing.T) {
 	const (
 		size  = 2 << 30
 		chunk = 1 << 20
-		// Caches: 128 MiB dirty on disk, 64 MiB of blocks in memory, 8
+		// Caches: 128 MiB dirty on disk, 80 MiB of blocks in memory, 8
 		// uploads of 8 MiB in flight, plus the store's own buffers and
 		// garbage not yet collected.
 		heapLimit = 768 << 20
 	)
 	st := newStore(t, 4, 2, 8<<20)
-	e := newMount(t, st, Options{BlockSize: 8 << 20, CacheSize: 128 << 20, ReadCacheSize: 64 << 20, ReadAhead: 48 << 20})
+	e := newMount(t, st, Options{BlockSize: 8 << 20, CacheSize: 128 << 20})
 	path := e.path("big")
 	runtime.GC()
 	w := watchHeap()
