@@ -87,10 +87,13 @@ type HealReport struct {
 	Stripes     int   `json:"stripes"`
 	LostStripes int   `json:"lost_stripes"`
 	LostBytes   int64 `json:"lost_bytes"` // shard bytes the wiped backend held
-	// Detected: the healer noticed the wipe (the backend's shard
-	// locations forgotten, its stripes queued). HealingStarted: the first
-	// repair committed. FullRedundancy: every stripe whole again.
+	// Detected: the first stripe queued (by a read that met a lost
+	// shard, or by the monitor). WipeNoticed: the monitor found the
+	// backend's identity marker gone and queued everything it held.
+	// HealingStarted: the first repair committed. FullRedundancy: every
+	// stripe whole again.
 	Detected       time.Duration `json:"detected_ns"`
+	WipeNoticed    time.Duration `json:"wipe_noticed_ns"`
 	HealingStarted time.Duration `json:"healing_started_ns"`
 	FullRedundancy time.Duration `json:"full_redundancy_ns"`
 	BytesRead      int64         `json:"bytes_read"`
@@ -296,6 +299,10 @@ func Heal(ctx context.Context, o HealOptions) (*HealReport, error) {
 			rep.Detected = el
 			say("%5.1fs  detected: %d stripes queued", el.Seconds(), depth)
 		}
+		if rep.WipeNoticed == 0 && wipes(h) > 0 {
+			rep.WipeNoticed = el
+			say("%5.1fs  the monitor found %s wiped: %d stripes queued", el.Seconds(), victim.Name, depth)
+		}
 		if rep.HealingStarted == 0 && tot.BytesWritten > 0 {
 			rep.HealingStarted = el
 			say("%5.1fs  healing started", el.Seconds())
@@ -378,6 +385,20 @@ func Heal(ctx context.Context, o HealOptions) (*HealReport, error) {
 	}
 	say("baseline (read k shards, write one, no decoding): %.1f MB/s", base)
 	return rep, nil
+}
+
+// wipes reads the healer's count of backends found wiped.
+func wipes(h *healstore.Healer) float64 {
+	mfs, err := h.Registry().Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "healstore_backend_wipes_total" && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 func missingOn(st *metastore.Stripe, backend string) bool {
@@ -557,7 +578,8 @@ func (r *HealReport) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "layout\t%d+%d over %d local backends, %s blocks, %d workers\n", r.K, r.M, r.Backends, human(int64(r.BlockSize)), r.Workers)
 	fmt.Fprintf(tw, "data\t%s in %d stripes; the wiped backend held %s of shards (%d stripes)\n", human(r.DataBytes), r.Stripes, human(r.LostBytes), r.LostStripes)
-	fmt.Fprintf(tw, "detected\t%s after the wipe\n", r.Detected.Round(time.Millisecond))
+	fmt.Fprintf(tw, "first stripe queued\t%s after the wipe (a read met a lost shard, or the monitor)\n", r.Detected.Round(time.Millisecond))
+	fmt.Fprintf(tw, "wipe noticed\t%s (the monitor found the marker gone and queued every stripe)\n", r.WipeNoticed.Round(time.Millisecond))
 	fmt.Fprintf(tw, "healing started\t%s\n", r.HealingStarted.Round(time.Millisecond))
 	fmt.Fprintf(tw, "full redundancy\t%s\n", r.FullRedundancy.Round(time.Millisecond))
 	fmt.Fprintf(tw, "rebuilt\t%s, reading %s: %.3f bytes read per byte rebuilt (k = %d)\n", human(r.BytesWritten), human(r.BytesRead), r.ReadAmplification, r.K)

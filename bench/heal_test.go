@@ -25,7 +25,7 @@ func TestHealBenchmark(t *testing.T) {
 	if rep.LostStripes != rep.Stripes || rep.LostBytes == 0 {
 		t.Fatalf("with 6 backends for 4+2 every stripe has a shard on the wiped one: %+v", rep)
 	}
-	if rep.Detected <= 0 || rep.HealingStarted < rep.Detected || rep.FullRedundancy < rep.HealingStarted {
+	if rep.Detected <= 0 || rep.WipeNoticed < rep.Detected || rep.HealingStarted < rep.Detected || rep.FullRedundancy < rep.HealingStarted || rep.FullRedundancy < rep.WipeNoticed {
 		t.Fatalf("timeline out of order: %+v", rep)
 	}
 	if rep.ReadErrors != 0 || rep.Reads == 0 {
