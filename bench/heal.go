@@ -35,7 +35,8 @@ type HealOptions struct {
 	K, M int
 	// BlockSize of the policy (default 4 MiB).
 	BlockSize int
-	// Workers rebuilding in parallel (default 4).
+	// Workers rebuilding in parallel (default 8: the rebuild waits on
+	// fsyncs, so more repairs in flight keep the disk busy).
 	Workers int
 	// ProbeInterval of the healer's monitor (default 1s).
 	ProbeInterval time.Duration
@@ -65,7 +66,7 @@ func (o *HealOptions) defaults() {
 		o.BlockSize = 4 << 20
 	}
 	if o.Workers <= 0 {
-		o.Workers = 4
+		o.Workers = 8
 	}
 	if o.ProbeInterval <= 0 {
 		o.ProbeInterval = time.Second
@@ -230,6 +231,9 @@ func Heal(ctx context.Context, o HealOptions) (*HealReport, error) {
 	healerDone := make(chan struct{})
 	go func() { _ = h.Run(hctx); close(healerDone) }()
 	defer func() { stopHealer(); <-healerDone }()
+	// Let the monitor's first round (run at start) pass, so the wipe lands
+	// at a random point of its probe interval, as in production.
+	time.Sleep(o.ProbeInterval + o.ProbeInterval/2)
 
 	// The loss: every shard file and the identity marker go; the local
 	// backend's data directory stays, empty, as a blank disk mounted in

@@ -245,7 +245,7 @@ backends with no decoding.
 	f.StringVar(&o.blockSize, "block-size", "4MiB", "block size of the policy")
 	f.IntVar(&o.opts.K, "k", 4, "data shards")
 	f.IntVar(&o.opts.M, "m", 2, "parity shards")
-	f.IntVar(&o.opts.Workers, "workers", 4, "rebuild workers")
+	f.IntVar(&o.opts.Workers, "workers", 8, "rebuild workers")
 	f.DurationVar(&o.opts.ProbeInterval, "probe-interval", time.Second, "healer probe interval")
 	f.IntVar(&o.opts.MarginZero, "margin0", 8, "stripes to push to margin 0 mid-rebuild (negative: none)")
 	f.StringVar(&o.opts.Dir, "dir", "", "directory for the store (default: a temporary one)")
