@@ -738,7 +738,7 @@ func (h *Healer) provision(ctx context.Context, spare bool, replacing string) (s
 			continue
 		}
 		avoid = append(avoid, m.spec.Domain(h.cfg.Level))
-		if name == replacing && m.rec.Capacity.Known {
+		if name == replacing && m.rec.Capacity.Known && ownsUsage(m.spec) {
 			minSize = m.rec.Capacity.Used
 		}
 	}
@@ -878,4 +878,12 @@ func (h *Healer) RemoveBackend(ctx context.Context, name string) error {
 		return err
 	}
 	return h.refresh(ctx)
+}
+
+// ownsUsage reports whether a backend's reported Used counts its own data.
+// A local directory without a quota reports its whole filesystem (statfs),
+// which other backends and programs share: asking a replacement for that
+// much room would refuse every candidate on the same disk.
+func ownsUsage(spec backends.Spec) bool {
+	return spec.Kind != backends.KindLocal || spec.Quota > 0
 }
