@@ -19,7 +19,7 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 in the same run, a baseline of the same bytes with no healstore in between,
 and prints the ratio.`,
 	}
-	cmd.AddCommand(newBenchEncodeCmd(g))
+	cmd.AddCommand(newBenchEncodeCmd(g), newBenchHealCmd(g))
 	for _, mode := range []string{"put", "get", "putget"} {
 		cmd.AddCommand(newBenchPutGetCmd(g, mode))
 	}
