@@ -328,10 +328,13 @@ func (h *Healer) queueBackend(ctx context.Context, name, reason string, onlyUrge
 // of each stripe (a Stat each) and rebuilds those gone. The backend is
 // marked again and stays in use, empty, so it can take shards back.
 func (h *Healer) wiped(ctx context.Context, name string, foreign bool) error {
-	h.metrics.wiped.Inc()
 	if foreign {
+		h.metrics.wiped.Inc()
 		return nil
 	}
+	// Counted once its stripes are queued, so a reader of the metric
+	// finds the work already there.
+	defer h.metrics.wiped.Inc()
 	views := h.views()
 	reason := wipedReason(name)
 	var batch []metastore.RepairItem
