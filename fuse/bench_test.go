@@ -1,12 +1,15 @@
 package fuse
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +23,10 @@ import (
 // backends, and the same jobs on the plain disk underneath, each plain run
 // right before its healstore run so both see the same machine and disk,
 // over several rounds; it reports the median of each figure and of each
-// round's ratio to the plain disk:
+// round's ratio to the plain disk. For the sequential jobs it also
+// measures the store API alone (Put and Open of objects of the block size,
+// as many at once as the mount uploads or reads ahead): the ceiling the
+// filesystem layer works under:
 //
 //	go test ./fuse -run '^$' -bench Fio -benchtime 1x
 //
@@ -70,7 +76,44 @@ func BenchmarkFio(b *testing.B) {
 		}
 		return r
 	}
-	type sample struct{ plain, mount, ratio []float64 }
+	// The store API on its own, with the mount's parallelism: what the
+	// filesystem layer costs on top of it.
+	total := parseFioSize(b, seqSize)
+	payload := bytes.Repeat([]byte("healstore fio baseline "), blockSize/23+1)[:blockSize]
+	storeAPI := func(round int, write bool) float64 {
+		ctx := context.Background()
+		n := int((total + int64(blockSize) - 1) / int64(blockSize))
+		par := DefaultUploadWorkers
+		if !write {
+			par = 4 // the mount's read-ahead fetches
+			dropCaches(b)
+		}
+		sem := make(chan struct{}, par)
+		var wg sync.WaitGroup
+		start := time.Now()
+		for i := range n {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				name := fmt.Sprintf("bench/%d/%06d", round, i)
+				var err error
+				if write {
+					_, err = st.s.Put(ctx, name, bytes.NewReader(payload))
+				} else {
+					_, err = storeBlobs{st.s}.GetBlock(ctx, name, make([]byte, blockSize))
+				}
+				if err != nil {
+					b.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		return float64(int64(n)*int64(blockSize)) / 1e6 / time.Since(start).Seconds()
+	}
+
+	type sample struct{ plain, mount, ratio, api []float64 }
 	res := map[string]*sample{}
 	for round := range rounds {
 		for _, j := range jobs {
@@ -95,7 +138,12 @@ func BenchmarkFio(b *testing.B) {
 				res[j.name] = s
 			}
 			s.plain, s.mount, s.ratio = append(s.plain, pv), append(s.mount, mv), append(s.ratio, mv/pv)
-			b.Logf("round %d %-14s plain %8.0f healstore %8.0f ratio %.3f", round+1, j.name, pv, mv, mv/pv)
+			api := 0.0
+			if !rnd {
+				api = storeAPI(round, !read)
+				s.api = append(s.api, api)
+			}
+			b.Logf("round %d %-14s plain %8.0f healstore %8.0f ratio %.3f (store API %.0f)", round+1, j.name, pv, mv, mv/pv, api)
 		}
 		// The next round writes its files afresh.
 		os.RemoveAll(plainDir)
@@ -107,17 +155,36 @@ func BenchmarkFio(b *testing.B) {
 
 	b.Logf("fio, %s sequential file, %s random file; healstore 10+4 (%s, %d KiB stripes) on local backends, %d KiB file blocks, kernel write-back %v; median of %d rounds",
 		seqSize, randSize, enc, storeBlock>>10, blockSize>>10, !opts.NoKernelWriteback, rounds)
-	b.Logf("%-14s %14s %14s %7s", "job", "plain disk", "healstore", "ratio")
+	b.Logf("%-14s %14s %14s %7s %14s", "job", "plain disk", "healstore", "ratio", "store API")
 	for _, j := range jobs {
 		s := res[j.name]
 		unit, metric := "MB/s", "-MB/s"
+		api := fmt.Sprintf("%9.0f MB/s", median(s.api))
 		if strings.HasPrefix(j.name, "rand") {
-			unit, metric = "IOPS", "-IOPS"
+			unit, metric, api = "IOPS", "-IOPS", ""
 		}
-		b.Logf("%-14s %9.0f %s %9.0f %s %7.3f", j.name, median(s.plain), unit, median(s.mount), unit, median(s.ratio))
+		b.Logf("%-14s %9.0f %s %9.0f %s %7.3f %s", j.name, median(s.plain), unit, median(s.mount), unit, median(s.ratio), api)
 		b.ReportMetric(median(s.mount), j.name+metric)
 		b.ReportMetric(median(s.ratio), j.name+"-ratio")
 	}
+}
+
+// parseFioSize reads a fio size such as 512M or 1G.
+func parseFioSize(tb testing.TB, v string) int64 {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(v, "G"):
+		mult, v = 1<<30, strings.TrimSuffix(v, "G")
+	case strings.HasSuffix(v, "M"):
+		mult, v = 1<<20, strings.TrimSuffix(v, "M")
+	case strings.HasSuffix(v, "K"):
+		mult, v = 1<<10, strings.TrimSuffix(v, "K")
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		tb.Fatalf("size %q: use a number with K, M or G", v)
+	}
+	return n * mult
 }
 
 func median(v []float64) float64 {
