@@ -28,7 +28,7 @@ import (
 // as many at once as the mount uploads or reads ahead): the ceiling the
 // filesystem layer works under:
 //
-//	go test ./fuse -run '^$' -bench Fio -benchtime 1x
+//	go test ./fuse -run '^$' -bench Fio -benchtime 1x -v
 //
 // HEALSTORE_FIO_SIZE (default 1G) sets the sequential file size,
 // HEALSTORE_FIO_RAND_SIZE (32M) and HEALSTORE_FIO_RUNTIME (20) the random
@@ -143,7 +143,11 @@ func BenchmarkFio(b *testing.B) {
 				api = storeAPI(round, !read)
 				s.api = append(s.api, api)
 			}
-			b.Logf("round %d %-14s plain %8.0f healstore %8.0f ratio %.3f (store API %.0f)", round+1, j.name, pv, mv, mv/pv, api)
+			line := fmt.Sprintf("round %d %-14s plain %8.0f healstore %8.0f ratio %.3f", round+1, j.name, pv, mv, mv/pv)
+			if !rnd {
+				line += fmt.Sprintf(" (store API %.0f)", api)
+			}
+			b.Log(line)
 		}
 		// The next round writes its files afresh.
 		os.RemoveAll(plainDir)
