@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/backends/faulty"
 	"github.com/healstore/healstore/backends/local"
 	"github.com/healstore/healstore/backends/placement"
 	"github.com/healstore/healstore/encoder"
@@ -107,10 +108,12 @@ type env struct {
 	enc  *encoder.Codec
 	rnd  *rand.Rand
 
-	mu sync.Mutex
-	bs map[string]*switchable
+	mu     sync.Mutex
+	bs     map[string]*switchable
+	faults map[string]*faulty.Backend // when envOpts.faulty
 
-	h *Healer
+	faultCfg *faulty.Config
+	h        *Healer
 }
 
 type envOpts struct {
@@ -120,6 +123,9 @@ type envOpts struct {
 	cfg      Config
 	provs    func(e *env) []provision.Provisioner
 	seed     uint64
+	// faulty, when set, puts a backends/faulty decorator (with this
+	// config, zero rates by default) between each backend and the pool.
+	faulty *faulty.Config
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -141,8 +147,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 	}
 	e := &env{
 		t: t, dir: t.TempDir(), pol: pol, enc: enc, bs: map[string]*switchable{},
-		meta: metastore.New(memkv.New(), metastore.WithGarbageDelay(0)),
-		rnd:  rand.New(rand.NewPCG(o.seed, 7)),
+		meta:   metastore.New(memkv.New(), metastore.WithGarbageDelay(0)),
+		rnd:    rand.New(rand.NewPCG(o.seed, 7)),
+		faults: map[string]*faulty.Backend{}, faultCfg: o.faulty,
 	}
 	ctx := context.Background()
 	for i := range o.backends {
@@ -208,8 +215,16 @@ func (e *env) register(ctx context.Context, spec backends.Spec, secret string) e
 	if err != nil {
 		return err
 	}
+	var inner backends.Backend = b
 	e.mu.Lock()
-	e.bs[spec.Name] = &switchable{Backend: b}
+	if e.faultCfg != nil {
+		fc := *e.faultCfg
+		fc.Seed += uint64(len(e.faults)) * 7919 // a stream of its own per backend
+		f := faulty.New(b, fc)
+		e.faults[spec.Name] = f
+		inner = f
+	}
+	e.bs[spec.Name] = &switchable{Backend: inner}
 	e.mu.Unlock()
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healstore/healstore/backends/faulty"
 	"github.com/healstore/healstore/healer/provision"
 	"github.com/healstore/healstore/metastore"
 )
@@ -192,4 +193,54 @@ func TestMarginZeroRepairedDuringGrace(t *testing.T) {
 	e.revive("b1", "b2")
 	e.probe()
 	e.checkFull()
+}
+
+// Rebuilds converge through a flaky data path (backends/faulty): calls that
+// fail at random, reads that come back with a flipped bit. No object is
+// lost, every stripe ends at full redundancy and in distinct domains.
+func TestRebuildThroughFlakyBackends(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	e := newEnv(t, envOpts{backends: 8, seed: seed, faulty: &faulty.Config{Seed: seed},
+		cfg: Config{Grace: 0, SuspectAfter: 1, Workers: 3}, provs: localProv})
+	objs := e.fill(20, 60<<10)
+	e.probe()
+	e.kill("b3")
+	e.probe()
+	held := len(e.queue())
+	if held == 0 {
+		t.Fatal("nothing queued")
+	}
+	// No probes while the data path misbehaves: this is about the
+	// rebuilder, not about the monitor declaring healthy backends down.
+	for name, f := range e.faults {
+		if name != "b3" {
+			f.SetConfig(faulty.Config{FailRate: 0.15, FlipRate: 0.03, LatencyMax: time.Millisecond})
+		}
+	}
+	ctx := context.Background()
+	for round := 0; round < 30 && len(e.queue()) > 0; round++ {
+		if _, err := e.h.RepairAll(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var injected faulty.Stats
+	for name, f := range e.faults {
+		if name != "b3" {
+			st := f.Stats()
+			injected.Failed += st.Failed
+			injected.Flipped += st.Flipped
+			f.SetConfig(faulty.Config{})
+		}
+	}
+	t.Logf("injected %d failed calls and %d flipped reads", injected.Failed, injected.Flipped)
+	if injected.Failed == 0 {
+		t.Fatal("no fault was injected")
+	}
+	if q := e.queue(); len(q) != 0 {
+		t.Fatalf("%d stripes still queued after 30 rounds; head %+v", len(q), q[0])
+	}
+	e.probe()
+	e.checkFull()
+	e.checkObjects(objs)
 }
