@@ -12,11 +12,13 @@
 // old value or the new one, never a torn one. Left-over temporary files
 // (".tmp-*") are removed by Open.
 //
-// PutNoSync (backends.Syncer) skips both fsyncs; Sync then makes every value
-// written so far durable with one syncfs(2) of the file system, shared by
-// concurrent callers. Until then a crash of the machine may leave such a
-// value missing or torn; healstore's write path writes its intent first and
-// syncs before its metadata commit, and reads verify every shard.
+// PutNoSync (backends.Syncer) skips both fsyncs, only starting the file's
+// write-back (sync_file_range(2), no wait); Sync then makes every value
+// written so far durable in one round of parallel fsyncs of their files and
+// directories, shared by concurrent callers. Until then a crash of the
+// machine may leave such a value missing or torn; healstore's write path
+// writes its intent first and syncs before its metadata commit, and reads
+// verify every shard.
 //
 // Capacity comes from statfs of the file system, or from Spec.Quota when one
 // is set; the quota is enforced (a Put that would pass it fails with

@@ -52,9 +52,7 @@ func Open(spec backends.Spec) (*Backend, error) {
 	if err := os.MkdirAll(b.root, 0o755); err != nil {
 		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
 	}
-	if err := b.deferred.init(b.root); err != nil {
-		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
-	}
+	b.deferred.init(b.fsyncValues)
 	// Remove temporaries of interrupted Puts and, with a quota, sum the
 	// sizes of the values.
 	err := b.walk(func(dir, name string, info fs.FileInfo) error {
@@ -65,7 +63,6 @@ func Open(spec backends.Spec) (*Backend, error) {
 		return nil
 	})
 	if err != nil {
-		b.deferred.close()
 		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
 	}
 	return b, nil
@@ -196,17 +193,18 @@ func (b *Backend) put(key string, value []byte, durable bool) error {
 // writeFile writes value to a temporary file in dir and renames it to
 // final. When durable, the file is fsynced before the rename and the
 // directory after it, so a crash leaves the old value or the new one.
-// Otherwise both wait for the next syncfs(2) (see Sync).
+// Otherwise both wait for the next Sync round.
 func (b *Backend) writeFile(dir, final string, value []byte, durable bool) error {
 	f, err := os.CreateTemp(dir, tmpPrefix+"*")
 	if errors.Is(err, fs.ErrNotExist) {
+		// A new fan-out directory (one of 256, made once) is made
+		// durable at once, deferred or not: rounds sync only the
+		// directories that hold values.
 		if err = os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		if durable {
-			if err = syncDir(b.root); err != nil {
-				return err
-			}
+		if err = syncDir(b.root); err != nil {
+			return err
 		}
 		f, err = os.CreateTemp(dir, tmpPrefix+"*")
 	}
@@ -228,6 +226,12 @@ func (b *Backend) writeFile(dir, final string, value []byte, durable bool) error
 		if err := f.Sync(); err != nil {
 			return err
 		}
+	} else {
+		// Start the write-back now, without waiting for it: the disk
+		// works while the caller goes on (encoding the next block), and
+		// the round's fsync finds the data on its way. Advisory: an
+		// error here changes nothing (the fsync reports write errors).
+		unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 	}
 	if err := f.Close(); err != nil {
 		return err
@@ -259,11 +263,34 @@ func (b *Backend) Get(ctx context.Context, key string) ([]byte, error) {
 	if err := b.begin(ctx, "get", key, true); err != nil {
 		return nil, err
 	}
-	v, err := os.ReadFile(b.pathOf(key))
+	v, err := readWhole(b.pathOf(key))
 	if err != nil {
 		return nil, b.fail("get", key, err)
 	}
 	return v, nil
+}
+
+// readWhole reads a file into a buffer of exactly its size with one read
+// (os.ReadFile allocates more and reads again to see the end).
+func readWhole(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, fi.Size())
+	n, err := io.ReadFull(f, buf)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		// Replaced by a shorter value since the Stat (Put renames a new
+		// file over the old one, so f still reads the old one whole; only
+		// a file changed in place can shrink).
+		return buf[:n], nil
+	}
+	return buf, err
 }
 
 // GetRange implements backends.Backend.

@@ -2,19 +2,23 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/healstore/healstore/backends"
-	"golang.org/x/sys/unix"
 )
 
 var _ backends.Syncer = (*Backend)(nil)
 
-// PutNoSync implements backends.Syncer: Put without the two fsyncs (the
-// file before its rename, the directory after). The value reaches the disk
-// with the next syncfs(2) of the file system, which Sync runs.
+// syncWorkers bounds the fsyncs one round runs at once.
+const syncWorkers = 16
+
+// PutNoSync implements backends.Syncer: Put without its two fsyncs (the
+// file before the rename, the directory after). A later Sync makes the
+// value durable.
 func (b *Backend) PutNoSync(ctx context.Context, key string, value []byte) error {
 	if err := b.begin(ctx, "put", key, true); err != nil {
 		return err
@@ -25,18 +29,17 @@ func (b *Backend) PutNoSync(ctx context.Context, key string, value []byte) error
 	return err
 }
 
-// Sync implements backends.Syncer. It flushes the whole file system the
-// backend lives on with one syncfs(2): on a disk the backend shares with
-// other busy writers it waits for their dirty data too, but it makes any
-// number of values durable for the price of one journal commit, where
-// fsyncing each file and its directory costs two calls per value.
+// Sync implements backends.Syncer. A round fsyncs every value written
+// without sync so far, and each directory that holds one, all in
+// parallel: the file system's journal commits them together, where Put's
+// file-then-directory fsyncs cost two commits one after the other per
+// value. Concurrent Syncs share rounds: a Sync waits for the round in
+// progress and starts a new one only if that round began before its
+// values were written.
 //
-// Concurrent Syncs share rounds: a Sync waits for the round in progress
-// and starts a new one only if that round began before its values were
-// written. syncfs reports a write-back error that struck any file of the
-// file system since the previous round (Linux 5.8 and later); as the error
-// does not say which file, every value written but not yet synced when it
-// is reported counts as lost, and every Sync naming one of them fails.
+// Only the values' own files and directories are flushed, not the whole
+// file system (syncfs(2)): on a disk shared with busy writers, their dirty
+// data would otherwise delay every write.
 func (b *Backend) Sync(ctx context.Context, keys []string) error {
 	if len(keys) == 0 {
 		return nil
@@ -51,18 +54,84 @@ func (b *Backend) Sync(ctx context.Context, keys []string) error {
 	return nil
 }
 
-// syncState tracks the values PutNoSync wrote until a syncfs round makes
-// them durable.
+// fsyncValues makes the files of keys and their directories durable. It
+// returns the error of each key whose file or directory failed, a file
+// that vanished included: Delete forgets a key before a round could miss
+// its file, so a file missing here was removed behind the backend's back
+// (a wiped disk), and its value is lost.
+func (b *Backend) fsyncValues(keys []string) map[string]error {
+	dirs := map[string][]string{}
+	for _, k := range keys {
+		d := b.dirOf(k)
+		dirs[d] = append(dirs[d], k)
+	}
+	var mu sync.Mutex
+	errs := map[string]error{}
+	fail := func(err error, keys ...string) {
+		mu.Lock()
+		for _, k := range keys {
+			errs[k] = err
+		}
+		mu.Unlock()
+	}
+	sem := make(chan struct{}, syncWorkers)
+	var wg sync.WaitGroup
+	run := func(fn func()) {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn()
+		}()
+	}
+	for _, k := range keys {
+		run(func() {
+			if err := fsyncPath(filepath.Join(b.dirOf(k), fileName(k))); err != nil {
+				fail(err, k)
+			}
+		})
+	}
+	for d, ks := range dirs {
+		run(func() {
+			if err := syncDir(d); err != nil {
+				fail(err, ks...)
+			}
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// fsyncPath opens a file and fsyncs it. A write-back error that struck the
+// file before it was opened, and that nobody has reported yet, is reported
+// to this descriptor too (Linux 4.13 and later).
+func fsyncPath(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", p, err)
+	}
+	return nil
+}
+
+// syncState tracks the values PutNoSync wrote until a round makes them
+// durable.
 type syncState struct {
-	root   *os.File             // the data directory, held open: syncfs(2) reports errors per open file
-	syncfs func(*os.File) error // the round's system call; tests replace it
+	// flush makes the values of keys durable and returns the error of
+	// each key it could not; Backend.fsyncValues, or a test's stand-in.
+	flush func(keys []string) map[string]error
 
 	mu      sync.Mutex
 	written uint64                // PutNoSyncs completed so far: a value's sequence number
 	durable uint64                // every value numbered at most this is durable or lost
 	pending map[string]pendingPut // values not yet durable, by key
-	lost    map[string]error      // values a failed round may have lost, by key
+	lost    map[string]error      // values whose round failed, by key
 	round   *syncRound            // the round in progress, if any
+	closed  bool
 }
 
 type pendingPut struct {
@@ -75,51 +144,24 @@ type syncRound struct {
 	done chan struct{}
 }
 
-func (s *syncState) init(root string) error {
-	f, err := os.Open(root)
-	if err != nil {
-		return err
-	}
-	s.root = f
-	s.syncfs = syncfs
+func (s *syncState) init(flush func([]string) map[string]error) {
+	s.flush = flush
 	s.pending = map[string]pendingPut{}
 	s.lost = map[string]error{}
-	return nil
 }
 
-// syncfs flushes the file system f lives on. Control keeps f's descriptor
-// from being closed and reused while the call runs.
-func syncfs(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.Syncfs(int(fd)) }); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("syncfs %s: %w", f.Name(), serr)
-	}
-	return nil
-}
-
-// close waits for the round in progress and releases the directory.
+// close waits for the round in progress.
 func (s *syncState) close() {
 	s.mu.Lock()
+	s.closed = true
 	r := s.round
 	s.mu.Unlock()
 	if r != nil {
 		<-r.done
 	}
-	if s.root != nil {
-		s.root.Close()
-	}
 }
 
-// register notes that a deferred write of key begins. It is pending from
-// now, before any of its bytes are written, so that a write-back error a
-// round reports while the write is still going on counts against it too.
+// register notes that a deferred write of key begins.
 func (s *syncState) register(key string) {
 	s.mu.Lock()
 	p := s.pending[key]
@@ -132,19 +174,15 @@ func (s *syncState) register(key string) {
 func (s *syncState) finished(key string, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p, found := s.pending[key]
-	if !found {
-		return // a failed round already counted it lost
-	}
+	p := s.pending[key]
 	p.writing--
 	if ok {
 		s.written++
 		p.seq = s.written
-		// A value written after a failed round is not lost; a Sync
-		// naming key is about this value now.
+		// A Sync naming key is about this new value now.
 		delete(s.lost, key)
 	}
-	if p.seq == 0 && p.writing == 0 {
+	if p.seq == 0 && p.writing <= 0 {
 		delete(s.pending, key)
 		return
 	}
@@ -162,7 +200,7 @@ func (s *syncState) forget(key string) {
 }
 
 // wait returns once the values of keys are durable, or the first key found
-// lost with the error of the round that lost it.
+// lost with the error that lost it.
 func (s *syncState) wait(ctx context.Context, keys []string) (string, error) {
 	s.mu.Lock()
 	for {
@@ -182,6 +220,10 @@ func (s *syncState) wait(ctx context.Context, keys []string) (string, error) {
 		}
 		r := s.round
 		if r == nil {
+			if s.closed {
+				s.mu.Unlock()
+				return "", errors.New("backend is closed")
+			}
 			r = &syncRound{upTo: s.written, done: make(chan struct{})}
 			s.round = r
 			go s.run(r)
@@ -197,24 +239,33 @@ func (s *syncState) wait(ctx context.Context, keys []string) (string, error) {
 }
 
 // run performs one round. It runs on its own goroutine so that a caller
-// whose ctx ends can leave while the system call goes on.
+// whose ctx ends can leave while the fsyncs go on.
 func (s *syncState) run(r *syncRound) {
-	err := s.syncfs(s.root)
+	s.mu.Lock()
+	var keys []string
+	for k, p := range s.pending {
+		if p.seq != 0 && p.seq <= r.upTo {
+			keys = append(keys, k)
+		}
+	}
+	s.mu.Unlock()
+	errs := s.flush(keys)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k, p := range s.pending {
-		switch {
-		case err != nil:
-			// The error may come from any value written so far,
-			// including writes still in progress: all count as lost.
-			s.lost[k] = err
-			delete(s.pending, k)
-		case p.seq <= r.upTo && p.writing == 0:
-			delete(s.pending, k)
-		case p.seq <= r.upTo:
-			p.seq = 0 // durable; another write of the key is under way
-			s.pending[k] = p
+	for _, k := range keys {
+		p, ok := s.pending[k]
+		if !ok || p.seq > r.upTo || p.seq == 0 {
+			continue // deleted, or written again meanwhile: a later round's
 		}
+		if err := errs[k]; err != nil {
+			s.lost[k] = err
+		}
+		if p.writing > 0 {
+			p.seq = 0 // that value is settled; another write of key is under way
+			s.pending[k] = p
+			continue
+		}
+		delete(s.pending, k)
 	}
 	s.durable = r.upTo
 	s.round = nil

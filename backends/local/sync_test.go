@@ -3,7 +3,9 @@ package local
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -33,29 +35,33 @@ func TestConformanceDeferred(t *testing.T) {
 	})
 }
 
-// rounds replaces b's syncfs with one that counts rounds and, when gate is
-// not nil, waits for a value on it before answering with what it receives.
+// rounds stands in for a backend's flush: it records the keys of each
+// round and, when gated, waits for the test to release the round with the
+// errors it should report (nil: do the real fsyncs).
 type rounds struct {
-	mu   sync.Mutex
-	n    int
-	gate chan error
-	in   chan struct{} // a round has started
+	mu     sync.Mutex
+	keys   [][]string
+	gate   chan map[string]error
+	in     chan struct{} // a round has started
+	really func([]string) map[string]error
 }
 
 func hookRounds(b *Backend, gated bool) *rounds {
-	r := &rounds{in: make(chan struct{}, 100)}
+	r := &rounds{in: make(chan struct{}, 100), really: b.fsyncValues}
 	if gated {
-		r.gate = make(chan error)
+		r.gate = make(chan map[string]error)
 	}
-	b.deferred.syncfs = func(f *os.File) error {
+	b.deferred.flush = func(keys []string) map[string]error {
 		r.mu.Lock()
-		r.n++
+		r.keys = append(r.keys, slices.Sorted(slices.Values(keys)))
 		r.mu.Unlock()
 		r.in <- struct{}{}
 		if r.gate != nil {
-			return <-r.gate
+			if errs := <-r.gate; errs != nil {
+				return errs
+			}
 		}
-		return syncfs(f)
+		return r.really(keys)
 	}
 	return r
 }
@@ -73,7 +79,7 @@ func (r *rounds) started(t *testing.T) {
 func (r *rounds) count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.n
+	return len(r.keys)
 }
 
 func (b *Backend) pendingLen() int {
@@ -111,8 +117,8 @@ func TestSyncRounds(t *testing.T) {
 	if err := b.Sync(ctx, []string{"a", "b", "c"}); err != nil {
 		t.Fatal(err)
 	}
-	if r.count() != 1 || b.pendingLen() != 0 {
-		t.Fatalf("after one Sync: %d rounds, %d values pending; want 1 and 0", r.count(), b.pendingLen())
+	if r.count() != 1 || !slices.Equal(r.keys[0], []string{"a", "b", "c"}) || b.pendingLen() != 0 {
+		t.Fatalf("after one Sync: rounds %v, %d values pending; want one round of a, b, c and none", r.keys, b.pendingLen())
 	}
 	if err := b.Sync(ctx, []string{"a"}); err != nil || r.count() != 1 {
 		t.Fatalf("Sync of a synced value: %v, %d rounds", err, r.count())
@@ -127,8 +133,25 @@ func TestSyncRounds(t *testing.T) {
 	if err := b.Sync(ctx, []string{"e"}); err != nil {
 		t.Fatal(err)
 	}
-	if r.count() != 2 {
-		t.Fatalf("%d rounds, want 2", r.count())
+	if r.count() != 2 || !slices.Equal(r.keys[1], []string{"d", "e"}) {
+		t.Fatalf("rounds %v, want a second one of d and e", r.keys)
+	}
+
+	// A value deleted before its round is no failure; one whose file
+	// vanished behind the backend's back (a wiped disk) is lost.
+	b.PutNoSync(ctx, "f", []byte("f"))
+	b.PutNoSync(ctx, "g", []byte("g"))
+	if err := b.Delete(ctx, "f"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(b.pathOf("g")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Sync(ctx, []string{"f"}); err != nil {
+		t.Fatalf("Sync of a deleted value: %v", err)
+	}
+	if err := b.Sync(ctx, []string{"g"}); !errors.Is(err, backends.ErrNotFound) {
+		t.Fatalf("Sync of a value whose file vanished: %v, want ErrNotFound", err)
 	}
 }
 
@@ -162,64 +185,80 @@ func TestSyncWaitsForALaterRound(t *testing.T) {
 	if err := <-second; err != nil {
 		t.Fatal(err)
 	}
-	if r.count() != 2 {
-		t.Fatalf("%d rounds, want 2", r.count())
+	if r.count() != 2 || !slices.Equal(r.keys[0], []string{"early"}) || !slices.Equal(r.keys[1], []string{"late"}) {
+		t.Fatalf("rounds %v, want [early] then [late]", r.keys)
 	}
 }
 
-// A failed round loses every value not yet durable, whoever wrote it; a
-// value written afterwards syncs normally.
-func TestFailedRoundLosesPendingValues(t *testing.T) {
+// A value whose fsync fails is lost: every Sync naming it fails until it
+// is written again or deleted; the other values of the round are fine.
+func TestFailedFsyncLosesThatValue(t *testing.T) {
 	b := openT(t, 0)
 	r := hookRounds(b, true)
 	ctx := context.Background()
 	b.PutNoSync(ctx, "x", []byte("1"))
 	b.PutNoSync(ctx, "y", []byte("2"))
 	done := make(chan error, 1)
-	go func() { done <- b.Sync(ctx, []string{"x"}) }()
+	go func() { done <- b.Sync(ctx, []string{"x", "y"}) }()
 	r.started(t)
-	r.gate <- &os.PathError{Op: "syncfs", Path: b.Path(), Err: syscall.EIO}
+	eio := &os.PathError{Op: "fsync", Path: b.pathOf("x"), Err: syscall.EIO}
+	r.gate <- map[string]error{"x": eio}
 	err := <-done
 	if !errors.Is(err, backends.ErrUnavailable) || !errors.Is(err, syscall.EIO) {
-		t.Fatalf("Sync after a failed round: %v, want ErrUnavailable wrapping EIO", err)
+		t.Fatalf("Sync after a failed fsync: %v, want ErrUnavailable wrapping EIO", err)
 	}
-	// "y" was pending too: the error may have been its write-back.
-	if err := b.Sync(ctx, []string{"y"}); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("Sync of another pending value: %v, want the round's error", err)
+	if err := b.Sync(ctx, []string{"y"}); err != nil {
+		t.Fatalf("Sync of the value whose fsync worked: %v", err)
+	}
+	if err := b.Sync(ctx, []string{"x"}); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("second Sync of the lost value: %v, want EIO again", err)
 	}
 	if r.count() != 1 {
-		t.Fatalf("%d rounds, want 1 (lost values need no round)", r.count())
+		t.Fatalf("%d rounds, want 1", r.count())
 	}
-	// Writing y again gives it a new chance.
-	b.PutNoSync(ctx, "y", []byte("3"))
-	go func() { done <- b.Sync(ctx, []string{"y"}) }()
+	// Writing x again gives it a new chance.
+	b.PutNoSync(ctx, "x", []byte("3"))
+	go func() { done <- b.Sync(ctx, []string{"x"}) }()
 	r.started(t)
 	r.gate <- nil
 	if err := <-done; err != nil {
 		t.Fatalf("Sync of a value rewritten after the failure: %v", err)
 	}
-	// Deleting x forgets it.
-	if err := b.Delete(ctx, "x"); err != nil {
+	// Deleting a lost value forgets it.
+	b.PutNoSync(ctx, "z", []byte("4"))
+	go func() { done <- b.Sync(ctx, []string{"z"}) }()
+	r.started(t)
+	r.gate <- map[string]error{"z": eio}
+	<-done
+	if err := b.Delete(ctx, "z"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Sync(ctx, []string{"x"}); err != nil {
+	if err := b.Sync(ctx, []string{"z"}); err != nil {
 		t.Fatalf("Sync of a deleted key: %v", err)
 	}
 }
 
-// A write still in progress when a round fails counts as lost: its bytes
-// may have been the ones the disk failed to write.
-func TestFailedRoundLosesWritesInProgress(t *testing.T) {
+// A key written again while its round runs: the round settles the value
+// it was started for, and a Sync naming the key waits for the new value.
+func TestRewriteDuringRound(t *testing.T) {
 	b := openT(t, 0)
-	b.deferred.register("w") // as PutNoSync does before writing
-	b.deferred.syncfs = func(*os.File) error { return syscall.EIO }
-	b.PutNoSync(context.Background(), "other", []byte("1"))
-	if err := b.Sync(context.Background(), []string{"other"}); err == nil {
-		t.Fatal("Sync succeeded through a failing round")
+	r := hookRounds(b, true)
+	ctx := context.Background()
+	b.PutNoSync(ctx, "k", []byte("old"))
+	done := make(chan error, 1)
+	go func() { done <- b.Sync(ctx, []string{"k"}) }()
+	r.started(t)
+	b.PutNoSync(ctx, "k", []byte("new"))
+	r.gate <- nil
+	r.started(t) // the new value needs a round of its own
+	select {
+	case err := <-done:
+		t.Fatalf("Sync returned %v before the rewritten value's round", err)
+	default:
 	}
-	b.deferred.finished("w", true)
-	if err := b.Sync(context.Background(), []string{"w"}); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("Sync of a write in progress during the failure: %v, want EIO", err)
+	r.gate <- nil
+	if err := <-done; err != nil || b.pendingLen() != 0 || r.count() != 2 {
+		t.Fatalf("Sync: %v, %d pending, %d rounds; want nil, 0, 2", err, b.pendingLen(), r.count())
 	}
 }
 
@@ -240,8 +279,15 @@ func TestSyncHonoursContext(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Sync ignored its context while the round was stuck")
 	}
-	r.gate <- nil // the round ends on its own; Close waits for it
-	b.Close()
+	closed := make(chan struct{})
+	go func() { b.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a round was running")
+	case <-time.After(50 * time.Millisecond):
+	}
+	r.gate <- nil // the round ends; Close returns
+	<-closed
 	if err := b.Sync(context.Background(), []string{"k"}); !errors.Is(err, backends.ErrUnavailable) {
 		t.Fatalf("Sync after Close: %v", err)
 	}
@@ -250,18 +296,28 @@ func TestSyncHonoursContext(t *testing.T) {
 	}
 }
 
-// The real system call, through the held directory.
-func TestSyncfsRuns(t *testing.T) {
+// The real fsyncs: a value's file and directory, and a failure to open one.
+func TestFsyncValues(t *testing.T) {
 	b := openT(t, 0)
 	ctx := context.Background()
-	if err := b.PutNoSync(ctx, "k", []byte("v")); err != nil {
+	for _, k := range []string{"one", "two"} {
+		if err := b.PutNoSync(ctx, k, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if errs := b.fsyncValues([]string{"one", "two"}); len(errs) != 0 {
+		t.Fatalf("fsyncValues: %v", errs)
+	}
+	if errs := b.fsyncValues([]string{"one", "missing"}); len(errs) != 1 || !errors.Is(errs["missing"], fs.ErrNotExist) {
+		t.Fatalf("fsyncValues with a missing file: %v", errs)
+	}
+	if err := os.Chmod(b.pathOf("one"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Sync(ctx, []string{"k"}); err != nil {
-		t.Fatal(err)
+	if os.Geteuid() == 0 {
+		return // root opens it anyway
 	}
-	b.Close()
-	if err := syncfs(b.deferred.root); err == nil {
-		t.Fatal("syncfs through a closed directory succeeded")
+	if errs := b.fsyncValues([]string{"one"}); errs["one"] == nil {
+		t.Fatal("fsyncValues of an unreadable file reported no error")
 	}
 }
