@@ -195,7 +195,18 @@ func measureSize(ctx context.Context, s *healstore.Store, o PutGetOptions, prefi
 			}
 		}
 	}()
-	baseFile := filepath.Join(tmpDir, "baseline-"+strconv.FormatInt(size, 10))
+	// One baseline file per object, as healstore stores each object in
+	// shards of its own: a file rewritten in place would sit on the same
+	// disk blocks every time, which a caching virtual disk serves from
+	// memory on later reads (see docs/benchmarks.md).
+	baseFiles := make([]string, count)
+	defer func() {
+		for _, f := range baseFiles {
+			if f != "" {
+				os.Remove(f)
+			}
+		}
+	}()
 	var stored []byte // what the baseline writes: as many bytes as the shards
 	for i := range count {
 		fillRandom(rnd, data)
@@ -218,7 +229,8 @@ func measureSize(ctx context.Context, s *healstore.Store, o PutGetOptions, prefi
 			stored = make([]byte, res.StoredBytes)
 		}
 		copy(stored, data) // the rest stays as is: content does not matter to a plain file
-		d, err := baselineWrite(baseFile, stored)
+		baseFiles[i] = filepath.Join(tmpDir, fmt.Sprintf("baseline-%d-%d", size, i))
+		d, err := baselineWrite(baseFiles[i], stored)
 		if err != nil {
 			return nil, err
 		}
@@ -253,11 +265,11 @@ func measureSize(ctx context.Context, s *healstore.Store, o PutGetOptions, prefi
 			}
 			getLat = append(getLat, time.Since(start))
 			if !o.Warm {
-				if err := evict(baseFile); err != nil {
+				if err := evict(baseFiles[i]); err != nil {
 					return nil, err
 				}
 			}
-			d, err := baselineRead(baseFile, baseBuf)
+			d, err := baselineRead(baseFiles[i], baseBuf)
 			if err != nil {
 				return nil, err
 			}
