@@ -12,10 +12,6 @@ import (
 	"github.com/healstore/healstore/metastore"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newDaemonCmd, newStatusCmd, newHealCmd, newScrubCmd, newBackendCmd, newDemoCmd)
-}
-
 type daemonOptions struct {
 	addr string
 }

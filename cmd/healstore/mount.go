@@ -14,10 +14,6 @@ import (
 	"github.com/healstore/healstore/fuse"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newMountCmd)
-}
-
 type mountOptions struct {
 	name       string
 	cacheDir   string

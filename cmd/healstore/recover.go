@@ -13,10 +13,6 @@ import (
 	"github.com/healstore/healstore/bench"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newRecoverCmd)
-}
-
 type recoverOptions struct {
 	keyFile  string
 	specs    []string

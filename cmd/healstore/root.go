@@ -130,17 +130,18 @@ Start with:
 		newRmCmd(g),
 		newStatCmd(g),
 		newBenchCmd(g),
+		newDaemonCmd(g),
+		newStatusCmd(g),
+		newHealCmd(g),
+		newScrubCmd(g),
+		newBackendCmd(g),
+		newDemoCmd(g),
+		newMountCmd(g),
+		newUmountCmd(g),
+		newRecoverCmd(g),
 	)
-	for _, add := range extraCommands {
-		root.AddCommand(add(g))
-	}
 	return root
 }
-
-// extraCommands lets other command files register themselves from an
-// init function without editing newRootCmd: each entry builds one
-// top-level command. It is written only during package initialisation.
-var extraCommands []func(g *globalOptions) *cobra.Command
 
 // run executes the CLI and returns the process exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {

@@ -9,10 +9,6 @@ import (
 	"github.com/healstore/healstore/fuse"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newUmountCmd)
-}
-
 type umountOptions struct {
 	lazy    bool
 	timeout time.Duration
