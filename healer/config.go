@@ -56,6 +56,14 @@ type Config struct {
 	// ProvisionBackoff is the wait after a failed provisioning before the
 	// next try (default 30s).
 	ProvisionBackoff Duration `toml:"provision_backoff,omitempty" json:"provision_backoff,omitempty"`
+	// ReleaseReplacedAfter is how long a replaced backend (down past the
+	// grace period, every stripe it held rebuilt elsewhere) waits before
+	// the provisioner that made it gives its capacity back: a grid
+	// contract cancelled, a local directory deleted (default 24h).
+	// Nothing on it is referenced any more, so the wait is only for an
+	// operator who wants to look at it first. Negative keeps replaced
+	// backends until `healstore backend rm`.
+	ReleaseReplacedAfter Duration `toml:"release_replaced_after,omitempty" json:"release_replaced_after,omitempty"`
 }
 
 // DefaultConfig returns the defaults, Grace included.
@@ -91,6 +99,7 @@ func (c *Config) fill() {
 	def(&c.OrphanDelay, time.Hour)
 	def(&c.CensusInterval, 30*time.Second)
 	def(&c.ProvisionBackoff, 30*time.Second)
+	def(&c.ReleaseReplacedAfter, 24*time.Hour)
 }
 
 // Validate reports the first bad field.

@@ -92,6 +92,10 @@ type Healer struct {
 	rnd     *rand.Rand
 	// provisionAfter delays the next provisioning try after a failure.
 	provisionAfter time.Time
+	// releaseAfter delays the next release try of a replaced backend
+	// after a failed one; released lists those already given back.
+	releaseAfter map[string]time.Time
+	released     map[string]bool
 	// wantedAt is when the latest rebuild that found no target looked at
 	// the candidates; capacityAt is when capacity was last added. Only a
 	// want newer than the last addition provisions more.

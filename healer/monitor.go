@@ -453,12 +453,17 @@ func (h *Healer) clearShards(ctx context.Context, id [16]byte, match func(i int,
 func (h *Healer) settleBackends(ctx context.Context) error {
 	h.mu.Lock()
 	var check []string
+	var replaced []member
 	for name, m := range h.members {
 		if m.health.State == plan.Down || m.health.State == plan.Draining {
 			check = append(check, name)
 		}
+		if m.rec.State == metastore.StateReplaced {
+			replaced = append(replaced, *m)
+		}
 	}
 	h.mu.Unlock()
+	h.releaseReplaced(ctx, replaced)
 	var errs []error
 	for _, name := range check {
 		n, err := h.meta.CountStripesOnBackend(ctx, name)
@@ -515,6 +520,47 @@ func (h *Healer) finish(ctx context.Context, name string) error {
 	return nil
 }
 
+// releaseReplaced gives back the capacity of replaced backends that have
+// been replaced for cfg.ReleaseReplacedAfter. A replaced backend holds no
+// shard any committed stripe references (that is what made it replaced),
+// so releasing it loses nothing; backends the operator added themselves
+// are left alone (release finds no provisioner record). A failed release
+// is retried after the provisioning backoff, not on every round.
+func (h *Healer) releaseReplaced(ctx context.Context, replaced []member) {
+	after := h.cfg.ReleaseReplacedAfter.D()
+	if after < 0 {
+		return
+	}
+	now := h.now()
+	for _, m := range replaced {
+		name := m.rec.Name
+		h.mu.Lock()
+		skip := h.released[name] || now.Before(h.releaseAfter[name]) || now.Sub(m.rec.Since) < after
+		h.mu.Unlock()
+		if skip {
+			continue
+		}
+		err := h.release(ctx, m.spec)
+		h.mu.Lock()
+		if err != nil {
+			if h.releaseAfter == nil {
+				h.releaseAfter = map[string]time.Time{}
+			}
+			h.releaseAfter[name] = now.Add(h.cfg.ProvisionBackoff.D())
+		} else {
+			if h.released == nil {
+				h.released = map[string]bool{}
+			}
+			h.released[name] = true
+			delete(h.releaseAfter, name)
+		}
+		h.mu.Unlock()
+		if err != nil {
+			h.log.Warn("release replaced backend", "backend", name, "err", err)
+		}
+	}
+}
+
 // provisionedMeta names the metastore value recording which provisioner
 // created a backend, so retiring it can give the capacity back.
 func provisionedMeta(name string) string { return "healer/provisioned/" + name }
@@ -536,6 +582,7 @@ func (h *Healer) release(ctx context.Context, spec backends.Spec) error {
 			if err := p.Release(ctx, spec); err != nil {
 				return err
 			}
+			h.log.Info("backend capacity released", "backend", spec.Name, "provisioner", p.Name())
 			return h.meta.DeleteMeta(ctx, provisionedMeta(spec.Name))
 		}
 	}
