@@ -35,6 +35,14 @@ type Backend struct {
 	closed bool
 
 	deferred syncState // PutNoSync and Sync (sync.go)
+
+	// dirMu orders the making of fan-out directories against sync rounds
+	// (see makeDir); newDirs says one was made since a round last made
+	// the root directory durable.
+	dirMu   sync.Mutex
+	newDirs bool
+
+	fsyncDir func(dir string) error // syncDir; tests stand in for it
 }
 
 var _ backends.Backend = (*Backend)(nil)
@@ -48,7 +56,7 @@ func Open(spec backends.Spec) (*Backend, error) {
 	if spec.Kind != backends.KindLocal {
 		return nil, fmt.Errorf("backend %s: local.Open given kind %q", spec.Name, spec.Kind)
 	}
-	b := &Backend{name: spec.Name, root: filepath.Join(spec.Path, "data"), quota: spec.Quota}
+	b := &Backend{name: spec.Name, root: filepath.Join(spec.Path, "data"), quota: spec.Quota, fsyncDir: syncDir}
 	if err := os.MkdirAll(b.root, 0o755); err != nil {
 		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
 	}
@@ -197,14 +205,16 @@ func (b *Backend) put(key string, value []byte, durable bool) error {
 func (b *Backend) writeFile(dir, final string, value []byte, durable bool) error {
 	f, err := os.CreateTemp(dir, tmpPrefix+"*")
 	if errors.Is(err, fs.ErrNotExist) {
-		// A new fan-out directory (one of 256, made once) is made
-		// durable at once, deferred or not: rounds sync only the
-		// directories that hold values.
-		if err = os.MkdirAll(dir, 0o755); err != nil {
+		// A new fan-out directory (one of 256, made once). Its entry in
+		// the root is made durable by the next sync round, or at once
+		// for a durable Put.
+		if err = b.makeDir(dir); err != nil {
 			return err
 		}
-		if err = syncDir(b.root); err != nil {
-			return err
+		if durable {
+			if err = b.fsyncDir(b.root); err != nil {
+				return err
+			}
 		}
 		f, err = os.CreateTemp(dir, tmpPrefix+"*")
 	}
@@ -244,6 +254,40 @@ func (b *Backend) writeFile(dir, final string, value []byte, durable bool) error
 		return nil
 	}
 	return syncDir(dir)
+}
+
+// makeDir makes a fan-out directory and notes that the root needs an
+// fsync. Without fsyncing the root here, a value written into dir is
+// durable only once a round has fsynced the root after the mkdir; a round
+// takes the note under the same lock (takeNewDirs), so a writer that finds
+// dir already made by another (its note maybe not yet taken) is covered
+// too: its round starts after its write, hence after the mkdir, and either
+// takes the note itself or follows the round that did.
+func (b *Backend) makeDir(dir string) error {
+	b.dirMu.Lock()
+	defer b.dirMu.Unlock()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b.newDirs = true
+	return nil
+}
+
+// takeNewDirs reports (and clears) whether fan-out directories were made
+// since the last call; a round that fails to fsync the root gives the note
+// back with putNewDirs.
+func (b *Backend) takeNewDirs() bool {
+	b.dirMu.Lock()
+	defer b.dirMu.Unlock()
+	n := b.newDirs
+	b.newDirs = false
+	return n
+}
+
+func (b *Backend) putNewDirs() {
+	b.dirMu.Lock()
+	b.newDirs = true
+	b.dirMu.Unlock()
 }
 
 func syncDir(dir string) error {

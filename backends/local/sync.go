@@ -59,7 +59,12 @@ func (b *Backend) Sync(ctx context.Context, keys []string) error {
 // that vanished included: Delete forgets a key before a round could miss
 // its file, so a file missing here was removed behind the backend's back
 // (a wiped disk), and its value is lost.
+//
+// When fan-out directories were made since the last round, the root is
+// fsynced too (their entries in it), and a failure there fails every key
+// of the round: which of them sit in a new directory is not tracked.
 func (b *Backend) fsyncValues(keys []string) map[string]error {
+	newDirs := b.takeNewDirs()
 	dirs := map[string][]string{}
 	for _, k := range keys {
 		d := b.dirOf(k)
@@ -94,8 +99,18 @@ func (b *Backend) fsyncValues(keys []string) map[string]error {
 	}
 	for d, ks := range dirs {
 		run(func() {
-			if err := syncDir(d); err != nil {
+			if err := b.fsyncDir(d); err != nil {
 				fail(err, ks...)
+			}
+		})
+	}
+	if newDirs {
+		run(func() {
+			if err := b.fsyncDir(b.root); err != nil {
+				// The next round tries the root again, for the
+				// values of new directories written since.
+				b.putNewDirs()
+				fail(err, keys...)
 			}
 		})
 	}

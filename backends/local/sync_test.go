@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"slices"
@@ -319,5 +320,110 @@ func TestFsyncValues(t *testing.T) {
 	}
 	if errs := b.fsyncValues([]string{"one"}); errs["one"] == nil {
 		t.Fatal("fsyncValues of an unreadable file reported no error")
+	}
+}
+
+// keyInNewDir returns a key whose fan-out directory does not exist yet.
+func keyInNewDir(t *testing.T, b *Backend, prefix string) string {
+	t.Helper()
+	for i := 0; i < 10000; i++ {
+		k := fmt.Sprintf("%s-%d", prefix, i)
+		if _, err := os.Stat(b.dirOf(k)); errors.Is(err, fs.ErrNotExist) {
+			return k
+		}
+	}
+	t.Fatal("no key in a new fan-out directory")
+	return ""
+}
+
+// A value written without sync into a new fan-out directory is durable
+// only once its round has also fsynced the root (the new directory's
+// entry); a round whose root fsync fails loses its values, and the next
+// round fsyncs the root again.
+func TestRoundSyncsRootForNewDirs(t *testing.T) {
+	b := openT(t, 0)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var synced []string
+	rootErr := error(nil)
+	b.fsyncDir = func(dir string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		synced = append(synced, dir)
+		if dir == b.root {
+			return rootErr
+		}
+		return syncDir(dir)
+	}
+	rootSyncs := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, d := range synced {
+			if d == b.root {
+				n++
+			}
+		}
+		synced = nil
+		return n
+	}
+
+	k1 := keyInNewDir(t, b, "a")
+	if err := b.PutNoSync(ctx, k1, []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if n := rootSyncs(); n != 0 {
+		t.Fatalf("PutNoSync into a new directory fsynced the root %d times; the round should", n)
+	}
+	if err := b.Sync(ctx, []string{k1}); err != nil {
+		t.Fatal(err)
+	}
+	if n := rootSyncs(); n != 1 {
+		t.Fatalf("round after a new directory fsynced the root %d times, want 1", n)
+	}
+	// The same directory again: no root fsync.
+	if err := b.PutNoSync(ctx, k1, []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Sync(ctx, []string{k1}); err != nil {
+		t.Fatal(err)
+	}
+	if n := rootSyncs(); n != 0 {
+		t.Fatalf("round without new directories fsynced the root %d times", n)
+	}
+
+	// The root fsync fails: the round's values are lost, and the next
+	// round tries the root again.
+	mu.Lock()
+	rootErr = &os.PathError{Op: "fsync", Path: b.root, Err: syscall.EIO}
+	mu.Unlock()
+	k2 := keyInNewDir(t, b, "b")
+	if err := b.PutNoSync(ctx, k2, []byte("3")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Sync(ctx, []string{k2}); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Sync when the root fsync fails: %v, want EIO", err)
+	}
+	mu.Lock()
+	rootErr = nil
+	mu.Unlock()
+	rootSyncs()
+	if err := b.PutNoSync(ctx, k2, []byte("4")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Sync(ctx, []string{k2}); err != nil {
+		t.Fatal(err)
+	}
+	if n := rootSyncs(); n != 1 {
+		t.Fatalf("round after a failed root fsync fsynced the root %d times, want 1", n)
+	}
+
+	// A durable Put into a new directory fsyncs the root itself.
+	k3 := keyInNewDir(t, b, "c")
+	if err := b.Put(ctx, k3, []byte("5")); err != nil {
+		t.Fatal(err)
+	}
+	if n := rootSyncs(); n != 1 {
+		t.Fatalf("durable Put into a new directory fsynced the root %d times, want 1", n)
 	}
 }
