@@ -22,8 +22,8 @@ import (
 // file's directory, so a store directory can be moved as a whole.
 //
 // Build a Config in Go code from DefaultConfig(): a zero field means "the
-// default" for most settings, but not for healer.grace_period and
-// healer.gc_delay, where 0 is a meaningful value.
+// default" for most settings, but not for healer.grace_period,
+// healer.gc_delay and inline_max_size, where 0 is a meaningful value.
 type Config struct {
 	// Dir holds the store's local state. Default: the config file's directory.
 	Dir string `toml:"dir,omitempty"`
@@ -52,6 +52,14 @@ type Config struct {
 	// HedgeAfter is how long a read waits for a lagging shard before asking
 	// another backend for one more. Default 300ms.
 	HedgeAfter Duration `toml:"hedge_after,omitempty"`
+	// InlineMaxSize: objects of at most this many bytes are sealed as one
+	// block and kept inside their metadata record instead of being erasure
+	// coded onto the backends (one durable commit, no shards; docs/format.md,
+	// "Inline objects"). They are then protected by the metastore's
+	// durability, not by the backends' redundancy. Default 4096; 0 turns it
+	// off; at most MaxInlineSize (MaxInlineSizeEtcd with the etcd
+	// metastore), and never more than policy.block_size is used.
+	InlineMaxSize int64 `toml:"inline_max_size"`
 
 	Metastore MetastoreConfig `toml:"metastore"`
 	Healer    HealerConfig    `toml:"healer"`
@@ -155,6 +163,17 @@ const (
 	DefaultGCDelay       = time.Hour
 	DefaultMetricsAddr   = "127.0.0.1:9310"
 	DefaultEtcdPrefix    = "healstore/"
+	// DefaultInlineMaxSize keeps objects up to one page inline.
+	DefaultInlineMaxSize = 4096
+	// MaxInlineSize caps inline_max_size: an inline object rides in its
+	// metadata record, which is read whole for every Stat, List and
+	// commit, and which every metadata snapshot carries.
+	MaxInlineSize = 64 << 10
+	// MaxInlineSizeEtcd caps inline_max_size with the etcd metastore: every
+	// record goes through raft and stays in etcd's history until
+	// compaction, and a commit must stay far below etcd's request limit
+	// (1.5 MiB by default).
+	MaxInlineSizeEtcd = 32 << 10
 )
 
 // DefaultConfig returns a Config with every default filled in and no
@@ -164,6 +183,7 @@ func DefaultConfig() *Config {
 		Policy:         encoder.DefaultPolicy(),
 		PlacementLevel: "node",
 		HedgeAfter:     Duration(DefaultHedgeAfter),
+		InlineMaxSize:  DefaultInlineMaxSize,
 		Metastore:      MetastoreConfig{Kind: "pebble"},
 		Healer: HealerConfig{
 			ProbeInterval: Duration(DefaultProbeInterval),
@@ -388,6 +408,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HedgeAfter < 0 {
 		return bad("hedge_after", "is negative")
+	}
+	if err := c.validateInline(); err != nil {
+		return err
 	}
 	switch c.Metastore.Kind {
 	case "pebble":

@@ -124,7 +124,7 @@ func TestDegradedWriteQueuesRepairs(t *testing.T) {
 func TestWriteQuorumK(t *testing.T) {
 	// With the quorum lowered to k, two lost backends still take writes,
 	// at margin 0, and the repairs are queued first in line.
-	s := newTestStore(t, testOpts{quorum: 4})
+	s := newTestStore(t, testOpts{quorum: 4, edit: func(c *Config) { c.InlineMaxSize = 0 }}) // shards, not inline
 	for _, b := range []string{"b0", "b3"} {
 		setBackend(t, s, b, func(b backends.Backend) backends.Backend { return downBackend{b} })
 	}

@@ -123,6 +123,9 @@ secrets_file = "secrets.toml"
 placement_level = "node"
 # Shards of a stripe that must land for a write to succeed (0 = k+1).
 write_quorum = 0
+# Objects up to this many bytes are kept sealed inside their metadata
+# record instead of as shards (0 = never); they are as safe as the metadata.
+inline_max_size = %d
 
 # How new objects are stored: k data + m parity shards per block; any m
 # backends may be lost at once without losing data.
@@ -160,7 +163,7 @@ max_changes = %d
 max_age = %q
 # Snapshots kept on the backends.
 keep = %d
-`, pol.K, pol.M, pol.BlockSize, pol.Compression, pol.Encryption, pol.Checksum, prov,
+`, DefaultInlineMaxSize, pol.K, pol.M, pol.BlockSize, pol.Compression, pol.Encryption, pol.Checksum, prov,
 		snap.Interval, snap.MaxChanges, snap.MaxAge, snap.Keep)
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("b%d", i)

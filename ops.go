@@ -25,6 +25,10 @@ type ObjectInfo struct {
 	Blocks   int               `json:"blocks"`
 	Mode     uint32            `json:"mode,omitempty"`
 	Attrs    map[string]string `json:"attrs,omitempty"`
+	// Inline: the object lives sealed in its metadata record (no stripes,
+	// Blocks 0), protected by the metastore's durability, not by erasure
+	// coding; Stat leaves Redundancy nil for it.
+	Inline bool `json:"inline,omitempty"`
 	// Redundancy is filled by Stat only.
 	Redundancy *Redundancy `json:"redundancy,omitempty"`
 }
@@ -52,7 +56,7 @@ func objectInfo(o *metastore.Object) *ObjectInfo {
 	return &ObjectInfo{
 		Name: o.Name, Size: o.Size, Created: o.Created, Modified: o.Modified,
 		ID: hex.EncodeToString(o.ID[:]), Policy: fromMetaPolicy(o.Policy), Blocks: len(o.Stripes),
-		Mode: o.Mode, Attrs: o.Attrs,
+		Mode: o.Mode, Attrs: o.Attrs, Inline: o.IsInline(),
 	}
 }
 
@@ -105,7 +109,9 @@ func (s *Store) Stat(ctx context.Context, name string) (*ObjectInfo, error) {
 		}
 		red.MissingShards += len(st.Missing())
 	}
-	info.Redundancy = red
+	if !o.IsInline() {
+		info.Redundancy = red
+	}
 	return info, nil
 }
 

@@ -239,8 +239,8 @@ func (r *Reader) start(b uint64) (*blockFetch, error) {
 	if r.closed {
 		return nil, fmt.Errorf("read %q: %w", r.obj.Name, ErrClosed)
 	}
-	if int(b) >= len(r.obj.Stripes) {
-		return nil, fmt.Errorf("read %q: block %d beyond the object's %d blocks", r.obj.Name, b, len(r.obj.Stripes))
+	if int(b) >= r.blockCount() {
+		return nil, fmt.Errorf("read %q: block %d beyond the object's %d blocks", r.obj.Name, b, r.blockCount())
 	}
 	for i, x := range r.lru {
 		if x == b {
@@ -272,6 +272,9 @@ func (r *Reader) start(b uint64) (*blockFetch, error) {
 // fetched in its place, keeping the good ones. Stripes found short are
 // queued for repair (heal on read).
 func (r *Reader) fetch(ctx context.Context, b uint64) ([]byte, error) {
+	if r.obj.IsInline() {
+		return r.openInline() // inline.go
+	}
 	s := r.s
 	id := r.obj.Stripes[b]
 	st, err := s.meta.GetStripe(ctx, id)

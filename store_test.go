@@ -162,7 +162,11 @@ func TestPutGetRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("put %d: %v", size, err)
 		}
-		if info.Size != int64(size) || info.Blocks != (size+bs-1)/bs {
+		blocks, inline := (size+bs-1)/bs, size <= int(s.cfg.InlineMaxSize)
+		if inline {
+			blocks = 0 // kept in the object's record (inline.go)
+		}
+		if info.Size != int64(size) || info.Blocks != blocks || info.Inline != inline {
 			t.Fatalf("size %d: info %+v", size, info)
 		}
 		if got := readAll(t, s, name); !bytes.Equal(got, data) {
@@ -277,7 +281,8 @@ func TestWriterCommitsOnClose(t *testing.T) {
 }
 
 func TestOverwriteDeleteRenameList(t *testing.T) {
-	s := newTestStore(t, testOpts{})
+	// Small objects in shards, not inline: the test follows their shards.
+	s := newTestStore(t, testOpts{edit: func(c *Config) { c.InlineMaxSize = 0 }})
 	ctx := context.Background()
 	put := func(name, data string) {
 		t.Helper()

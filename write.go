@@ -150,6 +150,10 @@ func (w *objectWrite) failed() error {
 // error as soon as the write fails, to unblock a producer feeding r (the
 // Writer's pipe): the encoder cannot stop while its read of r blocks.
 func (s *Store) write(ctx context.Context, name string, r io.Reader, o writeOpts, stopInput func(error)) (*ObjectInfo, error) {
+	// Small objects go into their metadata record instead (inline.go).
+	if info, done, err := s.maybeInline(ctx, name, &r, o); done {
+		return info, err
+	}
 	pol := s.cfg.Policy
 	codec, err := s.codec(pol)
 	if err != nil {

@@ -36,6 +36,11 @@ type objectRec struct {
 	Stripes  []string          `json:"stripes"`
 	Mode     uint32            `json:"mode,omitempty"`
 	Attrs    map[string]string `json:"attrs,omitempty"`
+	// Inline objects (no stripes): the sealed block, base64 (standard
+	// alphabet, padded), and its checksum, hex. Absent otherwise, so
+	// records written before inline objects existed decode unchanged.
+	Inline    string `json:"inline,omitempty"`
+	InlineSum string `json:"inline_sum,omitempty"`
 }
 
 type stripeRec struct {
@@ -200,6 +205,9 @@ func encodeObject(o *Object) ([]byte, error) {
 	for i, id := range o.Stripes {
 		r.Stripes[i] = hexID(id)
 	}
+	if err := encodeInline(o, &r); err != nil {
+		return nil, err
+	}
 	return marshal(&r)
 }
 
@@ -226,6 +234,9 @@ func decodeObject(key, raw []byte) (*Object, error) {
 		if o.Stripes[i], err = parseHexID(s); err != nil {
 			return nil, fmt.Errorf("object %q stripe %d: %w", o.Name, i, err)
 		}
+	}
+	if err := decodeInline(key, &r, o); err != nil {
+		return nil, err
 	}
 	return o, nil
 }

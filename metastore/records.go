@@ -26,6 +26,13 @@ type Object struct {
 	// Attrs holds small optional attributes (FUSE owner, content type...).
 	// Keys and values must be valid UTF-8.
 	Attrs map[string]string
+	// Inline, when not empty, is the object's whole content as one sealed
+	// block (ciphertext when the policy encrypts), kept in this record
+	// instead of in stripes: Stripes is then empty. InlineSum is the
+	// policy's checksum of Inline. Small objects are stored this way
+	// (docs/format.md, "Inline objects").
+	Inline    []byte
+	InlineSum []byte
 }
 
 // ShardLoc says where one shard of a stripe lives. Backend == "" means the
