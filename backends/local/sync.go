@@ -13,7 +13,7 @@ import (
 
 var _ backends.Syncer = (*Backend)(nil)
 
-// syncWorkers bounds the fsyncs one round runs at once.
+// syncWorkers bounds the directories one round fsyncs at once.
 const syncWorkers = 16
 
 // PutNoSync implements backends.Syncer: Put without its two fsyncs (the
@@ -79,33 +79,28 @@ func (b *Backend) fsyncValues(keys []string) map[string]error {
 		}
 		mu.Unlock()
 	}
-	sem := make(chan struct{}, syncWorkers)
-	var wg sync.WaitGroup
-	run := func(fn func()) {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			fn()
-		}()
-	}
-	for _, k := range keys {
-		run(func() {
-			if err := fsyncPath(filepath.Join(b.dirOf(k), fileName(k))); err != nil {
-				fail(err, k)
-			}
-		})
-	}
+	// One task per directory: its values' files, then the directory. On
+	// a journalling file system (ext4) the first file's fsync commits the
+	// directory's new entries with it, so the directory's own fsync is
+	// cheap right after; running the two in parallel cost a goroutine per
+	// value, and with busy cores each waited milliseconds for a thread.
+	// Directories run in parallel; the last task runs on this goroutine,
+	// so a round of one value starts no goroutine at all.
+	tasks := make([]func(), 0, len(dirs)+1)
 	for d, ks := range dirs {
-		run(func() {
+		tasks = append(tasks, func() {
+			for _, k := range ks {
+				if err := fsyncPath(filepath.Join(d, fileName(k))); err != nil {
+					fail(err, k)
+				}
+			}
 			if err := b.fsyncDir(d); err != nil {
 				fail(err, ks...)
 			}
 		})
 	}
 	if newDirs {
-		run(func() {
+		tasks = append(tasks, func() {
 			if err := b.fsyncDir(b.root); err != nil {
 				// The next round tries the root again, for the
 				// values of new directories written since.
@@ -113,6 +108,21 @@ func (b *Backend) fsyncValues(keys []string) map[string]error {
 				fail(err, keys...)
 			}
 		})
+	}
+	sem := make(chan struct{}, syncWorkers)
+	var wg sync.WaitGroup
+	for i, fn := range tasks {
+		if i == len(tasks)-1 {
+			fn()
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn()
+		}()
 	}
 	wg.Wait()
 	return errs
