@@ -113,6 +113,11 @@ type HealerConfig struct {
 	// SpareTarget is the number of spare backends the healer keeps
 	// provisioned. Default 0.
 	SpareTarget int `toml:"spare_target,omitempty"`
+	// ReleaseReplacedAfter is how long a replaced backend (down, every
+	// shard it held rebuilt elsewhere) waits before the provisioner that
+	// made it releases its capacity (a grid contract, a local directory).
+	// Default 24h; negative keeps it until `healstore backend rm`.
+	ReleaseReplacedAfter Duration `toml:"release_replaced_after,omitempty"`
 	// Provisioner creates replacement backends.
 	Provisioner ProvisionerConfig `toml:"provisioner"`
 	// MetricsAddr serves /metrics and the JSON status. Default 127.0.0.1:9310.

@@ -58,6 +58,8 @@ func (s *Store) HealerConfig() healer.Config {
 		RateLimit:     hc.RateBytes,
 		ScrubPeriod:   healer.Duration(hc.ScrubPeriod),
 		SpareTarget:   hc.SpareTarget,
+
+		ReleaseReplacedAfter: healer.Duration(hc.ReleaseReplacedAfter),
 	}
 	return c
 }
