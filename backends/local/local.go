@@ -36,11 +36,12 @@ type Backend struct {
 
 	deferred syncState // PutNoSync and Sync (sync.go)
 
-	// dirMu orders the making of fan-out directories against sync rounds
-	// (see makeDir); newDirs says one was made since a round last made
-	// the root directory durable.
+	// dirMu guards dirGen and rootGen, which say whether the root
+	// directory must be fsynced for the fan-out directories made so far
+	// (see makeDir and syncRoot).
 	dirMu   sync.Mutex
-	newDirs bool
+	dirGen  uint64 // fan-out directories made since Open
+	rootGen uint64 // dirGen when the last successful fsync of the root began
 
 	fsyncDir func(dir string) error // syncDir; tests stand in for it
 }
@@ -205,16 +206,11 @@ func (b *Backend) put(key string, value []byte, durable bool) error {
 func (b *Backend) writeFile(dir, final string, value []byte, durable bool) error {
 	f, err := os.CreateTemp(dir, tmpPrefix+"*")
 	if errors.Is(err, fs.ErrNotExist) {
-		// A new fan-out directory (one of 256, made once). Its entry in
-		// the root is made durable by the next sync round, or at once
+		// A new fan-out directory (one of 256, made once). Its entry
+		// in the root is made durable by the next sync round, or below
 		// for a durable Put.
 		if err = b.makeDir(dir); err != nil {
 			return err
-		}
-		if durable {
-			if err = b.fsyncDir(b.root); err != nil {
-				return err
-			}
 		}
 		f, err = os.CreateTemp(dir, tmpPrefix+"*")
 	}
@@ -253,41 +249,45 @@ func (b *Backend) writeFile(dir, final string, value []byte, durable bool) error
 	if !durable {
 		return nil
 	}
-	return syncDir(dir)
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	return b.syncRoot()
 }
 
-// makeDir makes a fan-out directory and notes that the root needs an
-// fsync. Without fsyncing the root here, a value written into dir is
-// durable only once a round has fsynced the root after the mkdir; a round
-// takes the note under the same lock (takeNewDirs), so a writer that finds
-// dir already made by another (its note maybe not yet taken) is covered
-// too: its round starts after its write, hence after the mkdir, and either
-// takes the note itself or follows the round that did.
+// makeDir makes a fan-out directory. Its entry in the root is durable only
+// once an fsync of the root that began after the mkdir has succeeded
+// (syncRoot): a sync round does it for the values it makes durable, a
+// durable Put for its own. The count moves in the same critical section as
+// the mkdir, so a writer that finds dir made by another (whose mkdir it
+// could see before the count moved) still gets the root synced: its
+// syncRoot reads the count under the lock, after that section ended.
 func (b *Backend) makeDir(dir string) error {
 	b.dirMu.Lock()
 	defer b.dirMu.Unlock()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	b.newDirs = true
+	b.dirGen++
 	return nil
 }
 
-// takeNewDirs reports (and clears) whether fan-out directories were made
-// since the last call; a round that fails to fsync the root gives the note
-// back with putNewDirs.
-func (b *Backend) takeNewDirs() bool {
+// syncRoot fsyncs the root directory unless every fan-out directory made
+// so far is known durable.
+func (b *Backend) syncRoot() error {
 	b.dirMu.Lock()
-	defer b.dirMu.Unlock()
-	n := b.newDirs
-	b.newDirs = false
-	return n
-}
-
-func (b *Backend) putNewDirs() {
-	b.dirMu.Lock()
-	b.newDirs = true
+	gen, done := b.dirGen, b.rootGen >= b.dirGen
 	b.dirMu.Unlock()
+	if done {
+		return nil
+	}
+	if err := b.fsyncDir(b.root); err != nil {
+		return err
+	}
+	b.dirMu.Lock()
+	b.rootGen = max(b.rootGen, gen)
+	b.dirMu.Unlock()
+	return nil
 }
 
 func syncDir(dir string) error {

@@ -60,11 +60,9 @@ func (b *Backend) Sync(ctx context.Context, keys []string) error {
 // its file, so a file missing here was removed behind the backend's back
 // (a wiped disk), and its value is lost.
 //
-// When fan-out directories were made since the last round, the root is
-// fsynced too (their entries in it), and a failure there fails every key
-// of the round: which of them sit in a new directory is not tracked.
+// When fan-out directories were made since the root was last fsynced, the
+// root is fsynced too (their entries in it).
 func (b *Backend) fsyncValues(keys []string) map[string]error {
-	newDirs := b.takeNewDirs()
 	dirs := map[string][]string{}
 	for _, k := range keys {
 		d := b.dirOf(k)
@@ -99,16 +97,14 @@ func (b *Backend) fsyncValues(keys []string) map[string]error {
 			}
 		})
 	}
-	if newDirs {
-		tasks = append(tasks, func() {
-			if err := b.fsyncDir(b.root); err != nil {
-				// The next round tries the root again, for the
-				// values of new directories written since.
-				b.putNewDirs()
-				fail(err, keys...)
-			}
-		})
-	}
+	tasks = append(tasks, func() {
+		// A failure fails every value of the round (which of them
+		// sit in a new directory is not tracked); the next round
+		// tries the root again.
+		if err := b.syncRoot(); err != nil {
+			fail(err, keys...)
+		}
+	})
 	sem := make(chan struct{}, syncWorkers)
 	var wg sync.WaitGroup
 	for i, fn := range tasks {

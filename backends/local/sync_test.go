@@ -393,7 +393,8 @@ func TestRoundSyncsRootForNewDirs(t *testing.T) {
 	}
 
 	// The root fsync fails: the round's values are lost, and the next
-	// round tries the root again.
+	// round tries the root again (the value is written anew: a lost one
+	// stays lost until then).
 	mu.Lock()
 	rootErr = &os.PathError{Op: "fsync", Path: b.root, Err: syscall.EIO}
 	mu.Unlock()
@@ -425,5 +426,30 @@ func TestRoundSyncsRootForNewDirs(t *testing.T) {
 	}
 	if n := rootSyncs(); n != 1 {
 		t.Fatalf("durable Put into a new directory fsynced the root %d times, want 1", n)
+	}
+
+	// So does a durable Put into a directory a deferred write made, before
+	// any round made that directory's entry durable.
+	k4 := keyInNewDir(t, b, "d")
+	if err := b.PutNoSync(ctx, k4, []byte("6")); err != nil {
+		t.Fatal(err)
+	}
+	k5 := ""
+	for i := 0; k5 == ""; i++ {
+		if k := fmt.Sprintf("e-%d", i); b.dirOf(k) == b.dirOf(k4) {
+			k5 = k
+		}
+	}
+	if err := b.Put(ctx, k5, []byte("7")); err != nil {
+		t.Fatal(err)
+	}
+	if n := rootSyncs(); n != 1 {
+		t.Fatalf("durable Put into a directory made by PutNoSync fsynced the root %d times, want 1", n)
+	}
+	if err := b.Sync(ctx, []string{k4}); err != nil {
+		t.Fatal(err)
+	}
+	if n := rootSyncs(); n != 0 {
+		t.Fatalf("round after the root was synced fsynced it again %d times", n)
 	}
 }
