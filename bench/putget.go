@@ -91,7 +91,8 @@ func stats(lat []time.Duration, bytesPerOp int64) Stats {
 type SizeResult struct {
 	Size int64 `json:"size"`
 	// StoredBytes is what one object occupies on the backends (all shards,
-	// headers included): the bytes the baseline writes and reads.
+	// headers included), or in its metadata record when it is inline (the
+	// sealed block): the bytes the baseline writes and reads.
 	StoredBytes int64 `json:"stored_bytes"`
 	Put         Stats `json:"put"`
 	Get         Stats `json:"get"`
@@ -288,13 +289,13 @@ func measureSize(ctx context.Context, s *healstore.Store, o PutGetOptions, prefi
 }
 
 // storedBytes sums the sizes of an object's shards as the metastore
-// records them.
+// records them; for an inline object, the sealed block its record holds.
 func storedBytes(ctx context.Context, s *healstore.Store, name string) (int64, error) {
 	o, err := s.Meta().GetObject(ctx, name)
 	if err != nil {
 		return 0, fmt.Errorf("bench: %w", err)
 	}
-	var n int64
+	n := int64(len(o.Inline))
 	for _, id := range o.Stripes {
 		st, err := s.Meta().GetStripe(ctx, id)
 		if err != nil {
