@@ -119,23 +119,57 @@ func readCached(b *cblock, dst []byte, boff int64) error {
 // read fills dest from the file at off and returns how many bytes the file
 // had there.
 func (f *filesystem) read(st *inodeState, dest []byte, off int64) (int, error) {
+	data, err := f.readView(st, dest, off)
+	if err != nil {
+		return 0, err
+	}
+	if len(data) > 0 && &data[0] != &dest[0] {
+		copy(dest, data)
+	}
+	return len(data), nil
+}
+
+// readView returns the file's bytes at off, at most len(dest) of them.
+// When they all lie in the stored content of one block that is not in the
+// write-back cache, the result is a slice of the fetched block itself:
+// fetched blocks are never modified, so the FUSE reply can carry it
+// without a copy. Otherwise the bytes are copied into dest and the result
+// is a prefix of dest.
+func (f *filesystem) readView(st *inodeState, dest []byte, off int64) ([]byte, error) {
 	ctx, cancel := f.opCtx()
 	defer cancel()
+	st.mu.Lock()
+	size := int64(st.rec.Size)
+	if off >= size || len(dest) == 0 {
+		st.mu.Unlock()
+		return dest[:0], nil
+	}
+	n := min(int64(len(dest)), size-off)
+	dest = dest[:n]
+	bs := int64(st.rec.BlockSize)
+	if idx, boff := off/bs, off%bs; boff+n <= bs && st.blocks[uint64(idx)] == nil {
+		k := blockKey{st.ino, uint64(idx)}
+		d, ok := f.rcache.get(k)
+		ver := st.dataVer
+		st.mu.Unlock()
+		if !ok {
+			var err error
+			if d, err = f.fetchBlock(ctx, k, uint32(bs), f.filler(st, k, ver)); err != nil {
+				return nil, err
+			}
+		}
+		if boff+n <= int64(len(d)) {
+			return d[boff : boff+n], nil
+		}
+		copyBlock(dest, d, boff) // runs past the stored content: zeros
+		return dest, nil
+	}
 	type miss struct {
 		k    blockKey
 		dst  []byte
 		boff int64
 	}
 	var misses []miss
-	st.mu.Lock()
-	size := int64(st.rec.Size)
-	if off >= size || len(dest) == 0 {
-		st.mu.Unlock()
-		return 0, nil
-	}
-	n := min(int64(len(dest)), size-off)
-	dest = dest[:n]
-	bs := int64(st.rec.BlockSize)
 	for pos := off; pos < off+n; {
 		idx := uint64(pos / bs)
 		boff := pos % bs
@@ -145,7 +179,7 @@ func (f *filesystem) read(st *inodeState, dest []byte, off int64) (int, error) {
 		if b := st.blocks[idx]; b != nil {
 			if err := readCached(b, dst, boff); err != nil {
 				st.mu.Unlock()
-				return 0, err
+				return nil, err
 			}
 		} else if d, ok := f.rcache.get(k); ok {
 			copyBlock(dst, d, boff)
@@ -159,22 +193,34 @@ func (f *filesystem) read(st *inodeState, dest []byte, off int64) (int, error) {
 	for _, m := range misses {
 		data, err := f.fetchBlock(ctx, m.k, uint32(bs), f.filler(st, m.k, ver))
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		copyBlock(m.dst, data, m.boff)
 	}
-	return int(n), nil
+	return dest, nil
 }
 
-// readAhead fetches up to count blocks from index from into the read cache
-// in the background, skipping blocks already cached or being written.
-func (f *filesystem) readAhead(st *inodeState, from uint64, count int) {
+// readAhead fetches the blocks of the read-ahead window past the furthest
+// block h's sequential reader touched into the read cache, in the
+// background, skipping blocks already cached, being fetched or being
+// written. Each fetch that ends calls it again, so the window refills
+// while the reader consumes cached blocks, not only when its next read
+// arrives (the kernel sends none while its page cache serves the reader).
+func (f *filesystem) readAhead(h *handle) {
+	h.mu.Lock()
+	from, seq := uint64(h.last)+1, h.streak >= 2 && !h.closed
+	h.mu.Unlock()
+	if !seq {
+		return
+	}
+	st := h.st
 	st.mu.Lock()
 	bs := st.rec.BlockSize
+	count := uint64(max(f.opts.ReadAhead/int64(bs), 2))
 	nb := blocksFor(st.rec.Size, bs)
 	ver := st.dataVer
 	var todo []blockKey
-	for idx := from; idx < nb && idx < from+uint64(count); idx++ {
+	for idx := from; idx < nb && idx < from+count; idx++ {
 		k := blockKey{st.ino, idx}
 		if st.blocks[idx] != nil || f.rcache.has(k) {
 			continue
@@ -192,7 +238,7 @@ func (f *filesystem) readAhead(st *inodeState, from uint64, count int) {
 		select {
 		case f.prefetchSem <- struct{}{}:
 		default:
-			return // enough fetches in flight; the next read asks again
+			return // enough fetches in flight; the next to end asks again
 		}
 		f.mu.Lock()
 		st.refs++
@@ -200,12 +246,17 @@ func (f *filesystem) readAhead(st *inodeState, from uint64, count int) {
 		f.bgWG.Add(1)
 		go func() {
 			defer f.bgWG.Done()
-			defer func() { <-f.prefetchSem }()
 			defer f.put(st)
 			ctx, cancel := f.opCtx()
-			defer cancel()
 			// An error is not kept: the reader fetches again and sees it.
-			f.fetchBlock(ctx, k, bs, f.filler(st, k, ver))
+			_, err := f.fetchBlock(ctx, k, bs, f.filler(st, k, ver))
+			cancel()
+			<-f.prefetchSem
+			// Refill only after a fetch the cache kept: one the file
+			// changed under (not cached) would be fetched again at once.
+			if err == nil && f.rcache.has(k) {
+				f.readAhead(h)
+			}
 		}()
 	}
 }

@@ -530,6 +530,16 @@ func (f *filesystem) readdir(ino uint64) ([]gofuse.DirEntry, error) {
 }
 
 // setattr applies chmod, chown, truncate and utimes.
+// isTimeFlush tells the kernel's write-back of a file's cached times (a
+// SETATTR of mtime and ctime through an open file handle, sent while it
+// writes back cached data, at fsync and before close) from a user's
+// utimes or chmod, which come without a file handle (only ftruncate
+// passes one, with a size).
+func isTimeFlush(in *gofuse.SetAttrIn) bool {
+	const want = gofuse.FATTR_MTIME | gofuse.FATTR_FH
+	return in.Valid&want == want && in.Valid&^(want|gofuse.FATTR_CTIME) == 0
+}
+
 func (f *filesystem) setattr(st *inodeState, in *gofuse.SetAttrIn) error {
 	ctx, cancel := f.opCtx()
 	defer cancel()
@@ -546,6 +556,21 @@ func (f *filesystem) setattr(st *inodeState, in *gofuse.SetAttrIn) error {
 	defer st.mu.Unlock()
 	if st.gone {
 		return syscall.ENOENT
+	}
+	if isTimeFlush(in) && st.rec.isReg() {
+		// With its write-back cache the kernel keeps the times of the
+		// writes it caches and hands them over like this while it writes
+		// the data back, many times during one long write. They belong to
+		// that data: committed with it at fsync and close, as the times
+		// a write sets itself are, not one metastore commit each (which
+		// would hold the inode, and so every write, for the commit).
+		t, _ := in.GetMTime()
+		st.rec.Mtime = t.UnixNano()
+		if t, ok := in.GetCTime(); ok {
+			st.rec.Ctime = t.UnixNano()
+		}
+		st.attrDirty = true
+		return nil
 	}
 	saved := st.rec
 	now := nowNs()

@@ -49,6 +49,8 @@ type handle struct {
 	// in or next to it, which turn read-ahead on.
 	last   int64
 	streak int
+	// closed stops read-ahead from refilling for a released handle.
+	closed bool
 }
 
 func caller(ctx context.Context) (uid, gid uint32) {
@@ -176,19 +178,22 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 		if seq {
 			// Ask before reading, so the next blocks come in while this
 			// one is fetched.
-			n.f.readAhead(h.st, uint64(last)+1, int(max(n.f.opts.ReadAhead/bs, 2)))
-			if first >= 2 {
-				// A block two behind a sequential reader is done with (the
-				// kernel's page cache has it): make room for read-ahead.
-				n.f.rcache.drop(blockKey{h.st.ino, uint64(first - 2)})
+			n.f.readAhead(h)
+			// A block well behind a sequential reader is done with (the
+			// kernel's page cache has it): make room for read-ahead. The
+			// kernel's read-ahead sends reads out of order up to its
+			// window ahead of the reader, so the block kept behind the
+			// furthest read covers that window too.
+			if behind := first - 2 - roundUp(min(n.f.opts.ReadAhead, maxKernelReadAhead), bs)/bs; behind >= 0 {
+				n.f.rcache.drop(blockKey{h.st.ino, uint64(behind)})
 			}
 		}
 	}
-	cnt, err := n.f.read(h.st, dest, off)
+	data, err := n.f.readView(h.st, dest, off)
 	if err != nil {
 		return nil, n.f.errno("read", err)
 	}
-	return gofuse.ReadResultData(dest[:cnt]), 0
+	return gofuse.ReadResultData(data), 0
 }
 
 func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
@@ -227,6 +232,9 @@ func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscal
 
 func (n *node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 	if h, ok := fh.(*handle); ok {
+		h.mu.Lock()
+		h.closed = true
+		h.mu.Unlock()
 		n.f.release(h.st)
 		n.f.put(h.st)
 	}

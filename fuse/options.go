@@ -27,7 +27,9 @@ type Options struct {
 	// 64 KiB to 64 MiB.
 	BlockSize int
 	// ReadCacheSize bounds the memory holding fetched blocks. Default
-	// 64 MiB, or the read-ahead window plus two blocks when that is more.
+	// 64 MiB, or the read-ahead window plus two blocks when that is more,
+	// plus the kernel's read-ahead on the mount (at most 16 MiB, rounded
+	// up to whole blocks).
 	ReadCacheSize int64
 	// ReadAhead is how far ahead of a sequential reader blocks are fetched.
 	// Default 64 MiB, and never less than two blocks; negative turns
@@ -96,9 +98,14 @@ func (o Options) withDefaults() (Options, error) {
 		o.ReadAhead = DefaultReadAhead
 	}
 	if o.ReadCacheSize == 0 {
-		// Room for the read-ahead window, the block being read and one
-		// more, so fetched blocks are not evicted before they are read.
+		// Room for the read-ahead window, the kernel's read-ahead (which
+		// moves the window's start ahead of the reader), the block being
+		// read and one more, so fetched blocks are not evicted before
+		// they are read.
 		o.ReadCacheSize = max(DefaultReadCacheSize, max(o.ReadAhead, 2*int64(o.BlockSize))+2*int64(o.BlockSize))
+		if o.ReadAhead > 0 {
+			o.ReadCacheSize += roundUp(min(o.ReadAhead, maxKernelReadAhead), int64(o.BlockSize))
+		}
 	}
 	if o.UploadWorkers == 0 {
 		o.UploadWorkers = DefaultUploadWorkers
@@ -132,3 +139,6 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	return o, nil
 }
+
+// roundUp rounds n up to a multiple of unit.
+func roundUp(n, unit int64) int64 { return (n + unit - 1) / unit * unit }
