@@ -90,6 +90,23 @@ func FuzzDecode(f *testing.F) {
 		if err != nil && !errors.Is(err, ErrTooFewShards) && !errors.Is(err, ErrAuth) && !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("untyped error %v", err)
 		}
+		// DecodeBlockTo must agree with DecodeBlock, within the same bounds.
+		dst := make([]byte, fs.c.p.BlockSize)
+		runtime.ReadMemStats(&before)
+		n, errTo := fs.c.DecodeBlockTo(dst, fs.obj, 3, fs.id, shards, sums)
+		runtime.ReadMemStats(&after)
+		if a := after.TotalAlloc - before.TotalAlloc; a > uint64(16*fs.c.p.BlockSize+(1<<20)) {
+			t.Fatalf("DecodeBlockTo allocated %d bytes for a %d-byte block", a, fs.c.p.BlockSize)
+		}
+		if (err == nil) != (errTo == nil) {
+			t.Fatalf("DecodeBlock: %v; DecodeBlockTo: %v", err, errTo)
+		}
+		if errTo == nil && !bytes.Equal(dst[:n], fs.data) {
+			t.Fatal("DecodeBlockTo returned wrong data without an error")
+		}
+		if errTo != nil && !errors.Is(errTo, ErrTooFewShards) && !errors.Is(errTo, ErrAuth) && !errors.Is(errTo, ErrCorrupt) {
+			t.Fatalf("untyped error %v", errTo)
+		}
 		bad, err := fs.c.BadShards(fs.id, shards, sums)
 		if err != nil {
 			t.Fatal(err)

@@ -241,6 +241,76 @@ func (c *Codec) getScratch() *[]byte {
 	return &b
 }
 
+// openTo is open writing the plaintext into dst (which must not overlap
+// sealed) and returning its length: the AEAD decrypts from sealed straight
+// into dst, so the plaintext is never copied again. Checks and errors are
+// open's, plus ErrCorrupt when dst is too small. A compressed block is
+// decrypted in place, so sealed may be overwritten.
+func (c *Codec) openTo(dst []byte, obj ObjectID, block uint64, id StripeID, sealed []byte, dataLen int) (int, error) {
+	corrupt := func(format string, args ...any) (int, error) {
+		return 0, fmt.Errorf("%w: block %d of object %s: %s", ErrCorrupt, block, obj, fmt.Sprintf(format, args...))
+	}
+	h, err := parseSealHeader(sealed)
+	if err != nil {
+		return corrupt("%v", err)
+	}
+	if h.cipher != c.cipher {
+		return 0, fmt.Errorf("%w: block %d of object %s is sealed with %s, the policy says %s", ErrAuth, block, obj, h.cipher, c.cipher)
+	}
+	if h.len()+h.bodyLen != len(sealed) || h.plainLen != dataLen || h.plainLen > c.p.BlockSize {
+		return corrupt("sealed lengths (header %d, body %d, plain %d) do not match the shards (sealed %d, data %d)",
+			h.len(), h.bodyLen, h.plainLen, len(sealed), dataLen)
+	}
+	if h.plainLen > len(dst) {
+		return corrupt("%d bytes do not fit the destination's %d", h.plainLen, len(dst))
+	}
+	hdr, body := sealed[:h.len()], sealed[h.len():]
+	zstd := h.flags&flagZstd != 0
+	if zstd && c.zdec == nil {
+		return corrupt("block is zstd-compressed but the policy has compression none")
+	}
+	if c.cipher != cipherNone {
+		if !zstd && len(body) != h.plainLen+c.cipher.tagLen() {
+			return corrupt("body of %d bytes, want %d", len(body)-c.cipher.tagLen(), h.plainLen)
+		}
+		aead, err := objectAEAD(c.cipher, c.master, obj)
+		if err != nil {
+			return 0, err
+		}
+		// Uncompressed, the plaintext is the block: decrypt into dst.
+		// Compressed, decrypt in place and decompress into dst.
+		out := body[:0]
+		if !zstd {
+			out = dst[:0]
+		}
+		body, err = aead.Open(out, h.nonce, body, c.aad(obj, block, id, hdr))
+		if err != nil {
+			return 0, fmt.Errorf("%w: block %d of object %s, stripe %s", ErrAuth, block, obj, id)
+		}
+		if !zstd {
+			return len(body), nil
+		}
+	}
+	if zstd {
+		// The cap limit (NewCodec) keeps DecodeAll within dst's capacity.
+		out, err := c.zdec.DecodeAll(body, dst[:0:h.plainLen])
+		if err != nil {
+			return corrupt("zstd: %v", err)
+		}
+		if len(out) != h.plainLen {
+			return corrupt("decompressed to %d bytes, want %d", len(out), h.plainLen)
+		}
+		if h.plainLen > 0 && &out[0] != &dst[0] {
+			copy(dst, out) // cannot happen with the cap limit; stay correct
+		}
+		return len(out), nil
+	}
+	if len(body) != h.plainLen {
+		return corrupt("body of %d bytes, want %d", len(body), h.plainLen)
+	}
+	return copy(dst, body), nil
+}
+
 // open checks and opens a sealed block: decrypt (ErrAuth if it does not
 // authenticate), decompress, and check the plaintext length against the one
 // the shard headers recorded. The result may share memory with sealed.
