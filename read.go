@@ -42,6 +42,8 @@ type Reader struct {
 	lru     []uint64 // least recently used first
 	lastEnd int64    // end offset of the last read, to detect sequential reads
 	queued  map[[16]byte]bool
+
+	noDirect bool // tests and benchmarks: every block through the cache
 }
 
 type blockFetch struct {
@@ -171,6 +173,15 @@ func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 	n := 0
 	for n < len(p) && off+int64(n) < size {
 		pos := off + int64(n)
+		// Whole blocks p covers go straight into p (readdirect.go).
+		k, err := r.readWhole(ctx, p[n:], pos, pos == r.sequentialFrom(off, pos))
+		n += k
+		if err != nil {
+			return n, err
+		}
+		if k > 0 {
+			continue
+		}
 		b := uint64(pos / bs)
 		data, err := r.block(ctx, b, pos == r.sequentialFrom(off, pos))
 		if err != nil {
@@ -275,6 +286,13 @@ func (r *Reader) fetch(ctx context.Context, b uint64) ([]byte, error) {
 	if r.obj.IsInline() {
 		return r.openInline() // inline.go
 	}
+	return r.fetchStripe(ctx, b, nil)
+}
+
+// fetchStripe is fetch for a striped block. With dst nil it returns the
+// block in new memory; otherwise it decodes the block into dst, which must
+// be exactly the block's length, and returns dst.
+func (r *Reader) fetchStripe(ctx context.Context, b uint64, dst []byte) ([]byte, error) {
 	s := r.s
 	id := r.obj.Stripes[b]
 	st, err := s.meta.GetStripe(ctx, id)
@@ -314,11 +332,11 @@ func (r *Reader) fetch(ctx context.Context, b uint64) ([]byte, error) {
 			}
 			return nil, fmt.Errorf("read %q block %d: %w", r.obj.Name, b, ferr)
 		}
-		data, err := r.codec.DecodeBlock(encoder.ObjectID(r.obj.ID), b, sid, res.Shards, sums)
+		data, err := r.decode(dst, b, sid, res.Shards, sums)
 		var tfs *encoder.TooFewShardsError
 		switch {
 		case err == nil:
-			if len(data) != st.DataLen {
+			if len(data) != st.DataLen || (dst != nil && len(data) != len(dst)) {
 				return nil, fmt.Errorf("read %q block %d: decoded %d bytes, the metastore says %d: %w", r.obj.Name, b, len(data), st.DataLen, encoder.ErrCorrupt)
 			}
 			return data, nil

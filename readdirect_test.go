@@ -1,0 +1,252 @@
+package healstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/encoder"
+)
+
+const testBS = 64 << 10 // testOpts' default block size
+
+// putRandom stores size random bytes under name and returns them.
+func putRandom(t *testing.T, s *Store, name string, size int) []byte {
+	t.Helper()
+	data := randBytes(rand.New(rand.NewPCG(uint64(size), 7)), size)
+	if _, err := s.Put(context.Background(), name, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// loseShards deletes shards idx of stripe number blk of object name.
+func loseShards(t *testing.T, s *Store, name string, blk int, idx ...int) {
+	t.Helper()
+	st := stripesOf(t, s, name)[blk]
+	for _, i := range idx {
+		b, _ := s.Backend(st.Shards[i].Backend)
+		if err := b.Delete(context.Background(), st.Shards[i].Key); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A read covering whole blocks decodes them straight into the caller's
+// buffer, outside the cache, and still verifies every shard against the
+// metastore (invariant 3): a flipped shard, a shard that is intact but not
+// the one recorded, and a lost shard each count as missing, the block is
+// decoded around them and the stripe is queued for repair.
+func TestReadWholeBlocksVerifiesShards(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx := context.Background()
+	data := putRandom(t, s, "obj", 5*testBS+100)
+	sts := stripesOf(t, s, "obj")
+
+	// Block 0: a bit flip in data shard 0.
+	sh := sts[0].Shards[0]
+	b, _ := s.Backend(sh.Backend)
+	raw, err := b.Get(ctx, sh.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)/2] ^= 0x40
+	if err := b.Put(ctx, sh.Key, raw); err != nil {
+		t.Fatal(err)
+	}
+	// Block 2: data shard 1 is not the shard the metastore recorded.
+	sts[2].Shards[1].Sum = encoder.Sum(s.cfg.Policy.Checksum, []byte("some other shard"))
+	if err := s.meta.UpdateStripe(ctx, sts[2], nil); err != nil {
+		t.Fatal(err)
+	}
+	// Block 3: data shard 2 is lost.
+	loseShards(t, s, "obj", 3, 2)
+
+	r, err := s.Open(ctx, "obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// The first read ends within the last block, which it does not cover
+	// whole, so that one goes through the cache.
+	buf := make([]byte, len(data))
+	if n, err := io.ReadFull(r, buf[:5*testBS+50]); err != nil || n != 5*testBS+50 {
+		t.Fatalf("read %d bytes, err %v", n, err)
+	}
+	if n, err := io.ReadFull(r, buf[5*testBS+50:]); err != nil || n != 50 || !bytes.Equal(buf, data) {
+		t.Fatalf("read %d of the last 50 bytes, err %v, equal %v", n, err, bytes.Equal(buf, data))
+	}
+	r.mu.Lock()
+	for blk := range uint64(5) {
+		if _, ok := r.cache[blk]; ok {
+			t.Errorf("whole block %d went through the cache", blk)
+		}
+	}
+	if _, ok := r.cache[5]; !ok {
+		t.Errorf("the partial last block did not go through the cache")
+	}
+	r.mu.Unlock()
+
+	got := map[[16]byte]string{}
+	for _, it := range queue(t, s) {
+		got[it.Stripe] = it.Reason
+	}
+	if !strings.Contains(got[sts[0].ID], "corrupt [0]") || !strings.Contains(got[sts[2].ID], "corrupt [1]") ||
+		!strings.Contains(got[sts[3].ID], "missing [2]") || len(got) != 3 {
+		t.Fatalf("queued %v", got)
+	}
+}
+
+// slowBackend delays Get of keys that contain slow.
+type slowBackend struct {
+	backends.Backend
+	slow  string
+	delay time.Duration
+}
+
+func (b slowBackend) Get(ctx context.Context, key string) ([]byte, error) {
+	if strings.Contains(key, b.slow) {
+		select {
+		case <-time.After(b.delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return b.Backend.Get(ctx, key)
+}
+
+// Whole blocks are decoded several at a time and may finish in any order;
+// the read returns the blocks in order up to the first that failed, all
+// of them decoded, and that block's error.
+func TestReadWholeBlocksOrder(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx := context.Background()
+	data := putRandom(t, s, "obj", 8*testBS)
+	sts := stripesOf(t, s, "obj")
+	// Block 0 arrives last: its shards are slow on every backend.
+	slow := strings.TrimPrefix(sts[0].Shards[0].Key, "shards/")
+	slow = slow[:strings.IndexByte(slow, '.')]
+	for _, bk := range s.cfg.Backends {
+		setBackend(t, s, bk.Name, func(b backends.Backend) backends.Backend {
+			return slowBackend{Backend: b, slow: slow, delay: 150 * time.Millisecond}
+		})
+	}
+	read := func(off int64, n int) ([]byte, int, error) {
+		t.Helper()
+		r, err := s.Open(ctx, "obj")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		buf := make([]byte, n)
+		k, err := r.ReadAt(buf, off)
+		return buf, k, err
+	}
+	buf, n, err := read(0, len(data))
+	if err != nil || n != len(data) || !bytes.Equal(buf, data) {
+		t.Fatalf("all blocks, block 0 last: read %d, err %v, equal %v", n, err, bytes.Equal(buf, data))
+	}
+
+	// Block 5 cannot be read (m+1 shards lost): blocks 0-4 come back, the
+	// slow block 0 included, with block 5's error.
+	loseShards(t, s, "obj", 5, 0, 1, 2)
+	buf, n, err = read(0, len(data))
+	if !errors.Is(err, ErrInsufficientBackends) || n != 5*testBS || !bytes.Equal(buf[:n], data[:n]) {
+		t.Fatalf("block 5 lost: read %d, err %v, want %d bytes and ErrInsufficientBackends", n, err, 5*testBS)
+	}
+	// Block 2 lost too: the first failure decides, whatever finishes first.
+	loseShards(t, s, "obj", 2, 3, 4, 5)
+	buf, n, err = read(0, len(data))
+	if !errors.Is(err, ErrInsufficientBackends) || !strings.Contains(err.Error(), "block 2") || n != 2*testBS || !bytes.Equal(buf[:n], data[:n]) {
+		t.Fatalf("blocks 2 and 5 lost: read %d, err %v, want %d bytes and block 2's error", n, err, 2*testBS)
+	}
+	// A read of whole blocks after the lost ones succeeds.
+	buf, n, err = read(6*testBS, 2*testBS)
+	if err != nil || n != 2*testBS || !bytes.Equal(buf, data[6*testBS:]) {
+		t.Fatalf("blocks 6-7: read %d, err %v", n, err)
+	}
+}
+
+// Reads at any offset and length return the same bytes through the direct
+// path as through the cache, and sequential whole-block reads leave the
+// next blocks fetched ahead.
+func TestReadAtDirectMatchesCached(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx := context.Background()
+	size := 6*testBS + 1234
+	data := putRandom(t, s, "obj", size)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, noDirect := range []bool{false, true} {
+		r, err := s.Open(ctx, "obj")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.noDirect = noDirect
+		for range 60 {
+			off := rng.Int64N(int64(size))
+			if rng.IntN(2) == 0 {
+				off -= off % testBS // on a block boundary
+			}
+			buf := make([]byte, rng.IntN(3*testBS+10)+1)
+			n, err := r.ReadAt(buf, off)
+			want := data[off:min(off+int64(len(buf)), int64(size))]
+			if n != len(want) || !bytes.Equal(buf[:n], want) || (n < len(buf)) != (err == io.EOF) || (err != nil && err != io.EOF) {
+				t.Fatalf("noDirect %v: ReadAt(%d bytes at %d) = %d, %v; want %d", noDirect, len(buf), off, n, err, len(want))
+			}
+		}
+		r.Close()
+	}
+
+	// Sequential reads of two whole blocks each: after each, the next
+	// blocks are being fetched ahead.
+	r, err := s.Open(ctx, "obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, 2*testBS)
+	if _, err := io.ReadFull(r, buf); err != nil || !bytes.Equal(buf, data[:2*testBS]) {
+		t.Fatalf("first read: %v", err)
+	}
+	r.mu.Lock()
+	_, ahead2 := r.cache[2]
+	_, ahead3 := r.cache[3]
+	r.mu.Unlock()
+	if !ahead2 || !ahead3 {
+		t.Fatalf("blocks 2 and 3 not fetched ahead after a sequential read of blocks 0-1")
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(rest, data[2*testBS:]) {
+		t.Fatalf("rest: %v", err)
+	}
+}
+
+// Closing the Reader stops a read of whole blocks under way.
+func TestReadWholeBlocksClose(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx := context.Background()
+	putRandom(t, s, "obj", 4*testBS)
+	for _, bk := range s.cfg.Backends {
+		setBackend(t, s, bk.Name, func(b backends.Backend) backends.Backend {
+			return slowBackend{Backend: b, slow: "shards/", delay: 10 * time.Second}
+		})
+	}
+	r, err := s.Open(ctx, "obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var closed atomic.Bool
+	time.AfterFunc(100*time.Millisecond, func() { closed.Store(true); r.Close() })
+	start := time.Now()
+	n, err := r.ReadAt(make([]byte, 4*testBS), 0)
+	if err == nil || n != 0 || !closed.Load() || time.Since(start) > 5*time.Second {
+		t.Fatalf("read after close: %d, %v after %v", n, err, time.Since(start))
+	}
+}
