@@ -283,31 +283,16 @@ func (c *Codec) DecodeBlock(obj ObjectID, block uint64, id StripeID, shards [][]
 	if err != nil {
 		return nil, err
 	}
-	k := c.p.K
 	for {
 		sel, err := s.selectK()
 		if err != nil {
 			return nil, err
 		}
-		per := s.geo.PayloadLen
-		if sel[k-1] == k-1 {
-			// All data shards: join their payloads (one allocation the
-			// runtime need not zero, one copy), then verify them.
-			pieces := make([][]byte, k)
-			rest := s.geo.SealedLen
-			for i := range k {
-				pieces[i] = shards[i][HeaderSize : HeaderSize+min(per, rest)]
-				rest -= len(pieces[i])
-			}
-			sealed := bytes.Join(pieces, nil)
-			if ok, _ := s.pass(sel, nil, false); ok {
-				return c.open(obj, block, id, sealed, s.geo.DataLen)
-			}
-			continue
-		}
-		// Lengths were checked against the policy, so this allocation is
-		// bounded by the policy's block size whatever the headers claim.
-		sealedBuf := make([]byte, k*per)
+		// Gather (and rebuild) into the block's own memory while hashing,
+		// then open in place: the result shares it. Lengths were checked
+		// against the policy, so this allocation is bounded by the
+		// policy's block size whatever the headers claim.
+		sealedBuf := make([]byte, c.p.K*s.geo.PayloadLen)
 		if ok := s.gather(sel, sealedBuf); ok {
 			return c.open(obj, block, id, sealedBuf[:s.geo.SealedLen], s.geo.DataLen)
 		}
