@@ -311,3 +311,31 @@ func TestInlineRecoveredFromSnapshot(t *testing.T) {
 		t.Fatal("inline object differs after recovery from a snapshot")
 	}
 }
+
+// TestEtcdInlineObject: on etcd, an inline object at the etcd cap is one
+// transaction well within etcd's request limit, and reads back; one byte
+// more goes to shards.
+func TestEtcdInlineObject(t *testing.T) {
+	ctx := context.Background()
+	f := etcdFixture(t)
+	f.cfg.InlineMaxSize = MaxInlineSizeEtcd
+	s := f.open(t)
+	defer s.Close()
+	rnd := rand.New(rand.NewPCG(7, 8))
+	for _, size := range []int{MaxInlineSizeEtcd, MaxInlineSizeEtcd + 1} {
+		data := randBytes(rnd, size)
+		info, err := s.Put(ctx, "e", bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		if info.Inline != (size <= MaxInlineSizeEtcd) {
+			t.Fatalf("size %d: inline %v", size, info.Inline)
+		}
+		if got := readAll(t, s, "e"); !bytes.Equal(got, data) {
+			t.Fatalf("size %d: read back differs", size)
+		}
+	}
+	if problems, err := s.Meta().Check(ctx); err != nil || len(problems) > 0 {
+		t.Fatalf("check: %v %v", problems, err)
+	}
+}
