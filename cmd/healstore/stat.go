@@ -44,6 +44,10 @@ func newStatCmd(g *globalOptions) *cobra.Command {
 			fmt.Fprintf(w, "policy:     %d+%d, %s blocks, compression %s, encryption %s, checksum %s\n",
 				p.K, p.M, humanBytes(int64(p.BlockSize)), p.Compression, p.Encryption, p.Checksum)
 			fmt.Fprintf(w, "blocks:     %d\n", info.Blocks)
+			if info.Inline {
+				// No shards: as safe as the metadata (docs/operations.md).
+				fmt.Fprintf(w, "redundancy: inline, kept sealed in the metadata record (metastore and its snapshots)\n")
+			}
 			if r := info.Redundancy; r != nil {
 				state := "full"
 				if r.Degraded > 0 {
