@@ -339,7 +339,10 @@ func Heal(ctx context.Context, o HealOptions) (*HealReport, error) {
 				say("%5.1fs  margin-0 stripes repaired %s after they were found", el.Seconds(), zeroDone.Round(time.Millisecond))
 			}
 		}
-		if rep.Detected > 0 && depth == 0 && (len(zeroIDs) == 0 || zeroDone > 0) {
+		// Not before the monitor noticed the wipe: until then the
+		// metastore still names the lost shards, so a census of it finds
+		// nothing degraded once the few stripes readers met are repaired.
+		if rep.Detected > 0 && rep.WipeNoticed > 0 && depth == 0 && (len(zeroIDs) == 0 || zeroDone > 0) {
 			c, err := h.TakeCensus(ctx)
 			if err != nil {
 				return fail(err)
