@@ -272,6 +272,14 @@ func (b *Backend) makeDir(dir string) error {
 	return nil
 }
 
+// rootDue says whether a fan-out directory was made since the root was
+// last fsynced (read under the lock: see makeDir).
+func (b *Backend) rootDue() bool {
+	b.dirMu.Lock()
+	defer b.dirMu.Unlock()
+	return b.rootGen < b.dirGen
+}
+
 // syncRoot fsyncs the root directory unless every fan-out directory made
 // so far is known durable.
 func (b *Backend) syncRoot() error {

@@ -85,6 +85,16 @@ func (b *Backend) fsyncValues(keys []string) map[string]error {
 	// Directories run in parallel; the last task runs on this goroutine,
 	// so a round of one value starts no goroutine at all.
 	tasks := make([]func(), 0, len(dirs)+1)
+	if b.rootDue() {
+		tasks = append(tasks, func() {
+			// A failure fails every value of the round (which of
+			// them sit in a new directory is not tracked); the next
+			// round tries the root again.
+			if err := b.syncRoot(); err != nil {
+				fail(err, keys...)
+			}
+		})
+	}
 	for d, ks := range dirs {
 		tasks = append(tasks, func() {
 			for _, k := range ks {
@@ -97,14 +107,6 @@ func (b *Backend) fsyncValues(keys []string) map[string]error {
 			}
 		})
 	}
-	tasks = append(tasks, func() {
-		// A failure fails every value of the round (which of them
-		// sit in a new directory is not tracked); the next round
-		// tries the root again.
-		if err := b.syncRoot(); err != nil {
-			fail(err, keys...)
-		}
-	})
 	sem := make(chan struct{}, syncWorkers)
 	var wg sync.WaitGroup
 	for i, fn := range tasks {
