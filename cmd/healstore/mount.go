@@ -85,7 +85,7 @@ See docs/fuse.md for mounting at boot with systemd.
 	f.StringVar(&o.cacheDir, "cache-dir", "", "write-back cache directory on a local disk (default: <cache_dir of the config>/fuse-<fs>)")
 	f.StringVar(&o.cacheSize, "cache-size", "1G", "most written data held locally before writers wait for uploads")
 	f.StringVar(&o.blockSize, "block-size", "4M", "data block size of new files (64K to 64M): the unit of every upload")
-	f.StringVar(&o.readCache, "read-cache", "", "memory for fetched blocks (default 64M or four blocks, whichever is more)")
+	f.StringVar(&o.readCache, "read-cache", "", "memory for fetched blocks (default: the read-ahead window plus the kernel read-ahead plus two blocks, at least 64M)")
 	f.BoolVar(&o.allowOther, "allow-other", false, "let other users use the mount (FUSE allow_other)")
 	f.BoolVar(&o.force, "force", false, "take over the filesystem even if the store says another mount holds it")
 	f.BoolVar(&o.withHealer, "with-healer", false, "also run the healer daemon in this process")
