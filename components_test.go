@@ -154,11 +154,20 @@ func TestDegradedReadS3(t *testing.T) {
 			proxies[n].stop()
 		}
 	})
-	// A write with two servers down fails cleanly (quorum 5 of 6) and
-	// names the problem.
-	_, err := s.Put(context.Background(), "after", strings.NewReader("x"))
+	// A write that needs shards fails cleanly with two servers down
+	// (quorum 5 of 6) and names the problem. The object is larger than
+	// inline_max_size: an inline object needs no backend at all.
+	big := strings.Repeat("x", int(cfg.InlineMaxSize)+1)
+	_, err := s.Put(context.Background(), "after", strings.NewReader(big))
 	if !errors.Is(err, ErrInsufficientBackends) {
-		t.Fatalf("put with m servers down: %v", err)
+		t.Fatalf("put of %d bytes with m servers down: %v", len(big), err)
+	}
+	if _, err := s.Stat(context.Background(), "after"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("failed put left an object behind: %v", err)
+	}
+	// An inline object rides in its metadata record and is written.
+	if _, err := s.Put(context.Background(), "small", strings.NewReader("x")); err != nil {
+		t.Fatalf("inline put with m servers down: %v", err)
 	}
 }
 
