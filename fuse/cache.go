@@ -22,9 +22,12 @@ type cblock struct {
 	upGen  uint64 // newest generation known to be in healstore
 	// inflight is the generation an upload is carrying, 0 if none.
 	inflight uint64
-	charge   int64 // bytes charged to the dirty budget
-	fails    int   // failed uploads in a row
-	since    time.Time
+	// removed: the block left the cache while an upload read it; the
+	// upload closes the file when it ends.
+	removed bool
+	charge  int64 // bytes charged to the dirty budget
+	fails   int   // failed uploads in a row
+	since   time.Time
 	// written holds the byte ranges writes covered since the block
 	// entered the cache, merged and sorted; dropped once they cover the
 	// block, or once there are too many to track.

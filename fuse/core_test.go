@@ -687,3 +687,78 @@ func TestCBlockCover(t *testing.T) {
 		t.Fatal("untracked block reported full")
 	}
 }
+
+// A block that leaves the cache (truncated away, or its file deleted)
+// while an upload reads it must not fail that upload, nor an fsync
+// waiting for the file: the block's file stays open until the upload
+// ends. (Closing it at once made shutdown fail at random with "file
+// already closed" when a deleted file's reclaim met its final flush.)
+func TestCoreBlockRemovedDuringUpload(t *testing.T) {
+	for _, how := range []string{"truncate", "unlink"} {
+		t.Run(how, func(t *testing.T) {
+			e := newCoreEnv(t)
+			f := e.open()
+			defer shutdown(t, f)
+			st := newFile(t, f, rootIno, "f")
+			defer f.put(st)
+			writeT(t, f, st, bytes.Repeat([]byte("a"), 2*testBS), 0)
+			if err := f.flush(st); err != nil {
+				t.Fatal(err)
+			}
+			started, release := make(chan string, 1), make(chan struct{})
+			hook := func(name string) {
+				select {
+				case started <- name:
+				default:
+				}
+				<-release
+			}
+			e.blobs.putHook.Store(&hook)
+			writeT(t, f, st, []byte("b"), testBS+5) // block 1 dirty again
+			flushed := make(chan error, 1)
+			go func() { flushed <- f.flush(st) }()
+			select {
+			case <-started:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the flush started no upload within 10s")
+			}
+			removed := make(chan error, 1)
+			go func() {
+				if how == "truncate" {
+					in := &gofuse.SetAttrIn{}
+					in.Valid, in.Size = gofuse.FATTR_SIZE, testBS
+					removed <- f.setattr(st, in)
+				} else {
+					removed <- f.unlinkEntry(rootIno, "f", false)
+				}
+			}()
+			// Let the block leave the cache while its upload is held.
+			if !waitFor(10*time.Second, func() bool {
+				st.mu.Lock()
+				defer st.mu.Unlock()
+				return st.blocks[1] == nil
+			}) {
+				t.Fatal("the block never left the cache")
+			}
+			e.blobs.putHook.Store(nil)
+			close(release)
+			for name, ch := range map[string]chan error{"flush": flushed, how: removed} {
+				select {
+				case err := <-ch:
+					if err != nil {
+						t.Fatalf("%s: %v", name, err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("%s did not return within 10s of the upload's release", name)
+				}
+			}
+			want := 1
+			if how == "unlink" {
+				want = 0
+			}
+			if !waitFor(10*time.Second, func() bool { return len(e.blobs.names(f.inodePrefix(st.ino))) == want }) {
+				t.Fatalf("objects %v, want %d", e.blobs.names(f.inodePrefix(st.ino)), want)
+			}
+		})
+	}
+}

@@ -330,9 +330,17 @@ func (f *filesystem) markDirtyLocked(st *inodeState, idx uint64, b *cblock) {
 	f.up.add(blockKey{st.ino, idx}, false)
 }
 
-// removeBlockLocked takes a block out of the cache.
+// removeBlockLocked takes a block out of the cache (a truncate cut it
+// away, its file was deleted, or its upload finished). A block an upload
+// is reading keeps its file open until that upload ends, which closes it:
+// closing it here would fail the upload with "file already closed" and,
+// through the inode's error sequence, any fsync waiting on the file.
 func (f *filesystem) removeBlockLocked(st *inodeState, idx uint64, b *cblock) {
-	b.f.Close()
+	if b.inflight != 0 {
+		b.removed = true
+	} else {
+		b.f.Close()
+	}
 	os.Remove(b.path)
 	delete(st.blocks, idx)
 	f.budget.release(b.charge)
@@ -654,6 +662,14 @@ func (f *filesystem) upload(k blockKey) {
 	b.inflight = 0
 	st.uploads--
 	st.cond.Broadcast()
+	if b.removed {
+		// Truncated away or deleted meanwhile: the trim or reap that
+		// removed it (waiting for this upload) deletes any object, so
+		// the outcome does not matter, and a failure is no error of the
+		// file's.
+		b.f.Close()
+		return
+	}
 	if err != nil {
 		f.uploadFailedLocked(st, k, b, fmt.Errorf("upload block %d of inode %d: %w", k.idx, k.ino, err))
 		return

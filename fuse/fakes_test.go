@@ -88,6 +88,9 @@ type memBlobs struct {
 	getErr  atomic.Pointer[error]
 	stuck   atomic.Bool   // calls block until ctx ends
 	putWait chan struct{} // when set, each Put waits for a token
+	// putHook, when set, runs at the start of each Put, before it reads
+	// the block.
+	putHook atomic.Pointer[func(name string)]
 }
 
 func newMemBlobs() *memBlobs { return &memBlobs{m: map[string][]byte{}} }
@@ -104,6 +107,9 @@ func (b *memBlobs) fault(ctx context.Context, p *atomic.Pointer[error]) error {
 }
 
 func (b *memBlobs) PutBlock(ctx context.Context, name string, r io.Reader) error {
+	if h := b.putHook.Load(); h != nil {
+		(*h)(name)
+	}
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return err
