@@ -48,6 +48,13 @@ func (f *filesystem) fetchBlock(ctx context.Context, k blockKey, bs uint32, fill
 			return nil, fmt.Errorf("read block %d of inode %d: %w", k.idx, k.ino, ctx.Err())
 		}
 	}
+	// A fetch that ended between the look above and taking fetchMu has
+	// filled the cache already (fills happen before the call is removed):
+	// look again rather than fetch the block twice.
+	if d, ok := f.rcache.get(k); ok {
+		f.fetchMu.Unlock()
+		return d, nil
+	}
 	c := &fetchCall{done: make(chan struct{})}
 	f.fetches[k] = c
 	f.fetchMu.Unlock()
