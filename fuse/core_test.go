@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -363,15 +364,22 @@ func TestCoreMachineRestartDropsUnsyncedOnly(t *testing.T) {
 	if err := f.flush(st); err != nil {
 		t.Fatal(err)
 	}
+	// An overwrite and an append, never fsynced. The overwrite may have
+	// been uploaded before the crash (a queued upload of the block can
+	// pick it up); the append's size was never committed.
 	writeT(t, f, st, []byte("lost"), 10)
+	writeT(t, f, st, []byte("lost"), 2*testBS)
 	crash(f)
 	e.boot = []byte("boot-2")
 	f2 := e.open()
 	defer shutdown(t, f2)
 	st2 := lookupT(t, f2, rootIno, "m")
 	defer f2.put(st2)
-	if got := readAll(t, f2, st2); !bytes.Equal(got, synced) {
-		t.Fatal("fsynced data changed after a machine restart")
+	got := readAll(t, f2, st2)
+	overwritten := bytes.Clone(synced)
+	copy(overwritten[10:], "lost")
+	if !bytes.Equal(got, synced) && !bytes.Equal(got, overwritten) {
+		t.Fatalf("fsynced data changed after a machine restart (%d bytes, want %d)", len(got), len(synced))
 	}
 }
 
@@ -760,5 +768,201 @@ func TestCoreBlockRemovedDuringUpload(t *testing.T) {
 				t.Fatalf("objects %v, want %d", e.blobs.names(f.inodePrefix(st.ino)), want)
 			}
 		})
+	}
+}
+
+// A commit that is not an fsync (chmod, utimes, rename, link, truncate)
+// must not commit a size that covers writes not yet in healstore: after a
+// machine restart (the cache dropped) the file would be longer than its
+// durable data, reading zeros where the unsynced writes were, or even the
+// bytes a truncate cut away. On the same boot the journal brings the
+// unsynced writes and their size back.
+func TestCoreMetadataCommitKeepsDurableSize(t *testing.T) {
+	ops := map[string]func(t *testing.T, f *filesystem, st *inodeState){
+		"chmod": func(t *testing.T, f *filesystem, st *inodeState) {
+			in := &gofuse.SetAttrIn{}
+			in.Valid, in.Mode = gofuse.FATTR_MODE, 0o600
+			if err := f.setattr(st, in); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"utimes": func(t *testing.T, f *filesystem, st *inodeState) {
+			in := &gofuse.SetAttrIn{}
+			in.Valid, in.Mtime = gofuse.FATTR_MTIME, 1_700_000_000
+			if err := f.setattr(st, in); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"rename": func(t *testing.T, f *filesystem, st *inodeState) {
+			if err := f.rename(rootIno, "f", rootIno, "g", 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.rename(rootIno, "g", rootIno, "f", 0); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"link": func(t *testing.T, f *filesystem, st *inodeState) {
+			l, err := f.link(rootIno, "l", st.ino)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.put(l)
+		},
+		"truncate": func(t *testing.T, f *filesystem, st *inodeState) {
+			in := &gofuse.SetAttrIn{}
+			in.Valid, in.Size = gofuse.FATTR_SIZE, 12
+			if err := f.setattr(st, in); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for name, op := range ops {
+		for _, reboot := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/reboot=%v", name, reboot), func(t *testing.T) {
+				e := newCoreEnv(t)
+				f := e.open()
+				st := newFile(t, f, rootIno, "f")
+				writeT(t, f, st, []byte("committed"), 0)
+				if err := f.flush(st); err != nil {
+					t.Fatal(err)
+				}
+				writeT(t, f, st, []byte("+unsynced"), 9) // grows the file, not uploaded
+				op(t, f, st)
+				crash(f)
+				if reboot {
+					e.boot = []byte("boot-2")
+				}
+				f2 := e.open()
+				defer shutdown(t, f2)
+				st2 := lookupT(t, f2, rootIno, "f")
+				defer f2.put(st2)
+				want := "committed"
+				if !reboot {
+					want = "committed+unsynced"
+					if name == "truncate" {
+						want = want[:12]
+					}
+				}
+				if got := readAll(t, f2, st2); string(got) != want {
+					t.Fatalf("after %s and a crash (reboot %v) the file reads %q, want %q", name, reboot, got, want)
+				}
+			})
+		}
+	}
+}
+
+// Bytes a truncate cut away must not come back when the file grows again
+// and the machine restarts before the cut block was uploaded.
+func TestCoreTruncatedBytesNeverReappear(t *testing.T) {
+	e := newCoreEnv(t)
+	f := e.open()
+	st := newFile(t, f, rootIno, "t")
+	writeT(t, f, st, bytes.Repeat([]byte{7}, 3*testBS), 0)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []uint64{testBS + 100, 4 * testBS} { // cut, then grow
+		in := &gofuse.SetAttrIn{}
+		in.Valid, in.Size = gofuse.FATTR_SIZE, size
+		if err := f.setattr(st, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crash(f)
+	e.boot = []byte("boot-2")
+	f2 := e.open()
+	defer shutdown(t, f2)
+	st2 := lookupT(t, f2, rootIno, "t")
+	defer f2.put(st2)
+	got := readAll(t, f2, st2)
+	if len(got) < testBS+100 || !bytes.Equal(got[:testBS+100], bytes.Repeat([]byte{7}, testBS+100)) {
+		t.Fatalf("size %d: the data before the cut changed", len(got))
+	}
+	if i := bytes.IndexByte(got[testBS+100:], 7); i >= 0 {
+		t.Fatalf("size %d: truncated bytes reappeared at %d", len(got), testBS+100+i)
+	}
+}
+
+// fsync commits the size the file had when it started, the part its
+// uploads made durable, even when writes grow the file meanwhile.
+func TestCoreFlushCommitsSizeOfItsStart(t *testing.T) {
+	e := newCoreEnv(t)
+	f := e.open()
+	defer shutdown(t, f)
+	st := newFile(t, f, rootIno, "f")
+	defer f.put(st)
+	writeT(t, f, st, bytes.Repeat([]byte("a"), 100), 0)
+	// The first upload waits for release, later ones for later.
+	started, release, later := make(chan string, 1), make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	hook := func(name string) {
+		if calls.Add(1) > 1 {
+			<-later
+			return
+		}
+		started <- name
+		<-release
+	}
+	e.blobs.putHook.Store(&hook)
+	flushed := make(chan error, 1)
+	go func() { flushed <- f.flush(st) }()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the flush started no upload within 10s")
+	}
+	writeT(t, f, st, bytes.Repeat([]byte("b"), 100), 100) // while the upload runs
+	close(release)
+	select {
+	case err := <-flushed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("flush did not return within 10s of the upload's release")
+	}
+	if rec := committedInode(t, e, st.ino); rec.Size != 100 {
+		t.Fatalf("fsync committed size %d, want the 100 bytes it made durable", rec.Size)
+	}
+	close(later)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	if rec := committedInode(t, e, st.ino); rec.Size != 200 {
+		t.Fatalf("second fsync committed size %d, want 200", rec.Size)
+	}
+}
+
+// A truncate up of a file whose data is all in healstore commits its size
+// before it returns, even when the old end falls inside a block: the
+// stored block ends there, so nothing needs cutting or uploading first.
+func TestCoreTruncateUpCommitsAtOnce(t *testing.T) {
+	e := newCoreEnv(t)
+	f := e.open()
+	defer shutdown(t, f)
+	st := newFile(t, f, rootIno, "u")
+	defer f.put(st)
+	writeT(t, f, st, bytes.Repeat([]byte{7}, testBS+100), 0)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	puts := e.blobs.puts.Load()
+	in := &gofuse.SetAttrIn{}
+	in.Valid, in.Size = gofuse.FATTR_SIZE, 3*testBS
+	if err := f.setattr(st, in); err != nil {
+		t.Fatal(err)
+	}
+	if rec := committedInode(t, e, st.ino); rec.Size != 3*testBS {
+		t.Fatalf("truncate up committed size %d, want %d", rec.Size, 3*testBS)
+	}
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.blobs.puts.Load() - puts; n != 0 {
+		t.Fatalf("truncate up uploaded %d blocks, want none", n)
+	}
+	want := append(bytes.Repeat([]byte{7}, testBS+100), make([]byte, 2*testBS-100)...)
+	if got := readAll(t, f, st); !bytes.Equal(got, want) {
+		t.Fatal("content after truncate up differs")
 	}
 }

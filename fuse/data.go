@@ -384,6 +384,19 @@ func (f *filesystem) growLocked(ctx context.Context, st *inodeState, old uint64,
 	if st.blocks[idx] != nil || idx >= st.rec.Extent {
 		return nil
 	}
+	// A stored block that ends at or before the old end already reads as
+	// zeros past it: nothing to cut, and no dirty block, so a truncate up
+	// commits its size at once (see commitSizeLocked). The fetch goes to
+	// the read cache for the write that may follow.
+	k := blockKey{st.ino, idx}
+	d, err := f.fetchBlock(ctx, k, uint32(bs), nil)
+	if err != nil {
+		return err
+	}
+	if uint64(len(d)) <= old%bs {
+		f.fillLocked(st, k, st.dataVer, d)
+		return nil
+	}
 	b, err := f.loadLocked(ctx, st, idx, true)
 	if err != nil {
 		return err
@@ -506,6 +519,7 @@ func (f *filesystem) truncateLocked(ctx context.Context, st *inodeState, size ui
 	old := st.rec.Size
 	bs := uint64(st.rec.BlockSize)
 	st.dataVer++
+	st.cuts++
 	switch {
 	case size < old:
 		nb := blocksFor(size, uint32(bs))
@@ -573,7 +587,7 @@ func (f *filesystem) trimLocked(ctx context.Context, st *inodeState, from uint64
 		return err
 	}
 	st.rec.Extent = from
-	if err := f.commitLocked(ctx, st); err != nil {
+	if err := f.commitLocked(ctx, st, 0); err != nil {
 		return err
 	}
 	st.staleBeyond = false
@@ -724,6 +738,10 @@ func (f *filesystem) flushLocked(ctx context.Context, st *inodeState) error {
 	if st.gone {
 		return nil
 	}
+	// What the file holds up to this size now is in healstore once the
+	// uploads below end, whatever writes come meanwhile; a truncate
+	// meanwhile voids that (it may cut and regrow the range).
+	size, cuts := st.rec.Size, st.cuts
 	type want struct {
 		b   *cblock
 		gen uint64
@@ -762,7 +780,10 @@ func (f *filesystem) flushLocked(ctx context.Context, st *inodeState) error {
 		}
 	}
 	if st.attrDirty || st.sizePending {
-		return f.commitLocked(ctx, st)
+		if st.cuts != cuts {
+			size = 0
+		}
+		return f.commitLocked(ctx, st, size)
 	}
 	return nil
 }

@@ -108,6 +108,7 @@ type inodeState struct {
 	errSeq   uint64
 	lastErr  error
 	dataVer  uint64 // bumped by every data change, guards read-cache fills
+	cuts     uint64 // bumped by every truncate
 
 	refs int // operations using the state (mu of filesystem)
 	open int // open file handles
@@ -295,29 +296,68 @@ func (f *filesystem) installNew(ino uint64, rec *inode, raw []byte) *inodeState 
 }
 
 // commitLocked writes st.rec to the metastore (compare-and-swap on the
-// last committed bytes). Called with st.mu held.
-func (f *filesystem) commitLocked(ctx context.Context, st *inodeState) error {
+// last committed bytes), with the size commitSizeLocked allows: durable
+// is a size the caller knows to be in healstore (0 for none). Called
+// with st.mu held.
+func (f *filesystem) commitLocked(ctx context.Context, st *inodeState, durable uint64) error {
 	var b kvBatch
-	raw := f.stageLocked(&b, st)
+	rec, raw := f.stageLocked(&b, st, durable)
 	if err := f.kv.Commit(ctx, &b); err != nil {
 		return fmt.Errorf("commit inode %d: %w", st.ino, err)
 	}
-	f.committedLocked(st, raw)
+	f.committedLocked(st, rec, raw)
 	return nil
 }
 
-// stageLocked adds st.rec to b guarded by the committed value and returns
-// the new bytes; committedLocked must follow a successful commit.
-func (f *filesystem) stageLocked(b *kvBatch, st *inodeState) []byte {
-	raw := st.rec.encode()
+// stageLocked adds st.rec (its size as commitSizeLocked allows) to b
+// guarded by the committed value and returns the record and its bytes;
+// committedLocked must follow a successful commit.
+func (f *filesystem) stageLocked(b *kvBatch, st *inodeState, durable uint64) (inode, []byte) {
+	rec := st.rec
+	rec.Size = f.commitSizeLocked(st, durable)
+	raw := rec.encode()
 	b.expect(inodeKey(st.ino), st.raw)
 	b.put(inodeKey(st.ino), raw)
-	return raw
+	return rec, raw
 }
 
-func (f *filesystem) committedLocked(st *inodeState, raw []byte) {
+// commitSizeLocked is the size a commit of st may record. A committed
+// size must never cover data that is not in healstore: the write-back
+// cache does not survive a machine restart (nor the loss of the cache
+// directory), and a file committed longer than its uploaded blocks would
+// then read zeros where its unsynced writes were, or, past a truncate
+// whose cut block was not uploaded yet, the bytes the truncate cut away.
+// So a size beyond the committed one is recorded only when no block
+// between the two holds cached data not yet uploaded; otherwise the
+// commit keeps the committed size, or durable if the caller knows more
+// is in healstore (a flush: what it uploaded). The full size then stays
+// pending (attrDirty, sizePending and the journal's size record, which
+// a restart on the same boot replays with the cached blocks) until a
+// commit can record it, at the latest at fsync and close. Shrinking is
+// always allowed: it exposes nothing. Called with st.mu held.
+func (f *filesystem) commitSizeLocked(st *inodeState, durable uint64) uint64 {
+	size, com := st.rec.Size, st.com.Size
+	if size <= com || size <= durable || !st.rec.isReg() {
+		return size
+	}
+	bs := uint64(st.rec.BlockSize)
+	lo, hi := com/bs, blocksFor(size, st.rec.BlockSize)
+	for idx, b := range st.blocks {
+		if idx >= lo && idx < hi && b.dirty() {
+			return max(com, durable)
+		}
+	}
+	return size
+}
+
+// committedLocked records a successful commit of rec (st.rec, perhaps
+// with a smaller size) as raw.
+func (f *filesystem) committedLocked(st *inodeState, rec inode, raw []byte) {
 	st.raw = raw
-	st.com = st.rec
+	st.com = rec
+	if rec.Size != st.rec.Size {
+		return // the size stays pending
+	}
 	st.attrDirty = false
 	if st.sizePending {
 		st.sizePending = false

@@ -133,3 +133,62 @@ func TestKillMountProcess(t *testing.T) {
 		t.Fatal("Unmount of a directory that is no mount succeeded")
 	}
 }
+
+// TestKillMountProcessLostCache SIGKILLs the mount process after a chmod
+// of a file that has grown by writes never fsynced, and mounts again
+// without its cache directory (lost, as after a machine restart). The
+// file must come back as it was fsynced: a chmod commits the mode, not a
+// size whose blocks never reached the store (they would read as zeros).
+// On the same cache, the journal replays the unsynced writes too.
+func TestKillMountProcessLostCache(t *testing.T) {
+	requireFUSE(t)
+	for _, keepCache := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keepCache=%v", keepCache), func(t *testing.T) {
+			st := newStore(t, 4, 2, 0)
+			st.s.Close() // the mount processes open it; pebble admits one process
+			dir, cache := t.TempDir(), t.TempDir()
+			c := startChild(t, st.cfgPath, dir, cache, true)
+			path := filepath.Join(dir, "f")
+			synced := bytes.Repeat([]byte("fsynced "), 100_000/8)
+			f, err := os.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Write(synced); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Sync(); err != nil {
+				t.Fatalf("fsync: %v", err)
+			}
+			tail := bytes.Repeat([]byte("unsynced"), 50_000/8)
+			if _, err := f.Write(tail); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c.stop(t, syscall.SIGKILL)
+			f.Close() // the connection is gone; the error is expected
+
+			want := synced
+			if keepCache {
+				want = append(bytes.Clone(synced), tail...)
+			} else {
+				cache = t.TempDir()
+			}
+			c = startChild(t, st.cfgPath, dir, cache, true)
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("after chmod, SIGKILL and a mount with keepCache=%v the file has %d bytes (%d zero at the end), want %d",
+					keepCache, len(got), len(got)-len(bytes.TrimRight(got, "\x00")), len(want))
+			}
+			if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Fatalf("mode after remount: %v, %v (chmod is committed at once)", fi.Mode(), err)
+			}
+			c.stop(t, syscall.SIGTERM)
+		})
+	}
+}

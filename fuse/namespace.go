@@ -109,10 +109,15 @@ func (t *txn) remove(st *inodeState) {
 }
 
 func (t *txn) commit(ctx context.Context) error {
-	raws := map[*inodeState][]byte{}
+	type staged struct {
+		rec inode
+		raw []byte
+	}
+	raws := map[*inodeState]staged{}
 	for _, st := range t.sts {
 		if t.changed[st] && !t.removed[st] {
-			raws[st] = t.f.stageLocked(&t.b, st)
+			rec, raw := t.f.stageLocked(&t.b, st, 0)
+			raws[st] = staged{rec, raw}
 		}
 	}
 	if err := t.f.kv.Commit(ctx, &t.b); err != nil {
@@ -121,8 +126,8 @@ func (t *txn) commit(ctx context.Context) error {
 		}
 		return err
 	}
-	for st, raw := range raws {
-		t.f.committedLocked(st, raw)
+	for st, sg := range raws {
+		t.f.committedLocked(st, sg.rec, sg.raw)
 	}
 	for st := range t.removed {
 		st.gone = true
@@ -610,7 +615,17 @@ func (f *filesystem) setattr(st *inodeState, in *gofuse.SetAttrIn) error {
 		}
 	}
 	st.attrDirty = true
-	if err := f.commitLocked(ctx, st); err != nil {
+	// The commit records a size only as far as the file's data is in
+	// healstore (see commitSizeLocked): a chmod, chown or utimes of a
+	// file with writes not yet uploaded past its committed size, or a
+	// truncate that leaves such writes (or a cut block not yet uploaded)
+	// below the new size, keeps the committed size; the new one stays
+	// pending in memory and in the journal, and fsync or close commits
+	// it. So neither a machine restart (the cache dropped) nor the loss
+	// of the cache directory can leave a size whose blocks read as zeros
+	// or as bytes a truncate cut away, and after a crash of the mount
+	// process alone the journal replays the size with the cached blocks.
+	if err := f.commitLocked(ctx, st, 0); err != nil {
 		return err
 	}
 	return nil
