@@ -128,14 +128,15 @@ func TestBackendFaults(t *testing.T) {
 	for _, s := range stopped {
 		s.start(t)
 	}
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
 	h, err := st.s.NewHealer(ctx, healstore.HealerOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
 	if _, err := h.RepairAll(ctx, nil); err != nil {
-		t.Fatalf("repair: %v", err)
+		t.Fatalf("repair (bounded at 5 minutes): %v", err)
 	}
 	objs, degraded := census(t, st.s)
 	if degraded != 0 {

@@ -34,7 +34,7 @@ func runFio(t testing.TB, job string, env map[string]string, args ...string) str
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	out, err := cmd.CombinedOutput()
+	out, err := runBounded(t, cmd, 20*time.Minute)
 	if err != nil {
 		t.Fatalf("fio %s: %v\n%s", filepath.Base(job), err, out)
 	}

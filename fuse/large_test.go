@@ -2,6 +2,7 @@ package fuse
 
 import (
 	"encoding/binary"
+	"fmt"
 	"io"
 	"os"
 	"runtime"
@@ -51,6 +52,40 @@ func (w *heapWatch) end() uint64 {
 	return w.peak.Load()
 }
 
+// progressWatch ends the test binary with a clear message when a long
+// loop of file operations on the mount makes no progress for limit (a
+// call stuck in the mount cannot be interrupted from the test; without
+// this the run would hang until go test's timeout and say only that).
+type progressWatch struct {
+	pos  atomic.Int64
+	stop chan struct{}
+}
+
+func watchProgress(t *testing.T, what string, limit time.Duration) *progressWatch {
+	p := &progressWatch{stop: make(chan struct{})}
+	name := t.Name()
+	go func() {
+		last, since := int64(-1), time.Now()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-tick.C:
+			}
+			if pos := p.pos.Load(); pos != last {
+				last, since = pos, time.Now()
+			} else if time.Since(since) > limit {
+				panic(fmt.Sprintf("%s: %s made no progress for %v, stuck at offset %d", name, what, limit, pos))
+			}
+		}
+	}()
+	return p
+}
+
+func (p *progressWatch) end() { close(p.stop) }
+
 // TestLargeFileBoundedMemory writes a 2 GiB file through the mount and
 // reads it back after a remount, checking every byte, while the memory of
 // the process (mount and test alike) stays bounded by the caches, not by
@@ -75,7 +110,9 @@ func TestLargeFileBoundedMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	buf := make([]byte, chunk)
+	pw := watchProgress(t, "the write", 3*time.Minute)
 	for off := int64(0); off < size; off += chunk {
+		pw.pos.Store(off)
 		fillPattern(buf, off)
 		if _, err := f.Write(buf); err != nil {
 			t.Fatalf("write at %d: %v", off, err)
@@ -87,6 +124,7 @@ func TestLargeFileBoundedMemory(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
+	pw.end()
 	wrote := time.Since(start)
 	e.remount()
 	start = time.Now()
@@ -97,7 +135,10 @@ func TestLargeFileBoundedMemory(t *testing.T) {
 	defer f.Close()
 	want := make([]byte, chunk)
 	var off int64
+	pw = watchProgress(t, "the read", 3*time.Minute)
+	defer pw.end()
 	for {
+		pw.pos.Store(off)
 		n, err := io.ReadFull(f, buf)
 		if n > 0 {
 			fillPattern(want, off)

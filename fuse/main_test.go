@@ -128,12 +128,26 @@ func startChild(t *testing.T, cfgPath, dir, cache string, noKernelWriteback bool
 	return c
 }
 
-// stop sends sig and waits for the process to exit.
+// stop sends sig and waits for the process to exit: at most 3 minutes
+// (a SIGTERM makes it upload what its cache holds, bounded by the
+// mount's own timeouts), then it is killed and the test fails.
 func (c *child) stop(t *testing.T, sig syscall.Signal) {
 	t.Helper()
 	c.cmd.Process.Signal(sig)
-	err := c.cmd.Wait()
-	if sig == syscall.SIGTERM && err != nil {
-		t.Fatalf("mount process after SIGTERM: %v\n%s", err, c.stderr)
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
+	const limit = 3 * time.Minute
+	select {
+	case err := <-done:
+		if sig == syscall.SIGTERM && err != nil {
+			t.Fatalf("mount process after SIGTERM: %v\n%s", err, c.stderr)
+		}
+	case <-time.After(limit):
+		c.cmd.Process.Kill()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+		}
+		t.Fatalf("mount process did not exit within %v of %v; killed\n%s", limit, sig, c.stderr)
 	}
 }

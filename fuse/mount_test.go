@@ -1,13 +1,17 @@
 package fuse
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -192,9 +196,61 @@ func (e *mountEnv) sh(script string) string {
 	e.t.Helper()
 	cmd := exec.Command("bash", "-c", "set -euo pipefail; cd \"$MNT\"; "+script)
 	cmd.Env = append(os.Environ(), "MNT="+e.dir, "HOME="+e.t.TempDir(), "GIT_CONFIG_NOSYSTEM=1")
-	out, err := cmd.CombinedOutput()
+	out, err := runBounded(e.t, cmd, 5*time.Minute)
 	if err != nil {
 		e.t.Fatalf("%s: %v\n%s", script, err, out)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// runBounded runs cmd and returns its combined output. A command still
+// running after limit, or a minute before the test's deadline, is killed
+// with its whole process group (its children may be the ones stuck in the
+// mount) and the error says so: the test fails with the command's output
+// instead of hanging the package until go test's timeout.
+func runBounded(t testing.TB, cmd *exec.Cmd, limit time.Duration) ([]byte, error) {
+	t.Helper()
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if dl, ok := d.Deadline(); ok {
+			limit = min(limit, max(time.Until(dl)-time.Minute, 10*time.Second))
+		}
+	}
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.bytes(), err
+	case <-time.After(limit):
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+	}
+	return out.bytes(), fmt.Errorf("%s still running after %v: killed", filepath.Base(cmd.Path), limit)
+}
+
+// syncBuffer collects a command's output; it can be read while the
+// command still writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
 }

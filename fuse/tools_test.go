@@ -3,9 +3,11 @@ package fuse
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // makeTree writes a small source tree outside the mount: nested
@@ -84,5 +86,21 @@ func TestShellTools(t *testing.T) {
 	}
 	if _, err := os.Stat(e.path("db.sqlite")); err == nil {
 		e.sh(`test "$(sqlite3 db.sqlite 'PRAGMA integrity_check;')" = ok && test "$(sqlite3 db.sqlite 'SELECT count(*) FROM t;')" = 667`)
+	}
+}
+
+// runBounded kills a command that overstays its limit, children included
+// (a child holding the output pipe would otherwise keep Wait waiting).
+func TestRunBoundedKillsStuckCommand(t *testing.T) {
+	start := time.Now()
+	out, err := runBounded(t, exec.Command("bash", "-c", "echo started; sleep 300 & sleep 300"), time.Second)
+	if err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("err %v, want a kill", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("runBounded returned after %v for a 1s limit", d)
+	}
+	if !strings.Contains(string(out), "started") {
+		t.Fatalf("output %q lost", out)
 	}
 }
