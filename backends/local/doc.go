@@ -14,8 +14,10 @@
 //
 // PutNoSync (backends.Syncer) skips both fsyncs, only starting the file's
 // write-back (sync_file_range(2), no wait); Sync then makes every value
-// written so far durable in one round of parallel fsyncs of their files and
-// directories, shared by concurrent callers. Until then a crash of the
+// written so far durable in one round of fsyncs of their files and
+// directories, all submitted at once through Linux AIO (so they run in
+// parallel in the kernel, not two at a time on a 2-core machine's
+// goroutines), shared by concurrent callers. Until then a crash of the
 // machine may leave such a value missing or torn; healstore's write path
 // writes its intent first and syncs before its metadata commit, and reads
 // verify every shard.

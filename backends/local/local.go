@@ -43,7 +43,8 @@ type Backend struct {
 	dirGen  uint64 // fan-out directories made since Open
 	rootGen uint64 // dirGen when the last successful fsync of the root began
 
-	fsyncDir func(dir string) error // syncDir; tests stand in for it
+	fsyncDir  func(dir string) error       // syncDir; tests stand in for it
+	syncPaths func(paths []string) []error // syncPaths (aio_linux.go); tests stand in for it
 }
 
 var _ backends.Backend = (*Backend)(nil)
@@ -57,7 +58,7 @@ func Open(spec backends.Spec) (*Backend, error) {
 	if spec.Kind != backends.KindLocal {
 		return nil, fmt.Errorf("backend %s: local.Open given kind %q", spec.Name, spec.Kind)
 	}
-	b := &Backend{name: spec.Name, root: filepath.Join(spec.Path, "data"), quota: spec.Quota, fsyncDir: syncDir}
+	b := &Backend{name: spec.Name, root: filepath.Join(spec.Path, "data"), quota: spec.Quota, fsyncDir: syncDir, syncPaths: syncPaths}
 	if err := os.MkdirAll(b.root, 0o755); err != nil {
 		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
 	}
@@ -270,14 +271,6 @@ func (b *Backend) makeDir(dir string) error {
 	}
 	b.dirGen++
 	return nil
-}
-
-// rootDue says whether a fan-out directory was made since the root was
-// last fsynced (read under the lock: see makeDir).
-func (b *Backend) rootDue() bool {
-	b.dirMu.Lock()
-	defer b.dirMu.Unlock()
-	return b.rootGen < b.dirGen
 }
 
 // syncRoot fsyncs the root directory unless every fan-out directory made

@@ -3,8 +3,6 @@ package local
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 
@@ -13,7 +11,7 @@ import (
 
 var _ backends.Syncer = (*Backend)(nil)
 
-// syncWorkers bounds the directories one round fsyncs at once.
+// syncWorkers bounds the fsyncs one round runs at once without AIO.
 const syncWorkers = 16
 
 // PutNoSync implements backends.Syncer: Put without its two fsyncs (the
@@ -60,85 +58,64 @@ func (b *Backend) Sync(ctx context.Context, keys []string) error {
 // its file, so a file missing here was removed behind the backend's back
 // (a wiped disk), and its value is lost.
 //
-// When fan-out directories were made since the root was last fsynced, the
-// root is fsynced too (their entries in it).
+// Every file and directory of the round is fsynced at once (syncPaths:
+// through AIO where the kernel offers it), the files and their directories
+// in parallel: each fsync makes its own part durable (the data, the entry),
+// and the round reports only when all are done. When fan-out directories
+// were made since the root was last fsynced, the root is fsynced too (their
+// entries in it).
 func (b *Backend) fsyncValues(keys []string) map[string]error {
 	dirs := map[string][]string{}
+	paths := make([]string, 0, 2*len(keys)+1)
 	for _, k := range keys {
 		d := b.dirOf(k)
 		dirs[d] = append(dirs[d], k)
+		paths = append(paths, filepath.Join(d, fileName(k)))
 	}
-	var mu sync.Mutex
+	dirKeys := make([][]string, 0, len(dirs))
+	for d, ks := range dirs {
+		paths = append(paths, d)
+		dirKeys = append(dirKeys, ks)
+	}
+	// The generation is read before the root's fsync begins (see makeDir).
+	b.dirMu.Lock()
+	gen, rootDue := b.dirGen, b.rootGen < b.dirGen
+	b.dirMu.Unlock()
+	if rootDue {
+		paths = append(paths, b.root)
+	}
+	perrs := b.syncPaths(paths)
 	errs := map[string]error{}
 	fail := func(err error, keys ...string) {
-		mu.Lock()
 		for _, k := range keys {
-			errs[k] = err
+			if errs[k] == nil {
+				errs[k] = err
+			}
 		}
-		mu.Unlock()
 	}
-	// One task per directory: its values' files, then the directory. On
-	// a journalling file system (ext4) the first file's fsync commits the
-	// directory's new entries with it, so the directory's own fsync is
-	// cheap right after; running the two in parallel cost a goroutine per
-	// value, and with busy cores each waited milliseconds for a thread.
-	// Directories run in parallel; the last task runs on this goroutine,
-	// so a round of one value starts no goroutine at all.
-	tasks := make([]func(), 0, len(dirs)+1)
-	if b.rootDue() {
-		tasks = append(tasks, func() {
-			// A failure fails every value of the round (which of
-			// them sit in a new directory is not tracked); the next
-			// round tries the root again.
-			if err := b.syncRoot(); err != nil {
-				fail(err, keys...)
-			}
-		})
-	}
-	for d, ks := range dirs {
-		tasks = append(tasks, func() {
-			for _, k := range ks {
-				if err := fsyncPath(filepath.Join(d, fileName(k))); err != nil {
-					fail(err, k)
-				}
-			}
-			if err := b.fsyncDir(d); err != nil {
-				fail(err, ks...)
-			}
-		})
-	}
-	sem := make(chan struct{}, syncWorkers)
-	var wg sync.WaitGroup
-	for i, fn := range tasks {
-		if i == len(tasks)-1 {
-			fn()
-			break
+	for i, k := range keys {
+		if perrs[i] != nil {
+			fail(perrs[i], k)
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			fn()
-		}()
 	}
-	wg.Wait()
+	for j, ks := range dirKeys {
+		if err := perrs[len(keys)+j]; err != nil {
+			fail(err, ks...)
+		}
+	}
+	if rootDue {
+		if err := perrs[len(paths)-1]; err != nil {
+			// A failure fails every value of the round (which of them
+			// sit in a new directory is not tracked); the next round
+			// tries the root again.
+			fail(err, keys...)
+		} else {
+			b.dirMu.Lock()
+			b.rootGen = max(b.rootGen, gen)
+			b.dirMu.Unlock()
+		}
+	}
 	return errs
-}
-
-// fsyncPath opens a file and fsyncs it. A write-back error that struck the
-// file before it was opened, and that nobody has reported yet, is reported
-// to this descriptor too (Linux 4.13 and later).
-func fsyncPath(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", p, err)
-	}
-	return nil
 }
 
 // syncState tracks the values PutNoSync wrote until a round makes them

@@ -346,6 +346,7 @@ func TestRoundSyncsRootForNewDirs(t *testing.T) {
 	var mu sync.Mutex
 	var synced []string
 	rootErr := error(nil)
+	// Durable Puts fsync directories one by one, rounds all at once.
 	b.fsyncDir = func(dir string) error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -354,6 +355,18 @@ func TestRoundSyncsRootForNewDirs(t *testing.T) {
 			return rootErr
 		}
 		return syncDir(dir)
+	}
+	b.syncPaths = func(paths []string) []error {
+		errs := syncPaths(paths)
+		mu.Lock()
+		defer mu.Unlock()
+		for i, p := range paths {
+			synced = append(synced, p)
+			if p == b.root && rootErr != nil {
+				errs[i] = rootErr
+			}
+		}
+		return errs
 	}
 	rootSyncs := func() int {
 		mu.Lock()
