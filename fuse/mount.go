@@ -108,6 +108,13 @@ func mountFS(ctx context.Context, kv kvStore, blobs blobStore, dir string, opts 
 		// the kernel stop asking (it would otherwise look up
 		// security.capability on every write).
 		DisableXAttrs: true,
+		// Reads answer from memory (ReadResultData), never from a file
+		// descriptor, so go-fuse's splice path has nothing to splice: it
+		// took a pipe, resized it and wrote the reply header into it for
+		// every read before falling back to writev, and for a 1 MiB read
+		// (more than the default pipe-max-size with the header) logged
+		// "trySplice: ... max pipe size" to stderr each time.
+		DisableSplice: true,
 		Debug:         opts.Debug,
 		Logger:        log.New(os.Stderr, "healstore fuse: ", log.LstdFlags),
 	}
