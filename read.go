@@ -104,13 +104,25 @@ func (r *Reader) Read(p []byte) (int, error) {
 }
 
 // WriteTo implements io.WriterTo: io.Copy hands whole decoded blocks to w
-// from the Reader's position, with read-ahead, and no intermediate buffer.
+// from the Reader's position, with several blocks fetched and decoded
+// ahead, and no intermediate copy.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	bs := int64(r.pol.BlockSize)
 	for r.off < r.obj.Size {
+		if r.off%bs == 0 && !r.noDirect && !r.obj.IsInline() {
+			// From a block boundary on: decoded into recycled buffers
+			// (readdirect.go), not through the cache.
+			n, err := r.writeWhole(w)
+			total += n
+			if err != nil {
+				return total, err
+			}
+			continue
+		}
 		b := uint64(r.off / bs)
-		data, err := r.block(r.ctx, b, true)
+		// Read ahead only where the next blocks cannot go direct.
+		data, err := r.block(r.ctx, b, r.noDirect || r.obj.IsInline())
 		if err != nil {
 			return total, err
 		}

@@ -3,6 +3,7 @@ package healstore
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 
@@ -102,6 +103,115 @@ func (r *Reader) readWhole(ctx context.Context, p []byte, pos int64, sequential 
 		}
 	}
 	return n, nil
+}
+
+// blockBufs recycles the buffers writeWhole decodes blocks into, one
+// sync.Pool per block size, so a long copy neither allocates nor zeroes a
+// block's worth of memory per block.
+var blockBufs sync.Map // int -> *sync.Pool of *[]byte
+
+func getBlockBuf(size int) *[]byte {
+	p, ok := blockBufs.Load(size)
+	if !ok {
+		p, _ = blockBufs.LoadOrStore(size, &sync.Pool{})
+	}
+	if b, ok := p.(*sync.Pool).Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, size)
+	return &b
+}
+
+func putBlockBuf(size int, b *[]byte) {
+	p, _ := blockBufs.Load(size)
+	p.(*sync.Pool).Put(b)
+}
+
+// writeWhole is WriteTo from a block boundary to the end of a striped
+// object: up to directWorkers blocks are fetched and decoded at once, each
+// straight into a recycled buffer (as readWhole decodes into the caller's
+// memory), and written to w in order. A block already in the cache is
+// taken from there. It stops at the first block that fails or the first
+// write error, after the blocks still being decoded have ended, and
+// returns the bytes written; the Reader's position moves by as much.
+func (r *Reader) writeWhole(w io.Writer) (int64, error) {
+	bs := r.pol.BlockSize
+	first := uint64(r.off / int64(bs))
+	nb := uint64(len(r.obj.Stripes))
+	ctx, cancel := context.WithCancel(r.ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait() // the blocks under way end quickly once cancelled
+	defer cancel()
+
+	type job struct {
+		b    uint64
+		buf  *[]byte // nil when data came from the cache
+		data []byte
+		err  error
+		done chan struct{}
+	}
+	// Jobs in block order. Each starts once it is queued, so at most
+	// directWorkers are decoding while w takes the one before them.
+	queue := make(chan *job, directWorkers-1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(queue)
+		for b := first; b < nb; b++ {
+			j := &job{b: b, done: make(chan struct{})}
+			select {
+			case queue <- j:
+			case <-ctx.Done():
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer close(j.done)
+				r.mu.Lock()
+				closed := r.closed
+				_, cached := r.cache[j.b]
+				r.mu.Unlock()
+				if closed {
+					j.err = fmt.Errorf("read %q: %w", r.obj.Name, ErrClosed)
+					return
+				}
+				if cached {
+					j.data, j.err = r.block(ctx, j.b, false)
+					return
+				}
+				l := int(min(int64(bs), r.obj.Size-int64(j.b)*int64(bs)))
+				j.buf = getBlockBuf(bs)
+				j.data, j.err = r.fetchStripe(ctx, j.b, (*j.buf)[:l])
+			}()
+		}
+	}()
+
+	var total int64
+	for j := range queue {
+		<-j.done
+		if j.err != nil {
+			return total, j.err
+		}
+		in := r.off - int64(j.b)*int64(bs)
+		if in < 0 || in >= int64(len(j.data)) {
+			return total, fmt.Errorf("read %q: block %d holds %d bytes, expected more: %w", r.obj.Name, j.b, len(j.data), encoder.ErrCorrupt)
+		}
+		n, err := w.Write(j.data[in:])
+		total += int64(n)
+		r.off += int64(n)
+		if j.buf != nil {
+			putBlockBuf(bs, j.buf)
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+	// The queue closes early only when ctx ended.
+	if r.off < r.obj.Size {
+		return total, fmt.Errorf("read %q: %w", r.obj.Name, context.Cause(ctx))
+	}
+	return total, nil
 }
 
 // decode opens block b from its fetched shards into dst (nil: new

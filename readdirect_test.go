@@ -250,3 +250,145 @@ func TestReadWholeBlocksClose(t *testing.T) {
 		t.Fatalf("read after close: %d, %v after %v", n, err, time.Since(start))
 	}
 }
+
+// io.Copy (WriteTo) decodes whole blocks outside the cache, several at a
+// time, and writes them in order: block 0, slow on every backend, arrives
+// last; a corrupt and a lost shard are decoded around and queued for
+// repair (invariant 3 on this path too); a copy from inside a block takes
+// that block through the cache and the rest directly; a block that cannot
+// be read ends the copy after every block before it, with its error.
+func TestWriteToWholeBlocks(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx := context.Background()
+	data := putRandom(t, s, "obj", 8*testBS+100)
+	sts := stripesOf(t, s, "obj")
+	slow := strings.TrimPrefix(sts[0].Shards[0].Key, "shards/")
+	slow = slow[:strings.IndexByte(slow, '.')]
+	for _, bk := range s.cfg.Backends {
+		setBackend(t, s, bk.Name, func(b backends.Backend) backends.Backend {
+			return slowBackend{Backend: b, slow: slow, delay: 150 * time.Millisecond}
+		})
+	}
+	// Block 1: a bit flip in data shard 0. Block 3: data shard 2 lost.
+	sh := sts[1].Shards[0]
+	b, _ := s.Backend(sh.Backend)
+	raw, err := b.Get(ctx, sh.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)/2] ^= 0x40
+	if err := b.Put(ctx, sh.Key, raw); err != nil {
+		t.Fatal(err)
+	}
+	loseShards(t, s, "obj", 3, 2)
+
+	copyFrom := func(off int64) ([]byte, int64, *Reader, error) {
+		t.Helper()
+		r, err := s.Open(ctx, "obj")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Seek(off, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		n, err := io.Copy(&out, r)
+		return out.Bytes(), n, r, err
+	}
+	got, n, r, err := copyFrom(0)
+	if err != nil || n != int64(len(data)) || !bytes.Equal(got, data) {
+		t.Fatalf("copy: %d bytes, %v, equal %v", n, err, bytes.Equal(got, data))
+	}
+	r.mu.Lock()
+	for blk := range uint64(9) {
+		if _, ok := r.cache[blk]; ok {
+			t.Errorf("block %d went through the cache", blk)
+		}
+	}
+	r.mu.Unlock()
+	if pos, _ := r.Seek(0, io.SeekCurrent); pos != int64(len(data)) {
+		t.Errorf("position after the copy: %d", pos)
+	}
+	r.Close()
+	queued := map[[16]byte]string{}
+	for _, it := range queue(t, s) {
+		queued[it.Stripe] = it.Reason
+	}
+	if !strings.Contains(queued[sts[1].ID], "corrupt [0]") || !strings.Contains(queued[sts[3].ID], "missing [2]") || len(queued) != 2 {
+		t.Fatalf("queued %v", queued)
+	}
+
+	// From inside block 2: its rest through the cache, then blocks 3-8.
+	off := int64(2*testBS + 777)
+	got, n, r, err = copyFrom(off)
+	if err != nil || n != int64(len(data))-off || !bytes.Equal(got, data[off:]) {
+		t.Fatalf("copy from %d: %d bytes, %v", off, n, err)
+	}
+	r.mu.Lock()
+	_, c2 := r.cache[2]
+	_, c3 := r.cache[3]
+	_, c4 := r.cache[4]
+	r.mu.Unlock()
+	if !c2 || c3 || c4 {
+		t.Errorf("from inside block 2: cached block 2 %v (want true), 3 %v and 4 %v (want false)", c2, c3, c4)
+	}
+	r.Close()
+
+	// Block 5 unreadable: blocks 0-4 written, then block 5's error.
+	loseShards(t, s, "obj", 5, 0, 1, 3)
+	got, n, r, err = copyFrom(0)
+	r.Close()
+	if !errors.Is(err, ErrInsufficientBackends) || !strings.Contains(err.Error(), "block 5") || n != 5*testBS || !bytes.Equal(got, data[:5*testBS]) {
+		t.Fatalf("block 5 lost: copied %d, %v; want %d bytes and block 5's error", n, err, 5*testBS)
+	}
+}
+
+// A writer's error ends the copy at once; Close ends a copy under way.
+func TestWriteToStops(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx := context.Background()
+	data := putRandom(t, s, "obj", 6*testBS)
+	r, err := s.Open(ctx, "obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &limitWriter{left: 2*testBS + 5}
+	n, err := io.Copy(w, r)
+	if !errors.Is(err, io.ErrShortWrite) || n != 2*testBS+5 || !bytes.Equal(w.buf.Bytes(), data[:n]) {
+		t.Fatalf("writer failing after %d bytes: copied %d, %v", 2*testBS+5, n, err)
+	}
+	r.Close()
+
+	for _, bk := range s.cfg.Backends {
+		setBackend(t, s, bk.Name, func(b backends.Backend) backends.Backend {
+			return slowBackend{Backend: b, slow: "shards/", delay: 10 * time.Second}
+		})
+	}
+	r, err = s.Open(ctx, "obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(100*time.Millisecond, func() { r.Close() })
+	start := time.Now()
+	n, err = io.Copy(io.Discard, r)
+	if err == nil || n != 0 || time.Since(start) > 5*time.Second {
+		t.Fatalf("copy after close: %d, %v after %v", n, err, time.Since(start))
+	}
+}
+
+// limitWriter keeps left bytes, then fails.
+type limitWriter struct {
+	buf  bytes.Buffer
+	left int
+}
+
+func (w *limitWriter) Write(p []byte) (int, error) {
+	if len(p) > w.left {
+		w.buf.Write(p[:w.left])
+		n := w.left
+		w.left = 0
+		return n, io.ErrShortWrite
+	}
+	w.left -= len(p)
+	return w.buf.Write(p)
+}
