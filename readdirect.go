@@ -10,10 +10,13 @@ import (
 	"github.com/healstore/healstore/encoder"
 )
 
-// directWorkers is how many whole blocks one read decodes at once: as many
-// as the cached path keeps in flight (the block read plus readAhead), so
-// fetching, verifying and decrypting overlap on every core.
-const directWorkers = readAhead + 1
+// directWorkers is how many whole blocks one read fetches and decodes at
+// once: one more than the cached path keeps in flight (the block read plus
+// readAhead). Each block's shards are read from the backends and then
+// decoded on the CPU; with four blocks under way the disk has reads queued
+// while the cores decode, and a 64 MiB read of 16 MiB blocks goes in one
+// wave instead of two. Each costs a block's worth of shard buffers.
+const directWorkers = readAhead + 2
 
 // readWhole decodes the run of whole blocks that starts at pos and that p
 // covers straight into p, skipping the block cache and its copy: the
