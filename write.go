@@ -165,6 +165,36 @@ func (s *Store) write(ctx context.Context, name string, r io.Reader, o writeOpts
 		quorum:  s.cfg.Quorum(),
 		stripes: map[uint64]*metastore.Stripe{},
 	}
+	// An object of one block skips the stream encoder: its stripe id is
+	// chosen first, so the intent commit runs while the block is sealed
+	// and encoded (putSingle).
+	stopWatch := func() bool { return false }
+	if stopInput != nil {
+		// The read below blocks until the producer writes or closes;
+		// when ctx ends first, unblock both (as the encoder does).
+		stopWatch = context.AfterFunc(ctx, func() { stopInput(context.Cause(ctx)) })
+	}
+	buf, n, more, err := readFirstBlock(r, pol.BlockSize)
+	stopWatch()
+	if err != nil {
+		err = fmt.Errorf("read block 0: %w", err)
+		if stopInput != nil {
+			stopInput(err)
+		}
+		return nil, err
+	}
+	if !more && n > 0 {
+		if err := w.putSingle(ctx, buf, n); err != nil {
+			if stopInput != nil {
+				stopInput(err)
+			}
+			w.abandon()
+			return nil, err
+		}
+		return w.finish(ctx, o)
+	}
+	defer firstBlockBufs.Put(buf) // after enc.Close: the encoder reads it
+	r = io.MultiReader(bytes.NewReader((*buf)[:n]), r)
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	enc := codec.NewStreamEncoder(wctx, w.id, r, encodeAhead)
@@ -211,6 +241,11 @@ func (s *Store) write(ctx context.Context, name string, r io.Reader, o writeOpts
 		w.abandon()
 		return nil, err
 	}
+	return w.finish(ctx, o)
+}
+
+// finish syncs what the uploads left unsynced and commits the object.
+func (w *objectWrite) finish(ctx context.Context, o writeOpts) (*ObjectInfo, error) {
 	// Every shard must be durable before the commit that makes the object
 	// visible (invariant 1).
 	if err := w.sync(ctx, w.takeUnsynced(0)); err != nil {
@@ -223,6 +258,74 @@ func (s *Store) write(ctx context.Context, name string, r io.Reader, o writeOpts
 		return nil, err
 	}
 	return info, nil
+}
+
+// firstBlockBufs holds buffers of block_size+1 bytes for readFirstBlock.
+var firstBlockBufs sync.Pool
+
+// readFirstBlock reads up to blockSize+1 bytes of r into a pooled buffer
+// (given back with firstBlockBufs.Put): n bytes, and more when r holds more
+// than one block.
+func readFirstBlock(r io.Reader, blockSize int) (buf *[]byte, n int, more bool, err error) {
+	buf, _ = firstBlockBufs.Get().(*[]byte)
+	if buf == nil || cap(*buf) < blockSize+1 {
+		b := make([]byte, blockSize+1)
+		buf = &b
+	}
+	n, err = io.ReadFull(r, (*buf)[:blockSize+1])
+	switch {
+	case err == nil:
+		return buf, n, true, nil
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return buf, n, false, nil
+	}
+	firstBlockBufs.Put(buf)
+	return nil, 0, false, err
+}
+
+// putSingle stores an object of one block, the n bytes in buf (given back
+// to firstBlockBufs once sealed). The stripe's locations are chosen and its
+// intent committed while the block is sealed and encoded; no shard is
+// written before the intent is durable.
+func (w *objectWrite) putSingle(ctx context.Context, buf *[]byte, n int) error {
+	s := w.s
+	id := encoder.NewStripeID()
+	// The shard size before encoding, generously: the seal adds less
+	// than 256 bytes, compression (when it does not pay) a little more.
+	est := int64(n/w.pol.K + n/(64*w.pol.K) + 4096)
+	targets, cands, err := s.place(ctx, w.pol.K+w.pol.M, w.quorum, est)
+	if err != nil {
+		firstBlockBufs.Put(buf)
+		return err
+	}
+	intent := newIntent(id, targets)
+	intentErr := make(chan error, 1)
+	go func() { intentErr <- s.meta.AddIntent(ctx, intent) }()
+	st, encErr := w.codec.EncodeBlock(w.id, 0, id, (*buf)[:n])
+	firstBlockBufs.Put(buf) // EncodeBlock keeps none of it
+	if err := <-intentErr; err != nil {
+		st.Release()
+		return fmt.Errorf("block 0: record write intent: %w", err)
+	}
+	w.mu.Lock()
+	w.intents = append(w.intents, id)
+	w.mu.Unlock()
+	if encErr != nil {
+		return encErr
+	}
+	return w.upload(ctx, 0, st, targets, cands, intent)
+}
+
+// newIntent lists the locations of a stripe's shards: one per target
+// (a degraded placement leaves some without).
+func newIntent(id [16]byte, targets []placement.Candidate) metastore.Intent {
+	intent := metastore.Intent{ID: id, Created: time.Now()}
+	for i, t := range targets {
+		if t.Name != "" {
+			intent.Shards = append(intent.Shards, metastore.ShardLoc{Backend: t.Name, Key: shardio.ShardKey(id, i)})
+		}
+	}
+	return intent
 }
 
 // putStripe places, records (intent) and uploads one stripe.
@@ -244,22 +347,28 @@ func (w *objectWrite) putStripe(ctx context.Context, block uint64, st *encoder.S
 	// crash could lose would leave shards nobody knows of. Overlapping
 	// the two would need the shards to stay under temporary names until
 	// the intent is durable, and one more round of renames.
-	intent := metastore.Intent{ID: st.ID, Created: time.Now()}
-	shards := make([][]byte, n)
-	for i, t := range targets {
-		if t.Name == "" {
-			continue // degraded placement: this shard starts missing
-		}
-		shards[i] = st.Shards[i]
-		intent.Shards = append(intent.Shards, metastore.ShardLoc{Backend: t.Name, Key: shardio.ShardKey(st.ID, i)})
-	}
+	intent := newIntent(st.ID, targets)
 	if err := s.meta.AddIntent(ctx, intent); err != nil {
 		return fmt.Errorf("block %d: record write intent: %w", block, err)
 	}
 	w.mu.Lock()
 	w.intents = append(w.intents, st.ID)
 	w.mu.Unlock()
+	return w.upload(ctx, block, st, targets, cands, intent)
+}
 
+// upload writes the shards of a stripe whose intent is durable to their
+// targets (retrying failed ones on other backends, each recorded in the
+// intent first) and records where they landed.
+func (w *objectWrite) upload(ctx context.Context, block uint64, st *encoder.Stripe, targets, cands []placement.Candidate, intent metastore.Intent) error {
+	s := w.s
+	n := len(st.Shards)
+	shards := make([][]byte, n)
+	for i, t := range targets {
+		if t.Name != "" { // else degraded placement: this shard starts missing
+			shards[i] = st.Shards[i]
+		}
+	}
 	var imu sync.Mutex
 	res := shardio.Upload(ctx, s, st.ID, shards, targets, shardio.UploadOptions{
 		Candidates: cands,
