@@ -162,13 +162,19 @@ func (e *aioEngine) fsync(fds []int) []error {
 		e.mu.Unlock()
 		done := e.submit(ptrs[i : i+n])
 		runtime.KeepAlive(cbs)
-		// What the kernel refused (none in practice) is fsynced here.
-		for j := i + done; j < i+n; j++ {
+		// What the kernel refused (none on Linux 4.18 and later, but a
+		// descriptor that cannot be fsynced, or a kernel without AIO
+		// fsync, says EINVAL) is fsynced here, in parallel.
+		if done < n {
 			e.mu.Lock()
-			delete(e.reqs, cbs[j].data)
+			for j := i + done; j < i+n; j++ {
+				delete(e.reqs, cbs[j].data)
+				<-e.slots
+			}
 			e.mu.Unlock()
-			<-e.slots
-			b.finish(j, unix.Fsync(fds[j]))
+			for k, err := range fsyncParallel(fds[i+done : i+n]) {
+				b.finish(i+done+k, err)
+			}
 		}
 		i += n
 	}

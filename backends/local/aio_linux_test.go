@@ -131,4 +131,12 @@ func TestAIOFsyncErrors(t *testing.T) {
 	if !errors.Is(errs[3], syscall.EBADF) {
 		t.Fatalf("fsync of a closed descriptor: %v, want EBADF", errs[3])
 	}
+	// Refused from the first: everything is fsynced without AIO.
+	errs = e.fsync([]int{pipe[1], fds[0], fds[1]})
+	if !errors.Is(errs[0], syscall.EINVAL) || errs[1] != nil || errs[2] != nil {
+		t.Fatalf("fsync of a pipe then two files: %v", errs)
+	}
+	if n := len(e.slots); n != 0 {
+		t.Fatalf("%d slots still held", n)
+	}
 }
