@@ -966,3 +966,63 @@ func TestCoreTruncateUpCommitsAtOnce(t *testing.T) {
 		t.Fatal("content after truncate up differs")
 	}
 }
+
+// A write into a block that a reader (or read-ahead) is fetching must not
+// wait for that fetch: the fetch fills the read cache under the inode's
+// mutex, which the write holds while it loads the block.
+func TestCoreWriteIntoBlockBeingFetched(t *testing.T) {
+	e := newCoreEnv(t)
+	e.opts.OpTimeout = 3 * time.Second
+	f := e.open()
+	defer shutdown(t, f)
+	st := newFile(t, f, rootIno, "w")
+	defer f.put(st)
+	writeT(t, f, st, bytes.Repeat([]byte("a"), 2*testBS), 0)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	f.rcache = newReadCache(1 << 20) // forget what the upload cached
+	started, release := make(chan string, 1), make(chan struct{})
+	hook := func(name string) {
+		select {
+		case started <- name:
+			<-release
+		default:
+		}
+	}
+	e.blobs.getHook.Store(&hook)
+	k := blockKey{st.ino, 1}
+	st.mu.Lock()
+	ver := st.dataVer
+	st.mu.Unlock()
+	fetched := make(chan error, 1)
+	go func() {
+		_, err := f.fetchBlock(context.Background(), k, testBS, f.filler(st, k, ver))
+		fetched <- err
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fetch did not start within 10s")
+	}
+	wrote := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := f.write(st, []byte("b"), testBS+10) // loads block 1 under the inode's mutex
+		wrote <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // let the write reach the fetch
+	close(release)
+	for name, ch := range map[string]chan error{"write": wrote, "fetch": fetched} {
+		if err := <-ch; err != nil {
+			t.Fatalf("%s: %v (after %v)", name, err, time.Since(start))
+		}
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("the write took %v: it waited for the fetch's fill", d)
+	}
+	got := readAll(t, f, st)
+	if got[testBS+10] != 'b' || got[testBS+9] != 'a' {
+		t.Fatal("content after the write differs")
+	}
+}

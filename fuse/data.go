@@ -79,6 +79,28 @@ func (f *filesystem) fetchBlock(ctx context.Context, k blockKey, bs uint32, fill
 	return c.data, c.err
 }
 
+// fetchLocked returns the stored content of block k (empty for a block
+// never written) for a caller that holds the inode's mutex, to load it
+// into the write-back cache. It never joins a fetch in flight: such a
+// fetch (a reader's, or read-ahead) fills the read cache under that mutex
+// before it completes, so waiting for it while holding the mutex would
+// stall both until the caller's timeout (and the write would fail). Two
+// fetches of one block at once cost only the bytes.
+func (f *filesystem) fetchLocked(ctx context.Context, k blockKey, bs uint32) ([]byte, error) {
+	if d, ok := f.rcache.get(k); ok {
+		return d, nil
+	}
+	buf := make([]byte, bs)
+	n, err := f.blobs.GetBlock(ctx, f.blockName(k), buf)
+	switch {
+	case errors.Is(err, errNoBlock):
+		return []byte{}, nil
+	case err != nil:
+		return nil, fmt.Errorf("read block %d of inode %d: %w", k.idx, k.ino, err)
+	}
+	return buf[:n], nil
+}
+
 // filler returns the fill function for fetchBlock on st's file as of
 // version ver.
 func (f *filesystem) filler(st *inodeState, k blockKey, ver uint64) func([]byte) {
@@ -300,7 +322,7 @@ func (f *filesystem) loadLocked(ctx context.Context, st *inodeState, idx uint64,
 	var data []byte
 	start := idx * uint64(bs)
 	if fetch && start < st.rec.Size && idx < st.rec.Extent {
-		d, err := f.fetchBlock(ctx, k, bs, nil) // the block is loading into the cache
+		d, err := f.fetchLocked(ctx, k, bs)
 		if err != nil {
 			return nil, err
 		}
@@ -389,7 +411,7 @@ func (f *filesystem) growLocked(ctx context.Context, st *inodeState, old uint64,
 	// commits its size at once (see commitSizeLocked). The fetch goes to
 	// the read cache for the write that may follow.
 	k := blockKey{st.ino, idx}
-	d, err := f.fetchBlock(ctx, k, uint32(bs), nil)
+	d, err := f.fetchLocked(ctx, k, uint32(bs))
 	if err != nil {
 		return err
 	}

@@ -91,6 +91,8 @@ type memBlobs struct {
 	// putHook, when set, runs at the start of each Put, before it reads
 	// the block.
 	putHook atomic.Pointer[func(name string)]
+	// getHook, when set, runs at the start of each Get.
+	getHook atomic.Pointer[func(name string)]
 }
 
 func newMemBlobs() *memBlobs { return &memBlobs{m: map[string][]byte{}} }
@@ -132,6 +134,9 @@ func (b *memBlobs) PutBlock(ctx context.Context, name string, r io.Reader) error
 }
 
 func (b *memBlobs) GetBlock(ctx context.Context, name string, buf []byte) (int, error) {
+	if h := b.getHook.Load(); h != nil {
+		(*h)(name)
+	}
 	if err := b.fault(ctx, &b.getErr); err != nil {
 		return 0, err
 	}
