@@ -138,16 +138,25 @@ func (e *aioEngine) fsync(fds []int) []error {
 	cbs := make([]aioIocb, len(fds))
 	ptrs := make([]*aioIocb, len(fds))
 	for i := 0; i < len(fds); {
-		// Take a slot for each request, at least one (waiting), then
-		// as many more as are free.
-		e.slots <- struct{}{}
-		n := 1
-		for i+n < len(fds) && n < cap(e.slots) {
+		// Take a slot for each request, as many as are free, never
+		// waiting for one: the context is shared by every backend of
+		// the process, and a disk whose fsyncs hang keeps its slots.
+		n := 0
+		for i+n < len(fds) {
 			select {
 			case e.slots <- struct{}{}:
 				n++
 				continue
 			default:
+			}
+			break
+		}
+		if n == 0 {
+			// Every slot is in use: the rest run as system calls on
+			// goroutines, as without AIO, so one stuck backend never
+			// holds up the sync rounds of the others.
+			for j, err := range fsyncParallel(fds[i:]) {
+				b.finish(i+j, err)
 			}
 			break
 		}
@@ -252,12 +261,28 @@ func (e *aioEngine) reap() {
 // write-back error that struck a file before it was opened here, and that
 // nobody has reported yet, is reported to this descriptor too (Linux 4.13
 // and later).
+//
+// The paths are opened and fsynced syncChunk at a time, so a long round
+// holds a bounded number of descriptors (running out of them would look
+// like lost values).
 func syncPaths(paths []string) []error {
 	errs := make([]error, len(paths))
+	for lo := 0; lo < len(paths); lo += syncChunk {
+		hi := min(lo+syncChunk, len(paths))
+		syncPathsChunk(paths[lo:hi], errs[lo:hi])
+	}
+	return errs
+}
+
+// syncChunk bounds the descriptors one round holds open at once.
+const syncChunk = 64
+
+// syncPathsChunk is syncPaths for at most syncChunk paths, errors into errs.
+func syncPathsChunk(paths []string, errs []error) {
 	fds := make([]int, 0, len(paths))
 	idx := make([]int, 0, len(paths))
 	for i, p := range paths {
-		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := openRetry(p)
 		if err != nil {
 			errs[i] = &os.PathError{Op: "open", Path: p, Err: err}
 			continue
@@ -277,7 +302,27 @@ func syncPaths(paths []string) []error {
 			errs[idx[j]] = &os.PathError{Op: "fsync", Path: paths[idx[j]], Err: ferrs[j]}
 		}
 	}
-	return errs
+}
+
+// openRetry opens path for fsync, retrying when a signal interrupts the
+// open (network and FUSE file systems return EINTR when Go's preemption
+// signal arrives; os.Open retries the same way).
+func openRetry(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
+// fsyncRetry is fsync(2), retried on EINTR as os.File.Sync does.
+func fsyncRetry(fd int) error {
+	for {
+		if err := unix.Fsync(fd); err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 // fsyncParallel fsyncs the fds on up to syncWorkers goroutines (this one
@@ -295,7 +340,7 @@ func fsyncParallel(fds []int) []error {
 			if j >= len(fds) {
 				return
 			}
-			errs[j] = unix.Fsync(fds[j])
+			errs[j] = fsyncRetry(fds[j])
 		}
 	}
 	var wg sync.WaitGroup

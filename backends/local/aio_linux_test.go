@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -138,5 +139,59 @@ func TestAIOFsyncErrors(t *testing.T) {
 	}
 	if n := len(e.slots); n != 0 {
 		t.Fatalf("%d slots still held", n)
+	}
+}
+
+// A caller never waits for a slot: with every slot held (by rounds on a
+// disk whose fsyncs hang) a round on another disk still completes, by
+// fsync system calls, and leaves the held slots alone.
+func TestAIOSlotsExhausted(t *testing.T) {
+	e := aioEngineOrNil()
+	if e == nil {
+		t.Skip("AIO is not available here")
+	}
+	for range cap(e.slots) {
+		e.slots <- struct{}{}
+	}
+	defer func() {
+		for range cap(e.slots) {
+			<-e.slots
+		}
+	}()
+	files, dirs := makeFiles(t, 3)
+	done := make(chan []error, 1)
+	go func() { done <- syncPaths(append(files, dirs...)) }()
+	select {
+	case errs := <-done:
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("path %d: %v", i, err)
+			}
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a round waited for an AIO slot while all were held")
+	}
+	if n := len(e.slots); n != cap(e.slots) {
+		t.Fatalf("%d of %d slots held after the round, want all (the test's)", n, cap(e.slots))
+	}
+}
+
+// A round longer than syncChunk keeps each path's error at its index.
+func TestSyncPathsChunks(t *testing.T) {
+	files, dirs := makeFiles(t, 2*syncChunk+7)
+	missing := filepath.Join(dirs[1], "missing")
+	at := syncChunk + 3
+	paths := append(append(append([]string{}, files[:at]...), missing), files[at:]...)
+	errs := syncPaths(paths)
+	for i, err := range errs {
+		if i == at {
+			if !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("missing path at %d: %v, want ErrNotExist", i, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", paths[i], err)
+		}
 	}
 }
