@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -77,7 +78,11 @@ func watchProgress(t *testing.T, what string, limit time.Duration) *progressWatc
 			if pos := p.pos.Load(); pos != last {
 				last, since = pos, time.Now()
 			} else if time.Since(since) > limit {
-				panic(fmt.Sprintf("%s: %s made no progress for %v, stuck at offset %d", name, what, limit, pos))
+				msg := fmt.Sprintf("%s: %s made no progress for %v, stuck at offset %d", name, what, limit, pos)
+				fmt.Fprintf(os.Stderr, "%s; the goroutines:\n", msg)
+				pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+				abortMounts() // so the process can exit (see watchdog)
+				panic(msg)
 			}
 		}
 	}()

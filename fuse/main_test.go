@@ -3,16 +3,21 @@ package fuse
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/healstore/healstore"
 )
@@ -25,7 +30,45 @@ func TestMain(m *testing.M) {
 	if os.Getenv("HEALSTORE_FUSE_CHILD") == "1" {
 		os.Exit(childMount())
 	}
+	flag.Parse()
+	if f := flag.Lookup("test.timeout"); f != nil {
+		if d, err := time.ParseDuration(f.Value.String()); err == nil && d > 0 {
+			watchdog(d)
+		}
+	}
 	os.Exit(m.Run())
+}
+
+// watchdog fails the run shortly before go test's timeout would, in a way
+// that says more and that can end: it prints every goroutine (what the
+// stuck test waits for), then force-unmounts the mounts this process
+// serves and panics. Without the unmount, a process that dies with dirty
+// pages in its own mount hangs in exit, waiting for a write-back only it
+// could have served, and go test reports only that it killed it.
+func watchdog(timeout time.Duration) {
+	at := timeout - min(timeout/10, time.Minute)
+	time.AfterFunc(at, func() {
+		fmt.Fprintf(os.Stderr, "fuse tests: still running after %v (timeout %v); the goroutines:\n", at, timeout)
+		pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+		abortMounts()
+		panic(fmt.Sprintf("fuse tests: still running after %v of the %v timeout (goroutines above); in-process mounts aborted", at, timeout))
+	})
+}
+
+// liveMounts holds the mount points this process serves (in-process
+// mounts of the tests).
+var liveMounts sync.Map
+
+// abortMounts force-unmounts every mount this process serves: the kernel
+// aborts the connection, so requests waiting on it fail at once and
+// dirty pages are dropped, and the process can exit.
+func abortMounts() {
+	liveMounts.Range(func(k, _ any) bool {
+		dir := k.(string)
+		unix.Unmount(dir, unix.MNT_FORCE)
+		unix.Unmount(dir, unix.MNT_DETACH)
+		return true
+	})
 }
 
 func childMount() int {

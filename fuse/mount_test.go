@@ -162,6 +162,7 @@ func (e *mountEnv) mount() {
 		e.t.Fatalf("mount: %v", err)
 	}
 	e.m = m
+	liveMounts.Store(e.dir, true)
 }
 
 func (e *mountEnv) unmount() {
@@ -170,6 +171,7 @@ func (e *mountEnv) unmount() {
 	defer cancel()
 	err := e.m.Unmount(ctx)
 	e.m = nil
+	liveMounts.Delete(e.dir)
 	if err != nil {
 		e.t.Fatalf("unmount: %v", err)
 	}
