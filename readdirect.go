@@ -140,7 +140,9 @@ func putBlockBuf(size int, b *[]byte) {
 func (r *Reader) writeWhole(w io.Writer) (int64, error) {
 	bs := r.pol.BlockSize
 	first := uint64(r.off / int64(bs))
-	nb := uint64(len(r.obj.Stripes))
+	// A damaged record may name more stripes than its size needs (the
+	// extra ones are never read) or fewer (an error below, not a panic).
+	nb := min(uint64(len(r.obj.Stripes)), uint64((r.obj.Size+int64(bs)-1)/int64(bs)))
 	ctx, cancel := context.WithCancel(r.ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait() // the blocks under way end quickly once cancelled
@@ -206,13 +208,18 @@ func (r *Reader) writeWhole(w io.Writer) (int64, error) {
 		if j.buf != nil {
 			putBlockBuf(bs, j.buf)
 		}
+		if err == nil && n < len(j.data)-int(in) {
+			err = io.ErrShortWrite
+		}
 		if err != nil {
 			return total, err
 		}
 	}
-	// The queue closes early only when ctx ended.
 	if r.off < r.obj.Size {
-		return total, fmt.Errorf("read %q: %w", r.obj.Name, context.Cause(ctx))
+		if err := context.Cause(ctx); err != nil {
+			return total, fmt.Errorf("read %q: %w", r.obj.Name, err)
+		}
+		return total, fmt.Errorf("read %q: the record names %d stripes for %d bytes: %w", r.obj.Name, len(r.obj.Stripes), r.obj.Size, encoder.ErrCorrupt)
 	}
 	return total, nil
 }

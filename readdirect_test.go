@@ -392,3 +392,36 @@ func (w *limitWriter) Write(p []byte) (int, error) {
 	w.left -= len(p)
 	return w.buf.Write(p)
 }
+
+// shortWriter takes at most max bytes of each write and reports no error,
+// breaking io.Writer's contract.
+type shortWriter struct{ max int }
+
+func (w shortWriter) Write(p []byte) (int, error) { return min(len(p), w.max), nil }
+
+// WriteTo reports a writer's short write as one (io.ErrShortWrite), not as
+// damaged data, and a record whose stripes do not match its size as
+// corrupt, without panicking.
+func TestWriteToShortWriteAndDamagedRecord(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx := context.Background()
+	putRandom(t, s, "obj", 6*testBS)
+	open := func() *Reader {
+		r, err := s.Open(ctx, "obj")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	if n, err := open().WriteTo(shortWriter{max: 100}); !errors.Is(err, io.ErrShortWrite) || n != 100 {
+		t.Fatalf("short writer: %d, %v; want 100, io.ErrShortWrite", n, err)
+	}
+	for _, size := range []int64{7 * testBS, 2*testBS + 10} {
+		r := open()
+		r.obj.Size = size
+		if _, err := r.WriteTo(io.Discard); !errors.Is(err, encoder.ErrCorrupt) {
+			t.Fatalf("record of %d bytes over 6 stripes: %v, want ErrCorrupt", size, err)
+		}
+	}
+}
