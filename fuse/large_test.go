@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -60,10 +61,13 @@ func (w *heapWatch) end() uint64 {
 type progressWatch struct {
 	pos  atomic.Int64
 	stop chan struct{}
+	once sync.Once
 }
 
+// watchProgress starts a watch; it ends with end or with the test.
 func watchProgress(t *testing.T, what string, limit time.Duration) *progressWatch {
 	p := &progressWatch{stop: make(chan struct{})}
+	t.Cleanup(p.end)
 	name := t.Name()
 	go func() {
 		last, since := int64(-1), time.Now()
@@ -89,7 +93,7 @@ func watchProgress(t *testing.T, what string, limit time.Duration) *progressWatc
 	return p
 }
 
-func (p *progressWatch) end() { close(p.stop) }
+func (p *progressWatch) end() { p.once.Do(func() { close(p.stop) }) }
 
 // TestLargeFileBoundedMemory writes a 2 GiB file through the mount and
 // reads it back after a remount, checking every byte, while the memory of
