@@ -997,7 +997,7 @@ func TestCoreWriteIntoBlockBeingFetched(t *testing.T) {
 	st.mu.Unlock()
 	fetched := make(chan error, 1)
 	go func() {
-		_, err := f.fetchBlock(context.Background(), k, testBS, f.filler(st, k, ver))
+		_, err := f.fetchBlock(context.Background(), k, testBS, ver, f.filler(st, k, ver))
 		fetched <- err
 	}()
 	select {
@@ -1024,5 +1024,63 @@ func TestCoreWriteIntoBlockBeingFetched(t *testing.T) {
 	got := readAll(t, f, st)
 	if got[testBS+10] != 'b' || got[testBS+9] != 'a' {
 		t.Fatal("content after the write differs")
+	}
+}
+
+// A read that starts after a write and its fsync returned sees the write,
+// even while a fetch of the block that began before the write (a reader's
+// or read-ahead's) is still under way with the old bytes: it must not
+// join that fetch.
+func TestCoreReadAfterFsyncNeverJoinsOlderFetch(t *testing.T) {
+	e := newCoreEnv(t)
+	f := e.open()
+	defer shutdown(t, f)
+	st := newFile(t, f, rootIno, "f")
+	defer f.put(st)
+	writeT(t, f, st, bytes.Repeat([]byte("o"), testBS), 0)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	f.rcache = newReadCache(1 << 20) // forget what the upload cached
+	started, release := make(chan string, 1), make(chan struct{})
+	var held atomic.Bool
+	hook := func(name string) {
+		if held.CompareAndSwap(false, true) {
+			started <- name
+			<-release // the old bytes are read; hold them
+		}
+	}
+	e.blobs.gotHook.Store(&hook)
+	defer close(release)
+	k := blockKey{st.ino, 0}
+	st.mu.Lock()
+	ver := st.dataVer
+	st.mu.Unlock()
+	go f.fetchBlock(context.Background(), k, testBS, ver, f.filler(st, k, ver))
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first fetch did not start within 10s")
+	}
+	writeT(t, f, st, bytes.Repeat([]byte("N"), testBS), 0)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, testBS)
+		n, err := f.read(st, buf, 0)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- buf[:n]
+	}()
+	select {
+	case d := <-got:
+		if !bytes.Equal(d, bytes.Repeat([]byte("N"), testBS)) {
+			t.Fatalf("read started after write+fsync returned %q..., want the written bytes", d[:min(len(d), 16)])
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the read after write+fsync waited for the older fetch")
 	}
 }

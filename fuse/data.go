@@ -19,6 +19,7 @@ const extentHeadroom = 64
 
 type fetchCall struct {
 	done chan struct{}
+	ver  uint64 // the file's data version when the fetch started
 	data []byte
 	err  error
 }
@@ -34,12 +35,18 @@ func (f *filesystem) charge(bs uint32) int64 {
 // A fetch made from healstore is handed to fill (if not nil) before other
 // callers can miss it: fill puts it in the read cache when the file did
 // not change meanwhile (see fillLocked).
-func (f *filesystem) fetchBlock(ctx context.Context, k blockKey, bs uint32, fill func([]byte)) ([]byte, error) {
+//
+// ver is the file's data version the caller read (st.dataVer): a caller
+// joins only a fetch started at that version or later. A fetch started
+// before a write may return the bytes from before it, which a read that
+// began after the write (and its fsync) must never see; such a caller
+// fetches for itself, and its fetch takes the older one's place.
+func (f *filesystem) fetchBlock(ctx context.Context, k blockKey, bs uint32, ver uint64, fill func([]byte)) ([]byte, error) {
 	if d, ok := f.rcache.get(k); ok {
 		return d, nil
 	}
 	f.fetchMu.Lock()
-	if c := f.fetches[k]; c != nil {
+	if c := f.fetches[k]; c != nil && c.ver >= ver {
 		f.fetchMu.Unlock()
 		select {
 		case <-c.done:
@@ -55,7 +62,7 @@ func (f *filesystem) fetchBlock(ctx context.Context, k blockKey, bs uint32, fill
 		f.fetchMu.Unlock()
 		return d, nil
 	}
-	c := &fetchCall{done: make(chan struct{})}
+	c := &fetchCall{done: make(chan struct{}), ver: ver}
 	f.fetches[k] = c
 	f.fetchMu.Unlock()
 
@@ -73,7 +80,9 @@ func (f *filesystem) fetchBlock(ctx context.Context, k blockKey, bs uint32, fill
 		fill(c.data)
 	}
 	f.fetchMu.Lock()
-	delete(f.fetches, k)
+	if f.fetches[k] == c { // not replaced by a newer version's fetch
+		delete(f.fetches, k)
+	}
 	f.fetchMu.Unlock()
 	close(c.done)
 	return c.data, c.err
@@ -183,7 +192,7 @@ func (f *filesystem) readView(st *inodeState, dest []byte, off int64) ([]byte, e
 		st.mu.Unlock()
 		if !ok {
 			var err error
-			if d, err = f.fetchBlock(ctx, k, uint32(bs), f.filler(st, k, ver)); err != nil {
+			if d, err = f.fetchBlock(ctx, k, uint32(bs), ver, f.filler(st, k, ver)); err != nil {
 				return nil, err
 			}
 		}
@@ -220,7 +229,7 @@ func (f *filesystem) readView(st *inodeState, dest []byte, off int64) ([]byte, e
 	ver := st.dataVer
 	st.mu.Unlock()
 	for _, m := range misses {
-		data, err := f.fetchBlock(ctx, m.k, uint32(bs), f.filler(st, m.k, ver))
+		data, err := f.fetchBlock(ctx, m.k, uint32(bs), ver, f.filler(st, m.k, ver))
 		if err != nil {
 			return nil, err
 		}
@@ -278,7 +287,7 @@ func (f *filesystem) readAhead(h *handle) {
 			defer f.put(st)
 			ctx, cancel := f.opCtx()
 			// An error is not kept: the reader fetches again and sees it.
-			_, err := f.fetchBlock(ctx, k, bs, f.filler(st, k, ver))
+			_, err := f.fetchBlock(ctx, k, bs, ver, f.filler(st, k, ver))
 			cancel()
 			<-f.prefetchSem
 			// Refill only after a fetch the cache kept: one the file

@@ -93,6 +93,9 @@ type memBlobs struct {
 	putHook atomic.Pointer[func(name string)]
 	// getHook, when set, runs at the start of each Get.
 	getHook atomic.Pointer[func(name string)]
+	// gotHook, when set, runs in each Get after it copied the stored
+	// bytes, before it returns them.
+	gotHook atomic.Pointer[func(name string)]
 }
 
 func newMemBlobs() *memBlobs { return &memBlobs{m: map[string][]byte{}} }
@@ -142,15 +145,21 @@ func (b *memBlobs) GetBlock(ctx context.Context, name string, buf []byte) (int, 
 	}
 	b.gets.Add(1)
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	v, ok := b.m[name]
 	if !ok {
+		b.mu.Unlock()
 		return 0, errNoBlock
 	}
 	if len(v) > len(buf) {
+		b.mu.Unlock()
 		return 0, fmt.Errorf("object %s: %d bytes > block %d", name, len(v), len(buf))
 	}
-	return copy(buf, v), nil
+	n := copy(buf, v)
+	b.mu.Unlock()
+	if h := b.gotHook.Load(); h != nil {
+		(*h)(name)
+	}
+	return n, nil
 }
 
 func (b *memBlobs) DeleteBlock(ctx context.Context, name string) error {
