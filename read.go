@@ -133,6 +133,9 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 		n, err := w.Write(data[in:])
 		total += int64(n)
 		r.off += int64(n)
+		if err == nil && n < len(data)-int(in) {
+			err = io.ErrShortWrite // a writer that takes less without an error
+		}
 		if err != nil {
 			return total, err
 		}

@@ -417,6 +417,23 @@ func TestWriteToShortWriteAndDamagedRecord(t *testing.T) {
 	if n, err := open().WriteTo(shortWriter{max: 100}); !errors.Is(err, io.ErrShortWrite) || n != 100 {
 		t.Fatalf("short writer: %d, %v; want 100, io.ErrShortWrite", n, err)
 	}
+	// The cached path too (an inline object, a copy from mid-block).
+	putRandom(t, s, "small", 1000)
+	r, err := s.Open(ctx, "small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if n, err := r.WriteTo(shortWriter{max: 0}); !errors.Is(err, io.ErrShortWrite) || n != 0 {
+		t.Fatalf("inline object, writer taking nothing: %d, %v; want 0, io.ErrShortWrite", n, err)
+	}
+	mid := open()
+	if _, err := mid.Seek(10, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := mid.WriteTo(shortWriter{max: 7}); !errors.Is(err, io.ErrShortWrite) || n != 7 {
+		t.Fatalf("copy from mid-block, short writer: %d, %v; want 7, io.ErrShortWrite", n, err)
+	}
 	for _, size := range []int64{7 * testBS, 2*testBS + 10} {
 		r := open()
 		r.obj.Size = size
