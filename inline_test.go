@@ -267,6 +267,22 @@ func TestInlineCorruptRecord(t *testing.T) {
 			if !strings.Contains(err.Error(), "metadata record is damaged") {
 				t.Fatalf("error does not say what is damaged: %v", err)
 			}
+			// healstore heal NAME checks it too, and does not call it
+			// healthy.
+			h, err := s.NewHealer(ctx, HealerOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			if _, err := h.HealObject(ctx, "x"); !errors.Is(err, encoder.ErrCorrupt) || !strings.Contains(err.Error(), "metadata snapshot") {
+				t.Fatalf("heal of a damaged inline object: %v, want ErrCorrupt naming the way out", err)
+			}
+			if _, err := s.Put(ctx, "y", bytes.NewReader(data)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.HealObject(ctx, "y"); err != nil {
+				t.Fatalf("heal of a sound inline object: %v", err)
+			}
 		})
 	}
 }
