@@ -62,6 +62,15 @@ func Open(spec backends.Spec) (*Backend, error) {
 	if err := os.MkdirAll(b.root, 0o755); err != nil {
 		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
 	}
+	// The sync rounds fsync the root only for fan-out directories made
+	// since Open. Entries an earlier process made (whose root fsync may
+	// have failed before it stopped), and the root's own entry in the
+	// backend directory, are made durable here, before any value is.
+	for _, dir := range []string{b.root, spec.Path} {
+		if err := syncDir(dir); err != nil {
+			return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
+		}
+	}
 	b.deferred.init(b.fsyncValues)
 	// Remove temporaries of interrupted Puts and, with a quota, sum the
 	// sizes of the values.
