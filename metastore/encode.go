@@ -9,10 +9,20 @@ import (
 	"unicode/utf8"
 )
 
-// recordVersion is the "v" field of every JSON record this code writes. A
-// record with a higher version was written by a newer healstore and is
-// refused with ErrSchema rather than half understood.
+// recordVersion is the "v" field of every JSON record this code writes,
+// except object records that carry inline data (inlineRecordVersion). A
+// record with a higher version than its kind allows was written by a newer
+// healstore and is refused with ErrSchema rather than half understood.
 const recordVersion = 1
+
+// inlineRecordVersion is the "v" of an object record that carries an inline
+// object's sealed block (fields inline and inline_sum). Healstore releases
+// before inline objects ignore unknown fields: given a version-1 record
+// with inline data they would see an object without content and, on a
+// rename or any other rewrite, drop the data. They refuse a version above
+// 1 with ErrSchema, so inline records use 2. Records without inline data
+// keep version 1, byte for byte as before.
+const inlineRecordVersion = 2
 
 // The *Rec types are the on-disk JSON forms (docs/metadata.md). They are kept
 // apart from the API types so that renaming a Go field never changes the
@@ -114,15 +124,16 @@ func marshal(v any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// unmarshal decodes a record and checks its version.
-func unmarshal(key, raw []byte, v any, version *int) error {
+// unmarshal decodes a record and checks its version against the highest
+// one this healstore understands for the record's kind.
+func unmarshal(key, raw []byte, v any, version *int, maxVersion int) error {
 	if err := json.Unmarshal(raw, v); err != nil {
 		return fmt.Errorf("%w: %q: %v", ErrCorrupt, key, err)
 	}
 	switch {
-	case *version > recordVersion:
-		return fmt.Errorf("%w: record %q has version %d, this healstore understands up to %d; upgrade healstore",
-			ErrSchema, key, *version, recordVersion)
+	case *version > maxVersion:
+		return fmt.Errorf("%w: record %q has version %d, this healstore understands up to %d; it was written by a newer healstore: upgrade healstore",
+			ErrSchema, key, *version, maxVersion)
 	case *version < 1:
 		return fmt.Errorf("%w: record %q has no version field", ErrCorrupt, key)
 	}
@@ -215,7 +226,7 @@ func encodeObject(o *Object) ([]byte, error) {
 // that are not valid UTF-8, the key can.
 func decodeObject(key, raw []byte) (*Object, error) {
 	var r objectRec
-	if err := unmarshal(key, raw, &r, &r.V); err != nil {
+	if err := unmarshal(key, raw, &r, &r.V, inlineRecordVersion); err != nil {
 		return nil, err
 	}
 	o := &Object{Name: string(key[len(pObject):]), Size: r.Size, Policy: r.Policy, Mode: r.Mode, Attrs: r.Attrs}
@@ -257,7 +268,7 @@ func encodeStripe(s *Stripe) ([]byte, error) {
 
 func decodeStripe(key, raw []byte) (*Stripe, error) {
 	var r stripeRec
-	if err := unmarshal(key, raw, &r, &r.V); err != nil {
+	if err := unmarshal(key, raw, &r, &r.V, recordVersion); err != nil {
 		return nil, err
 	}
 	s := &Stripe{Block: r.Block, K: r.K, M: r.M, DataLen: r.DataLen, Version: r.Version}
@@ -283,7 +294,7 @@ func encodeRepair(it *RepairItem) ([]byte, error) {
 
 func decodeRepair(key, raw []byte) (*RepairItem, error) {
 	var r repairRec
-	if err := unmarshal(key, raw, &r, &r.V); err != nil {
+	if err := unmarshal(key, raw, &r, &r.V, recordVersion); err != nil {
 		return nil, err
 	}
 	it := &RepairItem{Margin: r.Margin, Reason: r.Reason, Attempts: r.Attempts, LastError: r.LastError}
@@ -325,7 +336,7 @@ func encodeBackend(b *BackendRecord) ([]byte, error) {
 
 func decodeBackend(key, raw []byte) (*BackendRecord, error) {
 	var r backendRec
-	if err := unmarshal(key, raw, &r, &r.V); err != nil {
+	if err := unmarshal(key, raw, &r, &r.V, recordVersion); err != nil {
 		return nil, err
 	}
 	b := &BackendRecord{
@@ -357,7 +368,7 @@ func encodeGarbage(g *Garbage) ([]byte, error) {
 
 func decodeGarbage(key, raw []byte) (*Garbage, error) {
 	var r garbageRec
-	if err := unmarshal(key, raw, &r, &r.V); err != nil {
+	if err := unmarshal(key, raw, &r, &r.V, recordVersion); err != nil {
 		return nil, err
 	}
 	backend, k, err := parseGarbageKey(key)
@@ -380,7 +391,7 @@ func encodeIntent(in *Intent) ([]byte, error) {
 
 func decodeIntent(key, raw []byte) (*Intent, error) {
 	var r intentRec
-	if err := unmarshal(key, raw, &r, &r.V); err != nil {
+	if err := unmarshal(key, raw, &r, &r.V, recordVersion); err != nil {
 		return nil, err
 	}
 	in := &Intent{}
