@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"github.com/healstore/healstore/healer"
 	"io"
 	"io/fs"
 	"math/rand/v2"
@@ -282,6 +283,11 @@ func TestInlineCorruptRecord(t *testing.T) {
 			}
 			if _, err := h.HealObject(ctx, "y"); err != nil {
 				t.Fatalf("heal of a sound inline object: %v", err)
+			}
+			// The deep scrub finds it too (and only it).
+			p, err := h.Scrub(ctx, healer.ScrubOptions{Deep: true})
+			if err != nil || p.InlineDamaged != 1 {
+				t.Fatalf("deep scrub: %d damaged inline objects, %v; want 1", p.InlineDamaged, err)
 			}
 		})
 	}

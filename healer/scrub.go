@@ -57,6 +57,10 @@ type ScrubProgress struct {
 	// intent or garbage entry names (left by a crash between a rebuild's
 	// upload and its commit); they are handed to garbage collection.
 	Orphans int `json:"orphans"`
+	// InlineDamaged counts inline objects (deep pass) whose data in their
+	// metadata record fails its checksum: no shards to rebuild them from,
+	// they are logged by name to be restored from a metadata snapshot.
+	InlineDamaged int `json:"inline_damaged,omitempty"`
 	// Cursor is the last stripe checked (hex), where a resumed pass goes on.
 	Cursor string `json:"cursor,omitempty"`
 }
@@ -166,6 +170,14 @@ func (h *Healer) Scrub(ctx context.Context, o ScrubOptions) (ScrubProgress, erro
 				}
 			}
 		}
+	}
+	if o.Deep {
+		n, err := h.checkInline(ctx)
+		if err != nil {
+			save()
+			return p, err
+		}
+		p.InlineDamaged = n
 	}
 	n, err := h.sweepOrphans(ctx)
 	if err != nil {
@@ -418,6 +430,39 @@ func (h *Healer) scrubLoop(ctx context.Context, deep bool) {
 	}
 }
 
+// inlineSound reports whether an inline object's data matches the checksum
+// kept beside it in its record (no key needed).
+func inlineSound(obj *metastore.Object) bool {
+	sum := encoder.Sum(obj.Policy.Checksum, obj.Inline)
+	return sum != nil && bytes.Equal(sum, obj.InlineSum)
+}
+
+// checkInline verifies every inline object's checksum and returns how
+// many failed, each logged by name: the metastore (and its snapshots) is
+// their only copy, so a damaged one must be found while a snapshot still
+// holds it intact.
+func (h *Healer) checkInline(ctx context.Context) (int, error) {
+	damaged := 0
+	after := ""
+	for {
+		objs, err := h.meta.ListObjects(ctx, "", after, 512)
+		if err != nil {
+			return damaged, err
+		}
+		if len(objs) == 0 {
+			return damaged, nil
+		}
+		for i := range objs {
+			if objs[i].IsInline() && !inlineSound(&objs[i]) {
+				damaged++
+				h.log.Error("inline object damaged: its data in the metadata record fails its checksum; restore the record from a metadata snapshot",
+					"object", objs[i].Name)
+			}
+		}
+		after = objs[len(objs)-1].Name
+	}
+}
+
 // HealObject checks every stripe of one object deeply (read and verify
 // each shard) and repairs what it finds, now.
 func (h *Healer) HealObject(ctx context.Context, name string) (RepairReport, error) {
@@ -429,7 +474,7 @@ func (h *Healer) HealObject(ctx context.Context, name string) (RepairReport, err
 		// No shards to check or rebuild: the content is in the record,
 		// protected by the metastore and its snapshots. Its checksum
 		// needs no key; a mismatch is reported, never passed as healthy.
-		if sum := encoder.Sum(obj.Policy.Checksum, obj.Inline); sum == nil || !bytes.Equal(sum, obj.InlineSum) {
+		if !inlineSound(obj) {
 			return RepairReport{}, fmt.Errorf("heal %q: inline object: the data kept in its metadata record does not match its %s checksum (restore the record from a metadata snapshot): %w",
 				name, obj.Policy.Checksum, encoder.ErrCorrupt)
 		}

@@ -83,17 +83,20 @@ healer.scrub_period.
 				rep = &r
 			}
 			if o.json {
-				return json.NewEncoder(g.stdout).Encode(struct {
+				if err := json.NewEncoder(g.stdout).Encode(struct {
 					healer.ScrubProgress
 					Repair *healer.RepairReport `json:"repair,omitempty"`
-				}{p, rep})
+				}{p, rep}); err != nil {
+					return err
+				}
+				return inlineDamagedErr(p)
 			}
 			fmt.Fprintf(g.stdout, "scrub %s: %d stripes checked in %s, %s read; %d shard(s) missing, %d corrupt, %d unreachable (not checked); %d stripe(s) misplaced; %d queued for repair\n",
 				p.Pass, p.Done, p.Finished.Sub(p.Started).Round(time.Millisecond), humanBytes(p.Bytes), p.Missing, p.Corrupt, p.Unreachable, p.Misplaced, p.Queued)
 			if rep != nil {
 				fmt.Fprintf(g.stdout, "repaired %d stripe(s), %d failed, %d left in the queue\n", rep.Repaired, rep.Failed, rep.Remaining)
 			}
-			return nil
+			return inlineDamagedErr(p)
 		},
 	}
 	f := cmd.Flags()
@@ -101,4 +104,13 @@ healer.scrub_period.
 	f.BoolVar(&o.repair, "repair", false, "repair what the scrub found right away")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	return cmd
+}
+
+// inlineDamagedErr fails a scrub that found damaged inline objects: there
+// are no shards to rebuild them from, so a person must act.
+func inlineDamagedErr(p healer.ScrubProgress) error {
+	if p.InlineDamaged == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d inline object(s) damaged in their metadata records (named in the log): restore them from a metadata snapshot (healstore recover)", p.InlineDamaged)
 }
