@@ -147,6 +147,25 @@ func fmtTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
+// timeInRange reports whether t, in UTC, has a four-digit year: RFC 3339
+// has no other, and a time outside would be written as text that no
+// reader parses.
+func timeInRange(t time.Time) bool {
+	y := t.UTC().Year()
+	return y >= 0 && y <= 9999
+}
+
+// checkTimes refuses to encode a record with a time fmtTime cannot write
+// readably (a FUSE mtime in the year 10000, say).
+func checkTimes(what string, ts ...time.Time) error {
+	for _, t := range ts {
+		if !t.IsZero() && !timeInRange(t) {
+			return fmt.Errorf("%w: %s: time %v outside the years 0 to 9999", ErrInvalid, what, t)
+		}
+	}
+	return nil
+}
+
 func parseTime(key []byte, s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
@@ -154,6 +173,9 @@ func parseTime(key []byte, s string) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%w: %q: time %q: %v", ErrCorrupt, key, s, err)
+	}
+	if !timeInRange(t) {
+		return time.Time{}, fmt.Errorf("%w: %q: time %q is outside the years 0 to 9999 in UTC", ErrCorrupt, key, s)
 	}
 	return t.UTC(), nil
 }
@@ -207,6 +229,9 @@ func encodeObject(o *Object) ([]byte, error) {
 		if !utf8.ValidString(k) || !utf8.ValidString(v) {
 			return nil, fmt.Errorf("%w: object %q: attribute %q is not UTF-8", ErrInvalid, o.Name, k)
 		}
+	}
+	if err := checkTimes(fmt.Sprintf("object %q", o.Name), o.Created, o.Modified); err != nil {
+		return nil, err
 	}
 	r := objectRec{
 		V: recordVersion, Name: o.Name, ID: hexID(o.ID), Size: o.Size,
@@ -282,10 +307,21 @@ func decodeStripe(key, raw []byte) (*Stripe, error) {
 	if s.Shards, err = fromShardRecs(key, r.Shards); err != nil {
 		return nil, err
 	}
+	// What encodeStripe refuses is corrupt here: readers index shards by
+	// k and m.
+	if s.K < 1 || s.M < 0 || len(s.Shards) != s.K+s.M {
+		return nil, fmt.Errorf("%w: %q: k=%d m=%d with %d shards", ErrCorrupt, key, s.K, s.M, len(s.Shards))
+	}
+	if err := checkShards(s.Shards); err != nil {
+		return nil, fmt.Errorf("%w: %q: %v", ErrCorrupt, key, err)
+	}
 	return s, nil
 }
 
 func encodeRepair(it *RepairItem) ([]byte, error) {
+	if err := checkTimes("repair of stripe "+hexID(it.Stripe), it.Queued, it.NotBefore); err != nil {
+		return nil, err
+	}
 	return marshal(&repairRec{
 		V: recordVersion, Stripe: hexID(it.Stripe), Margin: it.Margin, Queued: fmtTime(it.Queued),
 		Reason: it.Reason, Attempts: it.Attempts, LastError: it.LastError, NotBefore: fmtTime(it.NotBefore),
@@ -315,6 +351,9 @@ func encodeBackend(b *BackendRecord) ([]byte, error) {
 	if err := validBackendName(b.Name); err != nil {
 		return nil, err
 	}
+	if err := checkTimes("backend "+b.Name, b.Since, b.LastProbe); err != nil {
+		return nil, err
+	}
 	r := backendRec{
 		V: recordVersion, Name: b.Name, State: b.State, Since: fmtTime(b.Since), LastProbe: fmtTime(b.LastProbe),
 		ProbeFailures: b.ProbeFailures, LastError: b.LastError,
@@ -338,6 +377,9 @@ func decodeBackend(key, raw []byte) (*BackendRecord, error) {
 	var r backendRec
 	if err := unmarshal(key, raw, &r, &r.V, recordVersion); err != nil {
 		return nil, err
+	}
+	if err := validBackendName(string(key[len(pBackend):])); err != nil {
+		return nil, fmt.Errorf("%w: %q: %v", ErrCorrupt, key, err)
 	}
 	b := &BackendRecord{
 		Name: string(key[len(pBackend):]), State: r.State, ProbeFailures: r.ProbeFailures, LastError: r.LastError,
@@ -363,6 +405,9 @@ func encodeGarbage(g *Garbage) ([]byte, error) {
 	if g.Key == "" || !utf8.ValidString(g.Key) {
 		return nil, fmt.Errorf("%w: garbage on %s: key %q must be non-empty UTF-8", ErrInvalid, g.Backend, g.Key)
 	}
+	if err := checkTimes("garbage on "+g.Backend, g.After); err != nil {
+		return nil, err
+	}
 	return marshal(&garbageRec{V: recordVersion, Backend: g.Backend, Key: g.Key, After: fmtTime(g.After)})
 }
 
@@ -375,6 +420,9 @@ func decodeGarbage(key, raw []byte) (*Garbage, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := validBackendName(backend); err != nil || k == "" || !utf8.ValidString(k) {
+		return nil, fmt.Errorf("%w: garbage key %q: backend %q, key %q", ErrCorrupt, key, backend, k)
+	}
 	g := &Garbage{Backend: backend, Key: k}
 	if g.After, err = parseTime(key, r.After); err != nil {
 		return nil, err
@@ -385,6 +433,9 @@ func decodeGarbage(key, raw []byte) (*Garbage, error) {
 func encodeIntent(in *Intent) ([]byte, error) {
 	if err := checkShards(in.Shards); err != nil {
 		return nil, fmt.Errorf("intent %s: %w", hexID(in.ID), err)
+	}
+	if err := checkTimes("intent "+hexID(in.ID), in.Created); err != nil {
+		return nil, err
 	}
 	return marshal(&intentRec{V: recordVersion, ID: hexID(in.ID), Created: fmtTime(in.Created), Shards: toShardRecs(in.Shards)})
 }
@@ -404,6 +455,9 @@ func decodeIntent(key, raw []byte) (*Intent, error) {
 	}
 	if in.Shards, err = fromShardRecs(key, r.Shards); err != nil {
 		return nil, err
+	}
+	if err := checkShards(in.Shards); err != nil {
+		return nil, fmt.Errorf("%w: %q: %v", ErrCorrupt, key, err)
 	}
 	return in, nil
 }
