@@ -262,7 +262,7 @@ func testRecordVersions(t *testing.T, f Factory) {
 	s := metastore.New(kv)
 	ctx := ctxT(t)
 	var b metastore.Batch
-	b.Put([]byte("obj/future"), []byte(`{"v":2,"name":"future","id":"00000000000000000000000000000000","new_field":1}`))
+	b.Put([]byte("obj/future"), []byte(`{"v":3,"name":"future","id":"00000000000000000000000000000000","new_field":1}`))
 	b.Put([]byte("obj/broken"), []byte(`{"v":1,`))
 	b.Put([]byte("obj/unversioned"), []byte(`{"name":"x"}`))
 	if err := kv.Commit(ctx, &b); err != nil {
