@@ -793,6 +793,19 @@ func (h *Healer) provision(ctx context.Context, spare bool, replacing string) (s
 		}
 	}
 	h.mu.Unlock()
+	// Every name the store has a record of is taken, whatever the
+	// record's state: a replaced or retired backend keeps its record after
+	// its capacity is released, and a new backend by its name would meet
+	// that record instead of a record of its own.
+	recs, err := h.meta.ListBackends(ctx)
+	if err != nil {
+		return "", fmt.Errorf("provision a backend (replacing %q): list backends: %w", replacing, err)
+	}
+	known := make(map[string]bool, len(recs))
+	for _, r := range recs {
+		known[r.Name] = true
+	}
+	taken := func(name string) bool { return known[name] }
 	hint := "repl"
 	if spare {
 		hint = "spare"
@@ -800,7 +813,14 @@ func (h *Healer) provision(ctx context.Context, spare bool, replacing string) (s
 	c := provision.Constraints{AvoidDomains: avoid, Level: h.cfg.Level, MinSize: minSize, NameHint: hint}
 	var errs []error
 	for _, p := range h.provs {
-		spec, secret, err := p.Provision(ctx, c)
+		var spec backends.Spec
+		var secret string
+		var err error
+		if na, ok := p.(nameAvoider); ok {
+			spec, secret, err = na.ProvisionAvoidingNames(ctx, c, taken)
+		} else {
+			spec, secret, err = p.Provision(ctx, c)
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -824,11 +844,27 @@ func (h *Healer) provision(ctx context.Context, spare bool, replacing string) (s
 	return "", fmt.Errorf("provision a backend (replacing %q): %w", replacing, errors.Join(errs...))
 }
 
+// nameAvoider is a provisioner that makes up the names of the backends
+// it creates (provision.Local) and can be told which names are taken.
+type nameAvoider interface {
+	ProvisionAvoidingNames(ctx context.Context, c provision.Constraints, taken func(name string) bool) (backends.Spec, string, error)
+}
+
 // adopt registers a new backend with the store, marks it and records who
 // made it.
 func (h *Healer) adopt(ctx context.Context, spec backends.Spec, secret, by string) error {
 	if err := spec.Validate(); err != nil {
 		return fmt.Errorf("provisioner %s returned a bad spec: %w", by, err)
+	}
+	// A name is never reused: registering it would find the old record,
+	// which stays replaced or retired and never opens again.
+	rec, err := h.meta.GetBackend(ctx, spec.Name)
+	switch {
+	case err == nil && (rec.State == metastore.StateReplaced || rec.State == metastore.StateRetired):
+		return fmt.Errorf("provisioner %s returned backend %s, the name of a %s backend the store still has a record of; names are never reused",
+			by, spec.Name, rec.State)
+	case err != nil && !errors.Is(err, metastore.ErrNotFound):
+		return fmt.Errorf("backend %s: %w", spec.Name, err)
 	}
 	if by != "" {
 		if err := h.meta.PutMeta(ctx, provisionedMeta(spec.Name), []byte(by)); err != nil {
@@ -848,7 +884,7 @@ func (h *Healer) adopt(ctx context.Context, spec backends.Spec, secret, by strin
 	marker := h.markerJSON(spec.Name)
 	now := h.now()
 	pr, perr := b.Probe(ctx)
-	err := h.meta.UpdateBackend(ctx, spec.Name, func(r *metastore.BackendRecord) error {
+	err = h.meta.UpdateBackend(ctx, spec.Name, func(r *metastore.BackendRecord) error {
 		r.Marker = marker
 		r.Spare = spec.Spare
 		r.LastProbe = now

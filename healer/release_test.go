@@ -5,9 +5,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/healer/provision"
 	"github.com/healstore/healstore/metastore"
 )
@@ -91,5 +93,127 @@ func TestReplacedBackendIsReleased(t *testing.T) {
 			e.checkFull()
 			e.checkObjects(objs)
 		})
+	}
+}
+
+// newLocalEnv is an env whose provisioner is a Local under <dir>/prov,
+// wrapped by wrap when not nil.
+func newLocalEnv(t *testing.T, cfg Config, wrap func(*provision.Local) provision.Provisioner) (*env, *provision.Local) {
+	t.Helper()
+	var local *provision.Local
+	e := newEnv(t, envOpts{backends: 6, cfg: cfg, provs: func(e *env) []provision.Provisioner {
+		l, err := provision.NewLocal(provision.LocalConfig{Dir: filepath.Join(e.dir, "prov")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		local = l
+		if wrap != nil {
+			return []provision.Provisioner{wrap(l)}
+		}
+		return []provision.Provisioner{l}
+	}})
+	return e, local
+}
+
+// setReplaced moves a backend's record to replaced, as finish does.
+func (e *env) setReplaced(name string, since time.Time) {
+	e.t.Helper()
+	err := e.meta.UpdateBackend(context.Background(), name, func(r *metastore.BackendRecord) error {
+		r.State, r.Since = metastore.StateReplaced, since
+		return nil
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// A replaced backend whose capacity was released keeps its record; the
+// next provisioned backend gets a name of its own, not the released one's
+// (its directory is free again).
+func TestProvisionSkipsNamesOfReleasedBackends(t *testing.T) {
+	e, local := newLocalEnv(t, Config{Grace: 0, SuspectAfter: 1}, nil)
+	ctx := context.Background()
+	e.probe()
+	first, err := e.h.provision(ctx, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.setReplaced(first, time.Now())
+	if err := e.h.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.h.mu.Lock()
+	spec := e.h.members[first].spec
+	e.h.mu.Unlock()
+	if err := e.h.release(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(local.Dir(), first)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("released directory: %v", err)
+	}
+	next, err := e.h.provision(ctx, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next == first || next == "" {
+		t.Fatalf("provisioned %q after releasing %q: a name is never reused", next, first)
+	}
+	if st := e.state(first); st != metastore.StateReplaced {
+		t.Fatalf("%s is %s, want replaced", first, st)
+	}
+	if st := e.state(next); st != metastore.StateUp {
+		t.Fatalf("%s is %s, want up", next, st)
+	}
+}
+
+// sameName is a provisioner that always makes a backend by one name, as a
+// careless provisioning program might.
+type sameName struct {
+	dir      string
+	releases int
+}
+
+func (p *sameName) Name() string { return "same" }
+
+func (p *sameName) Provision(ctx context.Context, c provision.Constraints) (backends.Spec, string, error) {
+	path := filepath.Join(p.dir, "x-1")
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return backends.Spec{}, "", err
+	}
+	return backends.Spec{Name: "x-1", Kind: backends.KindLocal, Path: path, Node: "x-1"}, "", nil
+}
+
+func (p *sameName) Release(ctx context.Context, spec backends.Spec) error {
+	p.releases++
+	return os.RemoveAll(spec.Path)
+}
+
+// A provisioner handing out the name of a replaced backend is refused
+// with an error that says so, and the old record stays as it was.
+func TestAdoptRefusesNameOfReplacedBackend(t *testing.T) {
+	var p *sameName
+	e := newEnv(t, envOpts{backends: 6, cfg: Config{Grace: 0, SuspectAfter: 1}, provs: func(e *env) []provision.Provisioner {
+		p = &sameName{dir: filepath.Join(e.dir, "same")}
+		return []provision.Provisioner{p}
+	}})
+	ctx := context.Background()
+	e.probe()
+	name, err := e.h.provision(ctx, false, "")
+	if err != nil || name != "x-1" {
+		t.Fatalf("first provision: %q %v", name, err)
+	}
+	e.setReplaced(name, time.Now())
+	if err := e.h.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.h.provision(ctx, false, "")
+	if err == nil || !strings.Contains(err.Error(), "never reused") {
+		t.Fatalf("provisioning the name of a replaced backend again: %v", err)
+	}
+	if st := e.state(name); st != metastore.StateReplaced {
+		t.Fatalf("%s is %s, want replaced", name, st)
+	}
+	if p.releases != 1 {
+		t.Fatalf("%d releases of the refused backend, want 1", p.releases)
 	}
 }

@@ -132,6 +132,15 @@ func (l *Local) Dir() string { return l.cfg.Dir }
 // gateway on it). Each backend is its own node; its farm is the configured
 // one or, without it, its own.
 func (l *Local) Provision(ctx context.Context, c Constraints) (backends.Spec, string, error) {
+	return l.ProvisionAvoidingNames(ctx, c, nil)
+}
+
+// ProvisionAvoidingNames is Provision, except that the new backend's name
+// is never one taken reports (nil: none): the caller passes the names of
+// every backend the store has a record of, whatever its state. A released
+// backend's directory is gone but its record stays (replaced, retired), so
+// the free directory name alone would hand that name out again.
+func (l *Local) ProvisionAvoidingNames(ctx context.Context, c Constraints, taken func(name string) bool) (backends.Spec, string, error) {
 	if err := ctx.Err(); err != nil {
 		return backends.Spec{}, "", err
 	}
@@ -154,7 +163,7 @@ func (l *Local) Provision(ctx context.Context, c Constraints) (backends.Spec, st
 	if prefix == "" {
 		prefix = l.cfg.Prefix
 	}
-	name, dir, err := l.mkdirUnique(prefix, c)
+	name, dir, err := l.mkdirUnique(prefix, c, taken)
 	if err != nil {
 		return backends.Spec{}, "", err
 	}
@@ -185,12 +194,12 @@ func (l *Local) Provision(ctx context.Context, c Constraints) (backends.Spec, st
 	return spec, secret, nil
 }
 
-// mkdirUnique creates <Dir>/<prefix>-<n> for the first free n whose name's
-// domain is not avoided.
-func (l *Local) mkdirUnique(prefix string, c Constraints) (string, string, error) {
+// mkdirUnique creates <Dir>/<prefix>-<n> for the first free n whose name
+// is not taken and whose domain is not avoided.
+func (l *Local) mkdirUnique(prefix string, c Constraints, taken func(string) bool) (string, string, error) {
 	for n := 1; n < 100000; n++ {
 		name := fmt.Sprintf("%s-%d", prefix, n)
-		if c.Avoids(backends.Spec{Name: name, Node: name, Farm: name}) {
+		if c.Avoids(backends.Spec{Name: name, Node: name, Farm: name}) || (taken != nil && taken(name)) {
 			continue
 		}
 		dir := filepath.Join(l.cfg.Dir, name)

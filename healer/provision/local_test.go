@@ -204,3 +204,34 @@ func TestLocalProvisionS3Gateway(t *testing.T) {
 		t.Fatal("release left the directory")
 	}
 }
+
+// A released backend's directory is gone but its name stays taken: with
+// the taken names given, Local never hands a name out again.
+func TestLocalProvisionAvoidsTakenNames(t *testing.T) {
+	ctx := context.Background()
+	l, err := NewLocal(LocalConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Constraints{Level: "node", NameHint: "repl"}
+	first, _, err := l.Provision(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	taken := map[string]bool{first.Name: true, "repl-2": true}
+	spec, _, err := l.ProvisionAvoidingNames(ctx, c, func(name string) bool { return taken[name] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Name != "repl-3" || spec.Path != filepath.Join(l.Dir(), "repl-3") {
+		t.Fatalf("got %s at %s, want repl-3 (repl-1 and repl-2 are taken)", spec.Name, spec.Path)
+	}
+	// An existing directory is skipped as before, taken or not.
+	spec, _, err = l.ProvisionAvoidingNames(ctx, c, func(name string) bool { return taken[name] })
+	if err != nil || spec.Name != "repl-4" {
+		t.Fatalf("got %s (%v), want repl-4", spec.Name, err)
+	}
+}
