@@ -523,9 +523,13 @@ func (h *Healer) finish(ctx context.Context, name string) error {
 // releaseReplaced gives back the capacity of replaced backends that have
 // been replaced for cfg.ReleaseReplacedAfter. A replaced backend holds no
 // shard any committed stripe references (that is what made it replaced),
-// so releasing it loses nothing; backends the operator added themselves
-// are left alone (release finds no provisioner record). A failed release
-// is retried after the provisioning backoff, not on every round.
+// so releasing it loses nothing; that is checked again just before the
+// release, and a backend that still holds a stripe, or whose record is no
+// longer replaced, is left alone. Backends the operator added themselves
+// are left alone too (release finds no provisioner record). A failed
+// release is retried after the provisioning backoff, not on every round;
+// one whose capacity was given back but could not be recorded as such is
+// not released a second time.
 func (h *Healer) releaseReplaced(ctx context.Context, replaced []member) {
 	after := h.cfg.ReleaseReplacedAfter.D()
 	if after < 0 {
@@ -540,9 +544,13 @@ func (h *Healer) releaseReplaced(ctx context.Context, replaced []member) {
 		if skip {
 			continue
 		}
-		err := h.release(ctx, m.spec)
+		err := h.releasable(ctx, name)
+		var given *unrecordedReleaseError
+		if err == nil {
+			err = h.release(ctx, m.spec)
+		}
 		h.mu.Lock()
-		if err != nil {
+		if err != nil && !errors.As(err, &given) {
 			if h.releaseAfter == nil {
 				h.releaseAfter = map[string]time.Time{}
 			}
@@ -555,11 +563,41 @@ func (h *Healer) releaseReplaced(ctx context.Context, replaced []member) {
 			delete(h.releaseAfter, name)
 		}
 		h.mu.Unlock()
-		if err != nil {
+		switch {
+		case given != nil:
+			h.log.Warn("replaced backend released, but recording it failed; not releasing it again", "backend", name, "err", err)
+		case err != nil:
 			h.log.Warn("release replaced backend", "backend", name, "err", err)
 		}
 	}
 }
+
+// releasable checks, from the metastore, that a backend about to be
+// released is still replaced and holds no stripe.
+func (h *Healer) releasable(ctx context.Context, name string) error {
+	rec, err := h.meta.GetBackend(ctx, name)
+	if err != nil {
+		return err
+	}
+	if rec.State != metastore.StateReplaced {
+		return fmt.Errorf("backend %s is %s, not replaced; not releasing it", name, rec.State)
+	}
+	n, err := h.meta.CountStripesOnBackend(ctx, name)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("replaced backend %s still holds %d stripes; not releasing it", name, n)
+	}
+	return nil
+}
+
+// unrecordedReleaseError means the provisioner gave a backend's capacity
+// back but the metastore could not record that.
+type unrecordedReleaseError struct{ err error }
+
+func (e *unrecordedReleaseError) Error() string { return "record the release: " + e.err.Error() }
+func (e *unrecordedReleaseError) Unwrap() error { return e.err }
 
 // provisionedMeta names the metastore value recording which provisioner
 // created a backend, so retiring it can give the capacity back.
@@ -583,7 +621,10 @@ func (h *Healer) release(ctx context.Context, spec backends.Spec) error {
 				return err
 			}
 			h.log.Info("backend capacity released", "backend", spec.Name, "provisioner", p.Name())
-			return h.meta.DeleteMeta(ctx, provisionedMeta(spec.Name))
+			if err := h.meta.DeleteMeta(ctx, provisionedMeta(spec.Name)); err != nil {
+				return &unrecordedReleaseError{err}
+			}
+			return nil
 		}
 	}
 	return fmt.Errorf("backend %s was made by provisioner %q, which is not configured", spec.Name, raw)

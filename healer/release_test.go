@@ -217,3 +217,109 @@ func TestAdoptRefusesNameOfReplacedBackend(t *testing.T) {
 		t.Fatalf("%d releases of the refused backend, want 1", p.releases)
 	}
 }
+
+// A backend recorded as replaced that still holds stripes is not released
+// (its record says it is empty; the stripe index says otherwise).
+func TestReleaseReplacedSkipsBackendWithStripes(t *testing.T) {
+	e, local := newLocalEnv(t, Config{Grace: 0, SuspectAfter: 1, ReleaseReplacedAfter: Duration(time.Hour)}, nil)
+	ctx := context.Background()
+	now := time.Now()
+	e.h.now = func() time.Time { return now }
+	objs := e.fill(10, 40<<10)
+	e.probe()
+	victim, err := e.h.provision(ctx, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		data := make([]byte, 30<<10)
+		for j := range data {
+			data[j] = byte(i * j)
+		}
+		n := "later-" + string(rune('a'+i))
+		e.put(n, data)
+		objs[n] = data
+	}
+	if e.onBackend(victim) == 0 {
+		t.Fatal("provisioned backend holds nothing")
+	}
+	e.setReplaced(victim, now)
+	now = now.Add(2 * time.Hour)
+	e.probe()
+	e.probe()
+	if _, err := os.Stat(filepath.Join(local.Dir(), victim)); err != nil {
+		t.Fatalf("replaced backend holding %d stripes was released: %v", e.onBackend(victim), err)
+	}
+	if _, err := e.meta.GetMeta(ctx, provisionedMeta(victim)); err != nil {
+		t.Fatalf("provisioned record: %v", err)
+	}
+	e.checkObjects(objs)
+}
+
+// cancelOnRelease is a Local whose Release cancels the context the healer
+// runs with, so the release succeeds and recording it fails.
+type cancelOnRelease struct {
+	*provision.Local
+	cancel   context.CancelFunc
+	releases int
+}
+
+func (p *cancelOnRelease) Release(ctx context.Context, spec backends.Spec) error {
+	p.releases++
+	err := p.Local.Release(ctx, spec)
+	if p.cancel != nil {
+		p.cancel()
+	}
+	return err
+}
+
+// A release that succeeded but could not be recorded is not repeated.
+func TestReleaseReplacedNotRepeatedWhenRecordFails(t *testing.T) {
+	var p *cancelOnRelease
+	e, local := newLocalEnv(t, Config{Grace: 0, SuspectAfter: 1, ReleaseReplacedAfter: Duration(time.Hour)},
+		func(l *provision.Local) provision.Provisioner {
+			p = &cancelOnRelease{Local: l}
+			return p
+		})
+	ctx := context.Background()
+	now := time.Now()
+	e.h.now = func() time.Time { return now }
+	objs := e.fill(10, 40<<10)
+	e.probe()
+	victim, err := e.h.provision(ctx, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.kill(victim)
+	e.probe()
+	if rep := e.repairAll(); rep.Failed != 0 || rep.Remaining != 0 {
+		t.Fatalf("repair %+v", rep)
+	}
+	e.probe()
+	if st := e.state(victim); st != metastore.StateReplaced {
+		t.Fatalf("victim is %s, want replaced", st)
+	}
+	now = now.Add(2 * time.Hour)
+	cctx, cancel := context.WithCancel(ctx)
+	p.cancel = cancel
+	_ = e.h.settleBackends(cctx)
+	p.cancel = nil
+	if p.releases != 1 {
+		t.Fatalf("%d releases, want 1", p.releases)
+	}
+	if _, err := os.Stat(filepath.Join(local.Dir(), victim)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("released directory: %v", err)
+	}
+	if _, err := e.meta.GetMeta(ctx, provisionedMeta(victim)); err != nil {
+		t.Fatalf("the failed recording should have left the provisioned record: %v", err)
+	}
+	for range 3 {
+		now = now.Add(time.Hour) // past any backoff
+		e.probe()
+	}
+	if p.releases != 1 {
+		t.Fatalf("%d releases after the recording failed, want 1", p.releases)
+	}
+	e.checkFull()
+	e.checkObjects(objs)
+}
