@@ -422,11 +422,13 @@ func TestE2ETFGridProvisionerReplacesAndReleases(t *testing.T) {
 	}
 	ledger := filepath.Join(t.TempDir(), "tfgrid-ledger.json")
 	e := newE2EStore(t, "11", "1", healstore.ProvisionerConfig{Kind: "tfgrid", Settings: map[string]any{
-		"network":       "test",
-		"proxy_url":     g.proxy.URL,
-		"tfcmd":         g.tfcmd,
-		"tfcmd_env":     []any{"FAKE_TFCMD_DIR=" + g.dir, "FAKE_TFCMD_IPS=127.0.0.1", "FAKE_TFCMD_PORT=" + port},
-		"size_gb":       1,
+		"network":   "test",
+		"proxy_url": g.proxy.URL,
+		"tfcmd":     g.tfcmd,
+		"tfcmd_env": []any{"FAKE_TFCMD_DIR=" + g.dir, "FAKE_TFCMD_IPS=127.0.0.1", "FAKE_TFCMD_PORT=" + port},
+		// 11 GiB: more than node 12 has free (10.7 GB), so the choices
+		// below are certain rather than weighted draws.
+		"size_gb":       11,
 		"max_backends":  2,
 		"ledger":        ledger,
 		"probe_timeout": "30s",
@@ -448,7 +450,7 @@ func TestE2ETFGridProvisionerReplacesAndReleases(t *testing.T) {
 		t.Fatalf("secret of %s: %v", first, err)
 	}
 	calls := g.calls(t)
-	if len(calls) != 2 || !strings.HasPrefix(calls[0], "deploy zdb --project_name "+first+" --size 1 --node 16 --password ") ||
+	if len(calls) != 2 || !strings.HasPrefix(calls[0], "deploy zdb --project_name "+first+" --size 11 --node 16 --password ") ||
 		calls[1] != "get zdb "+first {
 		t.Errorf("tfcmd calls %q", calls)
 	}
