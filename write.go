@@ -165,16 +165,19 @@ func (s *Store) write(ctx context.Context, name string, r io.Reader, o writeOpts
 		quorum:  s.cfg.Quorum(),
 		stripes: map[uint64]*metastore.Stripe{},
 	}
-	// An object of one block skips the stream encoder: its stripe id is
-	// chosen first, so the intent commit runs while the block is sealed
-	// and encoded (putSingle).
+	// A small object of one block skips the stream encoder: its stripe id
+	// is chosen first, so the intent commit runs while the block is sealed
+	// and encoded (putSingle). That saves 0.5-1 ms, and costs a copy of
+	// the input the stream encoder avoids (it reads straight into the
+	// shard buffers): worth it up to singleMax bytes, not for a 16 MiB
+	// block, whose puts ran about 10 % slower this way.
 	stopWatch := func() bool { return false }
 	if stopInput != nil {
 		// The read below blocks until the producer writes or closes;
 		// when ctx ends first, unblock both (as the encoder does).
 		stopWatch = context.AfterFunc(ctx, func() { stopInput(context.Cause(ctx)) })
 	}
-	buf, n, more, err := readFirstBlock(r, pol.BlockSize)
+	buf, n, more, err := readFirstBlock(r, min(pol.BlockSize, singleMax))
 	stopWatch()
 	if err != nil {
 		err = fmt.Errorf("read block 0: %w", err)
@@ -260,12 +263,17 @@ func (w *objectWrite) finish(ctx context.Context, o writeOpts) (*ObjectInfo, err
 	return info, nil
 }
 
-// firstBlockBufs holds buffers of block_size+1 bytes for readFirstBlock.
+// singleMax is the largest object putSingle stores (when the block size
+// is not smaller).
+const singleMax = 1 << 20
+
+// firstBlockBufs holds buffers of up to singleMax+1 bytes for
+// readFirstBlock.
 var firstBlockBufs sync.Pool
 
 // readFirstBlock reads up to blockSize+1 bytes of r into a pooled buffer
 // (given back with firstBlockBufs.Put): n bytes, and more when r holds more
-// than one block.
+// than blockSize.
 func readFirstBlock(r io.Reader, blockSize int) (buf *[]byte, n int, more bool, err error) {
 	buf, _ = firstBlockBufs.Get().(*[]byte)
 	if buf == nil || cap(*buf) < blockSize+1 {
