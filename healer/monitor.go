@@ -1,6 +1,7 @@
 package healer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -904,6 +905,12 @@ func (h *Healer) adopt(ctx context.Context, spec backends.Spec, secret, by strin
 	case err == nil && (rec.State == metastore.StateReplaced || rec.State == metastore.StateRetired):
 		return fmt.Errorf("provisioner %s returned backend %s, the name of a %s backend the store still has a record of; names are never reused",
 			by, spec.Name, rec.State)
+	case err == nil && !sameSpec(rec.SpecJSON, spec):
+		// Registering it would rewrite where a live backend's shards
+		// are found. (The same spec again is an adoption that failed
+		// half way, retried.)
+		return fmt.Errorf("provisioner %s returned backend %s, the name of a %s backend with another spec; names are never reused",
+			by, spec.Name, rec.State)
 	case err != nil && !errors.Is(err, metastore.ErrNotFound):
 		return fmt.Errorf("backend %s: %w", spec.Name, err)
 	}
@@ -1013,4 +1020,15 @@ func (h *Healer) RemoveBackend(ctx context.Context, name string) error {
 // much room would refuse every candidate on the same disk.
 func ownsUsage(spec backends.Spec) bool {
 	return spec.Kind != backends.KindLocal || spec.Quota > 0
+}
+
+// sameSpec reports whether a backend record's stored spec is spec.
+func sameSpec(recJSON []byte, spec backends.Spec) bool {
+	var old backends.Spec
+	if err := json.Unmarshal(recJSON, &old); err != nil {
+		return false
+	}
+	a, errA := json.Marshal(old)
+	b, errB := json.Marshal(spec)
+	return errA == nil && errB == nil && bytes.Equal(a, b)
 }

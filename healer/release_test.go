@@ -1,6 +1,7 @@
 package healer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -322,4 +323,46 @@ func TestReleaseReplacedNotRepeatedWhenRecordFails(t *testing.T) {
 	}
 	e.checkFull()
 	e.checkObjects(objs)
+}
+
+// liveName hands out the name of a live backend (b1) with a spec of its
+// own, as a careless provisioning program might.
+type liveName struct{ dir string }
+
+func (p *liveName) Name() string { return "live" }
+
+func (p *liveName) Provision(ctx context.Context, c provision.Constraints) (backends.Spec, string, error) {
+	path := filepath.Join(p.dir, "b1")
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return backends.Spec{}, "", err
+	}
+	return backends.Spec{Name: "b1", Kind: backends.KindLocal, Path: path, Node: "elsewhere"}, "", nil
+}
+
+func (p *liveName) Release(ctx context.Context, spec backends.Spec) error {
+	return os.RemoveAll(spec.Path)
+}
+
+// A provisioned spec named like a live backend is refused: adopting it
+// would rewrite where that backend's shards are found.
+func TestAdoptRefusesNameOfLiveBackend(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 6, cfg: Config{Grace: 0, SuspectAfter: 1}, provs: func(e *env) []provision.Provisioner {
+		return []provision.Provisioner{&liveName{dir: filepath.Join(e.dir, "live")}}
+	}})
+	ctx := context.Background()
+	e.probe()
+	before, err := e.meta.GetBackend(ctx, "b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.h.provision(ctx, false, ""); err == nil || !strings.Contains(err.Error(), "never reused") {
+		t.Fatalf("provisioning the name of a live backend: %v", err)
+	}
+	after, err := e.meta.GetBackend(ctx, "b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before.SpecJSON, after.SpecJSON) || after.State != before.State {
+		t.Fatalf("live backend's record changed: %s %s -> %s %s", before.State, before.SpecJSON, after.State, after.SpecJSON)
+	}
 }
