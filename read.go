@@ -130,12 +130,9 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 		if in >= int64(len(data)) {
 			return total, fmt.Errorf("read %q: block %d holds %d bytes, expected more: %w", r.obj.Name, b, len(data), encoder.ErrCorrupt)
 		}
-		n, err := w.Write(data[in:])
+		n, err := writeFull(w, data[in:])
 		total += int64(n)
 		r.off += int64(n)
-		if err == nil && n < len(data)-int(in) {
-			err = io.ErrShortWrite // a writer that takes less without an error
-		}
 		if err != nil {
 			return total, err
 		}

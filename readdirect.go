@@ -108,28 +108,6 @@ func (r *Reader) readWhole(ctx context.Context, p []byte, pos int64, sequential 
 	return n, nil
 }
 
-// blockBufs recycles the buffers writeWhole decodes blocks into, one
-// sync.Pool per block size, so a long copy neither allocates nor zeroes a
-// block's worth of memory per block.
-var blockBufs sync.Map // int -> *sync.Pool of *[]byte
-
-func getBlockBuf(size int) *[]byte {
-	p, ok := blockBufs.Load(size)
-	if !ok {
-		p, _ = blockBufs.LoadOrStore(size, &sync.Pool{})
-	}
-	if b, ok := p.(*sync.Pool).Get().(*[]byte); ok {
-		return b
-	}
-	b := make([]byte, size)
-	return &b
-}
-
-func putBlockBuf(size int, b *[]byte) {
-	p, _ := blockBufs.Load(size)
-	p.(*sync.Pool).Put(b)
-}
-
 // writeWhole is WriteTo from a block boundary to the end of a striped
 // object: up to directWorkers blocks are fetched and decoded at once, each
 // straight into a recycled buffer (as readWhole decodes into the caller's
@@ -186,7 +164,7 @@ func (r *Reader) writeWhole(w io.Writer) (int64, error) {
 					return
 				}
 				l := int(min(int64(bs), r.obj.Size-int64(j.b)*int64(bs)))
-				j.buf = getBlockBuf(bs)
+				j.buf = r.s.bufs.get(bs)
 				j.data, j.err = r.fetchStripe(ctx, j.b, (*j.buf)[:l])
 			}()
 		}
@@ -202,14 +180,11 @@ func (r *Reader) writeWhole(w io.Writer) (int64, error) {
 		if in < 0 || in >= int64(len(j.data)) {
 			return total, fmt.Errorf("read %q: block %d holds %d bytes, expected more: %w", r.obj.Name, j.b, len(j.data), encoder.ErrCorrupt)
 		}
-		n, err := w.Write(j.data[in:])
+		n, err := writeFull(w, j.data[in:])
 		total += int64(n)
 		r.off += int64(n)
 		if j.buf != nil {
-			putBlockBuf(bs, j.buf)
-		}
-		if err == nil && n < len(j.data)-int(in) {
-			err = io.ErrShortWrite
+			r.s.bufs.put(j.buf)
 		}
 		if err != nil {
 			return total, err

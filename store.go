@@ -84,6 +84,8 @@ type Store struct {
 
 	hookMu sync.Mutex
 	hooks  []func(backend string, err error)
+
+	bufs bufPool // large buffers of the read and write paths
 }
 
 // handle is one backend in the pool.

@@ -177,7 +177,7 @@ func (s *Store) write(ctx context.Context, name string, r io.Reader, o writeOpts
 		// when ctx ends first, unblock both (as the encoder does).
 		stopWatch = context.AfterFunc(ctx, func() { stopInput(context.Cause(ctx)) })
 	}
-	buf, n, more, err := readFirstBlock(r, min(pol.BlockSize, singleMax))
+	buf, n, more, err := s.readFirstBlock(r, min(pol.BlockSize, singleMax))
 	stopWatch()
 	if err != nil {
 		err = fmt.Errorf("read block 0: %w", err)
@@ -196,7 +196,7 @@ func (s *Store) write(ctx context.Context, name string, r io.Reader, o writeOpts
 		}
 		return w.finish(ctx, o)
 	}
-	defer firstBlockBufs.Put(buf) // after enc.Close: the encoder reads it
+	defer s.bufs.put(buf) // after enc.Close: the encoder reads it
 	r = io.MultiReader(bytes.NewReader((*buf)[:n]), r)
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -267,32 +267,24 @@ func (w *objectWrite) finish(ctx context.Context, o writeOpts) (*ObjectInfo, err
 // is not smaller).
 const singleMax = 1 << 20
 
-// firstBlockBufs holds buffers of up to singleMax+1 bytes for
-// readFirstBlock.
-var firstBlockBufs sync.Pool
-
-// readFirstBlock reads up to blockSize+1 bytes of r into a pooled buffer
-// (given back with firstBlockBufs.Put): n bytes, and more when r holds more
-// than blockSize.
-func readFirstBlock(r io.Reader, blockSize int) (buf *[]byte, n int, more bool, err error) {
-	buf, _ = firstBlockBufs.Get().(*[]byte)
-	if buf == nil || cap(*buf) < blockSize+1 {
-		b := make([]byte, blockSize+1)
-		buf = &b
-	}
-	n, err = io.ReadFull(r, (*buf)[:blockSize+1])
+// readFirstBlock reads up to blockSize+1 bytes of r into a buffer from the
+// store's pool (given back with s.bufs.put): n bytes, and more when r holds
+// more than blockSize.
+func (s *Store) readFirstBlock(r io.Reader, blockSize int) (buf *[]byte, n int, more bool, err error) {
+	buf = s.bufs.get(blockSize + 1)
+	n, err = io.ReadFull(r, *buf)
 	switch {
 	case err == nil:
 		return buf, n, true, nil
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		return buf, n, false, nil
 	}
-	firstBlockBufs.Put(buf)
+	s.bufs.put(buf)
 	return nil, 0, false, err
 }
 
 // putSingle stores an object of one block, the n bytes in buf (given back
-// to firstBlockBufs once sealed). The stripe's locations are chosen and its
+// to the store's pool once sealed). The stripe's locations are chosen and its
 // intent committed while the block is sealed and encoded; no shard is
 // written before the intent is durable.
 func (w *objectWrite) putSingle(ctx context.Context, buf *[]byte, n int) error {
@@ -303,14 +295,14 @@ func (w *objectWrite) putSingle(ctx context.Context, buf *[]byte, n int) error {
 	est := int64(n/w.pol.K + n/(64*w.pol.K) + 4096)
 	targets, cands, err := s.place(ctx, w.pol.K+w.pol.M, w.quorum, est)
 	if err != nil {
-		firstBlockBufs.Put(buf)
+		s.bufs.put(buf)
 		return err
 	}
 	intent := newIntent(id, targets)
 	intentErr := make(chan error, 1)
 	go func() { intentErr <- s.meta.AddIntent(ctx, intent) }()
 	st, encErr := w.codec.EncodeBlock(w.id, 0, id, (*buf)[:n])
-	firstBlockBufs.Put(buf) // EncodeBlock keeps none of it
+	s.bufs.put(buf) // EncodeBlock keeps none of it
 	if err := <-intentErr; err != nil {
 		st.Release()
 		return fmt.Errorf("block 0: record write intent: %w", err)
