@@ -843,26 +843,18 @@ func (h *Healer) provision(ctx context.Context, spare bool, replacing string) (s
 	if err != nil {
 		return "", fmt.Errorf("provision a backend (replacing %q): list backends: %w", replacing, err)
 	}
-	known := make(map[string]bool, len(recs))
+	taken := make([]string, 0, len(recs))
 	for _, r := range recs {
-		known[r.Name] = true
+		taken = append(taken, r.Name)
 	}
-	taken := func(name string) bool { return known[name] }
 	hint := "repl"
 	if spare {
 		hint = "spare"
 	}
-	c := provision.Constraints{AvoidDomains: avoid, Level: h.cfg.Level, MinSize: minSize, NameHint: hint}
+	c := provision.Constraints{AvoidDomains: avoid, Level: h.cfg.Level, MinSize: minSize, NameHint: hint, TakenNames: taken}
 	var errs []error
 	for _, p := range h.provs {
-		var spec backends.Spec
-		var secret string
-		var err error
-		if na, ok := p.(nameAvoider); ok {
-			spec, secret, err = na.ProvisionAvoidingNames(ctx, c, taken)
-		} else {
-			spec, secret, err = p.Provision(ctx, c)
-		}
+		spec, secret, err := p.Provision(ctx, c)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -884,12 +876,6 @@ func (h *Healer) provision(ctx context.Context, spare bool, replacing string) (s
 	h.mu.Unlock()
 	h.metrics.provisionFailures.Inc()
 	return "", fmt.Errorf("provision a backend (replacing %q): %w", replacing, errors.Join(errs...))
-}
-
-// nameAvoider is a provisioner that makes up the names of the backends
-// it creates (provision.Local) and can be told which names are taken.
-type nameAvoider interface {
-	ProvisionAvoidingNames(ctx context.Context, c provision.Constraints, taken func(name string) bool) (backends.Spec, string, error)
 }
 
 // adopt registers a new backend with the store, marks it and records who
@@ -1022,13 +1008,9 @@ func ownsUsage(spec backends.Spec) bool {
 	return spec.Kind != backends.KindLocal || spec.Quota > 0
 }
 
-// sameSpec reports whether a backend record's stored spec is spec.
+// sameSpec reports whether a backend record's stored spec is spec (records
+// hold the spec's JSON encoding, as the store's registration writes it).
 func sameSpec(recJSON []byte, spec backends.Spec) bool {
-	var old backends.Spec
-	if err := json.Unmarshal(recJSON, &old); err != nil {
-		return false
-	}
-	a, errA := json.Marshal(old)
-	b, errB := json.Marshal(spec)
-	return errA == nil && errB == nil && bytes.Equal(a, b)
+	raw, err := json.Marshal(spec)
+	return err == nil && bytes.Equal(recJSON, raw)
 }

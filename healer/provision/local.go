@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -132,15 +133,6 @@ func (l *Local) Dir() string { return l.cfg.Dir }
 // gateway on it). Each backend is its own node; its farm is the configured
 // one or, without it, its own.
 func (l *Local) Provision(ctx context.Context, c Constraints) (backends.Spec, string, error) {
-	return l.ProvisionAvoidingNames(ctx, c, nil)
-}
-
-// ProvisionAvoidingNames is Provision, except that the new backend's name
-// is never one taken reports (nil: none): the caller passes the names of
-// every backend the store has a record of, whatever its state. A released
-// backend's directory is gone but its record stays (replaced, retired), so
-// the free directory name alone would hand that name out again.
-func (l *Local) ProvisionAvoidingNames(ctx context.Context, c Constraints, taken func(name string) bool) (backends.Spec, string, error) {
 	if err := ctx.Err(); err != nil {
 		return backends.Spec{}, "", err
 	}
@@ -163,7 +155,7 @@ func (l *Local) ProvisionAvoidingNames(ctx context.Context, c Constraints, taken
 	if prefix == "" {
 		prefix = l.cfg.Prefix
 	}
-	name, dir, err := l.mkdirUnique(prefix, c, taken)
+	name, dir, err := l.mkdirUnique(prefix, c)
 	if err != nil {
 		return backends.Spec{}, "", err
 	}
@@ -195,11 +187,13 @@ func (l *Local) ProvisionAvoidingNames(ctx context.Context, c Constraints, taken
 }
 
 // mkdirUnique creates <Dir>/<prefix>-<n> for the first free n whose name
-// is not taken and whose domain is not avoided.
-func (l *Local) mkdirUnique(prefix string, c Constraints, taken func(string) bool) (string, string, error) {
+// is not taken and whose domain is not avoided. (A free directory alone
+// does not make a name free: a released backend's directory is gone, its
+// record is not.)
+func (l *Local) mkdirUnique(prefix string, c Constraints) (string, string, error) {
 	for n := 1; n < 100000; n++ {
 		name := fmt.Sprintf("%s-%d", prefix, n)
-		if c.Avoids(backends.Spec{Name: name, Node: name, Farm: name}) || (taken != nil && taken(name)) {
+		if c.Avoids(backends.Spec{Name: name, Node: name, Farm: name}) || slices.Contains(c.TakenNames, name) {
 			continue
 		}
 		dir := filepath.Join(l.cfg.Dir, name)

@@ -221,8 +221,8 @@ func TestLocalProvisionAvoidsTakenNames(t *testing.T) {
 	if err := l.Release(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	taken := map[string]bool{first.Name: true, "repl-2": true}
-	spec, _, err := l.ProvisionAvoidingNames(ctx, c, func(name string) bool { return taken[name] })
+	c.TakenNames = []string{first.Name, "repl-2"}
+	spec, _, err := l.Provision(ctx, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func TestLocalProvisionAvoidsTakenNames(t *testing.T) {
 		t.Fatalf("got %s at %s, want repl-3 (repl-1 and repl-2 are taken)", spec.Name, spec.Path)
 	}
 	// An existing directory is skipped as before, taken or not.
-	spec, _, err = l.ProvisionAvoidingNames(ctx, c, func(name string) bool { return taken[name] })
+	spec, _, err = l.Provision(ctx, c)
 	if err != nil || spec.Name != "repl-4" {
 		t.Fatalf("got %s (%v), want repl-4", spec.Name, err)
 	}

@@ -20,6 +20,11 @@ type Constraints struct {
 	MinSize int64
 	// NameHint is a suggested backend name prefix.
 	NameHint string
+	// TakenNames lists the names of every backend the store has a record
+	// of, whatever its state: a provisioner that makes up names must not
+	// use one. A released backend's capacity is gone but its record stays
+	// (replaced, retired), so the name is not free again.
+	TakenNames []string
 }
 
 // Avoids reports whether the spec's domain at the constraint's level is one
