@@ -66,16 +66,7 @@ func (f *filesystem) fetchBlock(ctx context.Context, k blockKey, bs uint32, ver 
 	f.fetches[k] = c
 	f.fetchMu.Unlock()
 
-	buf := make([]byte, bs)
-	n, err := f.blobs.GetBlock(ctx, f.blockName(k), buf)
-	switch {
-	case errors.Is(err, errNoBlock):
-		c.data = []byte{}
-	case err != nil:
-		c.err = fmt.Errorf("read block %d of inode %d: %w", k.idx, k.ino, err)
-	default:
-		c.data = buf[:n]
-	}
+	c.data, c.err = f.getStored(ctx, k, bs)
 	if c.err == nil && fill != nil {
 		fill(c.data)
 	}
@@ -99,6 +90,12 @@ func (f *filesystem) fetchLocked(ctx context.Context, k blockKey, bs uint32) ([]
 	if d, ok := f.rcache.get(k); ok {
 		return d, nil
 	}
+	return f.getStored(ctx, k, bs)
+}
+
+// getStored reads block k from healstore: its content, empty for a block
+// never written.
+func (f *filesystem) getStored(ctx context.Context, k blockKey, bs uint32) ([]byte, error) {
 	buf := make([]byte, bs)
 	n, err := f.blobs.GetBlock(ctx, f.blockName(k), buf)
 	switch {
@@ -418,14 +415,15 @@ func (f *filesystem) growLocked(ctx context.Context, st *inodeState, old uint64,
 	// A stored block that ends at or before the old end already reads as
 	// zeros past it: nothing to cut, and no dirty block, so a truncate up
 	// commits its size at once (see commitSizeLocked). The fetch goes to
-	// the read cache for the write that may follow.
+	// the read cache either way: for a write that may follow, or for
+	// loadLocked below, which takes it from there.
 	k := blockKey{st.ino, idx}
 	d, err := f.fetchLocked(ctx, k, uint32(bs))
 	if err != nil {
 		return err
 	}
+	f.fillLocked(st, k, st.dataVer, d)
 	if uint64(len(d)) <= old%bs {
-		f.fillLocked(st, k, st.dataVer, d)
 		return nil
 	}
 	b, err := f.loadLocked(ctx, st, idx, true)
