@@ -70,10 +70,8 @@ func encodeInline(o *Object, r *objectRec) error {
 func decodeInline(key []byte, r *objectRec, o *Object) error {
 	if r.Inline == "" && r.InlineSum == "" {
 		if r.V == inlineRecordVersion {
-			// Wrapped as ErrSchema too: no healstore writes this, and a
-			// reader cannot tell damage from a record it does not know.
-			return fmt.Errorf("%w: %w: object record %q has version %d but no inline data; only inline objects use version %d",
-				ErrCorrupt, ErrSchema, key, r.V, inlineRecordVersion)
+			return fmt.Errorf("%w: object record %q has version %d but no inline data; only inline objects use version %d",
+				ErrCorrupt, key, r.V, inlineRecordVersion)
 		}
 		return nil
 	}
