@@ -2,6 +2,7 @@ package healer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"os"
@@ -167,21 +168,23 @@ func TestProvisionSkipsNamesOfReleasedBackends(t *testing.T) {
 	}
 }
 
-// sameName is a provisioner that always makes a backend by one name, as a
-// careless provisioning program might.
+// sameName is a provisioner that always makes a backend by one name (on
+// node node, or its own name's), as a careless provisioning program might.
 type sameName struct {
 	dir      string
+	name     string
+	node     string
 	releases int
 }
 
 func (p *sameName) Name() string { return "same" }
 
 func (p *sameName) Provision(ctx context.Context, c provision.Constraints) (backends.Spec, string, error) {
-	path := filepath.Join(p.dir, "x-1")
+	path := filepath.Join(p.dir, p.name)
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		return backends.Spec{}, "", err
 	}
-	return backends.Spec{Name: "x-1", Kind: backends.KindLocal, Path: path, Node: "x-1"}, "", nil
+	return backends.Spec{Name: p.name, Kind: backends.KindLocal, Path: path, Node: cmp.Or(p.node, p.name)}, "", nil
 }
 
 func (p *sameName) Release(ctx context.Context, spec backends.Spec) error {
@@ -194,7 +197,7 @@ func (p *sameName) Release(ctx context.Context, spec backends.Spec) error {
 func TestAdoptRefusesNameOfReplacedBackend(t *testing.T) {
 	var p *sameName
 	e := newEnv(t, envOpts{backends: 6, cfg: Config{Grace: 0, SuspectAfter: 1}, provs: func(e *env) []provision.Provisioner {
-		p = &sameName{dir: filepath.Join(e.dir, "same")}
+		p = &sameName{dir: filepath.Join(e.dir, "same"), name: "x-1"}
 		return []provision.Provisioner{p}
 	}})
 	ctx := context.Background()
@@ -325,29 +328,12 @@ func TestReleaseReplacedNotRepeatedWhenRecordFails(t *testing.T) {
 	e.checkObjects(objs)
 }
 
-// liveName hands out the name of a live backend (b1) with a spec of its
-// own, as a careless provisioning program might.
-type liveName struct{ dir string }
-
-func (p *liveName) Name() string { return "live" }
-
-func (p *liveName) Provision(ctx context.Context, c provision.Constraints) (backends.Spec, string, error) {
-	path := filepath.Join(p.dir, "b1")
-	if err := os.MkdirAll(path, 0o700); err != nil {
-		return backends.Spec{}, "", err
-	}
-	return backends.Spec{Name: "b1", Kind: backends.KindLocal, Path: path, Node: "elsewhere"}, "", nil
-}
-
-func (p *liveName) Release(ctx context.Context, spec backends.Spec) error {
-	return os.RemoveAll(spec.Path)
-}
-
 // A provisioned spec named like a live backend is refused: adopting it
 // would rewrite where that backend's shards are found.
 func TestAdoptRefusesNameOfLiveBackend(t *testing.T) {
 	e := newEnv(t, envOpts{backends: 6, cfg: Config{Grace: 0, SuspectAfter: 1}, provs: func(e *env) []provision.Provisioner {
-		return []provision.Provisioner{&liveName{dir: filepath.Join(e.dir, "live")}}
+		// The name of a live backend (b1), with a spec of its own.
+		return []provision.Provisioner{&sameName{dir: filepath.Join(e.dir, "live"), name: "b1", node: "elsewhere"}}
 	}})
 	ctx := context.Background()
 	e.probe()
