@@ -273,16 +273,7 @@ func TestCorruptShardDetected(t *testing.T) {
 	}
 	// A bit flip in data shard 0 of the first stripe.
 	st := stripesOf(t, s, "flipped")[0]
-	sh := st.Shards[0]
-	b, _ := s.Backend(sh.Backend)
-	raw, err := b.Get(ctx, sh.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw[len(raw)/2] ^= 0x40
-	if err := b.Put(ctx, sh.Key, raw); err != nil {
-		t.Fatal(err)
-	}
+	flipShard(t, s, "flipped", 0, 0)
 	// A shard intact in itself but not what the metastore recorded: only
 	// the metastore's checksum can tell (invariant 3).
 	st2 := stripesOf(t, s, "resummed")[0]

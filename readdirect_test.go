@@ -39,6 +39,23 @@ func loseShards(t *testing.T, s *Store, name string, blk int, idx ...int) {
 	}
 }
 
+// flipShard flips one bit in the middle of shard idx of stripe number blk
+// of object name, on its backend.
+func flipShard(t *testing.T, s *Store, name string, blk, idx int) {
+	t.Helper()
+	ctx := context.Background()
+	sh := stripesOf(t, s, name)[blk].Shards[idx]
+	b, _ := s.Backend(sh.Backend)
+	raw, err := b.Get(ctx, sh.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)/2] ^= 0x40
+	if err := b.Put(ctx, sh.Key, raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A read covering whole blocks decodes them straight into the caller's
 // buffer, outside the cache, and still verifies every shard against the
 // metastore (invariant 3): a flipped shard, a shard that is intact but not
@@ -51,16 +68,7 @@ func TestReadWholeBlocksVerifiesShards(t *testing.T) {
 	sts := stripesOf(t, s, "obj")
 
 	// Block 0: a bit flip in data shard 0.
-	sh := sts[0].Shards[0]
-	b, _ := s.Backend(sh.Backend)
-	raw, err := b.Get(ctx, sh.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw[len(raw)/2] ^= 0x40
-	if err := b.Put(ctx, sh.Key, raw); err != nil {
-		t.Fatal(err)
-	}
+	flipShard(t, s, "obj", 0, 0)
 	// Block 2: data shard 1 is not the shard the metastore recorded.
 	sts[2].Shards[1].Sum = encoder.Sum(s.cfg.Policy.Checksum, []byte("some other shard"))
 	if err := s.meta.UpdateStripe(ctx, sts[2], nil); err != nil {
@@ -270,16 +278,7 @@ func TestWriteToWholeBlocks(t *testing.T) {
 		})
 	}
 	// Block 1: a bit flip in data shard 0. Block 3: data shard 2 lost.
-	sh := sts[1].Shards[0]
-	b, _ := s.Backend(sh.Backend)
-	raw, err := b.Get(ctx, sh.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw[len(raw)/2] ^= 0x40
-	if err := b.Put(ctx, sh.Key, raw); err != nil {
-		t.Fatal(err)
-	}
+	flipShard(t, s, "obj", 1, 0)
 	loseShards(t, s, "obj", 3, 2)
 
 	copyFrom := func(off int64) ([]byte, int64, *Reader, error) {
