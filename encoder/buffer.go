@@ -65,7 +65,7 @@ func (b *BlockBuffer) Free() {
 func (b *BlockBuffer) window(off int) []byte {
 	if b.mem == nil {
 		if b.inPlace {
-			_, b.mem = b.c.stripeBuf(b.c.fullBuf)
+			b.mem = b.c.fullStripeBuf()
 		} else {
 			b.mem = b.c.getScratch()
 		}
@@ -74,9 +74,10 @@ func (b *BlockBuffer) window(off int) []byte {
 	if !b.inPlace {
 		return mem[off:bs]
 	}
+	mem = alignedSlice(mem, len(mem)-ShardAlign)
 	s := sealFixedLen + off // the sealed header comes first
 	i, o := s/b.per, s%b.per
-	base := i*(HeaderSize+b.per) + HeaderSize
+	base := i*slotLen(b.per) + HeaderSize
 	return mem[base+o : base+o+min(b.per-o, bs-off)]
 }
 
@@ -160,15 +161,15 @@ func (c *Codec) encodeBuffer(obj ObjectID, block uint64, id StripeID, b *BlockBu
 	}
 	c.active.Add(1)
 	defer c.active.Add(-1)
-	stride := HeaderSize + per
-	buf := (*b.mem)[:(k+c.p.M)*stride]
+	slot := slotLen(per)
+	buf := alignedSlice(*b.mem, (k+c.p.M)*slot)
 	h := sealHeader{cipher: cipherNone, plainLen: n, bodyLen: n}
 	h.put(buf[HeaderSize:])
 	// Zero the padding after the sealed block: the tail of the data shard
 	// it ends in, and any data shard wholly past it.
 	for s := sealFixedLen + n; s < k*per; {
 		i, o := s/per, s%per
-		clear(buf[i*stride+HeaderSize+o : (i+1)*stride])
+		clear(buf[i*slot+HeaderSize+o : i*slot+HeaderSize+per])
 		s += per - o
 	}
 	return c.encode(id, buf, per, nil, sealFixedLen+n, n), true, nil

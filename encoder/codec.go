@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/reedsolomon"
@@ -50,7 +51,7 @@ func NewCodec(p Policy, masterKey []byte) (*Codec, error) {
 		cipher:    cipherIDs[p.Encryption],
 		rand:      rand.Reader,
 	}
-	c.fullBuf = (p.K + p.M) * p.MaxShardSize()
+	c.fullBuf = (p.K+p.M)*slotLen(p.MaxShardSize()-HeaderSize) + ShardAlign
 	if c.cipher != cipherNone {
 		if len(masterKey) != 32 {
 			return nil, fmt.Errorf("encoder: encryption %s needs a 32-byte master key, got %d bytes", p.Encryption, len(masterKey))
@@ -113,18 +114,40 @@ func (s *Stripe) Release() {
 	s.Shards = nil
 }
 
-// stripeBuf returns a buffer of n bytes for a stripe's shards. Buffers for
-// blocks near full size come from a pool; a small block gets its own
-// allocation rather than pinning a full-size buffer.
+// stripeBuf returns a buffer of n bytes for a stripe's shards, starting
+// on a ShardAlign boundary. Buffers for blocks near full size come from a
+// pool; a small block gets its own allocation rather than pinning a
+// full-size buffer.
 func (c *Codec) stripeBuf(n int) ([]byte, *[]byte) {
 	if n < c.fullBuf/2 {
-		return make([]byte, n), nil
+		return alignedSlice(make([]byte, n+ShardAlign), n), nil
 	}
+	p := c.fullStripeBuf()
+	return alignedSlice(*p, n), p
+}
+
+// fullStripeBuf returns a pooled full-size stripe buffer (fullBuf bytes,
+// ShardAlign of them spare for alignment).
+func (c *Codec) fullStripeBuf() *[]byte {
 	if p, ok := c.shardBufs.Get().(*[]byte); ok {
-		return (*p)[:n], p
+		return p
 	}
 	b := make([]byte, c.fullBuf)
-	return b[:n], &b
+	return &b
+}
+
+// alignedSlice returns n bytes of b starting at its first ShardAlign
+// boundary. b must have ShardAlign-1 bytes to spare. (Go allocates large
+// buffers on 8 KiB pages, so this rarely skips anything; it is not
+// promised, hence the spare bytes.)
+func alignedSlice(b []byte, n int) []byte {
+	off := 0
+	if len(b) > 0 {
+		if r := int(uintptr(unsafe.Pointer(&b[0])) % ShardAlign); r != 0 {
+			off = ShardAlign - r
+		}
+	}
+	return b[off : off+n]
 }
 
 // EncodeBlock seals data (block number block of object obj; compress, then
@@ -146,7 +169,7 @@ func (c *Codec) EncodeBlock(obj ObjectID, block uint64, id StripeID, data []byte
 	defer c.release(&sl)
 
 	per := payloadLen(sl.len(), c.p.K)
-	buf, pooled := c.stripeBuf((c.p.K + c.p.M) * (HeaderSize + per))
+	buf, pooled := c.stripeBuf((c.p.K + c.p.M) * slotLen(per))
 	st := c.encode(id, buf, per, &sl, sl.len(), len(data))
 	if pooled != nil {
 		st.release = func() { c.shardBufs.Put(pooled) }
@@ -155,15 +178,15 @@ func (c *Codec) EncodeBlock(obj ObjectID, block uint64, id StripeID, data []byte
 }
 
 // encode codes a sealed block into buf, laid out as K+M shards of
-// HeaderSize+per bytes. With src nil the sealed block is already in place
+// HeaderSize+per bytes, slotLen(per) apart. With src nil the sealed block is already in place
 // in the data payloads (see BlockBuffer) and nothing is copied.
 func (c *Codec) encode(id StripeID, buf []byte, per int, src *sealed, sealedLen, dataLen int) *Stripe {
 	k, n := c.p.K, c.p.K+c.p.M
-	stride := HeaderSize + per
+	stride, slot := HeaderSize+per, slotLen(per)
 	st := &Stripe{ID: id, Shards: make([][]byte, n), Sums: make([][]byte, n), DataLen: dataLen}
 	j := &encodeJob{c: c, src: src, per: per, payloads: make([][]byte, n), leaves: make([][]byte, n)}
 	for i := range n {
-		st.Shards[i] = buf[i*stride : (i+1)*stride : (i+1)*stride]
+		st.Shards[i] = buf[i*slot : i*slot+stride : i*slot+stride]
 		j.payloads[i] = st.Shards[i][HeaderSize:]
 		j.leaves[i] = c.alg.leafBuf(per)
 	}

@@ -63,6 +63,27 @@ func payloadLen(n, k int) int {
 	return (per + 63) &^ 63
 }
 
+// ShardAlign is the memory alignment of every shard of HeaderSize+per >=
+// AlignedShardMin bytes in a stripe buffer: each such shard starts on its
+// own 4 KiB boundary, so a backend can hand it to the disk with O_DIRECT
+// (see backends/local) without copying it first. Smaller shards are packed
+// back to back: the padding would cost more memory than direct I/O saves.
+// Only the memory layout changes; a shard's bytes are the same.
+const (
+	ShardAlign      = 4096
+	AlignedShardMin = 64 << 10
+)
+
+// slotLen is the distance between the starts of two neighbouring shards
+// of HeaderSize+per bytes in a stripe buffer.
+func slotLen(per int) int {
+	s := HeaderSize + per
+	if s >= AlignedShardMin {
+		s = (s + ShardAlign - 1) &^ (ShardAlign - 1)
+	}
+	return s
+}
+
 // ParseHeader parses and checks the header at the start of b (a shard or
 // just its first HeaderSize bytes): magic, version, header CRC and the
 // internal consistency of its fields. It never allocates from a length
