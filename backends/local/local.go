@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,6 +36,8 @@ type Backend struct {
 	closed bool
 
 	deferred syncState // PutNoSync and Sync (sync.go)
+
+	noDirect atomic.Bool // the file system refused O_DIRECT once: stop trying (directio.go)
 
 	// dirMu guards dirGen and rootGen, which say whether the root
 	// directory must be fsynced for the fan-out directories made so far
@@ -235,7 +238,7 @@ func (b *Backend) writeFile(dir, final string, value []byte, durable bool) error
 			os.Remove(tmp)
 		}
 	}()
-	if _, err := f.Write(value); err != nil {
+	if err := b.writeValue(f, value); err != nil {
 		return err
 	}
 	if durable {
@@ -317,34 +320,11 @@ func (b *Backend) Get(ctx context.Context, key string) ([]byte, error) {
 	if err := b.begin(ctx, "get", key, true); err != nil {
 		return nil, err
 	}
-	v, err := readWhole(b.pathOf(key))
+	v, err := b.readWhole(b.pathOf(key))
 	if err != nil {
 		return nil, b.fail("get", key, err)
 	}
 	return v, nil
-}
-
-// readWhole reads a file into a buffer of exactly its size with one read
-// (os.ReadFile allocates more and reads again to see the end).
-func readWhole(p string) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	buf := make([]byte, fi.Size())
-	n, err := io.ReadFull(f, buf)
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		// Replaced by a shorter value since the Stat (Put renames a new
-		// file over the old one, so f still reads the old one whole; only
-		// a file changed in place can shrink).
-		return buf[:n], nil
-	}
-	return buf, err
 }
 
 // GetRange implements backends.Backend.
