@@ -206,6 +206,10 @@ func TestInitConfigLoadsAndRoundTrips(t *testing.T) {
 		if st, err := os.Stat(b.Path); err != nil || !st.IsDir() {
 			t.Fatalf("backend dir %s: %v", b.Path, err)
 		}
+		// Laid out in advance: the first puts make no directories.
+		if ents, err := os.ReadDir(filepath.Join(b.Path, "data")); err != nil || len(ents) != 256 {
+			t.Fatalf("backend %s: %d fan-out directories (%v), want 256", b.Name, len(ents), err)
+		}
 	}
 	if len(nodes) != 6 {
 		t.Fatalf("backends share nodes: %v", nodes)

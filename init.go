@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/healstore/healstore/backends/local"
 	"github.com/healstore/healstore/encoder"
 )
 
@@ -169,6 +170,9 @@ keep = %d
 		name := fmt.Sprintf("b%d", i)
 		p := filepath.Join("backends", name)
 		if err := os.MkdirAll(filepath.Join(abs, p), 0o700); err != nil {
+			return "", fmt.Errorf("init: %w", err)
+		}
+		if err := local.Prepare(filepath.Join(abs, p)); err != nil {
 			return "", fmt.Errorf("init: %w", err)
 		}
 		fmt.Fprintf(&b, "\n[[backends]]\nname = %q\nkind = \"local\"\npath = %q\nnode = \"node%d\"\n", name, p, i)

@@ -153,3 +153,43 @@ func TestProbeOfVanishedDirectory(t *testing.T) {
 		t.Fatalf("Probe of a vanished directory: %v", err)
 	}
 }
+
+// TestPrepare checks that a prepared backend has every fan-out directory,
+// so its first writes make none (no mkdir, no fsync of the data directory
+// in their sync rounds), and that preparing again keeps what is there.
+func TestPrepare(t *testing.T) {
+	dir := t.TempDir()
+	if err := Prepare(dir); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(filepath.Join(dir, "data"))
+	if err != nil || len(ents) != 256 {
+		t.Fatalf("data directory has %d entries (%v), want 256 fan-out directories", len(ents), err)
+	}
+	b, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 300 {
+		key := fmt.Sprintf("shards/%032x.%d", i, i%14)
+		if err := b.PutNoSync(ctx, key, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Sync(ctx, []string{key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.dirMu.Lock()
+	made := b.dirGen
+	b.dirMu.Unlock()
+	if made != 0 {
+		t.Errorf("%d fan-out directories made after Prepare, want 0", made)
+	}
+	if err := Prepare(dir); err != nil {
+		t.Fatalf("second Prepare: %v", err)
+	}
+	if got, err := b.Get(ctx, "shards/00000000000000000000000000000007.7"); err != nil || string(got) != "v" {
+		t.Fatalf("value after a second Prepare: %q, %v", got, err)
+	}
+}
