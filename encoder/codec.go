@@ -115,11 +115,14 @@ func (s *Stripe) Release() {
 }
 
 // stripeBuf returns a buffer of n bytes for a stripe's shards, starting
-// on a ShardAlign boundary. Buffers for blocks near full size come from a
+// on a ShardAlign boundary when it holds a shard that slotLen aligns. Buffers for blocks near full size come from a
 // pool; a small block gets its own allocation rather than pinning a
 // full-size buffer.
 func (c *Codec) stripeBuf(n int) ([]byte, *[]byte) {
 	if n < c.fullBuf/2 {
+		if n < AlignedShardMin {
+			return make([]byte, n), nil // no shard here is aligned
+		}
 		return alignedSlice(make([]byte, n+ShardAlign), n), nil
 	}
 	p := c.fullStripeBuf()

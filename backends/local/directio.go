@@ -98,7 +98,12 @@ func (b *Backend) readWhole(p string) ([]byte, error) {
 	if size >= dioMin && !b.noDirect.Load() {
 		// A direct read asks for whole blocks and gets the file's end.
 		buf := make([]byte, (size+dioAlign-1)&^(dioAlign-1))
-		if directOK(buf) && setDirect(f, true) == nil {
+		direct := directOK(buf)
+		if direct && setDirect(f, true) != nil {
+			b.noDirect.Store(true) // this file system has no direct I/O
+			direct = false
+		}
+		if direct {
 			n, err := readAt(f, buf, 0)
 			if err == nil {
 				return buf[:min(n, size)], nil
