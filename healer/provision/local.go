@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/backends/local"
 )
 
 // LocalConfig configures the Local provisioner.
@@ -164,6 +165,12 @@ func (l *Local) Provision(ctx context.Context, c Constraints) (backends.Spec, st
 		spec.Farm = name
 	}
 	if l.cfg.S3 == nil {
+		// Laid out now, as healstore init lays out its backends: the
+		// rebuild's first writes then make no directories.
+		if err := local.Prepare(dir); err != nil {
+			_ = os.RemoveAll(dir)
+			return backends.Spec{}, "", fmt.Errorf("local provisioner: %w", err)
+		}
 		return spec, "", nil
 	}
 	secret, err := randomHex(20)

@@ -43,6 +43,9 @@ func TestLocalProvisionDirectories(t *testing.T) {
 		if fi, err := os.Stat(spec.Path); err != nil || !fi.IsDir() {
 			t.Fatalf("directory %s missing: %v", spec.Path, err)
 		}
+		if ents, err := os.ReadDir(filepath.Join(spec.Path, "data")); err != nil || len(ents) != 256 {
+			t.Fatalf("backend %s laid out with %d fan-out directories (%v), want 256", spec.Name, len(ents), err)
+		}
 		d := spec.Domain("node")
 		if seen[d] || seen[spec.Domain("farm")] {
 			t.Fatalf("domain %s handed out twice", d)
