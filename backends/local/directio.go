@@ -59,7 +59,7 @@ func (b *Backend) writeValue(f *os.File, value []byte) error {
 		_, err := f.Write(value)
 		return err
 	}
-	if err := setDirect(f, true); err != nil {
+	if err := b.setDirect(f, true); err != nil {
 		b.noDirect.Store(true) // this file system has no direct I/O
 		_, err := f.Write(value)
 		return err
@@ -99,7 +99,7 @@ func (b *Backend) readWhole(p string) ([]byte, error) {
 		// A direct read asks for whole blocks and gets the file's end.
 		buf := make([]byte, (size+dioAlign-1)&^(dioAlign-1))
 		direct := directOK(buf)
-		if direct && setDirect(f, true) != nil {
+		if direct && b.setDirect(f, true) != nil {
 			b.noDirect.Store(true) // this file system has no direct I/O
 			direct = false
 		}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"unsafe"
 
@@ -143,5 +144,43 @@ func TestDirectReadSeesBufferedTail(t *testing.T) {
 	got, err := b.Get(ctx, "k")
 	if err != nil || !bytes.Equal(got, v) {
 		t.Fatalf("Get before the sync round = %d bytes (equal %v), %v", len(got), bytes.Equal(got, v), err)
+	}
+}
+
+// TestDirectRefused stands in for a file system that refuses O_DIRECT:
+// the first large put and the first large get each take the page cache
+// path with the same result, and the backend stops trying.
+func TestDirectRefused(t *testing.T) {
+	ctx := context.Background()
+	for _, first := range []string{"put", "get"} {
+		b := openT(t, 0)
+		v := alignedBytes(rand.New(rand.NewPCG(8, 9)), 1<<20+10, false)
+		if first == "get" {
+			if err := b.Put(ctx, "k", v); err != nil { // direct: not refused yet
+				t.Fatal(err)
+			}
+		}
+		tries := 0
+		b.setDirect = func(*os.File, bool) error { tries++; return syscall.EINVAL }
+		if first == "put" {
+			if err := b.Put(ctx, "k", v); err != nil {
+				t.Fatalf("put with O_DIRECT refused: %v", err)
+			}
+			if cached, total := cachedPages(t, b.pathOf("k")); cached < total {
+				t.Errorf("%d of %d pages cached after a put without direct I/O", cached, total)
+			}
+		}
+		for range 3 {
+			got, err := b.Get(ctx, "k")
+			if err != nil || !bytes.Equal(got, v) {
+				t.Fatalf("%s first: Get with O_DIRECT refused: %d bytes (equal %v), %v", first, len(got), bytes.Equal(got, v), err)
+			}
+		}
+		if err := b.Put(ctx, "k2", v); err != nil {
+			t.Fatal(err)
+		}
+		if !b.noDirect.Load() || tries != 1 {
+			t.Errorf("%s first: noDirect %v after %d refusals, want true after 1", first, b.noDirect.Load(), tries)
+		}
 	}
 }

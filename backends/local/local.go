@@ -46,8 +46,9 @@ type Backend struct {
 	dirGen  uint64 // fan-out directories made since Open
 	rootGen uint64 // dirGen when the last successful fsync of the root began
 
-	fsyncDir  func(dir string) error       // syncDir; tests stand in for it
-	syncPaths func(paths []string) []error // syncPaths (aio_linux.go); tests stand in for it
+	fsyncDir  func(dir string) error          // syncDir; tests stand in for it
+	syncPaths func(paths []string) []error    // syncPaths (aio_linux.go); tests stand in for it
+	setDirect func(f *os.File, on bool) error // setDirect (directio.go); tests stand in for it
 }
 
 var _ backends.Backend = (*Backend)(nil)
@@ -61,7 +62,7 @@ func Open(spec backends.Spec) (*Backend, error) {
 	if spec.Kind != backends.KindLocal {
 		return nil, fmt.Errorf("backend %s: local.Open given kind %q", spec.Name, spec.Kind)
 	}
-	b := &Backend{name: spec.Name, root: filepath.Join(spec.Path, "data"), quota: spec.Quota, fsyncDir: syncDir, syncPaths: syncPaths}
+	b := &Backend{name: spec.Name, root: filepath.Join(spec.Path, "data"), quota: spec.Quota, fsyncDir: syncDir, syncPaths: syncPaths, setDirect: setDirect}
 	if err := os.MkdirAll(b.root, 0o755); err != nil {
 		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
 	}
