@@ -2,7 +2,6 @@ package local
 
 import (
 	"errors"
-	"io"
 	"os"
 	"syscall"
 	"unsafe"
@@ -10,13 +9,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Large values move between memory and the disk with O_DIRECT: the page
-// cache would cost a copy of every byte and, on a VM whose host takes back
-// the guest's freed memory, a fault on every page cache page it allocates.
-// A put of one 16 MiB block writes 22 MiB of shards (10+4), and the page
-// cache copy was half of a put's CPU time. The store keeps no use for
-// those pages: it reads a shard again only to repair or when its own
-// block cache misses.
+// Large values are written with O_DIRECT: the page cache would cost a copy
+// of every byte and, on a VM whose host takes back the guest's freed
+// memory, a fault on every page cache page it allocates. A put of one
+// 16 MiB block writes 22 MiB of shards (10+4), and the page cache copy was
+// half of a put's CPU time. A shard is written once and read again only
+// when a block is read, so its pages would mostly sit unused.
+//
+// Reads go through the page cache: a shard read again soon (a hot object,
+// a block read by several readers) then comes from memory, three times
+// faster than from the disk here, and a cold read costs the same either
+// way.
 //
 // The aligned part of a value goes direct and the tail (under dioAlign
 // bytes) through the page cache; fsync covers both. Anything that does not
@@ -28,7 +31,7 @@ const (
 	dioMin   = 64 << 10 // values below this go through the page cache
 )
 
-// directOK says whether p may be written or read with O_DIRECT.
+// directOK says whether p may be written with O_DIRECT.
 func directOK(p []byte) bool {
 	return len(p) >= dioMin && uintptr(unsafe.Pointer(&p[0]))%dioAlign == 0
 }
@@ -79,67 +82,4 @@ func (b *Backend) writeValue(f *os.File, value []byte) error {
 	}
 	_, err := f.WriteAt(value[n:], int64(n))
 	return err
-}
-
-// readWhole reads the file at p into a buffer of its size: with O_DIRECT
-// when the backend and the size allow it, else with one read through the
-// page cache (os.ReadFile allocates more and reads again to see the end).
-func (b *Backend) readWhole(p string) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	size := int(fi.Size())
-	if size >= dioMin && !b.noDirect.Load() {
-		// A direct read asks for whole blocks and gets the file's end.
-		buf := make([]byte, (size+dioAlign-1)&^(dioAlign-1))
-		direct := directOK(buf)
-		if direct && b.setDirect(f, true) != nil {
-			b.noDirect.Store(true) // this file system has no direct I/O
-			direct = false
-		}
-		if direct {
-			n, err := readAt(f, buf, 0)
-			if err == nil {
-				return buf[:min(n, size)], nil
-			}
-			if !errors.Is(err, syscall.EINVAL) {
-				return nil, err
-			}
-			// Direct I/O with other alignment rules: read through the
-			// page cache from now on.
-			b.noDirect.Store(true)
-			if err := setDirect(f, false); err != nil {
-				return nil, err
-			}
-		}
-	}
-	buf := make([]byte, size)
-	n, err := readAt(f, buf, 0)
-	// A value replaced by a shorter one since the Stat reads short (Put
-	// renames a new file over the old one, so f still reads the old one
-	// whole; only a file changed in place can shrink).
-	return buf[:n], err
-}
-
-// readAt reads from off until buf is full or the file ends, and says how
-// many bytes it got. The end of the file is not an error.
-func readAt(f *os.File, buf []byte, off int64) (int, error) {
-	n := 0
-	for n < len(buf) {
-		k, err := f.ReadAt(buf[n:], off+int64(n))
-		n += k
-		if errors.Is(err, io.EOF) {
-			return n, nil
-		}
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }

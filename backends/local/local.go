@@ -127,8 +127,8 @@ func fanOutName(h uint32) string { return fmt.Sprintf("%02x", h&0xff) }
 // directories as values first need them; on a fresh backend that puts a
 // mkdir and an fsync of the data directory in most of the first few
 // thousand writes (a new store's first puts took a third longer). healstore
-// init prepares the backends it creates. Directories already there are
-// kept, so Prepare is safe to run again.
+// init and the local provisioner prepare the backends they create.
+// Directories already there are kept, so Prepare is safe to run again.
 func Prepare(path string) error {
 	root := filepath.Join(path, "data")
 	if err := os.MkdirAll(root, 0o755); err != nil {
@@ -349,11 +349,34 @@ func (b *Backend) Get(ctx context.Context, key string) ([]byte, error) {
 	if err := b.begin(ctx, "get", key, true); err != nil {
 		return nil, err
 	}
-	v, err := b.readWhole(b.pathOf(key))
+	v, err := readWhole(b.pathOf(key))
 	if err != nil {
 		return nil, b.fail("get", key, err)
 	}
 	return v, nil
+}
+
+// readWhole reads a file into a buffer of exactly its size with one read
+// (os.ReadFile allocates more and reads again to see the end).
+func readWhole(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, fi.Size())
+	n, err := io.ReadFull(f, buf)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		// Replaced by a shorter value since the Stat (Put renames a new
+		// file over the old one, so f still reads the old one whole; only
+		// a file changed in place can shrink).
+		return buf[:n], nil
+	}
+	return buf, err
 }
 
 // GetRange implements backends.Backend.

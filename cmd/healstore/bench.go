@@ -164,7 +164,7 @@ both read from the disk. Objects are deleted afterwards unless --keep.`,
 	f.IntVar(&o.count, "count", 0, "objects per size (0: 50 small ones, about 256 MiB of large ones, at least 3)")
 	f.StringVar(&o.baselineDir, "baseline-dir", "", "directory for the baseline files (default: next to the first local backend)")
 	f.BoolVar(&o.keep, "keep", false, "keep the benchmark objects")
-	f.StringVar(&o.cache, "cache", "cold", "reads start with the stored bytes evicted from the page cache (cold) or not (warm; local backends read shards of 64 KiB and more with direct I/O either way)")
+	f.StringVar(&o.cache, "cache", "cold", "reads start with the stored bytes evicted from the page cache (cold) or not (warm)")
 	f.BoolVar(&o.json, "json", false, "print the report as JSON")
 	return cmd
 }
