@@ -77,7 +77,9 @@ func (b *Backend) writeValue(f *os.File, value []byte) error {
 		b.noDirect.Store(true)
 		n = 0
 	}
-	if err := setDirect(f, false); err != nil {
+	// Turning it off again should not fail; if it does, the put fails and
+	// writeFile removes the temporary file with the value's first part.
+	if err := b.setDirect(f, false); err != nil {
 		return err
 	}
 	_, err := f.WriteAt(value[n:], int64(n))
