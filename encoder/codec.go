@@ -115,9 +115,9 @@ func (s *Stripe) Release() {
 }
 
 // stripeBuf returns a buffer of n bytes for a stripe's shards, starting
-// on a ShardAlign boundary when it holds a shard that slotLen aligns. Buffers for blocks near full size come from a
-// pool; a small block gets its own allocation rather than pinning a
-// full-size buffer.
+// on a ShardAlign boundary when it holds a shard that slotLen aligns.
+// Buffers for blocks near full size come from a pool; a small block gets
+// its own allocation rather than pinning a full-size buffer.
 func (c *Codec) stripeBuf(n int) ([]byte, *[]byte) {
 	if n < c.fullBuf/2 {
 		if n < AlignedShardMin {
@@ -181,8 +181,9 @@ func (c *Codec) EncodeBlock(obj ObjectID, block uint64, id StripeID, data []byte
 }
 
 // encode codes a sealed block into buf, laid out as K+M shards of
-// HeaderSize+per bytes, slotLen(per) apart. With src nil the sealed block is already in place
-// in the data payloads (see BlockBuffer) and nothing is copied.
+// HeaderSize+per bytes, slotLen(per) apart. With src nil the sealed block
+// is already in place in the data payloads (see BlockBuffer) and nothing
+// is copied.
 func (c *Codec) encode(id StripeID, buf []byte, per int, src *sealed, sealedLen, dataLen int) *Stripe {
 	k, n := c.p.K, c.p.K+c.p.M
 	stride, slot := HeaderSize+per, slotLen(per)
