@@ -123,7 +123,8 @@ func (b *Backend) dirOf(key string) string {
 func fanOutName(h uint32) string { return fmt.Sprintf("%02x", h&0xff) }
 
 // Prepare lays out a new local backend at path: its data directory and
-// all 256 fan-out directories, made durable. Open makes fan-out
+// all 256 fan-out directories, made durable with path's own entry in its
+// parent. Open makes fan-out
 // directories as values first need them; on a fresh backend that puts a
 // mkdir and an fsync of the data directory in most of the first few
 // thousand writes (a new store's first puts took a third longer). healstore
@@ -139,7 +140,9 @@ func Prepare(path string) error {
 			return fmt.Errorf("prepare local backend %s: %w", path, err)
 		}
 	}
-	for _, dir := range []string{root, path} {
+	// The backend directory's own entry too: Prepare runs right after it
+	// was made (by init, by the provisioner).
+	for _, dir := range []string{root, path, filepath.Dir(path)} {
 		if err := syncDir(dir); err != nil {
 			return fmt.Errorf("prepare local backend %s: %w", path, err)
 		}
