@@ -44,6 +44,15 @@ func ParseShardKey(key string) (seq uint64, id encoder.ObjectID, ok bool) {
 	if err != nil {
 		return 0, id, false
 	}
+	// Pruning deletes what parses: the stripe and shard numbers must
+	// follow, and the key must be the very one ShardKey builds (lower-case
+	// hex, no extra digits or signs).
+	st, sh, found := strings.Cut(rest[50:], ".")
+	stripe, err1 := strconv.ParseUint(st, 16, 31)
+	shard, err2 := strconv.ParseUint(sh, 10, 31)
+	if !found || err1 != nil || err2 != nil || ShardKey(seq, id, int(stripe), int(shard)) != key {
+		return 0, encoder.ObjectID{}, false
+	}
 	return seq, id, true
 }
 
