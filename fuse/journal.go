@@ -66,8 +66,11 @@ func recCRC(buf []byte) uint32 {
 	return crc32.Update(c, crcTable, buf[:1])
 }
 
+// decodeRec decodes one recLen-byte record. The CRC does not cover bytes
+// 1..3, so they are checked to be zero as encode writes them.
 func decodeRec(buf []byte) (jrec, bool) {
-	if binary.LittleEndian.Uint32(buf[4:]) != recCRC(buf) || buf[0] < recDirty || buf[0] > recDrop {
+	if binary.LittleEndian.Uint32(buf[4:]) != recCRC(buf) || buf[0] < recDirty || buf[0] > recDrop ||
+		buf[1]|buf[2]|buf[3] != 0 {
 		return jrec{}, false
 	}
 	return jrec{
