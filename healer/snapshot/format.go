@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"slices"
 )
 
 // The plaintext of a snapshot is a record stream:
@@ -198,9 +199,18 @@ func (sr *streamReader) bytes() ([]byte, error) {
 	if n > maxRecordLen {
 		return nil, fmt.Errorf("record of %d bytes", n)
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(sr.r, b); err != nil {
-		return nil, err
+	// Grow b as the data arrives instead of allocating n bytes up front:
+	// a damaged or hostile length must not cost up to maxRecordLen before
+	// the stream turns out to be shorter.
+	const step = 64 << 10
+	b := make([]byte, 0, min(n, step))
+	for uint64(len(b)) < n {
+		m := int(min(n-uint64(len(b)), step))
+		b = slices.Grow(b, m)
+		if _, err := io.ReadFull(sr.r, b[len(b):len(b)+m]); err != nil {
+			return nil, err
+		}
+		b = b[:len(b)+m]
 	}
 	sr.full.Write(b)
 	return b, nil

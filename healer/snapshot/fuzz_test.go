@@ -1,6 +1,14 @@
 package snapshot
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"maps"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -47,4 +55,132 @@ func FuzzParseShardKey(f *testing.F) {
 			t.Fatalf("ShardKey(%d, %s) = %q parses to %d, %s, %v", s, oid, built, gs, gid, gok)
 		}
 	})
+}
+
+// readAll reads a whole record stream, returning the records read before
+// the first error and that error (nil after a clean end).
+func readAll(t *testing.T, b []byte) ([]Record, *streamReader, error) {
+	t.Helper()
+	sr, err := newStreamReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, nil, err
+	}
+	var recs []Record
+	for {
+		rec, err := sr.next()
+		if err == io.EOF { // a clean end, not a wrapped one
+			return recs, sr, nil
+		}
+		if err != nil {
+			return recs, sr, err
+		}
+		recs = append(recs, rec)
+	}
+}
+
+// writeAll writes recs with the package's stream writer.
+func writeAll(t testing.TB, recs []Record) ([]byte, Hashes) {
+	t.Helper()
+	var buf bytes.Buffer
+	sw, err := newStreamWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if err := sw.put(r.Key, r.Value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := sw.finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes(), h
+}
+
+// FuzzStreamReader feeds the snapshot record stream reader what a backend
+// could hand `healstore recover`. Garbage, truncation and hostile length
+// fields must end in an ErrCorrupt error, never a panic or an allocation
+// out of proportion to the input. A stream that reads to its end was read
+// whole (its SHA-256 is the reader's sum) and, written again by the
+// writer, reads back record for record. Independently, records made from
+// the input and written by the writer read back the same.
+func FuzzStreamReader(f *testing.F) {
+	valid, _ := writeAll(f, []Record{
+		{Key: []byte("backend/b0"), Value: []byte(`{"name":"b0","kind":"local"}`)},
+		{Key: []byte("meta/snapshot/status"), Value: []byte("{}")},
+		{Key: []byte("obj/a"), Value: bytes.Repeat([]byte{7}, 300)},
+		{Key: []byte("obj/b"), Value: nil},
+	})
+	empty, _ := writeAll(f, nil)
+	f.Add(valid)
+	f.Add(empty)
+	f.Add(valid[:len(valid)/2])
+	f.Add(append(bytes.Clone(valid), 'x'))
+	f.Add([]byte(streamMagic + "P\x01k\xff\xff\xff\x7f"))        // value length 256 MiB - 1
+	f.Add([]byte(streamMagic + "P\xff\xff\xff\xff\xff\xff\x01")) // key length past the cap
+	f.Add([]byte("HEALSNAP\x02"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		recs, sr, err := readAll(t, data)
+		runtime.ReadMemStats(&after)
+		// The reader's own buffer is 256 KiB; beyond that, what it
+		// allocates must follow what the input holds.
+		if got, limit := after.TotalAlloc-before.TotalAlloc, uint64(1<<20+16*len(data)); got > limit {
+			t.Fatalf("reading %d bytes allocated %d bytes (limit %d)", len(data), got, limit)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v does not match ErrCorrupt", err)
+			}
+		} else {
+			if sum := sha256.Sum256(data); sr.sum() != hex.EncodeToString(sum[:]) {
+				t.Fatalf("read to the end, but the sum covers less than the %d bytes", len(data))
+			}
+			if _, err := sr.next(); err != io.EOF {
+				t.Fatalf("next after the end: %v, want io.EOF", err)
+			}
+			if sr.records != int64(len(recs)) {
+				t.Fatalf("reader counts %d records, returned %d", sr.records, len(recs))
+			}
+			checkRoundTrip(t, recs)
+		}
+
+		// Records made from the input: pieces split at 0 bytes, taken as
+		// key, value, key, value...; keys sorted, each once, none empty.
+		m := map[string][]byte{}
+		parts := bytes.Split(data, []byte{0})
+		for i := 0; i+1 < len(parts); i += 2 {
+			if len(parts[i]) > 0 {
+				m[string(parts[i])] = parts[i+1]
+			}
+		}
+		var made []Record
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			made = append(made, Record{Key: []byte(k), Value: m[k]})
+		}
+		checkRoundTrip(t, made)
+	})
+}
+
+// checkRoundTrip writes recs and reads them back.
+func checkRoundTrip(t *testing.T, recs []Record) {
+	t.Helper()
+	b, h := writeAll(t, recs)
+	got, sr, err := readAll(t, b)
+	if err != nil {
+		t.Fatalf("reading back %d written records: %v", len(recs), err)
+	}
+	if len(got) != len(recs) {
+		t.Fatalf("wrote %d records, read back %d", len(recs), len(got))
+	}
+	for i := range recs {
+		if !bytes.Equal(got[i].Key, recs[i].Key) || !bytes.Equal(got[i].Value, recs[i].Value) {
+			t.Fatalf("record %d: read back %q=%q, wrote %q=%q", i, got[i].Key, got[i].Value, recs[i].Key, recs[i].Value)
+		}
+	}
+	if sr.sum() != h.Full {
+		t.Fatalf("reader sum %s, writer's %s", sr.sum(), h.Full)
+	}
 }
