@@ -161,6 +161,10 @@ func blockPath(dir string, k blockKey) string {
 	return filepath.Join(dir, "blocks", fmt.Sprintf("%016x-%016x", k.ino, k.idx))
 }
 
+// parseBlockName is the inverse of blockPath's file name. It accepts only
+// the name blockPath gives: Sscanf alone also takes upper case hex, a
+// leading space and junk after a shorter number, so other files would map
+// onto a block's key.
 func parseBlockName(name string) (blockKey, bool) {
 	var k blockKey
 	if len(name) != 33 || name[16] != '-' {
@@ -168,6 +172,9 @@ func parseBlockName(name string) (blockKey, bool) {
 	}
 	if _, err := fmt.Sscanf(name, "%016x-%016x", &k.ino, &k.idx); err != nil {
 		return k, false
+	}
+	if fmt.Sprintf("%016x-%016x", k.ino, k.idx) != name {
+		return blockKey{}, false
 	}
 	return k, true
 }
