@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/healstore/healstore/encoder"
 )
 
 // FuzzParseConfig feeds ParseConfig arbitrary config files. A bad file
@@ -34,6 +36,8 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(goodConfig + "\n[[backends]]\nname = \"z\"\nkind = \"zdb\"\naddress = \"[2a10:b600::1]:9900\"\nnamespace = \"ns\"\nsecret_ref = \"z\"\nfarm = \"81\"\n"))
 	f.Add([]byte(goodConfig + "\n[healer.provisioner]\nkind = \"tfgrid\"\n[healer.provisioner.settings]\nfarms = [81, 1]\nratio = nan\n" +
 		"since = 1979-05-27T07:32:00Z\nday = 1979-05-27\nnested = {a = [[1, 2], [\"x\"]], b = {}}\n"))
+	// k+m past the largest int wraps around below the shard cap.
+	f.Add([]byte(strings.Replace(goodConfig, "k = 2", "k = 9223372036854775807", 1)))
 	f.Add([]byte("bogus = 1\n" + goodConfig))
 	f.Add([]byte(strings.Replace(goodConfig, "m = 1", "m = = 1", 1)))
 	f.Add([]byte(strings.Replace(goodConfig, `"5s"`, `"5 parsecs"`, 1)))
@@ -54,6 +58,14 @@ func FuzzParseConfig(f *testing.F) {
 				t.Fatalf("error %q does not say what is wrong", err)
 			}
 			return
+		}
+		// What Validate promises the rest of the store.
+		k, m := cfg.Policy.K, cfg.Policy.M
+		if k < 1 || m < 1 || k > encoder.MaxShards || m > encoder.MaxShards || k+m > encoder.MaxShards {
+			t.Fatalf("accepted policy k=%d m=%d (at most %d shards)", k, m, encoder.MaxShards)
+		}
+		if q := cfg.Quorum(); q < k || q > k+m {
+			t.Fatalf("accepted write quorum %d outside k=%d..k+m=%d", q, k, k+m)
 		}
 		data2, err := cfg.Marshal()
 		if err != nil {

@@ -67,8 +67,8 @@ func (p Policy) Validate(maxShardSize int) error {
 		return bad("k", "must be at least 1, got %d", p.K)
 	case p.M < 1:
 		return bad("m", "must be at least 1 (a stripe without parity survives no loss), got %d", p.M)
-	case p.K+p.M > MaxShards:
-		return bad("k+m", "at most %d shards per stripe, got %d+%d=%d", MaxShards, p.K, p.M, p.K+p.M)
+	case p.K > MaxShards-p.M: // k+m > MaxShards, without overflowing for huge k
+		return bad("k+m", "at most %d shards per stripe, got %d+%d", MaxShards, p.K, p.M)
 	case p.BlockSize < 1:
 		return bad("block_size", "must be at least 1 byte, got %d", p.BlockSize)
 	case p.BlockSize > MaxBlockSize:
