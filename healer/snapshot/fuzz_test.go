@@ -121,14 +121,27 @@ func FuzzStreamReader(f *testing.F) {
 	f.Add([]byte(streamMagic + "P\xff\xff\xff\xff\xff\xff\x01")) // key length past the cap
 	f.Add([]byte("HEALSNAP\x02"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		recs, sr, err := readAll(t, data)
-		runtime.ReadMemStats(&after)
 		// The reader's own buffer is 256 KiB; beyond that, what it
-		// allocates must follow what the input holds.
-		if got, limit := after.TotalAlloc-before.TotalAlloc, uint64(1<<20+16*len(data)); got > limit {
-			t.Fatalf("reading %d bytes allocated %d bytes (limit %d)", len(data), got, limit)
+		// allocates must follow what the input holds. The count covers
+		// the whole process, so a goroutine left over from another test
+		// can add to it: only three readings over the limit fail.
+		var (
+			recs []Record
+			sr   *streamReader
+			err  error
+		)
+		for try := 1; ; try++ {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			recs, sr, err = readAll(t, data)
+			runtime.ReadMemStats(&after)
+			got, limit := after.TotalAlloc-before.TotalAlloc, uint64(1<<20+16*len(data))
+			if got <= limit {
+				break
+			}
+			if try == 3 {
+				t.Fatalf("reading %d bytes allocated %d bytes (limit %d)", len(data), got, limit)
+			}
 		}
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
