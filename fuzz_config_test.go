@@ -54,6 +54,9 @@ func FuzzParseConfig(f *testing.F) {
 			if ce.File != path || !strings.Contains(err.Error(), path) {
 				t.Fatalf("error %q does not name the file", err)
 			}
+			if ce.Field == "" && ce.Line == 0 {
+				t.Fatalf("error %q names neither a key nor a line", err)
+			}
 			if strings.TrimSpace(ce.Msg) == "" {
 				t.Fatalf("error %q does not say what is wrong", err)
 			}
