@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // The filesystem's metadata lives in one namespaced key/value area of the
@@ -100,7 +101,7 @@ type inode struct {
 	Mtime int64  `json:"mtime"`
 	Ctime int64  `json:"ctime"`
 	Rdev  uint32 `json:"rdev,omitempty"`
-	// Target of a symlink.
+	// Target of a symlink (see inodeRecord for one that is not UTF-8).
 	Target string `json:"target,omitempty"`
 	// BlockSize of a regular file's data blocks, fixed at creation.
 	BlockSize uint32 `json:"block_size,omitempty"`
@@ -115,21 +116,41 @@ func (n *inode) isDir() bool  { return n.Mode&syscall.S_IFMT == syscall.S_IFDIR 
 func (n *inode) isReg() bool  { return n.Mode&syscall.S_IFMT == syscall.S_IFREG }
 func (n *inode) isLink() bool { return n.Mode&syscall.S_IFMT == syscall.S_IFLNK }
 
+// inodeRecord is an inode as stored. A symlink target that is not valid
+// UTF-8 (Linux allows any bytes but NUL) goes in TargetRaw (base64 in the
+// JSON) instead of Target: JSON strings carry only UTF-8, and
+// encoding/json would replace the other bytes with U+FFFD.
+type inodeRecord struct {
+	inode
+	TargetRaw []byte `json:"target_raw,omitempty"`
+}
+
 func (n *inode) encode() []byte {
-	b, err := json.Marshal(n)
+	rec := inodeRecord{inode: *n}
+	if !utf8.ValidString(n.Target) {
+		rec.Target, rec.TargetRaw = "", []byte(n.Target)
+	}
+	b, err := json.Marshal(&rec)
 	if err != nil {
-		panic(err) // a struct of numbers and strings always encodes
+		panic(err) // a struct of numbers, strings and bytes always encodes
 	}
 	return b
 }
 
 func decodeInode(ino uint64, b []byte) (*inode, error) {
-	var n inode
-	if err := json.Unmarshal(b, &n); err != nil {
+	var rec inodeRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
 		return nil, fmt.Errorf("inode %d: corrupt record: %w", ino, err)
 	}
+	n := rec.inode
 	if n.isReg() && n.BlockSize == 0 {
 		return nil, fmt.Errorf("inode %d: corrupt record: regular file without block size", ino)
+	}
+	if rec.TargetRaw != nil {
+		if n.Target != "" || utf8.Valid(rec.TargetRaw) {
+			return nil, fmt.Errorf("inode %d: corrupt record: target_raw beside target, or valid UTF-8 (which goes in target)", ino)
+		}
+		n.Target = string(rec.TargetRaw)
 	}
 	return &n, nil
 }

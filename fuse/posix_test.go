@@ -245,6 +245,10 @@ func TestPOSIX(t *testing.T) {
 		if dest, err := os.Readlink(p("link")); err != nil || dest != "target" {
 			t.Fatalf("readlink %q %v", dest, err)
 		}
+		// Linux allows any bytes but NUL in a target, not only UTF-8.
+		if err := os.Symlink(latin1Target, p("latin1")); err != nil {
+			t.Fatal(err)
+		}
 		if fi, _ := os.Lstat(p("link")); fi.Mode()&os.ModeSymlink == 0 {
 			t.Fatal("lstat: not a symlink")
 		}
@@ -338,9 +342,15 @@ func TestPOSIX(t *testing.T) {
 	if dest, _ := os.Readlink(p("link")); dest != "target" {
 		t.Fatal("symlink lost at remount")
 	}
+	if dest, err := os.Readlink(p("latin1")); err != nil || dest != latin1Target {
+		t.Fatalf("symlink with a non-UTF-8 target after remount: %q, %v; want %q", dest, err, latin1Target)
+	}
 	var st unix.Stat_t
 	unix.Stat(p("attrs"), &st)
 	if st.Mode&0o7777 != 0o600 || st.Uid != 1234 {
 		t.Fatal("attributes lost at remount")
 	}
 }
+
+// latin1Target is a symlink target that is not valid UTF-8.
+const latin1Target = "caf\xe9/\xff\xfe"
