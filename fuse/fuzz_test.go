@@ -381,7 +381,7 @@ func FuzzInodeRoundTrip(f *testing.F) {
 	f.Fuzz(func(t *testing.T, mode, uid, gid, nlink uint32, size uint64, atime, mtime, ctime int64, rdev uint32, target string, bs uint32, extent uint64) {
 		n := inode{Mode: mode, Uid: uid, Gid: gid, Nlink: nlink, Size: size, Atime: atime, Mtime: mtime, Ctime: ctime,
 			Rdev: rdev, Target: target, BlockSize: bs, Extent: extent}
-		if n.isReg() && n.BlockSize == 0 {
+		if (n.isReg() && n.BlockSize == 0) || !validType(n.Mode) {
 			return // the filesystem never creates one; decodeInode refuses it
 		}
 		got, err := decodeInode(1, n.encode())
@@ -394,9 +394,9 @@ func FuzzInodeRoundTrip(f *testing.F) {
 	})
 }
 
-// FuzzDecodeDirent: exactly the 12-byte values decode, to the entry that
-// encodes back to the same bytes; anything else is an
-// error that gives the length.
+// FuzzDecodeDirent: exactly the 12-byte values whose mode is a file type
+// decode, to the entry that encodes back to the same bytes; other lengths
+// are an error that gives the length.
 func FuzzDecodeDirent(f *testing.F) {
 	f.Add(dirent{ino: rootIno, mode: syscall.S_IFDIR}.encode())
 	f.Add(dirent{ino: 1 << 40, mode: syscall.S_IFREG}.encode())
@@ -411,6 +411,12 @@ func FuzzDecodeDirent(f *testing.F) {
 			}
 			if !strings.Contains(err.Error(), fmt.Sprintf("(%d bytes)", len(b))) {
 				t.Fatalf("error %q does not give the length %d", err, len(b))
+			}
+			return
+		}
+		if mode := binary.BigEndian.Uint32(b[8:]); mode&^syscall.S_IFMT != 0 || !validType(mode) {
+			if err == nil {
+				t.Fatalf("entry %x with mode %#o decoded", b, mode)
 			}
 			return
 		}

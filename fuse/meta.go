@@ -143,6 +143,9 @@ func decodeInode(ino uint64, b []byte) (*inode, error) {
 		return nil, fmt.Errorf("inode %d: corrupt record: %w", ino, err)
 	}
 	n := rec.inode
+	if !validType(n.Mode) {
+		return nil, fmt.Errorf("inode %d: corrupt record: mode %#o has no file type", ino, n.Mode)
+	}
 	if n.isReg() && n.BlockSize == 0 {
 		return nil, fmt.Errorf("inode %d: corrupt record: regular file without block size", ino)
 	}
@@ -170,7 +173,22 @@ func decodeDirent(b []byte) (dirent, error) {
 	if len(b) != 12 {
 		return dirent{}, fmt.Errorf("corrupt directory entry (%d bytes)", len(b))
 	}
-	return dirent{ino: binary.BigEndian.Uint64(b), mode: binary.BigEndian.Uint32(b[8:])}, nil
+	d := dirent{ino: binary.BigEndian.Uint64(b), mode: binary.BigEndian.Uint32(b[8:])}
+	if d.mode&^syscall.S_IFMT != 0 || !validType(d.mode) {
+		return dirent{}, fmt.Errorf("corrupt directory entry (mode %#o is not a file type)", d.mode)
+	}
+	return d, nil
+}
+
+// validType says whether mode's type bits name a file type the filesystem
+// creates (the kernel turns a mknod of type 0 into a regular file).
+func validType(mode uint32) bool {
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFREG, syscall.S_IFDIR, syscall.S_IFLNK, syscall.S_IFCHR,
+		syscall.S_IFBLK, syscall.S_IFIFO, syscall.S_IFSOCK:
+		return true
+	}
+	return false
 }
 
 // blocksFor is the number of blocks a file of size bytes spans.
