@@ -112,6 +112,22 @@ func writeT(t *testing.T, f *filesystem, st *inodeState, data []byte, off int64)
 	}
 }
 
+// setattrT applies in to st and fails the test on an error.
+func setattrT(t *testing.T, f *filesystem, st *inodeState, in *gofuse.SetAttrIn) {
+	t.Helper()
+	if err := f.setattr(st, in); err != nil {
+		t.Fatalf("setattr (valid %#x): %v", in.Valid, err)
+	}
+}
+
+// truncateT truncates st to size as truncate(2) does.
+func truncateT(t *testing.T, f *filesystem, st *inodeState, size uint64) {
+	t.Helper()
+	in := &gofuse.SetAttrIn{}
+	in.Valid, in.Size = gofuse.FATTR_SIZE, size
+	setattrT(t, f, st, in)
+}
+
 func readAll(t *testing.T, f *filesystem, st *inodeState) []byte {
 	t.Helper()
 	st.mu.Lock()
@@ -226,15 +242,7 @@ func TestCoreTruncateAndSparse(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Shrink into block 1: blocks 2 and 3 are deleted, block 1 is cut.
-	trunc := func(size uint64) {
-		t.Helper()
-		in := &gofuse.SetAttrIn{}
-		in.Valid = gofuse.FATTR_SIZE
-		in.Size = size
-		if err := f.setattr(st, in); err != nil {
-			t.Fatalf("truncate to %d: %v", size, err)
-		}
-	}
+	trunc := func(size uint64) { t.Helper(); truncateT(t, f, st, size) }
 	trunc(testBS + 100)
 	if names := e.blobs.names(f.inodePrefix(st.ino)); len(names) != 2 {
 		t.Fatalf("after truncate: objects %v, want blocks 0 and 1", names)
@@ -298,11 +306,7 @@ func TestCoreStaleObjectsPastEndAreTrimmed(t *testing.T) {
 	if sizeOf(st2) != 9 {
 		t.Fatalf("size %d, want the committed 9", sizeOf(st2))
 	}
-	in := &gofuse.SetAttrIn{}
-	in.Valid, in.Size = gofuse.FATTR_SIZE, 3*testBS
-	if err := f2.setattr(st2, in); err != nil {
-		t.Fatal(err)
-	}
+	truncateT(t, f2, st2, 3*testBS)
 	got := readAll(t, f2, st2)
 	if !bytes.Equal(got[:9], []byte("committed")) || !bytes.Equal(got[9:], make([]byte, 3*testBS-9)) {
 		t.Fatal("stale data past the committed end reappeared")
@@ -782,16 +786,12 @@ func TestCoreMetadataCommitKeepsDurableSize(t *testing.T) {
 		"chmod": func(t *testing.T, f *filesystem, st *inodeState) {
 			in := &gofuse.SetAttrIn{}
 			in.Valid, in.Mode = gofuse.FATTR_MODE, 0o600
-			if err := f.setattr(st, in); err != nil {
-				t.Fatal(err)
-			}
+			setattrT(t, f, st, in)
 		},
 		"utimes": func(t *testing.T, f *filesystem, st *inodeState) {
 			in := &gofuse.SetAttrIn{}
 			in.Valid, in.Mtime = gofuse.FATTR_MTIME, 1_700_000_000
-			if err := f.setattr(st, in); err != nil {
-				t.Fatal(err)
-			}
+			setattrT(t, f, st, in)
 		},
 		"rename": func(t *testing.T, f *filesystem, st *inodeState) {
 			if err := f.rename(rootIno, "f", rootIno, "g", 0); err != nil {
@@ -809,11 +809,7 @@ func TestCoreMetadataCommitKeepsDurableSize(t *testing.T) {
 			f.put(l)
 		},
 		"truncate": func(t *testing.T, f *filesystem, st *inodeState) {
-			in := &gofuse.SetAttrIn{}
-			in.Valid, in.Size = gofuse.FATTR_SIZE, 12
-			if err := f.setattr(st, in); err != nil {
-				t.Fatal(err)
-			}
+			truncateT(t, f, st, 12)
 		},
 	}
 	for name, op := range ops {
@@ -862,11 +858,7 @@ func TestCoreTruncatedBytesNeverReappear(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, size := range []uint64{testBS + 100, 4 * testBS} { // cut, then grow
-		in := &gofuse.SetAttrIn{}
-		in.Valid, in.Size = gofuse.FATTR_SIZE, size
-		if err := f.setattr(st, in); err != nil {
-			t.Fatal(err)
-		}
+		truncateT(t, f, st, size)
 	}
 	crash(f)
 	e.boot = []byte("boot-2")
@@ -947,11 +939,7 @@ func TestCoreTruncateUpCommitsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	puts := e.blobs.puts.Load()
-	in := &gofuse.SetAttrIn{}
-	in.Valid, in.Size = gofuse.FATTR_SIZE, 3*testBS
-	if err := f.setattr(st, in); err != nil {
-		t.Fatal(err)
-	}
+	truncateT(t, f, st, 3*testBS)
 	if rec := committedInode(t, e, st.ino); rec.Size != 3*testBS {
 		t.Fatalf("truncate up committed size %d, want %d", rec.Size, 3*testBS)
 	}

@@ -43,9 +43,7 @@ func TestCoreKernelTimeFlushCommitsWithData(t *testing.T) {
 	flushIn.Valid = gofuse.FATTR_MTIME | gofuse.FATTR_CTIME | gofuse.FATTR_FH
 	flushIn.Mtime, flushIn.Mtimensec = uint64(mtime.Unix()), uint32(mtime.Nanosecond())
 	flushIn.Ctime, flushIn.Ctimensec = uint64(mtime.Unix()), uint32(mtime.Nanosecond())
-	if err := f.setattr(st, flushIn); err != nil {
-		t.Fatal(err)
-	}
+	setattrT(t, f, st, flushIn)
 	if got := e.kv.commits.Load(); got != commits {
 		t.Fatalf("time flush made %d metastore commits, want none", got-commits)
 	}
@@ -68,9 +66,7 @@ func TestCoreKernelTimeFlushCommitsWithData(t *testing.T) {
 	userIn.Valid = gofuse.FATTR_MTIME | gofuse.FATTR_CTIME
 	userIn.Mtime, userIn.Mtimensec = uint64(later.Unix()), uint32(later.Nanosecond())
 	userIn.Ctime, userIn.Ctimensec = uint64(later.Unix()), uint32(later.Nanosecond())
-	if err := f.setattr(st, userIn); err != nil {
-		t.Fatal(err)
-	}
+	setattrT(t, f, st, userIn)
 	if rec := committedInode(t, e, st.ino); rec.Mtime != later.UnixNano() {
 		t.Fatalf("utimes left mtime %d in the metastore, want %d", rec.Mtime, later.UnixNano())
 	}
@@ -78,9 +74,7 @@ func TestCoreKernelTimeFlushCommitsWithData(t *testing.T) {
 	truncIn := &gofuse.SetAttrIn{}
 	truncIn.Valid = gofuse.FATTR_SIZE | gofuse.FATTR_FH | gofuse.FATTR_MTIME | gofuse.FATTR_CTIME
 	truncIn.Size = 2
-	if err := f.setattr(st, truncIn); err != nil {
-		t.Fatal(err)
-	}
+	setattrT(t, f, st, truncIn)
 	if rec := committedInode(t, e, st.ino); rec.Size != 2 {
 		t.Fatalf("ftruncate left size %d in the metastore, want 2", rec.Size)
 	}
