@@ -26,37 +26,11 @@ func TestReplacedBackendIsReleased(t *testing.T) {
 		release bool
 	}{{"after delay", time.Hour, true}, {"never", -1, false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			var local *provision.Local
-			e := newEnv(t, envOpts{backends: 6, cfg: Config{Grace: 0, SuspectAfter: 1, ReleaseReplacedAfter: Duration(tc.after)},
-				provs: func(e *env) []provision.Provisioner {
-					l, err := provision.NewLocal(provision.LocalConfig{Dir: filepath.Join(e.dir, "prov")})
-					if err != nil {
-						t.Fatal(err)
-					}
-					local = l
-					return []provision.Provisioner{l}
-				}})
+			e, local := newLocalEnv(t, Config{Grace: 0, SuspectAfter: 1, ReleaseReplacedAfter: Duration(tc.after)}, nil)
 			ctx := context.Background()
 			now := time.Now()
 			e.h.now = func() time.Time { return now }
-			objs := e.fill(10, 40<<10)
-			e.probe()
-			victim, err := e.h.provision(ctx, false, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := range 10 { // some land on the provisioned backend
-				data := make([]byte, 30<<10)
-				for j := range data {
-					data[j] = byte(i + j)
-				}
-				n := "later-" + string(rune('a'+i))
-				e.put(n, data)
-				objs[n] = data
-			}
-			if e.onBackend(victim) == 0 {
-				t.Fatal("provisioned backend holds nothing")
-			}
+			victim, objs := e.provisionHolding()
 			dir := filepath.Join(local.Dir(), victim)
 			if _, err := os.Stat(dir); err != nil {
 				t.Fatalf("provisioned backend's directory: %v", err)
@@ -115,6 +89,32 @@ func newLocalEnv(t *testing.T, cfg Config, wrap func(*provision.Local) provision
 		return []provision.Provisioner{l}
 	}})
 	return e, local
+}
+
+// provisionHolding fills the store, provisions a backend and stores more
+// objects, some of whose shards land on it. It returns the new backend's
+// name and every object stored.
+func (e *env) provisionHolding() (string, map[string][]byte) {
+	e.t.Helper()
+	objs := e.fill(10, 40<<10)
+	e.probe()
+	victim, err := e.h.provision(context.Background(), false, "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for i := range 10 {
+		data := make([]byte, 30<<10)
+		for j := range data {
+			data[j] = byte(i + j)
+		}
+		n := "later-" + string(rune('a'+i))
+		e.put(n, data)
+		objs[n] = data
+	}
+	if e.onBackend(victim) == 0 {
+		e.t.Fatal("provisioned backend holds nothing")
+	}
+	return victim, objs
 }
 
 // setReplaced moves a backend's record to replaced, as finish does.
@@ -229,24 +229,7 @@ func TestReleaseReplacedSkipsBackendWithStripes(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	e.h.now = func() time.Time { return now }
-	objs := e.fill(10, 40<<10)
-	e.probe()
-	victim, err := e.h.provision(ctx, false, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 10 {
-		data := make([]byte, 30<<10)
-		for j := range data {
-			data[j] = byte(i * j)
-		}
-		n := "later-" + string(rune('a'+i))
-		e.put(n, data)
-		objs[n] = data
-	}
-	if e.onBackend(victim) == 0 {
-		t.Fatal("provisioned backend holds nothing")
-	}
+	victim, objs := e.provisionHolding()
 	e.setReplaced(victim, now)
 	now = now.Add(2 * time.Hour)
 	e.probe()
