@@ -13,6 +13,7 @@ import (
 
 	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/encoder"
+	"github.com/healstore/healstore/metastore"
 )
 
 const testBS = 64 << 10 // testOpts' default block size
@@ -130,15 +131,12 @@ func (b slowBackend) Get(ctx context.Context, key string) ([]byte, error) {
 	return b.Backend.Get(ctx, key)
 }
 
-// Whole blocks are decoded several at a time and may finish in any order;
-// the read returns the blocks in order up to the first that failed, all
-// of them decoded, and that block's error.
-func TestReadWholeBlocksOrder(t *testing.T) {
-	s := newTestStore(t, testOpts{})
-	ctx := context.Background()
-	data := putRandom(t, s, "obj", 8*testBS)
-	sts := stripesOf(t, s, "obj")
-	// Block 0 arrives last: its shards are slow on every backend.
+// slowFirstBlock makes every backend slow to return the shards of block 0
+// of name, so that block arrives after the others, and returns name's
+// stripes.
+func slowFirstBlock(t *testing.T, s *Store, name string) []*metastore.Stripe {
+	t.Helper()
+	sts := stripesOf(t, s, name)
 	slow := strings.TrimPrefix(sts[0].Shards[0].Key, "shards/")
 	slow = slow[:strings.IndexByte(slow, '.')]
 	for _, bk := range s.cfg.Backends {
@@ -146,6 +144,18 @@ func TestReadWholeBlocksOrder(t *testing.T) {
 			return slowBackend{Backend: b, slow: slow, delay: 150 * time.Millisecond}
 		})
 	}
+	return sts
+}
+
+// Whole blocks are decoded several at a time and may finish in any order;
+// the read returns the blocks in order up to the first that failed, all
+// of them decoded, and that block's error.
+func TestReadWholeBlocksOrder(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx := context.Background()
+	data := putRandom(t, s, "obj", 8*testBS)
+	// Block 0 arrives last: its shards are slow on every backend.
+	slowFirstBlock(t, s, "obj")
 	read := func(off int64, n int) ([]byte, int, error) {
 		t.Helper()
 		r, err := s.Open(ctx, "obj")
@@ -269,14 +279,7 @@ func TestWriteToWholeBlocks(t *testing.T) {
 	s := newTestStore(t, testOpts{})
 	ctx := context.Background()
 	data := putRandom(t, s, "obj", 8*testBS+100)
-	sts := stripesOf(t, s, "obj")
-	slow := strings.TrimPrefix(sts[0].Shards[0].Key, "shards/")
-	slow = slow[:strings.IndexByte(slow, '.')]
-	for _, bk := range s.cfg.Backends {
-		setBackend(t, s, bk.Name, func(b backends.Backend) backends.Backend {
-			return slowBackend{Backend: b, slow: slow, delay: 150 * time.Millisecond}
-		})
-	}
+	sts := slowFirstBlock(t, s, "obj")
 	// Block 1: a bit flip in data shard 0. Block 3: data shard 2 lost.
 	flipShard(t, s, "obj", 1, 0)
 	loseShards(t, s, "obj", 3, 2)
