@@ -27,16 +27,14 @@ func ParseShardKey(key string) (stripe [16]byte, index int, ok bool) {
 	if !found || len(rest) < 34 || rest[32] != '.' {
 		return stripe, 0, false
 	}
-	// ShardKey writes lower-case hex; hex.Decode also takes upper case,
-	// which would name a key the store never wrote as its own.
-	if strings.ContainsAny(rest[:32], "ABCDEF") {
-		return stripe, 0, false
-	}
 	if _, err := hex.Decode(stripe[:], []byte(rest[:32])); err != nil {
 		return stripe, 0, false
 	}
 	index, err := strconv.Atoi(rest[33:])
-	if err != nil || index < 0 || strconv.Itoa(index) != rest[33:] {
+	// Only the very key ShardKey builds: hex.Decode also takes upper case
+	// and Atoi a sign or leading zeros, which would name keys the store
+	// never wrote as its own.
+	if err != nil || index < 0 || ShardKey(stripe, index) != key {
 		return stripe, 0, false
 	}
 	return stripe, index, true
