@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -98,8 +99,15 @@ func (c *conn) do(ctx context.Context, cmd string, args ...any) (any, error) {
 		if !errors.As(err, &re) {
 			c.broken = true
 		}
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			err = errors.Join(ctx.Err(), err)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The socket deadline is ctx's deadline, and it can fire a
+			// moment before ctx's own timer does: the command ran out of
+			// ctx's time all the same, so say so (callers branch on it,
+			// and pool.do must not retry it).
+			err = errors.Join(context.DeadlineExceeded, err)
 		}
 	}
 	return reply, err
@@ -208,7 +216,7 @@ func (p *pool) do(ctx context.Context, cmd string, args ...any) (any, error) {
 		reply, err := c.do(ctx, cmd, args...)
 		broken := c.broken
 		p.put(c)
-		if err != nil && broken && reused && attempt == 0 && ctx.Err() == nil {
+		if err != nil && broken && reused && attempt == 0 && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
 			p.flush()
 			continue
 		}

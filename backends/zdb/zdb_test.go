@@ -237,6 +237,44 @@ func TestSlowServerHonoursDeadline(t *testing.T) {
 	}
 }
 
+// lateTimer is a context whose deadline has a timer that has not fired yet:
+// Deadline is set but Err stays nil, as it does for a moment after the
+// deadline passes on a loaded machine.
+type lateTimer struct {
+	context.Context
+	dl time.Time
+}
+
+func (c lateTimer) Deadline() (time.Time, bool) { return c.dl, true }
+
+// The socket deadline can fire before ctx's timer does. The error must still
+// say the deadline passed, and the command must not be retried (a retry
+// would run with no time left, or block for the server's whole delay).
+func TestSocketDeadlineBeforeCtxTimer(t *testing.T) {
+	s := zdbtest.New(t, zdbtest.Options{})
+	b := openT(t, s.Addr(), newNS(t, s.Addr(), "", 0), testNSPw)
+	defer b.Close()
+	dials := 0
+	dial := b.pool.dial
+	b.pool.dial = func(ctx context.Context) (*conn, error) {
+		dials++
+		return dial(ctx)
+	}
+	s.SetDelay(2 * time.Second)
+	ctx := lateTimer{Context: context.Background(), dl: time.Now().Add(200 * time.Millisecond)}
+	start := time.Now()
+	_, err := b.Get(ctx, "k")
+	if !errors.Is(err, backends.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Get past a deadline whose timer has not fired: %v", err)
+	}
+	if dials != 0 {
+		t.Fatalf("Get past the deadline was retried on %d new connection(s): %v", dials, err)
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Fatalf("Get past the deadline took %v: it was retried", d)
+	}
+}
+
 func TestDroppedConnectionsAreReplaced(t *testing.T) {
 	s := zdbtest.New(t, zdbtest.Options{})
 	b := openT(t, s.Addr(), newNS(t, s.Addr(), "", 0), testNSPw)
