@@ -129,6 +129,12 @@ func (s *StreamEncoder) Next() (block uint64, st *Stripe, err error) {
 	if s.done {
 		return 0, nil, io.EOF
 	}
+	// A ctx that has ended wins over a stripe that is already waiting:
+	// select picks among ready cases at random, and a writer whose ctx
+	// ended must not be handed another block to upload.
+	if err := s.ctx.Err(); err != nil {
+		return 0, nil, err
+	}
 	var j *streamJob
 	var ok bool
 	select {
@@ -149,6 +155,10 @@ func (s *StreamEncoder) Next() (block uint64, st *Stripe, err error) {
 		return 0, nil, s.ctx.Err()
 	}
 	<-s.tokens
+	if err := s.ctx.Err(); err != nil {
+		j.st.Release() // ctx ended while Next waited: drop the stripe
+		return 0, nil, err
+	}
 	if j.err != nil {
 		s.done = true
 		s.cancel()

@@ -130,6 +130,50 @@ func TestStreamCancelAndClose(t *testing.T) {
 	}
 }
 
+// Once ctx is cancelled Next returns ctx's error, even when the next
+// stripe is already encoded and waiting: Next's select must not pick the
+// stripe at random (a writer whose ctx ended would upload one more block).
+func TestStreamNextAfterCancelWithStripeReady(t *testing.T) {
+	c := newCodec(t, Policy{K: 2, M: 1, BlockSize: 4096, Compression: CompressionNone, Encryption: EncryptionNone, Checksum: ChecksumXXH3})
+	const inflight = 2
+	for i := range 50 {
+		ctx, cancel := context.WithCancel(context.Background())
+		s := c.NewStreamEncoder(ctx, ObjectID{}, &genReader{size: 1 << 20}, inflight)
+		if _, st, err := s.Next(); err != nil {
+			t.Fatal(err)
+		} else {
+			st.Release()
+		}
+		// Once blocks 1 and 2 are queued the reader waits for a token, so
+		// the queue can be emptied and refilled in order without a race;
+		// meanwhile wait until both are encoded.
+		deadline := time.Now().Add(10 * time.Second)
+		for len(s.order) < inflight {
+			if time.Now().After(deadline) {
+				t.Fatal("the read-ahead never filled up")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		var queued []*streamJob
+		for range inflight {
+			queued = append(queued, <-s.order)
+		}
+		for _, j := range queued {
+			select {
+			case <-j.ready:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("block %d was never encoded", j.block)
+			}
+			s.order <- j
+		}
+		cancel()
+		if _, _, err := s.Next(); !errors.Is(err, context.Canceled) {
+			t.Fatalf("try %d: Next after cancel with a stripe ready = %v, want context.Canceled", i, err)
+		}
+		s.Close()
+	}
+}
+
 // genReader generates a deterministic stream without holding it: byte i is
 // genTable[i % len(genTable)], a period prime to the block size so no two
 // blocks are alike, and the decoded stream can be checked as it goes.
