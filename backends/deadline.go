@@ -39,14 +39,36 @@ func (w *deadlineBackend) Unwrap() Backend { return w.b }
 func (w *deadlineBackend) Name() string { return w.b.Name() }
 
 func (w *deadlineBackend) fix(ctx context.Context, op, key string, err error) error {
-	if err == nil || ctx.Err() == nil {
+	if err == nil {
+		return nil
+	}
+	cerr := ended(ctx)
+	if cerr == nil {
 		return err
 	}
 	var be *Error
 	if errors.As(err, &be) {
 		return err
 	}
-	return Wrap(w.b.Name(), op, key, ErrUnavailable, errors.Join(ctx.Err(), err))
+	return Wrap(w.b.Name(), op, key, ErrUnavailable, errors.Join(cerr, err))
+}
+
+// ended says why ctx is over, or nil. A deadline that has passed counts
+// even while ctx's own timer has not fired yet: a call bounded by a socket
+// deadline taken from ctx can fail a moment before ctx.Err() turns
+// non-nil, and on a loaded machine that moment is long. List's idle timer
+// cancels with DeadlineExceeded as the cause; that is what it reports.
+func ended(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			return context.DeadlineExceeded
+		}
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 func (w *deadlineBackend) Put(ctx context.Context, key string, value []byte) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 )
@@ -88,8 +89,49 @@ func TestWithDeadlineListIsIdleBound(t *testing.T) {
 	if n != 30 {
 		t.Fatalf("List delivered %d keys before being cut, want all 30 (walk took %v)", n, time.Since(start))
 	}
-	if !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("List whose backend stalled: %v", err)
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("List whose backend stalled: %v, want ErrUnavailable and context.DeadlineExceeded", err)
+	}
+}
+
+// lateTimer is a context whose deadline has passed but whose timer has not
+// fired yet: Err is still nil, as it is for a moment on a loaded machine.
+type lateTimer struct {
+	context.Context
+	dl time.Time
+}
+
+func (c lateTimer) Deadline() (time.Time, bool) { return c.dl, true }
+
+// timesOut fails every call at once with what a socket deadline taken from
+// ctx gives: a bare timeout, not an *Error.
+type timesOut struct{ *stuck }
+
+func (timesOut) err() error { return fmt.Errorf("read tcp 127.0.0.1:1: %w", os.ErrDeadlineExceeded) }
+func (b timesOut) Get(ctx context.Context, key string) ([]byte, error) {
+	return nil, b.err()
+}
+func (b timesOut) Put(ctx context.Context, key string, value []byte) error { return b.err() }
+
+// A call that fails with a timeout after its deadline passed, before ctx's
+// timer fired, is still reported as ErrUnavailable and DeadlineExceeded.
+func TestWithDeadlineErrorBeforeCtxTimer(t *testing.T) {
+	b := WithDeadline(timesOut{&stuck{}}, time.Minute)
+	ctx := lateTimer{Context: context.Background(), dl: time.Now().Add(-time.Millisecond)}
+	for name, call := range map[string]func() error{
+		"Get": func() error { _, err := b.Get(ctx, "k"); return err },
+		"Put": func() error { return b.Put(ctx, "k", nil) },
+	} {
+		err := call()
+		var be *Error
+		if !errors.Is(err, ErrUnavailable) || !errors.As(err, &be) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s past its deadline, ctx's timer not fired: %v, want a *Error of kind ErrUnavailable and DeadlineExceeded", name, err)
+		}
+	}
+	// Before the deadline the same error is passed on as it is.
+	ctx.dl = time.Now().Add(time.Hour)
+	if _, err := b.Get(ctx, "k"); errors.Is(err, ErrUnavailable) || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("Get before the deadline: %v, want the backend's own error", err)
 	}
 }
 
