@@ -120,6 +120,11 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"unknown nested key", func(s string) string {
 			return strings.Replace(s, "probe_interval = \"5s\"", "probe_interval = \"5s\"\ngrace = \"1m\"", 1)
 		}, "healer.grace", 14, "unknown key"},
+		{"upper-case key", func(s string) string { return strings.Replace(s, "master_key_file", "MASTER_KEY_FILE", 1) }, "MASTER_KEY_FILE", 2, `did you mean "master_key_file"`},
+		{"both spellings", func(s string) string { return "Master_Key_File = \"other.key\"\n" + s }, "Master_Key_File", 1, "case-sensitive"},
+		{"table in upper case", func(s string) string { return strings.Replace(s, "[policy]", "[Policy]", 1) }, "Policy", 3, `did you mean "policy"`},
+		{"nested key in upper case", func(s string) string { return strings.Replace(s, "k = 2", "K = 2", 1) }, "policy.K", 4, `did you mean "k"`},
+		{"backend key in mixed case", func(s string) string { return strings.Replace(s, "path = ", "Path = ", 1) }, "backends[0].Path", 18, `did you mean "path"`},
 		{"bad duration", func(s string) string { return strings.Replace(s, `"5s"`, `"5 parsecs"`, 1) }, "healer.probe_interval", 13, "invalid duration"},
 		{"wrong type", func(s string) string { return strings.Replace(s, "k = 2", "k = \"two\"", 1) }, "policy.k", 4, ""},
 		{"syntax", func(s string) string { return strings.Replace(s, "m = 1", "m = = 1", 1) }, "", 5, ""},
