@@ -566,12 +566,21 @@ func (p *Provisioner) probe(ctx context.Context, spec backends.Spec, password st
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ProbeTimeout)
 	defer cancel()
 	wait := p.backoff
+	var real error // the newest failure the namespace gave before ctx ended
 	for {
 		err := p.verify(ctx, spec, password)
 		if err == nil {
 			return nil
 		}
+		if dl, _ := ctx.Deadline(); ctx.Err() == nil && time.Now().Before(dl) {
+			real = err
+		}
 		if serr := sleep(ctx, wait); serr != nil {
+			if real != nil && real != err {
+				// ProbeTimeout ended in the middle of a try: say what
+				// the namespace answered before that as well.
+				return fmt.Errorf("not ready within %v: %w (then: %w)", p.cfg.ProbeTimeout, real, err)
+			}
 			return fmt.Errorf("not ready within %v: %w", p.cfg.ProbeTimeout, err)
 		}
 		wait = min(wait*2, 10*time.Second)

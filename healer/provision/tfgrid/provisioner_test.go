@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -450,6 +451,35 @@ func TestProbeRefusedWrite(t *testing.T) {
 	_, _, err := h.p.Provision(context.Background(), provision.Constraints{})
 	if err == nil || !strings.Contains(err.Error(), "probe write") {
 		t.Fatalf("err = %v", err)
+	}
+	if len(h.live()) != 0 {
+		t.Errorf("unwritable namespace left deployed: %v", h.live())
+	}
+}
+
+// When ProbeTimeout ends in the middle of a try (on a loaded machine it
+// often does), the error still names the last failure the namespace itself
+// gave, not only the interrupted try's deadline.
+func TestProbeTimeoutKeepsLastRealFailure(t *testing.T) {
+	var h *harness
+	var mu sync.Mutex
+	calls := 0
+	verify := func(ctx context.Context, spec backends.Spec, secret string) error {
+		mu.Lock()
+		calls++
+		first := calls == 1
+		mu.Unlock()
+		if first {
+			return h.verify(ctx, spec, secret)
+		}
+		<-ctx.Done() // the deadline falls inside this try
+		return fmt.Errorf("probe: %w", ctx.Err())
+	}
+	h = newHarness(t, harnessOpts{cfg: Config{ProbeTimeout: 300 * time.Millisecond, Attempts: 1}, opts: []Option{WithVerify(verify)}})
+	h.zdb.Fail("SET", "ERR read-only namespace")
+	_, _, err := h.p.Provision(context.Background(), provision.Constraints{})
+	if err == nil || !strings.Contains(err.Error(), "probe write") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the refused write and the deadline", err)
 	}
 	if len(h.live()) != 0 {
 		t.Errorf("unwritable namespace left deployed: %v", h.live())
