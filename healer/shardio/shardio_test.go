@@ -371,8 +371,13 @@ func TestFetchHedgesLaggard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Hedges < 1 || res.Shards[4] == nil || res.Shards[1] != nil {
-		t.Fatalf("hedges %d, shard4 %v", res.Hedges, res.Shards[4] != nil)
+	// Usually one hedge (index 4) does it; on a loaded machine the good
+	// backends can also miss a 20ms window, and a second hedge (index 5)
+	// may then come back first. Either way the shards come from the
+	// backends that answer, never from the stuck one.
+	if res.Hedges < 1 || res.Good != 4 || res.Shards[1] != nil || (res.Shards[4] == nil && res.Shards[5] == nil) {
+		t.Fatalf("hedges %d, good %d, shard1 %v shard4 %v shard5 %v", res.Hedges, res.Good,
+			res.Shards[1] != nil, res.Shards[4] != nil, res.Shards[5] != nil)
 	}
 	// Generous bound: the point is not waiting for the stuck backend.
 	if d := time.Since(start); d > 5*time.Second {
