@@ -173,7 +173,7 @@ func fuzzRecs(data []byte) []jrec {
 func FuzzReadJournal(f *testing.F) {
 	// What readJournal promises for files that are not journals. dir
 	// also holds the journal of every input (see FuzzJournalApply).
-	dir := f.TempDir()
+	dir := fuzzDir(f)
 	if st, n, err := readJournal(filepath.Join(dir, "missing")); err != nil || n != 0 || len(st.dirty)+len(st.sizes) != 0 {
 		f.Fatalf("missing journal: %+v, %d, %v", st, n, err)
 	}
@@ -241,7 +241,7 @@ func FuzzJournalApply(f *testing.F) {
 	f.Add(spec, uint16(0))
 	// One directory for all inputs: t.TempDir per input spends most of
 	// the time removing directories (synchronous discards on some disks).
-	dir := f.TempDir()
+	dir := fuzzDir(f)
 	f.Fuzz(func(t *testing.T, spec []byte, compact uint16) {
 		recs := fuzzRecs(spec)
 		j, err := openJournal(dir, newJournalState())
@@ -450,4 +450,17 @@ func FuzzParseBlockName(f *testing.F) {
 			t.Fatalf("cache file %q of %+v parses to %+v, %v", name, want, k, ok)
 		}
 	})
+}
+
+// fuzzDir is a directory for a fuzz target's files, in memory when the
+// machine has /dev/shm: the fuzzer counts an input that takes over 10 s as
+// a hang and fails, and a disk that stalls for seconds turns a write and an
+// fsync into one.
+func fuzzDir(f *testing.F) string {
+	dir, err := os.MkdirTemp("/dev/shm", "healstore-fuzz-")
+	if err != nil {
+		return f.TempDir()
+	}
+	f.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
