@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
+	"sort"
 	"strings"
 
 	"github.com/healstore/healstore/backends"
@@ -23,7 +25,7 @@ import (
 // Unknown keys are errors, so a typo does not fall back to a default.
 func LocalConfigFromSettings(settings map[string]any, base string) (LocalConfig, error) {
 	var c LocalConfig
-	if err := decodeSettings("local", settings, &c); err != nil {
+	if err := DecodeSettings("local", settings, &c); err != nil {
 		return c, err
 	}
 	if c.Dir == "" {
@@ -47,7 +49,7 @@ func SpareSpecsFromSettings(settings map[string]any, base string) ([]backends.Sp
 	var s struct {
 		Backends []backends.Spec `json:"backends"`
 	}
-	if err := decodeSettings("spare", settings, &s); err != nil {
+	if err := DecodeSettings("spare", settings, &s); err != nil {
 		return nil, err
 	}
 	if len(s.Backends) == 0 {
@@ -65,7 +67,16 @@ func SpareSpecsFromSettings(settings map[string]any, base string) ([]backends.Sp
 	return s.Backends, nil
 }
 
-func decodeSettings(kind string, settings map[string]any, into any) error {
+// DecodeSettings decodes a provisioner's [healer.provisioner.settings]
+// table into into, a pointer to a struct with json tags; kind names the
+// provisioner in errors. Unknown keys are errors, so a typo does not fall
+// back to a default, and so is a key that names a field only when case is
+// ignored: encoding/json would take `Max_Backends` for max_backends, and
+// with both spellings in the table one would silently win.
+func DecodeSettings(kind string, settings map[string]any, into any) error {
+	if err := checkKeyCase(settings, reflect.TypeOf(into), ""); err != nil {
+		return fmt.Errorf("%s provisioner settings: %w", kind, err)
+	}
 	b, err := json.Marshal(settings)
 	if err != nil {
 		return fmt.Errorf("%s provisioner settings: %w", kind, err)
@@ -81,4 +92,74 @@ func decodeSettings(kind string, settings map[string]any, into any) error {
 		return fmt.Errorf("%s provisioner settings: %s", kind, strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return nil
+}
+
+// checkKeyCase walks the decoded table v against type t and refuses the
+// first key that matches a json field name only when case is ignored.
+// Unknown keys are left to the decoder.
+func checkKeyCase(v any, t reflect.Type, at string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		items, _ := v.([]any)
+		for i, item := range items {
+			if err := checkKeyCase(item, t.Elem(), fmt.Sprintf("%s[%d]", at, i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	case reflect.Struct:
+	default:
+		return nil
+	}
+	table, _ := v.(map[string]any)
+	fields := jsonFields(t)
+	keys := make([]string, 0, len(table))
+	for k := range table {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		name := k
+		if at != "" {
+			name = at + "." + k
+		}
+		if ft, ok := fields[k]; ok {
+			if err := checkKeyCase(table[k], ft, name); err != nil {
+				return err
+			}
+			continue
+		}
+		for f := range fields {
+			if strings.EqualFold(f, k) {
+				return fmt.Errorf("unknown key %q: keys are case-sensitive; did you mean %q?", name, f)
+			}
+		}
+	}
+	return nil
+}
+
+// jsonFields maps the json names of t's fields, promoted ones included, to
+// their types.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case tag == "-":
+		case f.Anonymous && tag == "" && f.Type.Kind() == reflect.Struct:
+			for k, ft := range jsonFields(f.Type) {
+				out[k] = ft
+			}
+		case !f.IsExported():
+		case tag != "":
+			out[tag] = f.Type
+		default:
+			out[f.Name] = f.Type
+		}
+	}
+	return out
 }

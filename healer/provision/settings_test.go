@@ -53,3 +53,25 @@ func TestSpareSpecsFromSettings(t *testing.T) {
 		t.Fatal("unknown key accepted")
 	}
 }
+
+// encoding/json matches keys case-insensitively; the settings table does
+// not, in nested tables and arrays too.
+func TestSettingsKeysAreCaseSensitive(t *testing.T) {
+	for text, want := range map[string]string{
+		"DIR = \"prov\"":                       `unknown key "DIR": keys are case-sensitive; did you mean "dir"?`,
+		"dir = \"a\"\nDir = \"b\"":             `did you mean "dir"`,
+		"dir = \"a\"\ns3 = { Binary = \"x\" }": `unknown key "s3.Binary"`,
+	} {
+		_, err := LocalConfigFromSettings(settings(t, text), "/s")
+		if err == nil || !strings.HasPrefix(err.Error(), "local provisioner settings: ") || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %s", text, err, want)
+		}
+	}
+	_, err := SpareSpecsFromSettings(settings(t, `backends = [
+  { name = "s1", kind = "local", path = "p", node = "n7" },
+  { name = "s2", kind = "local", Path = "q", node = "n8" },
+]`), "/")
+	if err == nil || !strings.Contains(err.Error(), `unknown key "backends[1].Path"`) {
+		t.Fatalf("spare with Path: %v", err)
+	}
+}

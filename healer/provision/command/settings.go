@@ -1,12 +1,10 @@
 package command
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
+
+	"github.com/healstore/healstore/healer/provision"
 )
 
 // ConfigFromSettings reads a Config from the [healer.provisioner.settings]
@@ -24,7 +22,7 @@ func ConfigFromSettings(settings map[string]any) (Config, error) {
 		Config
 		Timeout string `json:"timeout"`
 	}
-	if err := decodeSettings(settings, &s); err != nil {
+	if err := provision.DecodeSettings("command", settings, &s); err != nil {
 		return Config{}, err
 	}
 	cfg := s.Config
@@ -36,27 +34,4 @@ func ConfigFromSettings(settings map[string]any) (Config, error) {
 		cfg.Timeout = d
 	}
 	return cfg, nil
-}
-
-func decodeSettings(settings map[string]any, into any) error {
-	b, err := json.Marshal(settings)
-	if err != nil {
-		return fmt.Errorf("command provisioner settings: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(into); err != nil {
-		return fmt.Errorf("command provisioner settings: %s", settingsError(err))
-	}
-	return nil
-}
-
-// settingsError names the offending key without Go struct paths.
-func settingsError(err error) string {
-	var typ *json.UnmarshalTypeError
-	if errors.As(err, &typ) {
-		key := typ.Field[strings.LastIndex(typ.Field, ".")+1:]
-		return fmt.Sprintf("%s: want %s, got %s", key, typ.Type, typ.Value)
-	}
-	return strings.TrimPrefix(err.Error(), "json: ")
 }

@@ -35,6 +35,9 @@ timeout = "15m"
 		`comand = ["x"]`:   `unknown field "comand"`,
 		`command = "x.sh"`: "command: want []string, got string",
 		`timeout = "soon"`: `timeout "soon"`,
+		// Keys of the embedded Config and of the wrapper alike.
+		`Command = ["x"]`: `unknown key "Command": keys are case-sensitive; did you mean "command"?`,
+		`TimeOut = "1m"`:  `did you mean "timeout"`,
 	} {
 		_, err := ConfigFromSettings(settingsFrom(t, doc))
 		if err == nil || !strings.Contains(err.Error(), want) {

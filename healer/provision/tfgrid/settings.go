@@ -1,12 +1,10 @@
 package tfgrid
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
+
+	"github.com/healstore/healstore/healer/provision"
 )
 
 // ConfigFromSettings reads a Config from the [healer.provisioner.settings]
@@ -21,20 +19,8 @@ func ConfigFromSettings(settings map[string]any) (Config, error) {
 		ProbeTimeout    string `json:"probe_timeout"`
 		FailureCooldown string `json:"failure_cooldown"`
 	}
-	b, err := json.Marshal(settings)
-	if err != nil {
-		return Config{}, fmt.Errorf("tfgrid provisioner settings: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
-		msg := strings.TrimPrefix(err.Error(), "json: ")
-		var typ *json.UnmarshalTypeError
-		if errors.As(err, &typ) {
-			key := typ.Field[strings.LastIndex(typ.Field, ".")+1:]
-			msg = fmt.Sprintf("%s: want %s, got %s", key, typ.Type, typ.Value)
-		}
-		return Config{}, fmt.Errorf("tfgrid provisioner settings: %s", msg)
+	if err := provision.DecodeSettings("tfgrid", settings, &s); err != nil {
+		return Config{}, err
 	}
 	cfg := s.Config
 	for _, d := range []struct {

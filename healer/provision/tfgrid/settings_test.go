@@ -39,10 +39,12 @@ failure_cooldown = "6h"
 		t.Errorf("cfg = %+v", cfg)
 	}
 	for bad, want := range map[string]string{
-		`max_backend = 3`:      `unknown field "max_backend"`,
-		`farms = "1,4"`:        "farms: want []uint64, got string",
-		`probe_timeout = "90"`: `probe_timeout "90"`,
-		`max_size_gb = "lots"`: "max_size_gb",
+		`max_backend = 3`:       `unknown field "max_backend"`,
+		`farms = "1,4"`:         "farms: want []uint64, got string",
+		`probe_timeout = "90"`:  `probe_timeout "90"`,
+		`max_size_gb = "lots"`:  "max_size_gb",
+		`Max_Backends = 3`:      `unknown key "Max_Backends": keys are case-sensitive; did you mean "max_backends"?`,
+		`Deploy_Timeout = "1m"`: `did you mean "deploy_timeout"`,
 	} {
 		var m map[string]any
 		if err := toml.Unmarshal([]byte(bad), &m); err != nil {
