@@ -182,13 +182,19 @@ func runDemo(ctx context.Context, g *globalOptions, o *demoOptions) (err error) 
 	disaster := time.Now()
 	// A plain file where a backend's directory was stands for a disk that
 	// is gone: nothing can be read from or written to it any more.
+	// The directory is moved away before it is deleted: the daemon may be
+	// writing into it (its first metadata snapshot), and RemoveAll on a
+	// directory still being filled fails with "directory not empty".
 	destroyed := filepath.Join(dir, "backends", victims[0])
-	if err := os.RemoveAll(destroyed); err != nil {
+	if err := os.Rename(destroyed, destroyed+".destroyed"); err != nil {
 		return err
 	}
 	if err := os.WriteFile(destroyed, []byte("this disk is gone\n"), 0o600); err != nil {
 		return err
 	}
+	// A write that was under way when the directory moved may still land
+	// in it; what is left goes with the demo directory.
+	_ = os.RemoveAll(destroyed + ".destroyed")
 	msg := fmt.Sprintf("DISASTER: backend %s destroyed (its directory and every shard in it deleted)", victims[0])
 	if len(victims) > 1 {
 		off := filepath.Join(dir, "backends", victims[1])
