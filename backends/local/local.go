@@ -157,6 +157,8 @@ func (b *Backend) pathOf(key string) string {
 // kindOf classifies an OS error.
 func kindOf(err error) error {
 	switch {
+	case errors.Is(err, errRootGone):
+		return backends.ErrUnavailable
 	case errors.Is(err, fs.ErrNotExist):
 		return backends.ErrNotFound
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
@@ -310,12 +312,21 @@ func (b *Backend) writeFile(dir, final string, value []byte, durable bool) error
 func (b *Backend) makeDir(dir string) error {
 	b.dirMu.Lock()
 	defer b.dirMu.Unlock()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// Mkdir, not MkdirAll: a root that vanished while the backend is open
+	// (a failed disk, an unmounted volume) is an outage, not something to
+	// fill again, possibly on the file system under the mount point.
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%s: %w", b.root, errRootGone)
+		}
 		return err
 	}
 	b.dirGen++
 	return nil
 }
+
+// errRootGone says the data directory disappeared under an open backend.
+var errRootGone = errors.New("the data directory is gone (a failed disk or an unmounted volume?); it is not made again while the backend is open")
 
 // syncRoot fsyncs the root directory unless every fan-out directory made
 // so far is known durable.

@@ -154,6 +154,43 @@ func TestProbeOfVanishedDirectory(t *testing.T) {
 	}
 }
 
+// A backend directory that vanishes while the backend is open stays gone:
+// writes fail as unavailable and probes keep failing, so the healer sees
+// the outage, instead of the first write making the directory again (on
+// an unmounted volume: on the file system under the mount point).
+func TestVanishedDirectoryIsNotMadeAgain(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "b")
+	b, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := b.Put(ctx, "before", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	for i, durable := range []bool{true, false} {
+		key := fmt.Sprintf("after-%d", i)
+		var err error
+		if durable {
+			err = b.Put(ctx, key, []byte("v"))
+		} else {
+			err = b.PutNoSync(ctx, key, []byte("v"))
+		}
+		if !errors.Is(err, backends.ErrUnavailable) || !strings.Contains(err.Error(), "gone") {
+			t.Fatalf("Put (durable %v) into a vanished directory: %v", durable, err)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("after a Put (durable %v) the vanished directory is there again: %v", durable, err)
+		}
+	}
+	if _, err := b.Probe(ctx); !errors.Is(err, backends.ErrUnavailable) {
+		t.Fatalf("Probe after the Puts: %v", err)
+	}
+}
+
 // TestPrepare checks that a prepared backend has every fan-out directory,
 // so its first writes make none (no mkdir, no fsync of the data directory
 // in their sync rounds), and that preparing again keeps what is there.
