@@ -282,3 +282,42 @@ func TestInitProvisionsLocally(t *testing.T) {
 		t.Fatalf("init --provisioner tfgrid: %d %s", code, errs)
 	}
 }
+
+// A put that lands with the write quorum but not every shard succeeds, and
+// says so: the object is at reduced redundancy until the healer repairs it.
+func TestPutSaysWhenShort(t *testing.T) {
+	dir := t.TempDir()
+	if _, errs, code := cli(t, "", "init", filepath.Join(dir, "store")); code != 0 {
+		t.Fatalf("init: %d %s", code, errs)
+	}
+	t.Setenv("HEALSTORE_CONFIG", filepath.Join(dir, "store", "healstore.toml"))
+	src := filepath.Join(dir, "src")
+	os.WriteFile(src, bytes.Repeat([]byte("short "), 200_000), 0o644)
+	if _, errs, code := cli(t, "", "put", "full", src); code != 0 || strings.Contains(errs, "warning") {
+		t.Fatalf("put with every backend up: %d %q", code, errs)
+	}
+	// One of the six backends of a 4+2 store gone: every stripe is short.
+	gone := filepath.Join(dir, "store", "backends", "b3")
+	if err := os.RemoveAll(gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(gone, []byte("this disk is gone\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := cli(t, "", "put", "short", src)
+	if code != 0 || !strings.Contains(out, "stored short") {
+		t.Fatalf("put with a backend gone: %d %q %q", code, out, errs)
+	}
+	if !strings.Contains(errs, "warning: short: 1 of 1 blocks were stored short of their 4+2 shards (1 shards missing; can lose 1 more backend(s) instead of 2)") {
+		t.Fatalf("put with a backend gone says nothing of it: %q", errs)
+	}
+	out, _, code = cli(t, "", "put", "--json", "short2", src)
+	var info struct {
+		Redundancy struct {
+			Degraded int `json:"degraded_stripes"`
+		} `json:"redundancy"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.Redundancy.Degraded != 1 {
+		t.Fatalf("put --json with a backend gone: %d %q", code, out)
+	}
+}
