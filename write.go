@@ -56,6 +56,10 @@ func WithAttrs(attrs map[string]string) WriteOption {
 	}
 }
 
+// CheckName says why name cannot name an object, or nil when it can; Put,
+// Create and Rename refuse the names it refuses.
+func CheckName(name string) error { return checkName(name) }
+
 func checkName(name string) error {
 	switch {
 	case name == "":

@@ -14,6 +14,12 @@ import (
 	"time"
 )
 
+// ObjectPrefix begins the names of the store objects that hold the blocks
+// of a mount's files ("fs/<filesystem>/<inode>/<block>"). They are ordinary
+// objects to the store, but changing one behind the mount's back changes a
+// file in it, so tools that change objects leave this prefix alone.
+const ObjectPrefix = "fs/"
+
 // blobStore is what the filesystem needs of healstore for file data: one
 // object per block. It is the root package's Store behind an interface, so
 // the core can be tested with faults injected.
@@ -131,7 +137,7 @@ func newFilesystem(kv kvStore, blobs blobStore, opts Options) (*filesystem, erro
 		opts:        opts,
 		kv:          kv,
 		blobs:       blobs,
-		prefix:      "fs/" + opts.Name + "/",
+		prefix:      ObjectPrefix + opts.Name + "/",
 		log:         opts.Logger,
 		cacheDir:    opts.CacheDir,
 		inodes:      map[uint64]*inodeState{},

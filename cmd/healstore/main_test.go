@@ -156,6 +156,11 @@ func TestNamesAndFilesCheckedFirst(t *testing.T) {
 		{[]string{"get", ""}, `NAME is empty ("")`},
 		{[]string{"stat", ""}, `NAME is empty ("")`},
 		{[]string{"rm", "a", ""}, `NAME is empty ("")`},
+		{[]string{"put", "bad\xff", f}, "not valid UTF-8"},
+		{[]string{"stat", "nul\x00"}, "NUL byte"},
+		// The blocks of a mount's files are changed through the mount only.
+		{[]string{"put", "fs/default/0000000000000002/0000000000000000", f}, "where healstore mount keeps the blocks of its files"},
+		{[]string{"rm", "a", "fs/default/x"}, `"fs/default/x" is under fs/`},
 	}
 	for _, c := range cases {
 		_, errs, code := cli(t, "", append([]string{"--config", noConfig}, c.args...)...)

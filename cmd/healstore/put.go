@@ -24,7 +24,7 @@ When fewer backends than the policy wants are reachable but the write quorum
 is, the object is stored degraded and its missing shards are queued for repair.`,
 		Args: argsBetween(1, 2),
 		PreRunE: func(cmd *cobra.Command, args []string) error {
-			return checkNames(cmd, args[0])
+			return checkWritableNames(cmd, args[0])
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]

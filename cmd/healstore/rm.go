@@ -25,7 +25,7 @@ collection after the configured delay. Exit code 3 when an object does not
 exist (unless --force).`,
 		Args: argsBetween(1, -1),
 		PreRunE: func(cmd *cobra.Command, args []string) error {
-			return checkNames(cmd, args...)
+			return checkWritableNames(cmd, args...)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, _, err := openStore(cmd, g)

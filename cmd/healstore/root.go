@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/healstore/healstore"
+	"github.com/healstore/healstore/fuse"
 )
 
 // Exit codes.
@@ -78,6 +79,24 @@ func checkNames(cmd *cobra.Command, names ...string) error {
 	for _, n := range names {
 		if n == "" {
 			return usagef("%s: NAME is empty (\"\"); an object name needs at least one character", cmd.CommandPath())
+		}
+		if err := healstore.CheckName(n); err != nil {
+			return usagef("%s: %v", cmd.CommandPath(), err)
+		}
+	}
+	return nil
+}
+
+// checkWritableNames is checkNames for commands that change objects: the
+// blocks of a mount's files (under fuse.ObjectPrefix) are changed
+// through the mount only, or the file they belong to changes underneath it.
+func checkWritableNames(cmd *cobra.Command, names ...string) error {
+	if err := checkNames(cmd, names...); err != nil {
+		return err
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, fuse.ObjectPrefix) {
+			return usagef("%s: %q is under %s, where healstore mount keeps the blocks of its files; change those files through the mount", cmd.CommandPath(), n, fuse.ObjectPrefix)
 		}
 	}
 	return nil
