@@ -247,7 +247,7 @@ func LoadConfig(path string) (*Config, error) {
 // ParseConfig is LoadConfig on bytes already read; path names the file in
 // errors and anchors relative paths.
 func ParseConfig(path string, data []byte) (*Config, error) {
-	if err := checkKeyCase(path, data); err != nil {
+	if err := checkKeys(path, data); err != nil {
 		return nil, err
 	}
 	cfg := DefaultConfig()

@@ -125,6 +125,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"table in upper case", func(s string) string { return strings.Replace(s, "[policy]", "[Policy]", 1) }, "Policy", 3, `did you mean "policy"`},
 		{"nested key in upper case", func(s string) string { return strings.Replace(s, "k = 2", "K = 2", 1) }, "policy.K", 4, `did you mean "k"`},
 		{"backend key in mixed case", func(s string) string { return strings.Replace(s, "path = ", "Path = ", 1) }, "backends[0].Path", 18, `did you mean "path"`},
+		{"duration without a unit", func(s string) string { return strings.Replace(s, `grace_period = "0s"`, "grace_period = 600", 1) }, "healer.grace_period", 12, `a duration is a string with a unit, e.g. "600s"`},
 		{"bad duration", func(s string) string { return strings.Replace(s, `"5s"`, `"5 parsecs"`, 1) }, "healer.probe_interval", 13, "invalid duration"},
 		{"wrong type", func(s string) string { return strings.Replace(s, "k = 2", "k = \"two\"", 1) }, "policy.k", 4, ""},
 		{"syntax", func(s string) string { return strings.Replace(s, "m = 1", "m = = 1", 1) }, "", 5, ""},

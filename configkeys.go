@@ -11,20 +11,24 @@ import (
 	"github.com/pelletier/go-toml/v2"
 )
 
-// checkKeyCase refuses a key that names a config field only when case is
-// ignored. go-toml matches keys to fields case-insensitively, so
-// `MASTER_KEY_FILE` would be taken for master_key_file, and with both in a
-// file one silently wins. Keys are spelled one way, as healstore init writes
-// them. Anything else wrong with the file is left to the typed decode.
-func checkKeyCase(path string, data []byte) error {
+// checkKeys refuses what go-toml's typed decode would take silently:
+//   - a key that names a config field only when case is ignored. go-toml
+//     matches keys to fields case-insensitively, so `MASTER_KEY_FILE` would
+//     be taken for master_key_file, and with both in a file one silently
+//     wins. Keys are spelled one way, as healstore init writes them.
+//   - a duration written as a bare number: `grace_period = 600` would be
+//     600 nanoseconds.
+//
+// Anything else wrong with the file is left to the typed decode.
+func checkKeys(path string, data []byte) error {
 	var doc map[string]any
 	if toml.Unmarshal(data, &doc) != nil {
 		return nil
 	}
-	return walkKeyCase(path, data, doc, reflect.TypeOf(Config{}), "")
+	return walkKeys(path, data, doc, reflect.TypeOf(Config{}), "")
 }
 
-func walkKeyCase(path string, data []byte, v any, t reflect.Type, at string) error {
+func walkKeys(path string, data []byte, v any, t reflect.Type, at string) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -35,7 +39,7 @@ func walkKeyCase(path string, data []byte, v any, t reflect.Type, at string) err
 			return nil
 		}
 		for i, item := range items {
-			if err := walkKeyCase(path, data, item, t.Elem(), fmt.Sprintf("%s[%d]", at, i)); err != nil {
+			if err := walkKeys(path, data, item, t.Elem(), fmt.Sprintf("%s[%d]", at, i)); err != nil {
 				return err
 			}
 		}
@@ -66,12 +70,18 @@ func walkKeyCase(path string, data []byte, v any, t reflect.Type, at string) err
 			return &ConfigError{File: path, Line: keyLine(data, k), Field: name,
 				Msg: fmt.Sprintf("unknown key %q: keys are case-sensitive; did you mean %q?", k, fieldKey(f))}
 		}
-		if err := walkKeyCase(path, data, table[k], f.Type, name); err != nil {
+		if _, isString := table[k].(string); f.Type == durationType && !isString {
+			return &ConfigError{File: path, Line: keyLine(data, k), Field: name,
+				Msg: fmt.Sprintf("%s = %v: a duration is a string with a unit, e.g. \"%vs\" or \"10m\"", k, table[k], table[k])}
+		}
+		if err := walkKeys(path, data, table[k], f.Type, name); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+var durationType = reflect.TypeOf(Duration(0))
 
 // tomlField finds the field of struct t that key k names, and whether the
 // spelling is exact.
