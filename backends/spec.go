@@ -3,7 +3,9 @@ package backends
 import (
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
+	"strings"
 )
 
 // Kinds of backend.
@@ -74,6 +76,9 @@ func (s Spec) Validate() error {
 		if s.Bucket == "" {
 			return bad("kind s3 needs bucket")
 		}
+		if why := badBucketName(s.Bucket); why != "" {
+			return bad("bucket %q: %s", s.Bucket, why)
+		}
 	case "":
 		return bad("kind is missing (local, zdb or s3)")
 	default:
@@ -107,3 +112,24 @@ type SecretLookup func(ref string) (string, error)
 
 // ErrNoSecret is returned by a SecretLookup for an unknown ref.
 var ErrNoSecret = errors.New("secret not found")
+
+// badBucketName says why name breaks S3's bucket naming rules, or "". The
+// server would refuse it anyway, but only once the backend is registered
+// and its secret saved; checked here, a bad name changes nothing.
+func badBucketName(name string) string {
+	switch {
+	case len(name) < 3 || len(name) > 63:
+		return fmt.Sprintf("an S3 bucket name is 3 to 63 characters, this one %d", len(name))
+	case strings.Contains(name, ".."):
+		return "an S3 bucket name has no two dots in a row"
+	case net.ParseIP(name) != nil:
+		return "an S3 bucket name is not an IP address"
+	}
+	for i, r := range name {
+		alnum := r >= 'a' && r <= 'z' || r >= '0' && r <= '9'
+		if !alnum && (i == 0 || i == len(name)-1 || r != '-' && r != '.') {
+			return "an S3 bucket name is lower-case letters, digits, '-' and '.', and begins and ends with a letter or digit"
+		}
+	}
+	return ""
+}

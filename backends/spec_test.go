@@ -13,7 +13,7 @@ func TestSpecRoundTrips(t *testing.T) {
 	specs := []Spec{
 		{Name: "disk1", Kind: KindLocal, Path: "/srv/healstore/disk1", Quota: 1 << 40, Node: "n1", Farm: "f1"},
 		{Name: "zdb-7", Kind: KindZDB, Address: "[2a02:1802:5e::223]:9900", Namespace: "ns-7", SecretRef: "zdb-7", Node: "grid-node-7", Spare: true},
-		{Name: "s3.a", Kind: KindS3, Address: "s3.example.org", Bucket: "b", Prefix: "hs/", Region: "eu-west-1", TLS: true, AccessKey: "AKIA", SecretRef: "s3a"},
+		{Name: "s3.a", Kind: KindS3, Address: "s3.example.org", Bucket: "bkt", Prefix: "hs/", Region: "eu-west-1", TLS: true, AccessKey: "AKIA", SecretRef: "s3a"},
 	}
 	for _, s := range specs {
 		if err := s.Validate(); err != nil {
@@ -75,6 +75,12 @@ func TestSpecValidate(t *testing.T) {
 		{Spec{Name: "x", Kind: KindZDB, Namespace: "n"}, "address"},
 		{Spec{Name: "x", Kind: KindZDB, Address: "h:1"}, "namespace"},
 		{Spec{Name: "x", Kind: KindS3, Address: "h:1"}, "bucket"},
+		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "hs"}, `bucket "hs": an S3 bucket name is 3 to 63 characters, this one 2`},
+		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "Healstore"}, "lower-case letters"},
+		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "heal_store"}, "lower-case letters"},
+		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "-healstore"}, "begins and ends"},
+		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "heal..store"}, "two dots"},
+		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "10.1.2.3"}, "IP address"},
 		{Spec{Name: "x", Kind: KindLocal, Path: "/x", Quota: -1}, "quota"},
 	} {
 		err := c.spec.Validate()

@@ -75,7 +75,7 @@ arguments, logs or metadata.
 
 Examples:
   healstore backend add b7 --kind local --path /mnt/disk7/healstore --node host3
-  healstore backend add s3a --kind s3 --address 10.0.0.5:7070 --bucket hs \
+  healstore backend add s3a --kind s3 --address 10.0.0.5:7070 --bucket healstore \
       --access-key AK --secret-ref s3/s3a --secret-stdin < secret.txt
 
 ` + exitCodesHelp,

@@ -19,8 +19,8 @@ func TestParseSpec(t *testing.T) {
 		"name=b1,kind=local,path=/srv/b1,node=n1": {Name: "b1", Kind: "local", Path: "/srv/b1", Node: "n1"},
 		"name=z1, kind=zdb, address=10.0.0.7:9900, namespace=hs1, secret_ref=zdb/z1, quota=1GiB": {
 			Name: "z1", Kind: "zdb", Address: "10.0.0.7:9900", Namespace: "hs1", SecretRef: "zdb/z1", Quota: 1 << 30},
-		`{"name":"s1","kind":"s3","address":"h:1","bucket":"hs","tls":true,"spare":true}`: {
-			Name: "s1", Kind: "s3", Address: "h:1", Bucket: "hs", TLS: true, Spare: true},
+		`{"name":"s1","kind":"s3","address":"h:1","bucket":"healstore","tls":true,"spare":true}`: {
+			Name: "s1", Kind: "s3", Address: "h:1", Bucket: "healstore", TLS: true, Spare: true},
 	}
 	for in, want := range good {
 		got, err := parseSpec(in)

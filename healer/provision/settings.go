@@ -41,7 +41,7 @@ func LocalConfigFromSettings(settings map[string]any, base string) (LocalConfig,
 //
 //	backends = [
 //	  { name = "spare1", kind = "local", path = "spares/1", node = "n7" },
-//	  { name = "spare2", kind = "s3", address = "10.0.0.9:7070", bucket = "hs", secret_ref = "s3/spare2" },
+//	  { name = "spare2", kind = "s3", address = "10.0.0.9:7070", bucket = "healstore", secret_ref = "s3/spare2" },
 //	]
 //
 // Relative local paths are relative to base.

@@ -38,7 +38,7 @@ qouta = 5`, `dir = 5`} {
 func TestSpareSpecsFromSettings(t *testing.T) {
 	specs, err := SpareSpecsFromSettings(settings(t, `backends = [
   { name = "s1", kind = "local", path = "spares/1", node = "n7" },
-  { name = "s2", kind = "s3", address = "h:1", bucket = "b", secret_ref = "s3/s2" },
+  { name = "s2", kind = "s3", address = "h:1", bucket = "bkt", secret_ref = "s3/s2" },
 ]`), "/store")
 	if err != nil {
 		t.Fatal(err)
