@@ -3,9 +3,9 @@ package backends
 import (
 	"errors"
 	"fmt"
-	"net"
 	"regexp"
-	"strings"
+
+	"github.com/minio/minio-go/v7/pkg/s3utils"
 )
 
 // Kinds of backend.
@@ -76,8 +76,12 @@ func (s Spec) Validate() error {
 		if s.Bucket == "" {
 			return bad("kind s3 needs bucket")
 		}
-		if why := badBucketName(s.Bucket); why != "" {
-			return bad("bucket %q: %s", s.Bucket, why)
+		// The S3 client refuses these names, but only once the backend
+		// is registered and its secret saved; checked here, a bad name
+		// changes nothing. (minio-go's rule, not S3's stricter one, so no
+		// bucket that worked before is refused now.)
+		if err := s3utils.CheckValidBucketName(s.Bucket); err != nil {
+			return bad("bucket %q: %v", s.Bucket, err)
 		}
 	case "":
 		return bad("kind is missing (local, zdb or s3)")
@@ -112,24 +116,3 @@ type SecretLookup func(ref string) (string, error)
 
 // ErrNoSecret is returned by a SecretLookup for an unknown ref.
 var ErrNoSecret = errors.New("secret not found")
-
-// badBucketName says why name breaks S3's bucket naming rules, or "". The
-// server would refuse it anyway, but only once the backend is registered
-// and its secret saved; checked here, a bad name changes nothing.
-func badBucketName(name string) string {
-	switch {
-	case len(name) < 3 || len(name) > 63:
-		return fmt.Sprintf("an S3 bucket name is 3 to 63 characters, this one %d", len(name))
-	case strings.Contains(name, ".."):
-		return "an S3 bucket name has no two dots in a row"
-	case net.ParseIP(name) != nil:
-		return "an S3 bucket name is not an IP address"
-	}
-	for i, r := range name {
-		alnum := r >= 'a' && r <= 'z' || r >= '0' && r <= '9'
-		if !alnum && (i == 0 || i == len(name)-1 || r != '-' && r != '.') {
-			return "an S3 bucket name is lower-case letters, digits, '-' and '.', and begins and ends with a letter or digit"
-		}
-	}
-	return ""
-}

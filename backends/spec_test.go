@@ -75,12 +75,11 @@ func TestSpecValidate(t *testing.T) {
 		{Spec{Name: "x", Kind: KindZDB, Namespace: "n"}, "address"},
 		{Spec{Name: "x", Kind: KindZDB, Address: "h:1"}, "namespace"},
 		{Spec{Name: "x", Kind: KindS3, Address: "h:1"}, "bucket"},
-		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "hs"}, `bucket "hs": an S3 bucket name is 3 to 63 characters, this one 2`},
-		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "Healstore"}, "lower-case letters"},
-		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "heal_store"}, "lower-case letters"},
-		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "-healstore"}, "begins and ends"},
-		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "heal..store"}, "two dots"},
-		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "10.1.2.3"}, "IP address"},
+		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "hs"}, `bucket "hs": Bucket name cannot be shorter than 3 characters`},
+		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "-healstore"}, `bucket "-healstore"`},
+		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "heal store"}, `bucket "heal store"`},
+		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "heal..store"}, `bucket "heal..store"`},
+		{Spec{Name: "x", Kind: KindS3, Address: "h:1", Bucket: "10.1.2.3"}, `bucket "10.1.2.3"`},
 		{Spec{Name: "x", Kind: KindLocal, Path: "/x", Quota: -1}, "quota"},
 	} {
 		err := c.spec.Validate()
