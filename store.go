@@ -497,6 +497,10 @@ func (s *Store) AddBackend(ctx context.Context, spec backends.Spec, secret strin
 	if err := s.checkOpen(); err != nil {
 		return err
 	}
+	// A spec that cannot work is refused before its secret is saved.
+	if err := spec.Validate(); err != nil {
+		return err
+	}
 	if secret != "" {
 		if spec.SecretRef == "" {
 			return fmt.Errorf("backend %s: a secret was given but the spec has no secret_ref", spec.Name)

@@ -553,3 +553,21 @@ func TestMarkersAndHealth(t *testing.T) {
 		t.Fatalf("foreign backend accepted: %v", err)
 	}
 }
+
+// AddBackend with a spec that cannot work changes nothing: no backend
+// record and no secret saved.
+func TestAddBackendBadSpecSavesNothing(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx := context.Background()
+	spec := backends.Spec{Name: "s3x", Kind: backends.KindS3, Address: "127.0.0.1:1", Bucket: "hs", SecretRef: "s3/s3x"}
+	err := s.AddBackend(ctx, spec, "the-secret")
+	if err == nil || !strings.Contains(err.Error(), `bucket "hs"`) {
+		t.Fatalf("AddBackend with bucket hs: %v", err)
+	}
+	if _, err := s.Secrets().Lookup("s3/s3x"); err == nil {
+		t.Fatal("the secret of a refused backend was saved")
+	}
+	if _, err := s.meta.GetBackend(ctx, "s3x"); !errors.Is(err, metastore.ErrNotFound) {
+		t.Fatalf("a refused backend was registered: %v", err)
+	}
+}
