@@ -198,6 +198,12 @@ func (k *KV) wrap(ctx context.Context, op string, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return fmt.Errorf("etcd %s: %s: %w", k.endpoints, op, cerr)
 	}
+	// gRPC enforces the caller's deadline itself and can give up a moment
+	// before ctx's timer fires (ctx.Err still nil): the caller's time ran
+	// out all the same, so say so rather than blame etcd.
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return fmt.Errorf("etcd %s: %s: %w (%v)", k.endpoints, op, context.DeadlineExceeded, err)
+	}
 	switch {
 	case errors.Is(err, rpctypes.ErrTooManyOps):
 		return fmt.Errorf("%w: etcd %s: %s: more operations than the server's --max-txn-ops (healstore needs 10000 or more): %v",

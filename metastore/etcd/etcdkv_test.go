@@ -347,3 +347,24 @@ func benchPut(b *testing.B, stripes int) {
 	}()
 	metastoretest.BenchPutObject(b, kv, stripes, 10, 4)
 }
+
+// lateTimer is a context whose deadline has passed while its timer has
+// not fired yet (Err is nil), as happens for a moment on a loaded host.
+type lateTimer struct {
+	context.Context
+	dl time.Time
+}
+
+func (c lateTimer) Deadline() (time.Time, bool) { return c.dl, true }
+
+// A call that fails because the caller's deadline passed is reported as
+// the deadline, not as etcd being unavailable, even when gRPC notices the
+// deadline before ctx's own timer fires.
+func TestDeadlineBeforeCtxTimer(t *testing.T) {
+	kv := open(t, uniquePrefix(t))
+	ctx := lateTimer{Context: context.Background(), dl: time.Now().Add(-time.Millisecond)}
+	_, err := kv.Get(ctx, []byte("k"))
+	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, metastore.ErrUnavailable) {
+		t.Fatalf("Get past the caller's deadline: %v, want context.DeadlineExceeded and not ErrUnavailable", err)
+	}
+}
