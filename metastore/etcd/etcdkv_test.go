@@ -286,10 +286,7 @@ func TestEtcdGoneThenBack(t *testing.T) {
 	defer func() { p.cut() }()
 	prefix := uniquePrefix(t)
 	ctx := context.Background()
-	// etcd fsyncs its WAL on every write, and a CI disk can stall for
-	// 1-3 s: a 2 s request timeout failed the Open or the first Commit.
-	// With etcd gone, each call below still gives up within 5 s.
-	kv, err := etcdkv.Open(ctx, []string{"http://" + addr}, prefix, etcdkv.WithRequestTimeout(5*time.Second))
+	kv, err := etcdkv.Open(ctx, []string{"http://" + addr}, prefix, etcdkv.WithRequestTimeout(2*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
