@@ -187,7 +187,10 @@ func TestNodesSlowAnswerRetried(t *testing.T) {
 		}
 		w.Write(body)
 	})
-	c := &ProxyClient{BaseURL: srv.URL, Backoff: time.Millisecond, RequestTimeout: 200 * time.Millisecond}
+	// The timeout also bounds the second, quick answer: with 200ms a
+	// stall of the loaded CI machine could time it out too, and the
+	// third request would fail the count below.
+	c := &ProxyClient{BaseURL: srv.URL, Backoff: time.Millisecond, RequestTimeout: time.Second}
 	nodes, err := c.Nodes(context.Background(), NodeQuery{})
 	if err != nil || len(nodes) != 7 {
 		t.Fatalf("nodes %d, err %v", len(nodes), err)
