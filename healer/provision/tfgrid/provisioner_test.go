@@ -446,7 +446,9 @@ func TestProbeFailureCancels(t *testing.T) {
 }
 
 func TestProbeRefusedWrite(t *testing.T) {
-	h := newHarness(t, harnessOpts{cfg: Config{ProbeTimeout: 300 * time.Millisecond, Attempts: 1}})
+	// The first try must get as far as the write before ProbeTimeout:
+	// 300ms was little for a dial, a login and a PING on a loaded machine.
+	h := newHarness(t, harnessOpts{cfg: Config{ProbeTimeout: time.Second, Attempts: 1}})
 	h.zdb.Fail("SET", "ERR read-only namespace")
 	_, _, err := h.p.Provision(context.Background(), provision.Constraints{})
 	if err == nil || !strings.Contains(err.Error(), "probe write") {
