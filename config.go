@@ -15,6 +15,10 @@ import (
 	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/backends/all"
 	"github.com/healstore/healstore/encoder"
+	"github.com/healstore/healstore/healer"
+	"github.com/healstore/healstore/healer/provision"
+	"github.com/healstore/healstore/healer/provision/command"
+	"github.com/healstore/healstore/healer/provision/tfgrid"
 )
 
 // Config is everything Open needs. It is one TOML file; `healstore init`
@@ -437,6 +441,8 @@ func (c *Config) Validate() error {
 		return bad("healer.grace_period", "is negative")
 	case h.Workers < 0:
 		return bad("healer.workers", "is negative")
+	case h.Workers > healer.MaxWorkers:
+		return bad("healer.workers", "%d is more than %d", h.Workers, healer.MaxWorkers)
 	case h.RateBytes < 0:
 		return bad("healer.rate_bytes", "is negative")
 	case h.ScrubPeriod < 0:
@@ -460,6 +466,11 @@ func (c *Config) Validate() error {
 	}
 	if !known {
 		return bad("healer.provisioner.kind", "%q is not one of local, spare, command, tfgrid (or empty)", h.Provisioner.Kind)
+	}
+	// The settings are read again when the healer starts; read here, a
+	// typo in them fails every command at once, not only the daemon.
+	if err := checkProvisionerSettings(h.Provisioner, c.Dir); err != nil {
+		return bad("healer.provisioner.settings", "%v", err)
 	}
 	names := map[string]int{}
 	paths := map[string]int{}
@@ -492,4 +503,21 @@ func (c *Config) Marshal() ([]byte, error) {
 		return nil, fmt.Errorf("encode config: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// checkProvisionerSettings parses the settings of the provisioner kind p
+// names, as the healer will; base anchors relative paths.
+func checkProvisionerSettings(p ProvisionerConfig, base string) error {
+	var err error
+	switch p.Kind {
+	case "local":
+		_, err = provision.LocalConfigFromSettings(p.Settings, base)
+	case "spare":
+		_, err = provision.SpareSpecsFromSettings(p.Settings, base)
+	case "command":
+		_, err = command.ConfigFromSettings(p.Settings)
+	case "tfgrid":
+		_, err = tfgrid.ConfigFromSettings(p.Settings)
+	}
+	return err
 }

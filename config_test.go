@@ -126,6 +126,13 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"nested key in upper case", func(s string) string { return strings.Replace(s, "k = 2", "K = 2", 1) }, "policy.K", 4, `did you mean "k"`},
 		{"backend key in mixed case", func(s string) string { return strings.Replace(s, "path = ", "Path = ", 1) }, "backends[0].Path", 18, `did you mean "path"`},
 		{"duration without a unit", func(s string) string { return strings.Replace(s, `grace_period = "0s"`, "grace_period = 600", 1) }, "healer.grace_period", 12, `a duration is a string with a unit, e.g. "600s"`},
+		{"provisioner settings typo", func(s string) string {
+			return s + "\n[healer.provisioner]\nkind = \"local\"\n[healer.provisioner.settings]\ndri = \"prov\"\n"
+		}, "healer.provisioner.settings", 0, `unknown field "dri"`},
+		{"command provisioner without a command", func(s string) string {
+			return s + "\n[healer.provisioner]\nkind = \"command\"\n[healer.provisioner.settings]\ntimeout = \"soon\"\n"
+		}, "healer.provisioner.settings", 0, `timeout "soon"`},
+		{"too many workers", func(s string) string { return strings.Replace(s, `probe_interval = "5s"`, "probe_interval = \"5s\"\nworkers = 5000", 1) }, "healer.workers", 0, "5000 is more than 1024"},
 		{"bad duration", func(s string) string { return strings.Replace(s, `"5s"`, `"5 parsecs"`, 1) }, "healer.probe_interval", 13, "invalid duration"},
 		{"wrong type", func(s string) string { return strings.Replace(s, "k = 2", "k = \"two\"", 1) }, "policy.k", 4, ""},
 		{"syntax", func(s string) string { return strings.Replace(s, "m = 1", "m = = 1", 1) }, "", 5, ""},

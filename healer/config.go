@@ -118,11 +118,15 @@ func (c Config) Validate() error {
 	if c.SpareTarget < 0 {
 		return errors.New("healer: spare_target is negative")
 	}
-	if c.Workers > 1024 {
-		return fmt.Errorf("healer: %d workers is more than 1024", c.Workers)
+	if c.Workers > MaxWorkers {
+		return fmt.Errorf("healer: %d workers is more than %d", c.Workers, MaxWorkers)
 	}
 	return nil
 }
+
+// MaxWorkers caps Config.Workers: each worker holds a stripe's shards in
+// memory while it rebuilds them.
+const MaxWorkers = 1024
 
 // Duration is a time.Duration that reads and writes as a Go duration
 // string ("10m", "1h30m") in TOML and JSON.
