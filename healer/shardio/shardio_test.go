@@ -186,6 +186,27 @@ func TestUploadRetriesOnSpareFirst(t *testing.T) {
 	}
 }
 
+// An upload whose ctx has ended blames no backend: OnError makes the store
+// probe a backend, and a user's Ctrl-C is no sign of trouble there.
+func TestUploadCancelledBlamesNoBackend(t *testing.T) {
+	pool, cands, _ := cluster(8, 1)
+	shards, _ := shardsOf(6)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var mu sync.Mutex
+	var blamed []string
+	res := Upload(ctx, pool, [16]byte{1}, shards, cands[:6], UploadOptions{
+		Candidates: cands,
+		OnError:    func(b string, err error) { mu.Lock(); blamed = append(blamed, b); mu.Unlock() },
+	})
+	if res.Count() != 0 {
+		t.Fatalf("landed %d shards with a cancelled ctx", res.Count())
+	}
+	if len(blamed) != 0 {
+		t.Fatalf("a cancelled upload blamed backends %v", blamed)
+	}
+}
+
 // TestUploadDistinctDomainsUnderRetries fails several targets at once and
 // checks that concurrent retries never put two shards in one domain.
 func TestUploadDistinctDomainsUnderRetries(t *testing.T) {

@@ -161,7 +161,9 @@ func (u *uploader) one(ctx context.Context, i int, shard []byte, attempts int) {
 			return
 		}
 		lastErr = fmt.Errorf("shard %d: %w", i, err)
-		if u.opts.OnError != nil {
+		// A put cut short because the caller's ctx ended says nothing
+		// about the backend (as in Fetch).
+		if u.opts.OnError != nil && ctx.Err() == nil {
 			u.opts.OnError(target.Name, err)
 		}
 		u.mu.Lock()
