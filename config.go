@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -294,7 +295,7 @@ func tomlError(path string, err error) error {
 	if errors.As(err, &de) {
 		line, _ := de.Position()
 		return &ConfigError{File: path, Line: line, Field: strings.Join(de.Key(), "."),
-			Msg: strings.TrimPrefix(de.Error(), "toml: ")}
+			Msg: plainTypeError(strings.TrimPrefix(de.Error(), "toml: "))}
 	}
 	return &ConfigError{File: path, Msg: err.Error()}
 }
@@ -520,4 +521,30 @@ func checkProvisionerSettings(p ProvisionerConfig, base string) error {
 		_, err = tfgrid.ConfigFromSettings(p.Settings)
 	}
 	return err
+}
+
+// typeErrorRE matches go-toml's message for a value of the wrong type,
+// which names Go types ("cannot decode TOML string into struct field
+// encoder.Policy.K of type int").
+var typeErrorRE = regexp.MustCompile(`^cannot decode TOML (\w+) into struct field \S+ of type (\S+)$`)
+
+// plainTypeError says go-toml's type errors in the file's terms: "wants an
+// integer, not a string".
+func plainTypeError(msg string) string {
+	m := typeErrorRE.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	want := map[string]string{"int": "an integer", "int64": "an integer", "string": "a string", "bool": "true or false",
+		"[]string": "an array of strings", "[]backends.Spec": "[[backends]] tables", "healstore.Duration": `a duration string ("30s")`}[m[2]]
+	if want == "" {
+		want = "a " + m[2][strings.LastIndex(m[2], ".")+1:]
+	}
+	got := m[1]
+	if strings.ContainsAny(got[:1], "aeiou") {
+		got = "an " + got
+	} else {
+		got = "a " + got
+	}
+	return fmt.Sprintf("wants %s, not %s", want, got)
 }

@@ -134,7 +134,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		}, "healer.provisioner.settings", 0, `timeout "soon"`},
 		{"too many workers", func(s string) string { return strings.Replace(s, `probe_interval = "5s"`, "probe_interval = \"5s\"\nworkers = 5000", 1) }, "healer.workers", 0, "5000 is more than 1024"},
 		{"bad duration", func(s string) string { return strings.Replace(s, `"5s"`, `"5 parsecs"`, 1) }, "healer.probe_interval", 13, "invalid duration"},
-		{"wrong type", func(s string) string { return strings.Replace(s, "k = 2", "k = \"two\"", 1) }, "policy.k", 4, ""},
+		{"wrong type", func(s string) string { return strings.Replace(s, "k = 2", "k = \"two\"", 1) }, "policy.k", 4, "policy.k: wants an integer, not a string"},
 		{"syntax", func(s string) string { return strings.Replace(s, "m = 1", "m = = 1", 1) }, "", 5, ""},
 		{"policy field", func(s string) string { return strings.Replace(s, "m = 1", "m = 0", 1) }, "policy.m", 0, "at least 1"},
 		{"quorum too low", func(s string) string { return "write_quorum = 1\n" + s }, "write_quorum", 0, "between k=2"},
@@ -154,7 +154,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"snapshots interval", func(s string) string { return s + "\n[snapshots]\ninterval = \"-30s\"\n" }, "snapshots.interval", 0, "negative"},
 		{"snapshots max_age", func(s string) string { return s + "\n[snapshots]\nmax_age = \"-1m\"\n" }, "snapshots.max_age", 0, "negative"},
 		{"snapshots keep", func(s string) string { return s + "\n[snapshots]\nkeep = -1\n" }, "snapshots.keep", 0, "negative"},
-		{"snapshots type", func(s string) string { return s + "\n[snapshots]\nkeep = \"all\"\n" }, "snapshots.keep", 22, ""},
+		{"snapshots type", func(s string) string { return s + "\n[snapshots]\nkeep = \"all\"\n" }, "snapshots.keep", 22, "wants an integer, not a string"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
