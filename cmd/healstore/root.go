@@ -173,9 +173,20 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	var re *reportedError
 	if !errors.As(err, &re) {
-		fmt.Fprintln(stderr, "healstore:", err)
+		fmt.Fprintln(stderr, errorLine(err))
 	}
 	return exitCode(err)
+}
+
+// errorLine is how run prints a command's error: with one "healstore"
+// prefix. Errors that name the command (cmd.CommandPath(): "healstore
+// put: ...") have theirs already.
+func errorLine(err error) string {
+	msg := err.Error()
+	if strings.HasPrefix(msg, "healstore ") || strings.HasPrefix(msg, "healstore:") {
+		return msg
+	}
+	return "healstore: " + msg
 }
 
 func exitCode(err error) int {
