@@ -42,6 +42,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 	if err != nil {
 		return nil, err
 	}
+	req.Header.Set(ClientHeader, "1")
 	hc := c.HTTP
 	if hc == nil {
 		hc = http.DefaultClient

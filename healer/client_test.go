@@ -3,6 +3,7 @@ package healer
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -72,5 +73,51 @@ func TestClient(t *testing.T) {
 	defer cancel()
 	if _, err := dead.Status(cctx); !errors.Is(err, ErrNoDaemon) {
 		t.Fatalf("closed daemon: %v", err)
+	}
+}
+
+// Requests that change something need the client's header and an IP or
+// localhost Host, which a web page in a browser cannot arrange: neither by
+// posting across origins nor by rebinding its own name to 127.0.0.1.
+func TestHandlerRefusesBrowserRequests(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 6})
+	srv := httptest.NewServer(e.h.Handler())
+	defer srv.Close()
+	do := func(method, path, host string, header bool) int {
+		t.Helper()
+		req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(`{"workers":3}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		if header {
+			req.Header.Set(ClientHeader, "1")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, c := range []struct {
+		method, path, host string
+		header             bool
+		want               int
+	}{
+		{"PUT", "/v1/settings", "", false, http.StatusForbidden},                 // a cross-origin form post
+		{"PUT", "/v1/settings", "evil.example:9310", true, http.StatusForbidden}, // DNS rebinding
+		{"POST", "/v1/probe", "evil.example", true, http.StatusForbidden},
+		{"PUT", "/v1/settings", "", true, http.StatusOK}, // healstore's client
+		{"PUT", "/v1/settings", "localhost:9310", true, http.StatusOK},
+		{"PUT", "/v1/settings", "[::1]:9310", true, http.StatusOK},
+		{"GET", "/status", "evil.example", false, http.StatusOK}, // reads stay open to Prometheus & co
+		{"GET", "/metrics", "", false, http.StatusOK},
+	} {
+		if got := do(c.method, c.path, c.host, c.header); got != c.want {
+			t.Errorf("%s %s host %q header %v: %d, want %d", c.method, c.path, c.host, c.header, got, c.want)
+		}
 	}
 }

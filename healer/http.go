@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -29,7 +31,49 @@ import (
 //	DELETE /v1/backends/{name}       forgets an emptied backend
 //
 // Errors come back as {"error": "..."} with a 4xx/5xx status.
+//
+// Requests that change something (every method but GET and HEAD) must
+// carry the header ClientHeader and name a loopback or IP-literal host.
+// The API has no authentication, so this is what keeps a web page in a
+// browser on the same machine out: a page cannot add a custom header to a
+// cross-origin request without a CORS preflight, which is never approved,
+// and a page that rebinds its own domain name to 127.0.0.1 still sends that
+// name as Host.
 func (h *Healer) Handler() http.Handler {
+	return guardChanges(h.routes())
+}
+
+// ClientHeader is the header (value "1") that requests which change
+// something must carry; Client sets it.
+const ClientHeader = "X-Healstore-Client"
+
+func guardChanges(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if r.Header.Get(ClientHeader) != "1" {
+				replyErr(w, http.StatusForbidden, fmt.Errorf("%s %s needs the header %s: 1 (healstore's client sets it; browsers cannot)", r.Method, r.URL.Path, ClientHeader))
+				return
+			}
+			if !ipOrLocalhost(r.Host) {
+				replyErr(w, http.StatusForbidden, fmt.Errorf("%s %s: host %q is not an IP address or localhost", r.Method, r.URL.Path, r.Host))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ipOrLocalhost says whether a Host header names an IP address or
+// localhost, with or without a port.
+func ipOrLocalhost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	return host == "localhost" || net.ParseIP(host) != nil
+}
+
+func (h *Healer) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(h.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
@@ -129,8 +173,11 @@ func (h *Healer) Handler() http.Handler {
 func reply(w http.ResponseWriter, v any, err error) {
 	if err != nil {
 		code := http.StatusInternalServerError
-		if errors.Is(err, metastore.ErrNotFound) {
+		switch {
+		case errors.Is(err, metastore.ErrNotFound):
 			code = http.StatusNotFound
+		case errors.Is(err, ErrBackendExists):
+			code = http.StatusConflict
 		}
 		replyErr(w, code, err)
 		return
