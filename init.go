@@ -32,6 +32,20 @@ type InitOptions struct {
 	Provisioner string
 }
 
+// ErrInitRefused: Init found what it must not overwrite (a config
+// without Force, a store's metadata without its key).
+var ErrInitRefused = errors.New("init refused")
+
+// refusal is an Init error that is ErrInitRefused; its text is msg alone.
+type refusal struct{ msg string }
+
+func (r *refusal) Error() string        { return r.msg }
+func (r *refusal) Is(target error) bool { return target == ErrInitRefused }
+
+func refusef(format string, args ...any) error {
+	return &refusal{fmt.Sprintf(format, args...)}
+}
+
 // InitProvisionDir is where the local provisioner Init configures makes
 // replacement backends, relative to the store's directory.
 const InitProvisionDir = "provisioned"
@@ -91,13 +105,13 @@ dir = %q
 	}
 	cfgPath := filepath.Join(abs, ConfigFileName)
 	if _, err := os.Stat(cfgPath); err == nil && !o.Force {
-		return "", fmt.Errorf("init: %s already exists; refusing to overwrite it", cfgPath)
+		return "", refusef("init: %s already exists; refusing to overwrite it", cfgPath)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("init: %w", err)
 	}
 	keyPath := filepath.Join(abs, "healstore.key")
 	if _, err := os.Stat(keyPath); err == nil {
-		return "", fmt.Errorf("init: %s already exists; a store's master key is never replaced (move it away to start afresh)", keyPath)
+		return "", refusef("init: %s already exists; a store's master key is never replaced (move it away to start afresh)", keyPath)
 	}
 	if err := GenerateMasterKey(keyPath); err != nil {
 		return "", fmt.Errorf("init: %w", err)

@@ -76,6 +76,9 @@ const (
 
 	minBlockSize = 64 << 10
 	maxBlockSize = 64 << 20
+	// MinBlockSize and MaxBlockSize bound Options.BlockSize.
+	MinBlockSize = minBlockSize
+	MaxBlockSize = maxBlockSize
 	// maxCacheBlocks bounds the cache files held open (one per dirty
 	// block): a block is charged at least CacheSize/maxCacheBlocks bytes.
 	maxCacheBlocks = 8192

@@ -806,6 +806,10 @@ func (h *Healer) ensureCapacity(ctx context.Context) error {
 // configured.
 var ErrNoProvisioner = errors.New("no provisioner configured")
 
+// ErrBackendExists: AddBackend was given the name of a backend the store
+// already has (in any state, retired ones included).
+var ErrBackendExists = errors.New("a backend of that name already exists")
+
 // provision asks the provisioners, in order, for a backend outside every
 // failure domain in use, registers it and marks it. It returns "" without
 // error while a previous failure's back-off lasts.
@@ -944,7 +948,7 @@ func (h *Healer) AddBackend(ctx context.Context, spec backends.Spec, secret stri
 		return errors.New("healer: cannot register backends (no Register dependency)")
 	}
 	if _, err := h.meta.GetBackend(ctx, spec.Name); err == nil {
-		return fmt.Errorf("backend %s already exists", spec.Name)
+		return fmt.Errorf("backend %s: %w", spec.Name, ErrBackendExists)
 	}
 	return h.adopt(ctx, spec, secret, "")
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/bench"
+	"github.com/healstore/healstore/healer"
+	"github.com/healstore/healstore/metastore"
 )
 
 func newBackendCmd(g *globalOptions) *cobra.Command {
@@ -116,6 +120,9 @@ Examples:
 			} else {
 				err = t.local.AddBackend(cmd.Context(), o.spec, secret)
 			}
+			if errors.Is(err, healer.ErrBackendExists) || daemonStatus(err) == http.StatusConflict {
+				return usagef("backend %s already exists; choose another name (healstore backend ls lists them)", o.spec.Name)
+			}
 			if err != nil {
 				return err
 			}
@@ -173,7 +180,7 @@ the backend is retired (or the wait runs out).
 			defer t.Close()
 			if t.remote != nil {
 				if err := t.remote.Drain(ctx, name); err != nil {
-					return err
+					return noSuchBackend(name, err)
 				}
 				fmt.Fprintf(g.stdout, "draining %s (the daemon moves its shards)\n", name)
 				deadline := time.Now().Add(o.wait)
@@ -197,7 +204,7 @@ the backend is retired (or the wait runs out).
 			}
 			h := t.local
 			if err := h.Drain(ctx, name); err != nil {
-				return err
+				return noSuchBackend(name, err)
 			}
 			p := newCountProgress(g, "moving shards off "+name)
 			rep, err := h.RepairAll(ctx, nil)
@@ -250,10 +257,30 @@ func newBackendRmCmd(g *globalOptions) *cobra.Command {
 				err = t.local.RemoveBackend(cmd.Context(), args[0])
 			}
 			if err != nil {
-				return err
+				return noSuchBackend(args[0], err)
 			}
 			fmt.Fprintf(g.stdout, "backend %s removed\n", args[0])
 			return nil
 		},
 	}
+}
+
+// noSuchBackend words the error of a command on a backend the store does
+// not have (here or from the daemon) for the user, with exitNotFound, as
+// rm does for a missing object; other errors pass through.
+func noSuchBackend(name string, err error) error {
+	if errors.Is(err, metastore.ErrNotFound) || daemonStatus(err) == http.StatusNotFound {
+		return &notFoundError{fmt.Errorf("backend %s: no such backend (healstore backend ls lists them)", name)}
+	}
+	return err
+}
+
+// daemonStatus is the HTTP status of an error the daemon answered with,
+// else 0.
+func daemonStatus(err error) int {
+	var de *healer.DaemonError
+	if errors.As(err, &de) {
+		return de.Status
+	}
+	return 0
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/spf13/cobra"
 
@@ -34,6 +35,11 @@ at --log-level (info unless given).
 ` + exitCodesHelp,
 		Args: argsBetween(0, 0),
 		PreRunE: func(cmd *cobra.Command, args []string) error {
+			if o.addr != "" {
+				if err := checkListenAddr(o.addr); err != nil {
+					return usagef("%s: --addr %q: %v; give host:port, such as 127.0.0.1:9310", cmd.CommandPath(), o.addr, err)
+				}
+			}
 			if !cmd.Flags().Changed("log-level") {
 				g.logLevel = "info"
 			}
@@ -52,6 +58,19 @@ at --log-level (info unless given).
 	}
 	cmd.Flags().StringVar(&o.addr, "addr", "", "listen address (default: healer.metrics_addr from the config)")
 	return cmd
+}
+
+// checkListenAddr checks that addr has the host:port form a listener
+// takes (the host may be empty: every interface).
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("port %q: %w", port, err)
+	}
+	return nil
 }
 
 // healerTarget is the healer a command talks to: in this process (no

@@ -68,6 +68,9 @@ See docs/fuse.md for mounting at boot with systemd.
 			if err != nil || bs <= 0 {
 				return usagef("--block-size %q: give a size such as 1M", o.blockSize)
 			}
+			if bs < fuse.MinBlockSize || bs > fuse.MaxBlockSize {
+				return usagef("--block-size %s: must be between 64K and 64M", o.blockSize)
+			}
 			o.opts.Name, o.opts.BlockSize, o.opts.CacheDir = o.name, int(bs), o.cacheDir
 			o.opts.AllowOther, o.opts.Force, o.opts.Debug = o.allowOther, o.force, o.debug
 			o.opts.OpTimeout = o.timeout

@@ -42,9 +42,10 @@ const (
 
 const exitCodesHelp = `Exit codes:
   0  success
-  1  error (backends unreachable, too few backends, I/O failure, ...)
-  2  usage error or bad config
-  3  object not found`
+  1  error (backends unreachable, too few backends reachable, I/O failure, ...)
+  2  usage error or bad config (including a policy that needs more backends
+     or failure domains than the store has)
+  3  object not found (also: a named backend)`
 
 // globalOptions are the persistent flags and the streams commands use.
 type globalOptions struct {
@@ -65,6 +66,13 @@ func (e *usageError) Unwrap() error { return e.err }
 func usagef(format string, args ...any) error {
 	return &usageError{fmt.Errorf(format, args...)}
 }
+
+// notFoundError marks errors that exit with exitNotFound: a thing the
+// user named (a backend) does not exist.
+type notFoundError struct{ err error }
+
+func (e *notFoundError) Error() string { return e.err.Error() }
+func (e *notFoundError) Unwrap() error { return e.err }
 
 // reportedError is an error a command already printed (rm prints each
 // missing name as it goes): run sets the exit code from it without
@@ -191,12 +199,19 @@ func errorLine(err error) string {
 
 func exitCode(err error) int {
 	var ue *usageError
+	var nf *notFoundError
+	var ib *healstore.InsufficientBackendsError
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, healstore.ErrNotFound):
+	case errors.Is(err, healstore.ErrNotFound), errors.As(err, &nf):
 		return exitNotFound
-	case errors.As(err, &ue), errors.Is(err, healstore.ErrBadConfig):
+	case errors.As(err, &ue), errors.Is(err, healstore.ErrBadConfig), errors.Is(err, healstore.ErrInitRefused):
+		return exitUsage
+	case errors.As(err, &ib) && ib.Op == "open":
+		// Open counts the backends the store has (reachable or not)
+		// against the policy's k+m: the config asks for what the store
+		// cannot do. Too few reachable fails later, at a read or write.
 		return exitUsage
 	case strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"):
 		return exitUsage
