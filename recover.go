@@ -375,6 +375,12 @@ func writeRecoveredConfig(dir string, o RecoverOptions, m *snapshot.Manifest) (s
 			return "", fmt.Errorf("snapshot settings: %w", err)
 		}
 		cfg.Policy, cfg.PlacementLevel, cfg.WriteQuorum, cfg.HedgeAfter, cfg.Healer = rs.Policy, rs.PlacementLevel, rs.WriteQuorum, rs.HedgeAfter, rs.Healer
+		if rs.InlineMaxSize != nil {
+			cfg.InlineMaxSize = *rs.InlineMaxSize
+		}
+		if rs.Snapshots != nil {
+			cfg.Snapshots = *rs.Snapshots
+		}
 	}
 	keyData, err := os.ReadFile(o.KeyFile)
 	if err != nil {

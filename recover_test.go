@@ -132,9 +132,11 @@ func TestRecoverFromOneBackend(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rnd := rand.New(rand.NewPCG(seed, 7))
 	f := newRecoverFixture(t)
+	f.cfg.InlineMaxSize = 1000 // not the default: recovery keeps it
 	s := f.open(t)
 	before := recPutRandom(t, s, rnd, "before", 20)
-	sn, err := s.NewSnapshotter(SnapshotConfig{})
+	snapCfg := SnapshotConfig{Interval: Duration(45 * time.Second), MaxChanges: 77, MaxAge: Duration(time.Hour), Keep: 5}
+	sn, err := s.NewSnapshotter(snapCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,6 +188,9 @@ func TestRecoverFromOneBackend(t *testing.T) {
 	}
 	if cfg.Policy != f.cfg.Policy {
 		t.Fatalf("recovered policy %v, want %v", cfg.Policy, f.cfg.Policy)
+	}
+	if cfg.InlineMaxSize != 1000 || cfg.Snapshots != snapCfg {
+		t.Fatalf("recovered inline_max_size %d and snapshots %+v, want 1000 and %+v", cfg.InlineMaxSize, cfg.Snapshots, snapCfg)
 	}
 	r, err := Open(ctx, cfg)
 	if err != nil {

@@ -85,6 +85,10 @@ type recoverySettings struct {
 	WriteQuorum    int            `json:"write_quorum,omitempty"`
 	HedgeAfter     Duration       `json:"hedge_after,omitempty"`
 	Healer         HealerConfig   `json:"healer"`
+	// Absent from snapshots of older versions: recovery then writes the
+	// defaults.
+	InlineMaxSize *int64          `json:"inline_max_size,omitempty"`
+	Snapshots     *SnapshotConfig `json:"snapshots,omitempty"`
 }
 
 // SnapshotInfo describes one snapshot on the backends.
@@ -297,6 +301,7 @@ func (s *Store) NewSnapshotter(c SnapshotConfig) (*Snapshotter, error) {
 	settings, err := json.Marshal(recoverySettings{
 		Policy: s.cfg.Policy, PlacementLevel: s.cfg.PlacementLevel, WriteQuorum: s.cfg.WriteQuorum,
 		HedgeAfter: s.cfg.HedgeAfter, Healer: s.cfg.Healer,
+		InlineMaxSize: &s.cfg.InlineMaxSize, Snapshots: &c,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("snapshots: settings: %w", err)
