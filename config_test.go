@@ -132,7 +132,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"command provisioner without a command", func(s string) string {
 			return s + "\n[healer.provisioner]\nkind = \"command\"\n[healer.provisioner.settings]\ntimeout = \"soon\"\n"
 		}, "healer.provisioner.settings", 0, `timeout "soon"`},
-		{"too many workers", func(s string) string { return strings.Replace(s, `probe_interval = "5s"`, "probe_interval = \"5s\"\nworkers = 5000", 1) }, "healer.workers", 0, "5000 is more than 1024"},
+		{"too many workers", func(s string) string {
+			return strings.Replace(s, `probe_interval = "5s"`, "probe_interval = \"5s\"\nworkers = 5000", 1)
+		}, "healer.workers", 0, "5000 is more than 1024"},
 		{"bad duration", func(s string) string { return strings.Replace(s, `"5s"`, `"5 parsecs"`, 1) }, "healer.probe_interval", 13, "invalid duration"},
 		{"wrong type", func(s string) string { return strings.Replace(s, "k = 2", "k = \"two\"", 1) }, "policy.k", 4, "policy.k: wants an integer, not a string"},
 		{"syntax", func(s string) string { return strings.Replace(s, "m = 1", "m = = 1", 1) }, "", 5, ""},
