@@ -20,8 +20,11 @@ type InitOptions struct {
 	// Backends is the number of local backends, each in its own directory
 	// and its own node domain. Zero: k+m.
 	Backends int
-	// Force overwrites an existing healstore.toml (the master key is never
-	// overwritten: Init refuses if one exists).
+	// Force overwrites an existing healstore.toml and keeps an existing
+	// master key (healstore.key) and secrets file. Without Force, Init
+	// refuses if either the config or the key exists. With or without it,
+	// Init refuses to make a new key where a store's metadata (dir/meta)
+	// exists but its key is missing: a new key could not read the store.
 	Force bool
 	// Provisioner is the kind of provisioner the config names, which
 	// replaces a backend that stays down past the grace period: "local"
@@ -105,22 +108,32 @@ dir = %q
 	}
 	cfgPath := filepath.Join(abs, ConfigFileName)
 	if _, err := os.Stat(cfgPath); err == nil && !o.Force {
-		return "", refusef("init: %s already exists; refusing to overwrite it", cfgPath)
+		return "", refusef("init: %s already exists; refusing to overwrite it (--force rewrites it and keeps the master key)", cfgPath)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("init: %w", err)
 	}
 	keyPath := filepath.Join(abs, "healstore.key")
-	if _, err := os.Stat(keyPath); err == nil {
-		return "", refusef("init: %s already exists; a store's master key is never replaced (move it away to start afresh)", keyPath)
-	}
-	if err := GenerateMasterKey(keyPath); err != nil {
+	newKey := false
+	_, err = os.Stat(keyPath)
+	switch {
+	case err == nil && !o.Force:
+		return "", refusef("init: %s already exists; a store's master key is never replaced "+
+			"(--force writes a new config and keeps this key; a new store needs a new directory)", keyPath)
+	case err == nil:
+		// Force: the config is rewritten, the key kept.
+	case !errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("init: %w", err)
-	}
-	secretsPath := filepath.Join(abs, "secrets.toml")
-	if _, err := os.Stat(secretsPath); errors.Is(err, fs.ErrNotExist) {
-		if err := writePrivate(secretsPath, []byte("# healstore secrets: ref = \"secret\" (zdb passwords, S3 secret keys). Keep this file mode 0600.\n")); err != nil {
-			return "", fmt.Errorf("init: %w", err)
+	default:
+		// A new key for metadata made under another key would make every
+		// object of the store unreadable (Open refuses the key).
+		metaDir := filepath.Join(abs, "meta")
+		if ents, err := os.ReadDir(metaDir); err == nil && len(ents) > 0 {
+			return "", refusef("init: %s holds a store's metadata but its master key %s is missing; "+
+				"init will not make a new key that cannot read the store's objects. Restore the key from your backup "+
+				"(then init --force rewrites the config and keeps it), or, with the key, rebuild the store into a new "+
+				"directory with healstore recover. To start a new store, use a new directory", metaDir, keyPath)
 		}
+		newKey = true
 	}
 	snap := DefaultSnapshotConfig()
 	var b strings.Builder
@@ -183,20 +196,59 @@ keep = %d
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("b%d", i)
 		p := filepath.Join("backends", name)
-		if err := os.MkdirAll(filepath.Join(abs, p), 0o700); err != nil {
-			return "", fmt.Errorf("init: %w", err)
-		}
-		if err := local.Prepare(filepath.Join(abs, p)); err != nil {
-			return "", fmt.Errorf("init: %w", err)
-		}
 		fmt.Fprintf(&b, "\n[[backends]]\nname = %q\nkind = \"local\"\npath = %q\nnode = \"node%d\"\n", name, p, i)
 	}
 	// Check that what we wrote loads before handing it to the user.
-	if _, err := ParseConfig(cfgPath, []byte(b.String())); err != nil {
+	fresh, err := ParseConfig(cfgPath, []byte(b.String()))
+	if err != nil {
 		return "", fmt.Errorf("init: generated config does not load: %w", err)
+	}
+	if err := checkSameBackends(cfgPath, fresh); err != nil {
+		return "", err
+	}
+	// Every check passed: write.
+	if newKey {
+		if err := GenerateMasterKey(keyPath); err != nil {
+			return "", fmt.Errorf("init: %w", err)
+		}
+	}
+	secretsPath := filepath.Join(abs, "secrets.toml")
+	if _, err := os.Stat(secretsPath); errors.Is(err, fs.ErrNotExist) {
+		if err := writePrivate(secretsPath, []byte("# healstore secrets: ref = \"secret\" (zdb passwords, S3 secret keys). Keep this file mode 0600.\n")); err != nil {
+			return "", fmt.Errorf("init: %w", err)
+		}
+	}
+	for _, bs := range fresh.Backends {
+		if err := os.MkdirAll(bs.Path, 0o700); err != nil {
+			return "", fmt.Errorf("init: %w", err)
+		}
+		if err := local.Prepare(bs.Path); err != nil {
+			return "", fmt.Errorf("init: %w", err)
+		}
 	}
 	if err := writePrivate(cfgPath, []byte(b.String())); err != nil {
 		return "", fmt.Errorf("init: %w", err)
 	}
 	return cfgPath, nil
+}
+
+// checkSameBackends refuses (for Force) a new config that would point a
+// backend of the existing config at another place: the store would look
+// for that backend's shards where they are not. An existing config that
+// does not load is not compared (replacing it is what Force is for).
+func checkSameBackends(cfgPath string, fresh *Config) error {
+	old, err := LoadConfig(cfgPath)
+	if err != nil {
+		return nil
+	}
+	for _, ob := range old.Backends {
+		for _, nb := range fresh.Backends {
+			if ob.Name == nb.Name && ob != nb {
+				return refusef("init: %s names backend %s differently from the config init writes (%+v, not %+v); "+
+					"rewriting it would make the store look for that backend's shards elsewhere. Edit %s instead",
+					cfgPath, ob.Name, ob, nb, cfgPath)
+			}
+		}
+	}
+	return nil
 }

@@ -95,3 +95,78 @@ func TestUsageAndConfigExitCodes(t *testing.T) {
 		t.Errorf("get with three of six backends unreachable: exit %d, stderr %q; want 1", code, errs)
 	}
 }
+
+// TestInitForceKeepsTheStoreReadable: init --force rewrites the config
+// and keeps the key, so the store's objects still read; with the key
+// gone it refuses to make a new one the store's metadata would reject;
+// and it will not point a backend of the old config somewhere else.
+func TestInitForceKeepsTheStoreReadable(t *testing.T) {
+	dir, cfg := newStore(t)
+	data := strings.Repeat("kept across init --force ", 1000)
+	if _, errs, code := cli(t, data, "put", "obj", "-"); code != 0 {
+		t.Fatalf("put: %d %s", code, errs)
+	}
+	keyPath := filepath.Join(dir, "healstore.key")
+	key, err := os.ReadFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readable := func(when string) {
+		t.Helper()
+		if out, errs, code := cli(t, "", "get", "obj"); code != 0 || out != data {
+			t.Fatalf("%s: get exit %d, stderr %q", when, code, errs)
+		}
+	}
+
+	// The config broken: --force writes a new one, keeping the key.
+	os.WriteFile(cfg, []byte("garbage = \n"), 0o600)
+	if _, errs, code := cli(t, "", "init", "--force", dir); code != 0 {
+		t.Fatalf("init --force with the key in place: exit %d, stderr %q", code, errs)
+	}
+	if got, _ := os.ReadFile(keyPath); string(got) != string(key) {
+		t.Fatal("init --force replaced the master key")
+	}
+	readable("after init --force")
+
+	// Without --force, an existing key is refused, pointing at --force.
+	os.Remove(cfg)
+	if _, errs, code := cli(t, "", "init", dir); code != exitUsage || !strings.Contains(errs, "--force") {
+		t.Fatalf("init over an existing key: exit %d, stderr %q; want 2 naming --force", code, errs)
+	}
+
+	// The key moved away: no new key, no new config, exit 2.
+	if err := os.Rename(keyPath, keyPath+".away"); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"init", "--force", dir}, {"init", dir}} {
+		_, errs, code := cli(t, "", args...)
+		if code != exitUsage || !strings.Contains(errs, "master key") || !strings.Contains(errs, "healstore recover") {
+			t.Errorf("%q with the metadata but no key: exit %d, stderr %q; want 2, naming the key and recover", args, code, errs)
+		}
+		if _, err := os.Stat(keyPath); err == nil {
+			t.Fatalf("%q wrote a new master key over a store made under another", args)
+		}
+		if _, err := os.Stat(cfg); err == nil {
+			t.Fatalf("%q wrote a config though it refused", args)
+		}
+	}
+	// The key restored: init --force makes the store work again.
+	if err := os.Rename(keyPath+".away", keyPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := cli(t, "", "init", "--force", dir); code != 0 {
+		t.Fatalf("init --force with the key restored: exit %d, stderr %q", code, errs)
+	}
+	readable("after the key was restored")
+
+	// A config whose b1 lives elsewhere is not rewritten.
+	raw, _ := os.ReadFile(cfg)
+	moved := strings.Replace(string(raw), `path = "backends/b1"`, `path = "elsewhere/b1"`, 1)
+	os.WriteFile(cfg, []byte(moved), 0o600)
+	if _, errs, code := cli(t, "", "init", "--force", dir); code != exitUsage || !strings.Contains(errs, "backend b1") {
+		t.Fatalf("init --force over a config with b1 elsewhere: exit %d, stderr %q; want 2 naming b1", code, errs)
+	}
+	if got, _ := os.ReadFile(cfg); string(got) != moved {
+		t.Fatal("init --force rewrote a config whose backend it would have moved")
+	}
+}

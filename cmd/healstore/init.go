@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -34,7 +35,19 @@ grace period is replaced by a new directory under DIR/provisioned and its
 shards are rebuilt there. --provisioner none leaves replacements to you
 (healstore backend add).
 
-Back up DIR/healstore.key: without it no object can be read.`,
+Back up DIR/healstore.key: without it no object can be read.
+
+init refuses if DIR/healstore.toml or DIR/healstore.key exists. --force
+rewrites DIR/healstore.toml (naming init's backends DIR/backends/b1..bN)
+and keeps an existing DIR/healstore.key and DIR/secrets.toml; objects
+already stored stay readable. It refuses if the existing config puts one
+of those backend names elsewhere (edit the config instead). init never
+replaces a key: if DIR/meta holds a store's metadata but DIR/healstore.key
+is missing, it refuses even with --force (a new key could not read the
+store); restore the key from your backup, or rebuild the store into a new
+directory with healstore recover.
+
+` + exitCodesHelp,
 		Args: argsBetween(1, 1),
 		PreRunE: func(cmd *cobra.Command, args []string) error {
 			if o.k < 1 || o.m < 1 {
@@ -55,6 +68,8 @@ Back up DIR/healstore.key: without it no object can be read.`,
 			if prov == "none" {
 				prov = ""
 			}
+			_, kerr := os.Stat(filepath.Join(args[0], "healstore.key"))
+			keptKey := kerr == nil && o.force
 			path, err := healstore.Init(args[0], healstore.InitOptions{Policy: pol, Backends: o.backends, Force: o.force, Provisioner: prov})
 			if err != nil {
 				return err
@@ -76,10 +91,14 @@ Back up DIR/healstore.key: without it no object can be read.`,
 			if n == 0 {
 				n = o.k + o.m
 			}
-			fmt.Fprintf(g.stdout, `Created a store in %s: policy %d+%d over %d local backends (survives %d lost backends).
+			what := "Created a store in"
+			if keptKey {
+				what = "Wrote a new config, keeping the master key, for the store in"
+			}
+			fmt.Fprintf(g.stdout, `%s %s: policy %d+%d over %d local backends (survives %d lost backends).
   config:     %s
   master key: %s  (back it up: without it nothing can be read)
-`, args[0], o.k, o.m, n, o.m, path, cfg.MasterKeyFile)
+`, what, args[0], o.k, o.m, n, o.m, path, cfg.MasterKeyFile)
 			if prov == "local" {
 				fmt.Fprintf(g.stdout, "  healing:    a lost backend is replaced under %s while the healer runs\n",
 					filepath.Join(args[0], healstore.InitProvisionDir))
@@ -100,7 +119,7 @@ Next:
 	f.IntVar(&o.k, "k", 4, "data shards per stripe")
 	f.IntVar(&o.m, "m", 2, "parity shards per stripe (backends that may be lost at once)")
 	f.IntVar(&o.backends, "backends", 0, "number of local backends (default k+m)")
-	f.BoolVar(&o.force, "force", false, "overwrite an existing healstore.toml (never the master key)")
+	f.BoolVar(&o.force, "force", false, "rewrite an existing healstore.toml, keeping the existing master key (never replaced)")
 	f.StringVar(&o.provisioner, "provisioner", "local", "replace lost backends with new local directories (local) or not at all (none)")
 	return cmd
 }
