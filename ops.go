@@ -11,6 +11,7 @@ import (
 
 	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/encoder"
+	"github.com/healstore/healstore/healer"
 	"github.com/healstore/healstore/metastore"
 )
 
@@ -33,14 +34,22 @@ type ObjectInfo struct {
 	Redundancy *Redundancy `json:"redundancy,omitempty"`
 }
 
-// Redundancy summarises how safe an object's stripes are.
+// Redundancy summarises how safe an object's stripes are. A shard counts
+// as healthy when it has a location on a backend that is up, suspect or
+// draining, and the repair queue does not record it lost (found missing or
+// corrupt by a read, a write or a repair, or on a backend found wiped).
 type Redundancy struct {
 	// MinMargin is the lowest margin (healthy shards minus k) among the
-	// object's stripes, counting shards on backends that are up or suspect.
+	// object's stripes; below 0 the object cannot be read in full.
 	MinMargin int `json:"min_margin"`
 	// Degraded counts stripes below full redundancy (margin < m).
 	Degraded int `json:"degraded_stripes"`
-	// MissingShards counts shards without a location (queued for repair).
+	// Unreadable counts stripes below margin 0 (fewer than k healthy
+	// shards).
+	Unreadable int `json:"unreadable_stripes"`
+	// MissingShards counts shards that are not healthy: without a
+	// location, on a backend that is down, replaced or retired,
+	// or recorded lost by the repair queue.
 	MissingShards int `json:"missing_shards"`
 }
 
@@ -85,8 +94,9 @@ func (s *Store) usable(name string) bool {
 	return h.rec.State == metastore.StateUp || h.rec.State == metastore.StateSuspect || h.rec.State == metastore.StateDraining
 }
 
-// Stat describes object name, with its redundancy (read from every stripe
-// record; no backend is contacted). ErrNotFound when there is none.
+// Stat describes object name, with its redundancy, read from every stripe
+// record and the stripe's repair queue entry, if any (two point lookups
+// per stripe; no backend is contacted). ErrNotFound when there is none.
 func (s *Store) Stat(ctx context.Context, name string) (*ObjectInfo, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
@@ -97,17 +107,46 @@ func (s *Store) Stat(ctx context.Context, name string) (*ObjectInfo, error) {
 	}
 	info := objectInfo(o)
 	red := &Redundancy{MinMargin: o.Policy.M}
+	count := func(st *metastore.Stripe, lost []bool) {
+		healthy := 0
+		for i, l := range st.Shards {
+			if l.Backend != "" && s.usable(l.Backend) && (lost == nil || !lost[i]) {
+				healthy++
+			}
+		}
+		m := healthy - st.K
+		red.MinMargin = min(red.MinMargin, m)
+		if m < st.M {
+			red.Degraded++
+		}
+		if m < 0 {
+			red.Unreadable++
+		}
+		red.MissingShards += len(st.Shards) - healthy
+	}
+	// Queued stripes are counted once all entries are in: a backend one
+	// entry names wiped counts for the object's other queued stripes too
+	// (healer.QueueLosses).
+	losses := healer.NewQueueLosses()
+	var queued []*metastore.Stripe
 	for _, id := range o.Stripes {
 		st, err := s.meta.GetStripe(ctx, id)
 		if err != nil {
 			return nil, fmt.Errorf("stat %q: stripe %x: %w", name, id, err)
 		}
-		m := st.Margin(s.usable)
-		red.MinMargin = min(red.MinMargin, m)
-		if m < st.M {
-			red.Degraded++
+		it, err := s.meta.GetRepair(ctx, id)
+		switch {
+		case errors.Is(err, metastore.ErrNotFound):
+			count(st, nil)
+		case err != nil:
+			return nil, fmt.Errorf("stat %q: stripe %x: %w", name, id, err)
+		default:
+			losses.Add(*it)
+			queued = append(queued, st)
 		}
-		red.MissingShards += len(st.Missing())
+	}
+	for _, st := range queued {
+		count(st, losses.Lost(st))
 	}
 	if !o.IsInline() {
 		info.Redundancy = red

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/healstore/healstore/healer/plan"
@@ -17,12 +18,16 @@ import (
 type Census struct {
 	Time    time.Time `json:"time"`
 	Stripes int       `json:"stripes"`
-	// Margins counts stripes by margin (readable shards minus k).
+	// Margins counts stripes by margin (healthy shards minus k; a shard
+	// the repair queue records lost is not healthy).
 	Margins map[int]int `json:"margins"`
 	// Degraded counts stripes below full redundancy; BytesAtRisk is their
 	// data bytes.
 	Degraded    int   `json:"degraded"`
 	BytesAtRisk int64 `json:"bytes_at_risk"`
+	// Unreadable counts stripes below margin 0 (fewer than k healthy
+	// shards): their data cannot be read until a shard comes back.
+	Unreadable int `json:"unreadable"`
 	// WorstMargin is the lowest margin seen (the policy's m when all is well,
 	// 0 for an empty store).
 	WorstMargin int `json:"worst_margin"`
@@ -39,7 +44,9 @@ type Census struct {
 }
 
 // TakeCensus scans every stripe and the repair queue, and updates the
-// census metrics.
+// census metrics. A shard counts as healthy only if its backend is usable
+// and the queue does not record it lost (see QueueLosses). The queue is
+// read once and looked up per stripe: the cost is one pass over each.
 func (h *Healer) TakeCensus(ctx context.Context) (*Census, error) {
 	views := h.views()
 	c := &Census{Time: h.now(), Margins: map[int]int{}, Shards: map[string]int{}}
@@ -47,29 +54,27 @@ func (h *Healer) TakeCensus(ctx context.Context) (*Census, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Stripes queued because a backend was found wiped still name it in
-	// their locations until repaired; count those shards as missing.
-	wiped := map[[16]byte]string{}
+	losses := NewQueueLosses()
 	for _, it := range items {
-		if name, ok := wipedBackend(it.Reason); ok {
-			wiped[it.Stripe] = name
-		}
-	}
-	viewOf := func(st *metastore.Stripe) plan.StripeView {
-		v := view(st)
-		if name, ok := wiped[st.ID]; ok {
-			markOn(&v, st, name)
-		}
-		return v
+		losses.Add(it)
 	}
 	first := true
 	err = h.meta.ScanStripes(ctx, [16]byte{}, func(st *metastore.Stripe) error {
 		c.Stripes++
-		d := plan.Stripe(viewOf(st), views)
+		v := view(st)
+		for i, lost := range losses.Lost(st) {
+			if lost {
+				v.Shards[i].Bad = true
+			}
+		}
+		d := plan.Stripe(v, views)
 		c.Margins[d.Margin]++
 		if d.Degraded(st.M) {
 			c.Degraded++
 			c.BytesAtRisk += int64(st.DataLen)
+		}
+		if d.Margin < 0 {
+			c.Unreadable++
 		}
 		if len(d.Misplaced) > 0 {
 			c.Misplaced++
@@ -78,10 +83,17 @@ func (h *Healer) TakeCensus(ctx context.Context) (*Census, error) {
 			c.WorstMargin = d.Margin
 			first = false
 		}
+		var size int64
 		for _, l := range st.Shards {
 			if l.Backend != "" {
 				c.Shards[l.Backend]++
 			}
+			size = max(size, l.Size)
+		}
+		if losses.Queued(st.ID) {
+			// Shards known missing or corrupt are estimated alike: each
+			// costs one shard of the stripe's size to rebuild.
+			c.RemainingBytes += size * int64(len(d.Rebuild))
 		}
 		return nil
 	})
@@ -93,16 +105,6 @@ func (h *Healer) TakeCensus(ctx context.Context) (*Census, error) {
 		if age := c.Time.Sub(it.Queued); age > c.QueueOldest {
 			c.QueueOldest = age
 		}
-		st, err := h.meta.GetStripe(ctx, it.Stripe)
-		if err != nil {
-			continue
-		}
-		d := plan.Stripe(viewOf(st), views)
-		var size int64
-		for _, l := range st.Shards {
-			size = max(size, l.Size)
-		}
-		c.RemainingBytes += size * int64(len(d.Rebuild))
 	}
 	h.mu.Lock()
 	h.census = c
@@ -110,6 +112,131 @@ func (h *Healer) TakeCensus(ctx context.Context) (*Census, error) {
 	h.metrics.observeCensus(c)
 	h.metrics.observeBackends(h)
 	return c, nil
+}
+
+// QueueLosses gathers what repair queue entries know about lost shards
+// that the stripe records still name: shards a read, a write or a failed
+// repair found missing or corrupt, and backends found wiped (an entry
+// names the backend; its shards stay recorded until rebuilt). The census
+// and the store's Stat count those shards as lost, so neither claims more
+// redundancy than the queue knows of.
+//
+// An entry keeps one reason, so a stripe on two wiped backends may name
+// only the first; a backend any added entry names wiped therefore counts
+// as wiped for every queued stripe. When every entry names the same one
+// (all stripes on all wiped backends) the others are known only once the
+// rebuilder has tried the stripes: its failures list the shards it found
+// gone. What an entry knows holds until the stripe is repaired (and
+// dequeued); until the next attempt it may count a shard rebuilt by a
+// partial repair as still lost.
+type QueueLosses struct {
+	entries map[[16]byte][]int // stripe -> shard indices found lost
+	wiped   map[string]bool
+}
+
+// NewQueueLosses returns an empty set; Add the entries to consult.
+func NewQueueLosses() *QueueLosses {
+	return &QueueLosses{entries: map[[16]byte][]int{}, wiped: map[string]bool{}}
+}
+
+// Add takes in one queue entry.
+func (q *QueueLosses) Add(it metastore.RepairItem) {
+	q.entries[it.Stripe] = append(q.entries[it.Stripe], lostShards(it)...)
+	if name, ok := wipedBackend(it.Reason); ok {
+		q.wiped[name] = true
+	}
+}
+
+// Queued reports whether an added entry is for the stripe.
+func (q *QueueLosses) Queued(id [16]byte) bool {
+	_, ok := q.entries[id]
+	return ok
+}
+
+// Lost reports, by shard index, which shards of st the added entries
+// record as lost: named missing or corrupt by its entry, or placed on a
+// backend found wiped. It is nil for a stripe with no entry.
+func (q *QueueLosses) Lost(st *metastore.Stripe) []bool {
+	idx, ok := q.entries[st.ID]
+	if !ok {
+		return nil
+	}
+	lost := make([]bool, len(st.Shards))
+	for _, i := range idx {
+		if i >= 0 && i < len(lost) {
+			lost[i] = true
+		}
+	}
+	for i, l := range st.Shards {
+		if l.Backend != "" && q.wiped[l.Backend] {
+			lost[i] = true
+		}
+	}
+	return lost
+}
+
+// lostShards returns the shard indices a queue entry records as missing
+// or corrupt. They are spelled in its reason by the writer ("written
+// degraded: shards [1 4] did not land"), the reader ("read found shards
+// missing [2], corrupt [0]") and the scrubber ("scrub: shards [1] missing,
+// [3] corrupt"), and in the last failed attempt's error by the rebuilder
+// (RepairError, shardio.TooFewError: "missing [..]", "corrupt [..]").
+// A failure after a partial commit ("shards [..] did not land") names
+// shards as they were before it, so its lists are left out.
+func lostShards(it metastore.RepairItem) []int {
+	var out []int
+	r := it.Reason
+	if rest, ok := strings.CutPrefix(r, "written degraded: shards "); ok {
+		out = append(out, leadingList(rest)...)
+	}
+	if rest, ok := strings.CutPrefix(r, "scrub: shards "); ok && strings.Contains(rest, " missing, ") {
+		out = append(out, leadingList(rest)...)
+		if _, after, ok := strings.Cut(rest, " missing, "); ok {
+			out = append(out, leadingList(after)...)
+		}
+	}
+	out = append(out, listsAfter(r, "missing ", "corrupt ")...)
+	if !strings.Contains(it.LastError, " did not land: ") {
+		out = append(out, listsAfter(it.LastError, "missing ", "corrupt ")...)
+	}
+	return out
+}
+
+// listsAfter parses every "<word>[1 2 3]" in s for each word.
+func listsAfter(s string, words ...string) []int {
+	var out []int
+	for _, w := range words {
+		for rest := s; ; {
+			i := strings.Index(rest, w+"[")
+			if i < 0 {
+				break
+			}
+			rest = rest[i+len(w):]
+			out = append(out, leadingList(rest)...)
+		}
+	}
+	return out
+}
+
+// leadingList parses the "[1 2 3]" s starts with (as fmt prints an
+// []int); nil when s does not start with one.
+func leadingList(s string) []int {
+	if !strings.HasPrefix(s, "[") {
+		return nil
+	}
+	end := strings.IndexByte(s, ']')
+	if end < 0 {
+		return nil
+	}
+	var out []int
+	for _, f := range strings.Fields(s[1:end]) {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil
+		}
+		out = append(out, n)
+	}
+	return out
 }
 
 func (h *Healer) censusLoop(ctx context.Context) {
@@ -132,6 +259,8 @@ type Status struct {
 	Stripes  int             `json:"stripes"`
 	// DegradedStripes counts stripes below full redundancy.
 	DegradedStripes int `json:"degraded_stripes"`
+	// UnreadableStripes counts stripes with fewer than k healthy shards.
+	UnreadableStripes int `json:"unreadable_stripes"`
 	// Margins counts stripes by margin; keys are decimal margins.
 	Margins     map[string]int           `json:"margins"`
 	WorstMargin int                      `json:"worst_margin"`
@@ -231,7 +360,7 @@ func (h *Healer) Status(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	s := &Status{
-		StoreID: h.id, Time: c.Time, Stripes: c.Stripes, DegradedStripes: c.Degraded,
+		StoreID: h.id, Time: c.Time, Stripes: c.Stripes, DegradedStripes: c.Degraded, UnreadableStripes: c.Unreadable,
 		Margins: map[string]int{}, WorstMargin: c.WorstMargin, BytesAtRisk: c.BytesAtRisk,
 		Misplaced: c.Misplaced, Scrub: map[string]ScrubProgress{},
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/encoder"
 	"github.com/healstore/healstore/metastore"
 )
 
@@ -304,4 +306,182 @@ func TestRestartResumesQueue(t *testing.T) {
 		t.Fatalf("restarted healer did %+v, want the %d left", rep, queued-3)
 	}
 	e.checkObjects(objs)
+}
+
+// censusTruth counts each stripe's margin from what the backends really
+// hold: a shard is healthy when its backend returns bytes that verify
+// against the recorded checksum.
+func censusTruth(t *testing.T, e *env) map[int]int {
+	t.Helper()
+	ctx := context.Background()
+	margins := map[int]int{}
+	for _, st := range e.stripes() {
+		ok := 0
+		for i, l := range st.Shards {
+			if l.Backend == "" {
+				continue
+			}
+			data, err := e.sw(l.Backend).Backend.Get(ctx, l.Key)
+			if err == nil && e.enc.VerifyShard(encoder.StripeID(st.ID), i, data, l.Sum) == nil {
+				ok++
+			}
+		}
+		margins[ok-st.K]++
+	}
+	return margins
+}
+
+func checkCensus(t *testing.T, c *Census, want map[int]int, k, m int) {
+	t.Helper()
+	worst, degraded, unreadable := m, 0, 0
+	for margin, n := range want {
+		worst = min(worst, margin)
+		if margin < m {
+			degraded += n
+		}
+		if margin < 0 {
+			unreadable += n
+		}
+	}
+	if len(c.Margins) != len(want) || c.WorstMargin != worst || c.Degraded != degraded || c.Unreadable != unreadable {
+		t.Fatalf("census margins %v worst %d degraded %d unreadable %d; the backends hold margins %v (worst %d, %d degraded, %d unreadable)",
+			c.Margins, c.WorstMargin, c.Degraded, c.Unreadable, want, worst, degraded, unreadable)
+	}
+	for margin, n := range want {
+		if c.Margins[margin] != n {
+			t.Fatalf("census margins %v; the backends hold %v", c.Margins, want)
+		}
+	}
+}
+
+// More than m backends of a 4+2 store wiped at once: every stripe lost
+// three shards and cannot be read. Once the rebuilder has tried the
+// stripes, the census says so (it used to take one wiped backend per
+// entry and report margin 1 for everything).
+func TestCensusSeesSeveralWipedBackends(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: Config{Grace: Duration(time.Hour)}})
+	e.fill(12, 64<<10)
+	e.probe()
+	for _, name := range []string{"b0", "b1", "b2"} {
+		e.wipe(name)
+	}
+	e.probe()
+	if rep := e.repairAll(); rep.Repaired != 0 {
+		t.Fatalf("repaired %d stripes with three of six shards gone", rep.Repaired)
+	}
+	want := censusTruth(t, e)
+	if len(want) != 1 || want[-1] == 0 {
+		t.Fatalf("the backends hold margins %v, want all -1", want)
+	}
+	c, err := e.h.TakeCensus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCensus(t, c, want, 4, 2)
+	// Nothing can be rebuilt before a shard comes back.
+	if c.RemainingBytes != 0 {
+		t.Fatalf("%d bytes to rebuild for stripes that cannot be read", c.RemainingBytes)
+	}
+	s, err := e.h.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.WorstMargin != -1 || s.UnreadableStripes != want[-1] || s.Margins["-1"] != want[-1] || s.DegradedStripes != want[-1] {
+		t.Fatalf("status worst %d unreadable %d margins %v degraded %d; the backends hold %v",
+			s.WorstMargin, s.UnreadableStripes, s.Margins, s.DegradedStripes, want)
+	}
+}
+
+// Two backends of a larger store wiped: a stripe with shards on both is
+// queued once, naming only the backend found first, yet lost two shards.
+// The census counts the shards on every backend the queue knows was
+// wiped, before any repair is tried, and what is left to rebuild.
+func TestCensusWipedBackendsShareStripes(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 8, cfg: Config{Grace: Duration(time.Hour)}})
+	e.fill(20, 64<<10)
+	e.probe()
+	e.wipe("b0")
+	e.wipe("b1")
+	e.probe()
+	both := 0
+	var rebuild int64
+	for _, st := range e.stripes() {
+		n := 0
+		var size int64
+		for _, l := range st.Shards {
+			size = max(size, l.Size)
+			if l.Backend == "b0" || l.Backend == "b1" {
+				n++
+			}
+		}
+		if n == 2 {
+			both++
+		}
+		rebuild += size * int64(n)
+	}
+	if both == 0 {
+		t.Fatal("no stripe on both wiped backends")
+	}
+	want := censusTruth(t, e)
+	c, err := e.h.TakeCensus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCensus(t, c, want, 4, 2)
+	if c.RemainingBytes != rebuild {
+		t.Fatalf("census: %d bytes to rebuild, the wiped backends held %d", c.RemainingBytes, rebuild)
+	}
+}
+
+// Shards a reader found missing or corrupt (heal on read) are lost to the
+// census until repaired, and their bytes are still to rebuild.
+func TestCensusCountsShardsReadersFound(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: Config{Grace: Duration(time.Hour)}})
+	e.fill(6, 64<<10)
+	e.probe()
+	ctx := context.Background()
+	var rebuild int64
+	for n, st := range e.stripes() {
+		var size int64
+		for _, l := range st.Shards {
+			size = max(size, l.Size)
+		}
+		// Damage shard 0 of every stripe, and lose shard 1 of every
+		// other one, the way a reader then queues them.
+		l := st.Shards[0]
+		data, err := e.sw(l.Backend).Backend.Get(ctx, l.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[len(data)-1] ^= 0xff
+		if err := e.sw(l.Backend).Backend.Put(ctx, l.Key, data); err != nil {
+			t.Fatal(err)
+		}
+		rebuild += size
+		missing := []int{}
+		if n%2 == 0 {
+			if err := e.sw(st.Shards[1].Backend).Backend.Delete(ctx, st.Shards[1].Key); err != nil {
+				t.Fatal(err)
+			}
+			missing = append(missing, 1)
+			rebuild += size
+		}
+		// What Reader.queueRepair enqueues.
+		if err := e.meta.Enqueue(ctx, metastore.RepairItem{Stripe: st.ID, Margin: st.M - len(missing) - 1,
+			Reason: fmt.Sprintf("read found shards missing %v, corrupt %v", missing, []int{0})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := censusTruth(t, e)
+	if want[0] == 0 || want[1] == 0 {
+		t.Fatalf("the backends hold margins %v, want some at 0 and 1", want)
+	}
+	c, err := e.h.TakeCensus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCensus(t, c, want, 4, 2)
+	if c.RemainingBytes != rebuild {
+		t.Fatalf("census: %d bytes to rebuild, want %d", c.RemainingBytes, rebuild)
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/healstore/healstore"
 )
 
 type statOptions struct {
@@ -49,15 +51,25 @@ func newStatCmd(g *globalOptions) *cobra.Command {
 				fmt.Fprintf(w, "redundancy: inline, kept sealed in the metadata record (metastore and its snapshots)\n")
 			}
 			if r := info.Redundancy; r != nil {
-				state := "full"
-				if r.Degraded > 0 {
-					state = fmt.Sprintf("%d degraded stripe(s), %d shard(s) missing", r.Degraded, r.MissingShards)
-				}
-				fmt.Fprintf(w, "redundancy: %s; can lose %d more backend(s)\n", state, max(r.MinMargin, 0))
+				fmt.Fprintf(w, "redundancy: %s\n", redundancyLine(r))
 			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&o.json, "json", false, "print as JSON")
 	return cmd
+}
+
+// redundancyLine says how safe an object is, as Stat counts it (shards the
+// repair queue knows are lost count as missing).
+func redundancyLine(r *healstore.Redundancy) string {
+	if r.Unreadable > 0 {
+		return fmt.Sprintf("UNREADABLE: %d stripe(s) have fewer than k healthy shards; %d degraded stripe(s), %d shard(s) missing",
+			r.Unreadable, r.Degraded, r.MissingShards)
+	}
+	state := "full"
+	if r.Degraded > 0 {
+		state = fmt.Sprintf("%d degraded stripe(s), %d shard(s) missing", r.Degraded, r.MissingShards)
+	}
+	return fmt.Sprintf("%s; can lose %d more backend(s)", state, r.MinMargin)
 }

@@ -77,6 +77,9 @@ func writeStatus(w io.Writer, st *healer.Status, now time.Time) error {
 	if st.DegradedStripes > 0 {
 		health = fmt.Sprintf("%d degraded stripe(s), %s at risk, worst margin %d", st.DegradedStripes, humanBytes(st.BytesAtRisk), st.WorstMargin)
 	}
+	if st.UnreadableStripes > 0 {
+		health += fmt.Sprintf("; %d stripe(s) UNREADABLE (fewer than k healthy shards)", st.UnreadableStripes)
+	}
 	fmt.Fprintf(w, "store %s: %d stripes, %s\n\n", st.StoreID, st.Stripes, health)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BACKEND\tKIND\tSTATE\tDOMAIN\tUSED\tFREE\tSHARDS\tSINCE\tLAST ERROR")
@@ -121,6 +124,8 @@ func writeStatus(w io.Writer, st *healer.Status, now time.Time) error {
 	switch {
 	case q.Depth == 0:
 		eta = "nothing to do"
+	case q.RemainingBytes == 0 && st.UnreadableStripes > 0:
+		eta = "none: unreadable stripes wait for a shard to come back"
 	case q.ETASeconds >= 0:
 		eta = (time.Duration(q.ETASeconds) * time.Second).String()
 	case q.RemainingBytes > 0:
