@@ -287,11 +287,20 @@ func TestCorruptShardDetected(t *testing.T) {
 		}
 	}
 	got := map[[16]byte]string{}
+	margins := map[[16]byte]int{}
 	for _, it := range queue(t, s) {
 		got[it.Stripe] = it.Reason
+		margins[it.Stripe] = it.Margin
 	}
 	if !strings.Contains(got[st.ID], "corrupt [0]") || !strings.Contains(got[st2.ID], "corrupt [1]") || len(got) != 2 {
 		t.Fatalf("queued %v", got)
+	}
+	// One bad shard each: counted once (not also as missing), so the
+	// margin is m-1.
+	for _, id := range [][16]byte{st.ID, st2.ID} {
+		if want := s.cfg.Policy.M - 1; margins[id] != want || strings.Contains(got[id], "missing [0]") || strings.Contains(got[id], "missing [1]") {
+			t.Fatalf("stripe %x queued at margin %d (want %d): %s", id, margins[id], want, got[id])
+		}
 	}
 }
 

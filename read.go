@@ -396,6 +396,9 @@ func (r *Reader) queueRepair(ctx context.Context, st *metastore.Stripe, missing,
 	if done {
 		return
 	}
+	// A shard found corrupt is dropped from the next fetch's locations,
+	// which then report it missing too: count it once, as corrupt.
+	missing = slices.DeleteFunc(slices.Clone(missing), func(i int) bool { return slices.Contains(corrupt, i) })
 	slices.Sort(missing)
 	slices.Sort(corrupt)
 	item := metastore.RepairItem{
