@@ -38,7 +38,11 @@ func merge(old *RepairItem, it RepairItem, mode mergeMode) RepairItem {
 	lower := it.Margin < out.Margin
 	if lower {
 		out.Margin = it.Margin
-		out.Reason = it.Reason
+		// An item without a reason (a failed attempt's requeue) keeps
+		// the entry's: the census reads lost shards from it.
+		if it.Reason != "" {
+			out.Reason = it.Reason
+		}
 	}
 	switch mode {
 	case mergeEnqueue:

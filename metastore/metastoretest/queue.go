@@ -158,6 +158,17 @@ func testRequeue(t *testing.T, f Factory) {
 	if due, _ = s.QueueDue(ctx, c.Peek(), 0); len(due) != 1 || due[0].Margin != 0 {
 		t.Fatalf("lower margin did not clear the back-off: %+v", due)
 	}
+	// An item without a reason, at a lower margin too, keeps the entry's
+	// reason (it says which shards are lost).
+	if due[0].Reason != "scrub" {
+		t.Fatalf("a lower margin without a reason replaced the reason %q with %q", "scrub", due[0].Reason)
+	}
+	if err := s.Requeue(ctx, metastore.RepairItem{Stripe: id, Margin: -1, Attempts: 2, LastError: "too few"}); err != nil {
+		t.Fatal(err)
+	}
+	if it, _ = s.GetRepair(ctx, id); it.Reason != "scrub" || it.Margin != -1 || it.LastError != "too few" {
+		t.Fatalf("requeue at a lower margin: %+v", it)
+	}
 	// DequeueIf with a stale position leaves the entry.
 	if ok, err := s.DequeueIf(ctx, *first); err != nil || ok {
 		t.Fatalf("DequeueIf(stale) = %v, %v", ok, err)
