@@ -102,13 +102,20 @@ func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
 	s, err := healstore.Open(ctx, cfg)
 	if errors.Is(err, metastore.ErrLocked) {
 		c := &healer.Client{Addr: cfg.Healer.MetricsAddr}
-		if _, perr := c.Status(ctx); perr != nil {
-			if errors.Is(perr, healer.ErrNoDaemon) {
-				return nil, fmt.Errorf("%w; and no daemon answers at %s (healer.metrics_addr)", err, cfg.Healer.MetricsAddr)
-			}
+		_, perr := c.Status(ctx)
+		if perr == nil {
+			return &healerTarget{remote: c, cfg: cfg}, nil
+		}
+		if !errors.Is(perr, healer.ErrNoDaemon) {
 			return nil, perr
 		}
-		return &healerTarget{remote: c, cfg: cfg}, nil
+		// No daemon: another command holds the store; wait for it.
+		s, err = openWaiting(ctx, g, cmd.CommandPath(), cfg,
+			fmt.Sprintf("; no healer answers at %s (healer.metrics_addr) for this command to talk to", cfg.Healer.MetricsAddr))
+	}
+	var le *lockedError
+	if errors.As(err, &le) {
+		return nil, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open store (%s): %w", cfg.Path(), err)

@@ -10,7 +10,8 @@ package main
 //
 // openStore resolves --config (else $HEALSTORE_CONFIG, else ./healstore.toml),
 // loads and validates the file, sets up logging from --log-level, opens the
-// store and warns on stderr about backends it cannot reach. Its errors are
+// store (waiting up to lockWait while another command holds its embedded
+// metastore: lockwait.go) and warns on stderr about backends it cannot reach. Its errors are
 // already worded for users and map to the documented exit codes.
 // Write results to g.stdout, diagnostics and progress to g.stderr.
 
@@ -265,9 +266,10 @@ func openStore(cmd *cobra.Command, g *globalOptions) (*healstore.Store, *healsto
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := healstore.Open(cmd.Context(), cfg)
-	if errors.Is(err, healstore.ErrBadConfig) {
-		return nil, nil, err // already names the file
+	s, err := openWaiting(cmd.Context(), g, cmd.CommandPath(), cfg, "")
+	var le *lockedError
+	if errors.Is(err, healstore.ErrBadConfig) || errors.As(err, &le) {
+		return nil, nil, err // already names the file, or the command
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("open store (%s): %w", cfg.Path(), err)
