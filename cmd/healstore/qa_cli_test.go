@@ -124,8 +124,8 @@ func TestQACLINewUser(t *testing.T) {
 		}
 	}
 	key, _ := os.ReadFile(filepath.Join(store, "healstore.key"))
-	// A second init must not replace the master key.
-	qaRun(t, work, nil, nil, "init", "store").expect(t, "init over an existing store", 1)
+	// A second init must not replace the master key; refusing is a usage error (exit 2).
+	qaRun(t, work, nil, nil, "init", "store").expect(t, "init over an existing store", 2)
 	if k2, _ := os.ReadFile(filepath.Join(store, "healstore.key")); !bytes.Equal(k2, key) {
 		t.Fatal("a second init changed the master key")
 	}
