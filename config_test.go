@@ -107,6 +107,17 @@ func TestConfigSnapshots(t *testing.T) {
 	}
 }
 
+// A bare 0 is a duration in any unit: configs that wrote it keep loading.
+func TestBareZeroDuration(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, strings.Replace(goodConfig, `grace_period = "0s"`, "grace_period = 0\ngc_delay = 0", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Healer.GracePeriod != 0 || cfg.Healer.GCDelay != 0 {
+		t.Fatalf("grace_period %v, gc_delay %v", cfg.Healer.GracePeriod, cfg.Healer.GCDelay)
+	}
+}
+
 func TestLoadConfigErrors(t *testing.T) {
 	cases := []struct {
 		name  string

@@ -17,7 +17,8 @@ import (
 //     be taken for master_key_file, and with both in a file one silently
 //     wins. Keys are spelled one way, as healstore init writes them.
 //   - a duration written as a bare number: `grace_period = 600` would be
-//     600 nanoseconds.
+//     600 nanoseconds. A bare 0 means the same in any unit and stays
+//     allowed.
 //
 // Anything else wrong with the file is left to the typed decode.
 func checkKeys(path string, data []byte) error {
@@ -70,7 +71,7 @@ func walkKeys(path string, data []byte, v any, t reflect.Type, at string) error 
 			return &ConfigError{File: path, Line: keyLine(data, k), Field: name,
 				Msg: fmt.Sprintf("unknown key %q: keys are case-sensitive; did you mean %q?", k, fieldKey(f))}
 		}
-		if _, isString := table[k].(string); f.Type == durationType && !isString {
+		if _, isString := table[k].(string); f.Type == durationType && !isString && table[k] != int64(0) {
 			return &ConfigError{File: path, Line: keyLine(data, k), Field: name,
 				Msg: fmt.Sprintf("%s = %v: a duration is a string with a unit, e.g. \"%vs\" or \"10m\"", k, table[k], table[k])}
 		}
