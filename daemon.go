@@ -47,7 +47,7 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 		return fmt.Errorf("daemon: listen on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", h.Handler())
+	mux.Handle("/", h.Handler(addr))
 	mux.HandleFunc("GET "+LossWindowPath, s.serveLossWindow)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	runCtx, stop := context.WithCancel(ctx)

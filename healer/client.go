@@ -38,7 +38,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Addr+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+dialAddr(c.Addr)+path, rd)
 	if err != nil {
 		return nil, err
 	}
@@ -175,4 +175,23 @@ func (c *Client) Drain(ctx context.Context, name string) error {
 // RemoveBackend forgets an emptied backend.
 func (c *Client) RemoveBackend(ctx context.Context, name string) error {
 	return c.call(ctx, "DELETE", "/v1/backends/"+url.PathEscape(name), nil, nil)
+}
+
+// dialAddr turns a listen address that names no host or every interface
+// (":9310", "0.0.0.0:9310", "[::]:9310") into the loopback address of the
+// same family, which reaches that listener and is a Host the API accepts.
+func dialAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	switch ip := net.ParseIP(host); {
+	case host == "":
+		return net.JoinHostPort("127.0.0.1", port)
+	case ip != nil && ip.IsUnspecified() && ip.To4() != nil:
+		return net.JoinHostPort("127.0.0.1", port)
+	case ip != nil && ip.IsUnspecified():
+		return net.JoinHostPort("::1", port)
+	}
+	return addr
 }

@@ -3,6 +3,7 @@ package healer
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -81,7 +82,7 @@ func TestClient(t *testing.T) {
 // posting across origins nor by rebinding its own name to 127.0.0.1.
 func TestHandlerRefusesBrowserRequests(t *testing.T) {
 	e := newEnv(t, envOpts{backends: 6})
-	srv := httptest.NewServer(e.h.Handler())
+	srv := httptest.NewServer(e.h.Handler("Storage1.lan:9310"))
 	defer srv.Close()
 	do := func(method, path, host string, header bool) int {
 		t.Helper()
@@ -113,11 +114,47 @@ func TestHandlerRefusesBrowserRequests(t *testing.T) {
 		{"PUT", "/v1/settings", "", true, http.StatusOK}, // healstore's client
 		{"PUT", "/v1/settings", "localhost:9310", true, http.StatusOK},
 		{"PUT", "/v1/settings", "[::1]:9310", true, http.StatusOK},
+		{"PUT", "/v1/settings", "LOCALHOST:9310", true, http.StatusOK},
+		{"PUT", "/v1/settings", "storage1.LAN:9310", true, http.StatusOK}, // the name it listens on
+		{"PUT", "/v1/settings", "storage2.lan:9310", true, http.StatusForbidden},
 		{"GET", "/status", "evil.example", false, http.StatusOK}, // reads stay open to Prometheus & co
 		{"GET", "/metrics", "", false, http.StatusOK},
 	} {
 		if got := do(c.method, c.path, c.host, c.header); got != c.want {
 			t.Errorf("%s %s host %q header %v: %d, want %d", c.method, c.path, c.host, c.header, got, c.want)
 		}
+	}
+}
+
+// The client reaches a daemon whose metrics_addr names no host or every
+// interface through loopback, which the API accepts as Host.
+func TestDialAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		":9310":            "127.0.0.1:9310",
+		"0.0.0.0:9310":     "127.0.0.1:9310",
+		"[::]:9310":        "[::1]:9310",
+		"127.0.0.1:9310":   "127.0.0.1:9310",
+		"storage1.lan:931": "storage1.lan:931",
+		"bogus":            "bogus",
+	} {
+		if got := dialAddr(in); got != want {
+			t.Errorf("dialAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+	// And end to end: a server on every interface, a client given ":port".
+	e := newEnv(t, envOpts{backends: 6})
+	srv := httptest.NewUnstartedServer(e.h.Handler(":0"))
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Listener = ln
+	srv.Start()
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	w := 3
+	c := &Client{Addr: ":" + port}
+	if _, err := c.SetSettings(context.Background(), &w, nil); err != nil {
+		t.Fatalf("SetSettings through %q: %v", c.Addr, err)
 	}
 }

@@ -33,29 +33,36 @@ import (
 // Errors come back as {"error": "..."} with a 4xx/5xx status.
 //
 // Requests that change something (every method but GET and HEAD) must
-// carry the header ClientHeader and name a loopback or IP-literal host.
-// The API has no authentication, so this is what keeps a web page in a
-// browser on the same machine out: a page cannot add a custom header to a
-// cross-origin request without a CORS preflight, which is never approved,
-// and a page that rebinds its own domain name to 127.0.0.1 still sends that
-// name as Host.
-func (h *Healer) Handler() http.Handler {
-	return guardChanges(h.routes())
+// carry the header ClientHeader and name as Host an IP address, localhost,
+// or the host of one of listenAddrs (the address the server listens on, as
+// configured: "storage1.lan:9310"). The API has no authentication, so this
+// is what keeps a web page in a browser on the same machine out: a page
+// cannot add a custom header to a cross-origin request without a CORS
+// preflight, which is never approved, and a page that rebinds its own
+// domain name to 127.0.0.1 still sends that name as Host.
+func (h *Healer) Handler(listenAddrs ...string) http.Handler {
+	return guardChanges(h.routes(), listenAddrs)
 }
 
 // ClientHeader is the header (value "1") that requests which change
 // something must carry; Client sets it.
 const ClientHeader = "X-Healstore-Client"
 
-func guardChanges(next http.Handler) http.Handler {
+func guardChanges(next http.Handler, listenAddrs []string) http.Handler {
+	named := map[string]bool{}
+	for _, a := range listenAddrs {
+		if h := hostOf(a); h != "" {
+			named[h] = true
+		}
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			if r.Header.Get(ClientHeader) != "1" {
 				replyErr(w, http.StatusForbidden, fmt.Errorf("%s %s needs the header %s: 1 (healstore's client sets it; browsers cannot)", r.Method, r.URL.Path, ClientHeader))
 				return
 			}
-			if !ipOrLocalhost(r.Host) {
-				replyErr(w, http.StatusForbidden, fmt.Errorf("%s %s: host %q is not an IP address or localhost", r.Method, r.URL.Path, r.Host))
+			if h := hostOf(r.Host); h != "localhost" && net.ParseIP(h) == nil && !named[h] {
+				replyErr(w, http.StatusForbidden, fmt.Errorf("%s %s: host %q is not an IP address, localhost or the address the daemon listens on", r.Method, r.URL.Path, r.Host))
 				return
 			}
 		}
@@ -63,14 +70,12 @@ func guardChanges(next http.Handler) http.Handler {
 	})
 }
 
-// ipOrLocalhost says whether a Host header names an IP address or
-// localhost, with or without a port.
-func ipOrLocalhost(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+// hostOf is the host part of a host[:port], lower case, without brackets.
+func hostOf(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		hostport = h
 	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	return host == "localhost" || net.ParseIP(host) != nil
+	return strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"))
 }
 
 func (h *Healer) routes() http.Handler {
