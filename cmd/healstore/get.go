@@ -137,6 +137,9 @@ func resolveGetTarget(file string) (*getTarget, error) {
 		if derr != nil {
 			return nil, derr
 		}
+		if err := mayFollow(path, dir, fi); err != nil {
+			return nil, err
+		}
 		link, lerr := os.Readlink(path)
 		if lerr != nil {
 			return nil, lerr
@@ -253,4 +256,28 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync() // its error names the directory
+}
+
+// mayFollow applies the kernel's protected_symlinks rule to a link get is
+// about to follow by hand (the kernel never sees this lookup): in a sticky,
+// world-writable directory such as /tmp, only a link owned by the follower
+// or by the directory's owner is followed. Otherwise another local user
+// could point /tmp/out at /etc/passwd and have root's get replace it.
+func mayFollow(link, dir string, fi fs.FileInfo) error {
+	ls, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	di, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	ds, ok := di.Sys().(*syscall.Stat_t)
+	if !ok || di.Mode()&fs.ModeSticky == 0 || di.Mode().Perm()&0o002 == 0 {
+		return nil
+	}
+	if ls.Uid == uint32(os.Geteuid()) || ls.Uid == ds.Uid {
+		return nil
+	}
+	return fmt.Errorf("refusing to follow the symlink %s: it belongs to uid %d in %s, a sticky world-writable directory (as the kernel's protected_symlinks would)", link, ls.Uid, dir)
 }

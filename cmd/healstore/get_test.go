@@ -132,6 +132,53 @@ func TestGetThroughSymlink(t *testing.T) {
 	noTempFiles(t, links, files)
 }
 
+// TestGetPlantedSymlinkRefused: in a sticky world-writable directory (like
+// /tmp) get follows only links of its own user or the directory's owner,
+// as the kernel's protected_symlinks does for cp: another user's link must
+// not steer root's get onto a file of root's.
+func TestGetPlantedSymlinkRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the planted link belongs to another uid")
+	}
+	dir, data := getStore(t, 10<<10)
+	victim := filepath.Join(dir, "passwd")
+	if err := os.WriteFile(victim, []byte("root:x:0:0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tmp, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	planted := filepath.Join(tmp, "out")
+	if err := os.Symlink(victim, planted); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(planted, 4321, 4321); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := cli(t, "", "get", "obj", planted)
+	if code == 0 || !strings.Contains(errs, "refusing to follow the symlink") {
+		t.Fatalf("get into another user's link in a sticky directory: exit %d, %q", code, errs)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "root:x:0:0\n" {
+		t.Fatalf("the link's target was changed: %q", b)
+	}
+	// root's own link there is followed.
+	own := filepath.Join(tmp, "own")
+	if err := os.Symlink(filepath.Join(dir, "mine"), own); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := cli(t, "", "get", "obj", own); code != 0 {
+		t.Fatalf("get into root's own link: %d %s", code, errs)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "mine")); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("root's own link: target has %d bytes (%v)", len(b), err)
+	}
+}
+
 // TestGetKeepsModeAndOwner: get replacing a file keeps its permission
 // bits (and, as root, its owner and group); a new file gets 0666 minus
 // the umask, as cp and curl -o give it.
