@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -340,5 +341,49 @@ func TestWrongMasterKey(t *testing.T) {
 	_, err = r.Read(make([]byte, 10))
 	if !errors.Is(err, ErrAuth) {
 		t.Fatalf("read with wrong key: %v", err)
+	}
+}
+
+// A local backend that has held data and whose directory is gone when the
+// store opens (a failed disk, a volume not mounted at boot) is down: its
+// directory is not made again, where it would fill the file system under
+// the mount point. A directory made again by hand (a new, empty disk) is
+// opened as a backend again.
+func TestVanishedLocalBackendNotMadeAgain(t *testing.T) {
+	cfg := testConfig(t, testOpts{})
+	ctx := context.Background()
+	s := openTest(t, cfg)
+	data := bytes.Repeat([]byte("mount me first "), 20000)
+	if _, err := s.Put(ctx, "obj", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	gone := cfg.Backends[1]
+	if err := os.RemoveAll(gone.Path); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, cfg)
+	if _, err := os.Stat(gone.Path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("opening the store made the vanished backend directory %s again: %v", gone.Path, err)
+	}
+	if !bytes.Equal(readAll(t, s, "obj"), data) {
+		t.Fatal("read back differs with one backend gone")
+	}
+	rep, err := s.Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range rep.Backends {
+		if b.Name == gone.Name && (b.Reachable || !strings.Contains(b.Error, "is gone")) {
+			t.Fatalf("the vanished backend: %+v", b)
+		}
+	}
+	s.Close()
+	if err := os.Mkdir(gone.Path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, cfg)
+	if _, err := os.Stat(filepath.Join(gone.Path, "data")); err != nil {
+		t.Fatalf("a backend directory made again by hand is not opened: %v", err)
 	}
 }

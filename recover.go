@@ -459,7 +459,9 @@ func (p *recoverPool) open(ctx context.Context, name string) (backends.Backend, 
 	// while the others open.
 	octx, cancel := context.WithTimeout(ctx, recoverOpenTimeout)
 	defer cancel()
-	b, err := all.Open(octx, spec, p.secrets.Lookup)
+	// The backends hold the lost store's shards: one that is not there
+	// is reported, never made.
+	b, err := all.OpenUsed(octx, spec, p.secrets.Lookup)
 	if err == nil {
 		if _, err = b.Probe(octx); err != nil {
 			b.Close()

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -392,8 +393,20 @@ func TestRecoverWrongKeyWritesNothing(t *testing.T) {
 	if _, serr := os.Stat(target); !errors.Is(serr, fs.ErrNotExist) {
 		t.Fatalf("recovery with the wrong key created %s", target)
 	}
+	// A backend directory that does not exist is reported, not made.
+	missing := backends.Spec{Name: "e1", Kind: backends.KindLocal, Path: filepath.Join(t.TempDir(), "e1")}
+	_, err = Recover(ctx, RecoverOptions{KeyFile: f.keyFile, Backends: []backends.Spec{missing}, Dir: target})
+	if err == nil || !strings.Contains(err.Error(), "is gone") {
+		t.Fatalf("missing backend directory: %v", err)
+	}
+	if _, serr := os.Stat(missing.Path); !errors.Is(serr, fs.ErrNotExist) {
+		t.Fatalf("recovery made the missing backend directory %s", missing.Path)
+	}
 	// A backend with no snapshot at all says so.
-	empty := backends.Spec{Name: "e1", Kind: backends.KindLocal, Path: filepath.Join(t.TempDir(), "e1")}
+	empty := missing
+	if err := os.Mkdir(empty.Path, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	_, err = Recover(ctx, RecoverOptions{KeyFile: f.keyFile, Backends: []backends.Spec{empty}, Dir: target})
 	if !errors.Is(err, ErrNoSnapshot) {
 		t.Fatalf("empty backend: %v, want ErrNoSnapshot", err)

@@ -389,8 +389,15 @@ func (s *Store) openHandle(ctx context.Context, h *handle) {
 		return
 	}
 	h.lastTry = time.Now()
+	// A backend with the store's marker has held data: a local one whose
+	// directory vanished is down, not a new empty backend to fill.
+	used := h.rec.Marker != ""
 	h.mu.Unlock()
-	b, err := all.Open(ctx, h.spec, s.secrets.Lookup)
+	open := all.Open
+	if used {
+		open = all.OpenUsed
+	}
+	b, err := open(ctx, h.spec, s.secrets.Lookup)
 	var probe backends.ProbeResult
 	if err == nil {
 		probe, err = b.Probe(ctx)

@@ -19,9 +19,20 @@ func Open(ctx context.Context, spec backends.Spec, secrets backends.SecretLookup
 	return OpenWithTimeout(ctx, spec, secrets, backends.DefaultCallTimeout)
 }
 
+// OpenUsed is Open for a backend that has held data before: a local
+// backend whose directory is missing is unavailable, not made again
+// (local.OpenUsed).
+func OpenUsed(ctx context.Context, spec backends.Spec, secrets backends.SecretLookup) (backends.Backend, error) {
+	return openSpec(ctx, spec, secrets, backends.DefaultCallTimeout, true)
+}
+
 // OpenWithTimeout is Open with a per-call timeout of d (d <= 0 means the
 // default). Opening itself is bounded by d too.
 func OpenWithTimeout(ctx context.Context, spec backends.Spec, secrets backends.SecretLookup, d time.Duration) (backends.Backend, error) {
+	return openSpec(ctx, spec, secrets, d, false)
+}
+
+func openSpec(ctx context.Context, spec backends.Spec, secrets backends.SecretLookup, d time.Duration, used bool) (backends.Backend, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
@@ -39,7 +50,11 @@ func OpenWithTimeout(ctx context.Context, spec backends.Spec, secrets backends.S
 	var b backends.Backend
 	switch spec.Kind {
 	case backends.KindLocal:
-		b, err = local.Open(spec)
+		if used {
+			b, err = local.OpenUsed(spec)
+		} else {
+			b, err = local.Open(spec)
+		}
 	case backends.KindZDB:
 		b, err = zdb.Open(ctx, spec, secret)
 	case backends.KindS3:

@@ -91,6 +91,20 @@ func Open(spec backends.Spec) (*Backend, error) {
 	return b, nil
 }
 
+// OpenUsed is Open for a backend that has held data before: a backend
+// directory that is missing is an outage (a failed disk, a volume not
+// mounted), not a new backend, so it is not made again, possibly on the
+// file system under the mount point. An existing directory without its
+// data directory (a new, empty disk mounted there) is opened as Open does;
+// the store's identity marker then says its shards are gone.
+func OpenUsed(spec backends.Spec) (*Backend, error) {
+	if _, err := os.Stat(spec.Path); errors.Is(err, fs.ErrNotExist) {
+		return nil, backends.Errorf(spec.Name, "open", "", backends.ErrUnavailable,
+			"directory %s is gone (a failed disk, or a volume not mounted?); it is not made again for a backend that held data: mount it, or make the directory for a new disk", spec.Path)
+	}
+	return Open(spec)
+}
+
 // Name implements backends.Backend.
 func (b *Backend) Name() string { return b.name }
 
