@@ -205,6 +205,17 @@ func TestUploadCancelledBlamesNoBackend(t *testing.T) {
 	if len(blamed) != 0 {
 		t.Fatalf("a cancelled upload blamed backends %v", blamed)
 	}
+	// A deadline that passed is reported: the backend may be hung.
+	dctx, dcancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer dcancel()
+	blamed = nil
+	Upload(dctx, pool, [16]byte{2}, shards, cands[:6], UploadOptions{
+		Candidates: cands,
+		OnError:    func(b string, err error) { mu.Lock(); blamed = append(blamed, b); mu.Unlock() },
+	})
+	if len(blamed) == 0 {
+		t.Fatal("an upload past its deadline reported no backend")
+	}
 }
 
 // TestUploadDistinctDomainsUnderRetries fails several targets at once and

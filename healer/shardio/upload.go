@@ -161,9 +161,10 @@ func (u *uploader) one(ctx context.Context, i int, shard []byte, attempts int) {
 			return
 		}
 		lastErr = fmt.Errorf("shard %d: %w", i, err)
-		// A put cut short because the caller's ctx ended says nothing
-		// about the backend (as in Fetch).
-		if u.opts.OnError != nil && ctx.Err() == nil {
+		// A put cut short because the caller cancelled says nothing
+		// about the backend. One that outlasted the caller's deadline
+		// (a mount's operation timeout) may be a hung backend: report it.
+		if u.opts.OnError != nil && !errors.Is(ctx.Err(), context.Canceled) {
 			u.opts.OnError(target.Name, err)
 		}
 		u.mu.Lock()
