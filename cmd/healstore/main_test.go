@@ -159,8 +159,8 @@ func TestNamesAndFilesCheckedFirst(t *testing.T) {
 		{[]string{"put", "bad\xff", f}, "not valid UTF-8"},
 		{[]string{"stat", "nul\x00"}, "NUL byte"},
 		// The blocks of a mount's files are changed through the mount only.
-		{[]string{"put", "fs/default/0000000000000002/0000000000000000", f}, "where healstore mount keeps the blocks of its files"},
-		{[]string{"rm", "a", "fs/default/x"}, `"fs/default/x" is under fs/`},
+		{[]string{"put", "fs/default/0000000000000002/0000000000000000", f}, "names a block of a file of healstore mount; change those files through the mount"},
+		{[]string{"rm", "a", "fs/old/0000000000000002/00000000000000a1"}, "(--fs-blocks removes them anyway"},
 	}
 	for _, c := range cases {
 		_, errs, code := cli(t, "", append([]string{"--config", noConfig}, c.args...)...)
@@ -324,5 +324,40 @@ func TestPutSaysWhenShort(t *testing.T) {
 	}
 	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.Redundancy.Degraded != 1 {
 		t.Fatalf("put --json with a backend gone: %d %q", code, out)
+	}
+}
+
+// Only names shaped like a mount's blocks are guarded, and rm --fs-blocks
+// removes those of a filesystem no mount uses.
+func TestFSBlockNamesGuarded(t *testing.T) {
+	dir := t.TempDir()
+	if _, errs, code := cli(t, "", "init", filepath.Join(dir, "store")); code != 0 {
+		t.Fatalf("init: %d %s", code, errs)
+	}
+	t.Setenv("HEALSTORE_CONFIG", filepath.Join(dir, "store", "healstore.toml"))
+	if _, errs, code := cli(t, "x", "put", "fs/notes.txt", "-"); code != 0 {
+		t.Fatalf("put of an ordinary object under fs/: %d %s", code, errs)
+	}
+	block := "fs/old/0000000000000002/0000000000000000"
+	cfg, err := healstore.LoadConfig(filepath.Join(dir, "store", "healstore.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := healstore.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(context.Background(), block, strings.NewReader("a block")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, _, code := cli(t, "", "rm", block); code != exitUsage {
+		t.Fatalf("rm of a mount block without --fs-blocks: exit %d", code)
+	}
+	if _, errs, code := cli(t, "", "rm", "--fs-blocks", block, "fs/notes.txt"); code != 0 {
+		t.Fatalf("rm --fs-blocks: %d %s", code, errs)
+	}
+	if out, _, _ := cli(t, "", "ls", "fs/"); out != "" {
+		t.Fatalf("left after rm --fs-blocks: %q", out)
 	}
 }

@@ -11,8 +11,9 @@ import (
 )
 
 type rmOptions struct {
-	json  bool
-	force bool
+	json     bool
+	force    bool
+	fsBlocks bool
 }
 
 func newRmCmd(g *globalOptions) *cobra.Command {
@@ -60,5 +61,6 @@ exist (unless --force).`,
 	}
 	cmd.Flags().BoolVar(&o.json, "json", false, "print one JSON line per deleted object")
 	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "ignore objects that do not exist")
+	cmd.Flags().BoolVar(&o.fsBlocks, "fs-blocks", false, "also remove blocks of healstore mount's files (fs/NAME/INODE/BLOCK), for a filesystem no mount uses any more")
 	return cmd
 }

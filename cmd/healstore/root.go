@@ -23,6 +23,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -103,13 +104,24 @@ func checkWritableNames(cmd *cobra.Command, names ...string) error {
 	if err := checkNames(cmd, names...); err != nil {
 		return err
 	}
+	if f := cmd.Flags().Lookup("fs-blocks"); f != nil && f.Value.String() == "true" {
+		return nil
+	}
 	for _, n := range names {
-		if strings.HasPrefix(n, fuse.ObjectPrefix) {
-			return usagef("%s: %q is under %s, where healstore mount keeps the blocks of its files; change those files through the mount", cmd.CommandPath(), n, fuse.ObjectPrefix)
+		if mountBlockName.MatchString(n) {
+			hint := "change those files through the mount"
+			if cmd.Flags().Lookup("fs-blocks") != nil {
+				hint += " (--fs-blocks removes them anyway, for a filesystem no mount uses any more)"
+			}
+			return usagef("%s: %q names a block of a file of healstore mount; %s", cmd.CommandPath(), n, hint)
 		}
 	}
 	return nil
 }
+
+// mountBlockName matches the names healstore mount gives its files' blocks:
+// fs/<filesystem>/<inode as 16 hex>/<block as 16 hex>.
+var mountBlockName = regexp.MustCompile(`^` + regexp.QuoteMeta(fuse.ObjectPrefix) + `[^/]+/[0-9a-f]{16}/[0-9a-f]{16}$`)
 
 // argsBetween accepts min..max positional arguments (max < 0: no limit).
 func argsBetween(min, max int) cobra.PositionalArgs {
