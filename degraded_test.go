@@ -75,10 +75,15 @@ func TestDegradedWriteQueuesRepairs(t *testing.T) {
 	ctx := context.Background()
 	setBackend(t, s, "b4", func(b backends.Backend) backends.Backend { return downBackend{b} })
 	data := bytes.Repeat([]byte("degraded "), 30000) // 5 blocks
-	if _, err := s.Put(ctx, "x", bytes.NewReader(data)); err != nil {
+	put, err := s.Put(ctx, "x", bytes.NewReader(data))
+	if err != nil {
 		t.Fatal(err)
 	}
 	sts := stripesOf(t, s, "x")
+	// Put says so itself, without a Stat.
+	if r := put.Redundancy; r == nil || r.Degraded != len(sts) || r.MissingShards != len(sts) || r.MinMargin != s.cfg.Policy.M-1 {
+		t.Fatalf("Put's redundancy %+v for %d stripes each one shard short", r, len(sts))
+	}
 	q := queue(t, s)
 	if len(q) != len(sts) {
 		t.Fatalf("%d repairs queued for %d stripes", len(q), len(sts))
@@ -107,7 +112,7 @@ func TestDegradedWriteQueuesRepairs(t *testing.T) {
 	// Two down: 4 domains left, quorum 5: the write fails, nothing is
 	// visible, and what was uploaded is garbage.
 	setBackend(t, s, "b5", func(b backends.Backend) backends.Backend { return downBackend{b} })
-	_, err := s.Put(ctx, "y", bytes.NewReader(data))
+	_, err = s.Put(ctx, "y", bytes.NewReader(data))
 	var ie *InsufficientBackendsError
 	if !errors.As(err, &ie) || ie.Usable != 4 || ie.Needed != 5 {
 		t.Fatalf("want insufficient backends 4/5, got %v", err)

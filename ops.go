@@ -30,7 +30,9 @@ type ObjectInfo struct {
 	// Blocks 0), protected by the metastore's durability, not by erasure
 	// coding; Stat leaves Redundancy nil for it.
 	Inline bool `json:"inline,omitempty"`
-	// Redundancy is filled by Stat only.
+	// Redundancy is filled by Stat, and by Put and Create's Close for the
+	// object as it was written (stripes short of k+m shards are queued for
+	// repair); nil for an inline object.
 	Redundancy *Redundancy `json:"redundancy,omitempty"`
 }
 

@@ -565,7 +565,21 @@ func (w *objectWrite) commit(ctx context.Context, o writeOpts) (*ObjectInfo, err
 	if _, err := s.meta.PutObject(ctx, obj, stripes, w.repairs, w.intents); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
-	return objectInfo(obj), nil
+	info := objectInfo(obj)
+	info.Redundancy = w.writtenRedundancy()
+	return info, nil
+}
+
+// writtenRedundancy says how safe the object is as written: every stripe
+// is at full redundancy but those the commit queued for repair.
+func (w *objectWrite) writtenRedundancy() *Redundancy {
+	r := &Redundancy{MinMargin: w.pol.M}
+	for _, it := range w.repairs {
+		r.Degraded++
+		r.MinMargin = min(r.MinMargin, it.Margin)
+		r.MissingShards += w.pol.M - it.Margin
+	}
+	return r
 }
 
 // abandon hands the shards of a failed write to garbage collection, due at

@@ -309,11 +309,11 @@ func TestPutSaysWhenShort(t *testing.T) {
 	if err := os.WriteFile(gone, []byte("this disk is gone\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, errs, code := cli(t, "", "put", "short", src)
-	if code != 0 || !strings.Contains(out, "stored short") {
+	out, errs, code := cli(t, "", "put", "obj2", src)
+	if code != 0 || !strings.HasPrefix(out, "stored obj2: ") {
 		t.Fatalf("put with a backend gone: %d %q %q", code, out, errs)
 	}
-	if !strings.Contains(errs, "warning: short: 1 of 1 blocks were stored short of their 4+2 shards (1 shards missing; can lose 1 more backend(s) instead of 2)") {
+	if !strings.Contains(errs, "warning: obj2: 1 of 1 blocks were stored short of their 4+2 shards (1 shards missing; can lose 1 more backend(s) instead of 2)") {
 		t.Fatalf("put with a backend gone says nothing of it: %q", errs)
 	}
 	out, _, code = cli(t, "", "put", "--json", "short2", src)

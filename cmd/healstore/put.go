@@ -67,14 +67,9 @@ is, the object is stored degraded and its missing shards are queued for repair.`
 			// A put succeeds with the write quorum of each stripe's shards
 			// (k+1 by default): say when it left stripes short, so a user
 			// does not take an object at reduced redundancy for a safe one.
-			if !info.Inline {
-				if st, err := s.Stat(cmd.Context(), name); err == nil && st.Redundancy != nil {
-					info.Redundancy = st.Redundancy
-					if r := st.Redundancy; r.Degraded > 0 {
-						fmt.Fprintf(g.stderr, "healstore: warning: %s: %d of %d blocks were stored short of their %d+%d shards (%d shards missing; can lose %d more backend(s) instead of %d); they are queued for repair, which a running healer (healstore daemon) does\n",
-							name, r.Degraded, info.Blocks, info.Policy.K, info.Policy.M, r.MissingShards, max(r.MinMargin, 0), info.Policy.M)
-					}
-				}
+			if r := info.Redundancy; r != nil && r.Degraded > 0 {
+				fmt.Fprintf(g.stderr, "healstore: warning: %s: %d of %d blocks were stored short of their %d+%d shards (%d shards missing; can lose %d more backend(s) instead of %d); they are queued for repair, which a running healer (healstore daemon) does\n",
+					name, r.Degraded, info.Blocks, info.Policy.K, info.Policy.M, r.MissingShards, max(r.MinMargin, 0), info.Policy.M)
 			}
 			if o.json {
 				return json.NewEncoder(g.stdout).Encode(info)
