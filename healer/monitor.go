@@ -337,7 +337,6 @@ func (h *Healer) wiped(ctx context.Context, name string, foreign bool) error {
 	// finds the work already there.
 	defer h.metrics.wiped.Inc()
 	views := h.views()
-	reason := wipedReason(name)
 	var batch []metastore.RepairItem
 	flush := func() error {
 		if len(batch) == 0 {
@@ -356,10 +355,26 @@ func (h *Healer) wiped(ctx context.Context, name string, foreign bool) error {
 		if err != nil {
 			return err
 		}
+		// An entry for another wiped backend keeps its name: the
+		// queue keeps one reason per stripe, and the rebuilder checks
+		// the shards on every backend it names. Marking both gives a
+		// lower margin, so the merged entry takes the joint reason.
+		wiped := []string{name}
+		if old, err := h.meta.GetRepair(ctx, id); err == nil {
+			for _, b := range wipedBackends(old.Reason) {
+				if b != name {
+					wiped = append(wiped, b)
+				}
+			}
+		} else if !errors.Is(err, metastore.ErrNotFound) {
+			return err
+		}
 		v := view(st)
-		markOn(&v, st, name)
+		for _, b := range wiped {
+			markOn(&v, st, b)
+		}
 		d := plan.Stripe(v, views)
-		batch = append(batch, metastore.RepairItem{Stripe: id, Margin: d.Margin, Reason: reason})
+		batch = append(batch, metastore.RepairItem{Stripe: id, Margin: d.Margin, Reason: wipedReason(wiped...)})
 		if len(batch) >= 512 {
 			return flush()
 		}
@@ -385,17 +400,33 @@ func (h *Healer) wiped(ctx context.Context, name string, foreign bool) error {
 	return nil
 }
 
-// wipedReason is the queue reason of a stripe queued because a backend
-// was found wiped; wipedBackend reverses it.
-func wipedReason(backend string) string { return "backend " + backend + " wiped" }
-
-func wipedBackend(reason string) (string, bool) {
-	rest, ok := strings.CutPrefix(reason, "backend ")
-	if !ok {
-		return "", false
+// wipedReason is the queue reason of a stripe queued because backends
+// were found wiped ("backend b1 wiped; backend b2 wiped"); wipedBackends
+// reverses it.
+func wipedReason(backends ...string) string {
+	parts := make([]string, len(backends))
+	for i, b := range backends {
+		parts[i] = "backend " + b + " wiped"
 	}
-	name, ok := strings.CutSuffix(rest, " wiped")
-	return name, ok && name != ""
+	return strings.Join(parts, "; ")
+}
+
+// wipedBackends names the backends a wipedReason names, or none for any
+// other reason.
+func wipedBackends(reason string) []string {
+	var names []string
+	for _, part := range strings.Split(reason, "; ") {
+		rest, ok := strings.CutPrefix(part, "backend ")
+		if !ok {
+			return nil
+		}
+		name, ok := strings.CutSuffix(rest, " wiped")
+		if !ok || name == "" {
+			return nil
+		}
+		names = append(names, name)
+	}
+	return names
 }
 
 // markOn marks the stripe's shards on backend as bad in a planner view.

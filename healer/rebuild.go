@@ -308,12 +308,13 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 	}
 	views := h.views()
 	pv := view(st)
-	if name, ok := wipedBackend(it.Reason); ok {
-		// Queued because that backend was found empty: its shards of
-		// this stripe are gone unless rebuilt there since (a Stat tells).
+	if names := wipedBackends(it.Reason); len(names) > 0 {
+		// Queued because those backends were found empty: their shards
+		// of this stripe are gone unless rebuilt there since (a Stat
+		// tells).
 		var on []int
 		for i, l := range st.Shards {
-			if l.Backend == name {
+			if slices.Contains(names, l.Backend) {
 				on = append(on, i)
 			}
 		}

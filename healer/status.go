@@ -142,7 +142,7 @@ func NewQueueLosses() *QueueLosses {
 // Add takes in one queue entry.
 func (q *QueueLosses) Add(it metastore.RepairItem) {
 	q.entries[it.Stripe] = append(q.entries[it.Stripe], lostShards(it)...)
-	if name, ok := wipedBackend(it.Reason); ok {
+	for _, name := range wipedBackends(it.Reason) {
 		q.wiped[name] = true
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -431,6 +432,29 @@ func TestCensusWipedBackendsShareStripes(t *testing.T) {
 	checkCensus(t, c, want, 4, 2)
 	if c.RemainingBytes != rebuild {
 		t.Fatalf("census: %d bytes to rebuild, the wiped backends held %d", c.RemainingBytes, rebuild)
+	}
+	// The queue itself names both backends for a stripe on both, at the
+	// margin both losses leave, so the rebuilder checks both.
+	ctx := context.Background()
+	for _, st := range e.stripes() {
+		var on []string
+		for _, l := range st.Shards {
+			if l.Backend == "b0" || l.Backend == "b1" {
+				on = append(on, l.Backend)
+			}
+		}
+		if len(on) < 2 {
+			continue
+		}
+		it, err := e.h.meta.GetRepair(ctx, st.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := wipedBackends(it.Reason)
+		slices.Sort(names)
+		if fmt.Sprint(names) != "[b0 b1]" || it.Margin != 0 {
+			t.Fatalf("stripe on b0 and b1 queued at margin %d for %q", it.Margin, it.Reason)
+		}
 	}
 }
 
