@@ -404,7 +404,10 @@ func (s *Store) openHandle(ctx context.Context, h *handle) {
 		if err != nil {
 			// Opened but not answering: keep it open; calls will
 			// fail fast and the healer sees the probe failures.
-			s.log.Warn("backend does not answer", "backend", h.name, "err", err)
+			// Info, not Warn: Unreachable and Health report it to
+			// whoever opened the store (the CLI prints a warning), and
+			// the healer logs the backend's state changes.
+			s.log.Info("backend does not answer", "backend", h.name, "err", err)
 			h.mu.Lock()
 			h.failedAt, h.probeErr = time.Now(), err
 			h.mu.Unlock()
@@ -416,7 +419,7 @@ func (s *Store) openHandle(ctx context.Context, h *handle) {
 	defer h.mu.Unlock()
 	if err != nil {
 		h.openErr = err
-		s.log.Warn("cannot open backend", "backend", h.name, "err", err)
+		s.log.Info("cannot open backend", "backend", h.name, "err", err) // see above: Info
 		return
 	}
 	if h.b != nil || s.closed.Load() {
