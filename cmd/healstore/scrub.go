@@ -44,6 +44,7 @@ healer.scrub_period.
 			tty := isTerminal(g.stderr)
 			lastPrint := time.Time{}
 			lastPct := -1
+			start := time.Now()
 			progress := func(p healer.ScrubProgress) {
 				pct := int(100 * p.Fraction())
 				switch {
@@ -52,7 +53,9 @@ healer.scrub_period.
 					lastPrint = time.Now()
 					fmt.Fprintf(g.stderr, "\rscrub %s: %3d%% (%d/%d stripes, %s read, %d missing, %d corrupt)   ",
 						p.Pass, pct, p.Done, p.Total, humanBytes(p.Bytes), p.Missing, p.Corrupt)
-				case !tty && pct/10 != lastPct/10:
+				// To a log: a line per 10 %, once the scrub has run long
+				// enough for progress to matter.
+				case !tty && pct/10 != lastPct/10 && time.Since(start) >= 5*time.Second:
 					fmt.Fprintf(g.stderr, "scrub %s: %d%% (%d/%d stripes)\n", p.Pass, pct, p.Done, p.Total)
 				}
 				lastPct = pct
