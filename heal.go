@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/backends/all"
 	"github.com/healstore/healstore/healer"
 	"github.com/healstore/healstore/healer/provision"
 	"github.com/healstore/healstore/healer/provision/command"
@@ -94,6 +95,7 @@ func (s *Store) newHealer(ctx context.Context, o HealerOptions, listen bool) (*H
 		Pool:         s,
 		Codec:        healer.StripeCodecs(),
 		Register:     s.AddBackend,
+		Try:          s.tryBackend,
 		StoreID:      s.storeID,
 		Provisioners: provs,
 		Logger:       s.log.With("component", "healer"),
@@ -174,4 +176,22 @@ func (s *Store) provisioners(ctx context.Context) ([]provision.Provisioner, []io
 		return []provision.Provisioner{p}, nil, nil
 	}
 	return nil, nil, bad(fmt.Errorf("unknown provisioner kind %q", pc.Kind))
+}
+
+// tryBackend opens and probes spec with secret (for its secret_ref) and
+// closes it again, changing nothing in the store.
+func (s *Store) tryBackend(ctx context.Context, spec backends.Spec, secret string) error {
+	lookup := func(ref string) (string, error) {
+		if secret != "" && ref == spec.SecretRef {
+			return secret, nil
+		}
+		return s.secrets.Lookup(ref)
+	}
+	b, err := all.Open(ctx, spec, lookup)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	_, err = b.Probe(ctx)
+	return err
 }

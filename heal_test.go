@@ -3,11 +3,13 @@ package healstore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/healstore/healstore/backends"
@@ -303,5 +305,39 @@ func TestHealerProvisionerFromConfig(t *testing.T) {
 		if _, err := hs.s.NewHealer(ctx, HealerOptions{}); err == nil {
 			t.Fatalf("bad provisioner settings %+v accepted", bad)
 		}
+	}
+}
+
+// A backend a user adds is opened and probed first: one that does not work
+// is refused with nothing recorded and its secret not saved.
+func TestAddBackendThatDoesNotWork(t *testing.T) {
+	hs := newHealStore(t, 6, 4, 2, nil)
+	ctx := context.Background()
+	h, err := hs.s.NewHealer(ctx, HealerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	dead := backends.Spec{Name: "z9", Kind: backends.KindZDB, Address: "127.0.0.1:1", Namespace: "hs", SecretRef: "zdb/z9", Node: "n9"}
+	err = h.AddBackend(ctx, dead, "the-password")
+	if err == nil || !strings.Contains(err.Error(), "does not work, so it was not added") {
+		t.Fatalf("adding a backend nobody listens for: %v", err)
+	}
+	if strings.Contains(err.Error(), "the-password") {
+		t.Fatalf("the error shows the secret: %v", err)
+	}
+	if _, err := hs.s.Secrets().Lookup("zdb/z9"); err == nil {
+		t.Fatal("the secret of a refused backend was saved")
+	}
+	if _, err := hs.s.meta.GetBackend(ctx, "z9"); !errors.Is(err, metastore.ErrNotFound) {
+		t.Fatalf("a refused backend was recorded: %v", err)
+	}
+	// One that works is added.
+	ok := backends.Spec{Name: "l9", Kind: backends.KindLocal, Path: filepath.Join(hs.dir, "l9"), Node: "n9"}
+	if err := h.AddBackend(ctx, ok, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hs.s.meta.GetBackend(ctx, "l9"); err != nil {
+		t.Fatalf("a working backend was not recorded: %v", err)
 	}
 }

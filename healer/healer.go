@@ -53,6 +53,11 @@ type Deps struct {
 	// spec.SecretRef, records the backend (state up) and opens it. The
 	// healer writes the identity marker itself afterwards.
 	Register func(ctx context.Context, spec backends.Spec, secret string) error
+	// Try, when set, opens and probes a backend a user asks to add
+	// (AddBackend), with the secret given, and closes it again: one that
+	// cannot work is refused before anything is recorded. Provisioned
+	// backends skip it (their provisioner has checked them).
+	Try func(ctx context.Context, spec backends.Spec, secret string) error
 	// StoreID is the store's identity, written in every marker.
 	StoreID string
 	// Provisioners are tried in order for replacement and spare capacity.
@@ -75,6 +80,7 @@ type Healer struct {
 	pool  shardio.Pool
 	codec func(st *metastore.Stripe) (Codec, error)
 	reg   func(ctx context.Context, spec backends.Spec, secret string) error
+	try   func(ctx context.Context, spec backends.Spec, secret string) error
 	id    string
 	provs []provision.Provisioner
 	log   *slog.Logger
@@ -142,6 +148,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Healer, error) {
 		pool:         d.Pool,
 		codec:        d.Codec,
 		reg:          d.Register,
+		try:          d.Try,
 		id:           d.StoreID,
 		provs:        d.Provisioners,
 		log:          log,

@@ -981,6 +981,14 @@ func (h *Healer) AddBackend(ctx context.Context, spec backends.Spec, secret stri
 	if _, err := h.meta.GetBackend(ctx, spec.Name); err == nil {
 		return fmt.Errorf("backend %s: %w", spec.Name, ErrBackendExists)
 	}
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	if h.try != nil {
+		if err := h.try(ctx, spec, secret); err != nil {
+			return fmt.Errorf("backend %s does not work, so it was not added: %w", spec.Name, err)
+		}
+	}
 	return h.adopt(ctx, spec, secret, "")
 }
 
