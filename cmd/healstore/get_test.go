@@ -16,11 +16,7 @@ import (
 // It returns the test's directory (the store is DIR/store) and obj's bytes.
 func getStore(t *testing.T, size int) (string, []byte) {
 	t.Helper()
-	dir := t.TempDir()
-	if _, errs, code := cli(t, "", "init", filepath.Join(dir, "store")); code != 0 {
-		t.Fatalf("init: %d %s", code, errs)
-	}
-	t.Setenv("HEALSTORE_CONFIG", filepath.Join(dir, "store", "healstore.toml"))
+	dir := newCLIStore(t)
 	data := make([]byte, size)
 	rand.Read(data)
 	src := filepath.Join(dir, "src")

@@ -173,11 +173,7 @@ func TestNamesAndFilesCheckedFirst(t *testing.T) {
 // TestRmMissingReportedOnce: each missing name is reported once, and the
 // other names are still deleted.
 func TestRmMissingReportedOnce(t *testing.T) {
-	dir := t.TempDir()
-	if _, errs, code := cli(t, "", "init", filepath.Join(dir, "store")); code != 0 {
-		t.Fatalf("init: %d %s", code, errs)
-	}
-	t.Setenv("HEALSTORE_CONFIG", filepath.Join(dir, "store", "healstore.toml"))
+	newCLIStore(t)
 	_, errs, code := cli(t, "", "rm", "never/was")
 	if code != exitNotFound || strings.Count(errs, "not found") != 1 || !strings.Contains(errs, "never/was") {
 		t.Fatalf("rm of one missing name: exit %d, stderr %q; want exit 3 and one report", code, errs)
@@ -291,11 +287,7 @@ func TestInitProvisionsLocally(t *testing.T) {
 // A put that lands with the write quorum but not every shard succeeds, and
 // says so: the object is at reduced redundancy until the healer repairs it.
 func TestPutSaysWhenShort(t *testing.T) {
-	dir := t.TempDir()
-	if _, errs, code := cli(t, "", "init", filepath.Join(dir, "store")); code != 0 {
-		t.Fatalf("init: %d %s", code, errs)
-	}
-	t.Setenv("HEALSTORE_CONFIG", filepath.Join(dir, "store", "healstore.toml"))
+	dir := newCLIStore(t)
 	src := filepath.Join(dir, "src")
 	os.WriteFile(src, bytes.Repeat([]byte("short "), 200_000), 0o644)
 	if _, errs, code := cli(t, "", "put", "full", src); code != 0 || strings.Contains(errs, "warning") {
@@ -330,11 +322,7 @@ func TestPutSaysWhenShort(t *testing.T) {
 // Only names shaped like a mount's blocks are guarded, and rm --fs-blocks
 // removes those of a filesystem no mount uses.
 func TestFSBlockNamesGuarded(t *testing.T) {
-	dir := t.TempDir()
-	if _, errs, code := cli(t, "", "init", filepath.Join(dir, "store")); code != 0 {
-		t.Fatalf("init: %d %s", code, errs)
-	}
-	t.Setenv("HEALSTORE_CONFIG", filepath.Join(dir, "store", "healstore.toml"))
+	dir := newCLIStore(t)
 	if _, errs, code := cli(t, "x", "put", "fs/notes.txt", "-"); code != 0 {
 		t.Fatalf("put of an ordinary object under fs/: %d %s", code, errs)
 	}
@@ -360,4 +348,17 @@ func TestFSBlockNamesGuarded(t *testing.T) {
 	if out, _, _ := cli(t, "", "ls", "fs/"); out != "" {
 		t.Fatalf("left after rm --fs-blocks: %q", out)
 	}
+}
+
+// newCLIStore makes a store with healstore init in a new directory, points
+// $HEALSTORE_CONFIG at it for the test, and returns the directory (the
+// store is DIR/store).
+func newCLIStore(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if _, errs, code := cli(t, "", "init", filepath.Join(dir, "store")); code != 0 {
+		t.Fatalf("init: %d %s", code, errs)
+	}
+	t.Setenv("HEALSTORE_CONFIG", filepath.Join(dir, "store", "healstore.toml"))
+	return dir
 }
