@@ -422,6 +422,12 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 			corrupt = append(corrupt, res.Corrupt...)
 		}
 		if err != nil {
+			if grew {
+				// The requeued entry carries the margin these
+				// losses leave (its queue position), not the one
+				// planned before the read.
+				d = plan.Stripe(pv, views)
+			}
 			return fail(fmt.Errorf("read sources: %w", err), corrupt)
 		}
 		if grew {

@@ -244,3 +244,41 @@ func TestRebuildThroughFlakyBackends(t *testing.T) {
 	e.checkFull()
 	e.checkObjects(objs)
 }
+
+// A repair whose source read finds more shards gone than the plan knew
+// requeues the stripe at the margin those losses leave, so it keeps its
+// place in the queue's order (lowest margin first).
+func TestFailedSourceReadRequeuesAtTrueMargin(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 6, cfg: Config{Grace: Duration(time.Hour)}})
+	e.fill(1, 64<<10)
+	e.probe()
+	ctx := context.Background()
+	st := e.stripes()[0]
+	// Shard 5's backend lost it (and is queued as wiped); shards 0 and 1
+	// rotted without anyone knowing.
+	l5 := st.Shards[5]
+	if err := e.sw(l5.Backend).Backend.Delete(ctx, l5.Key); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 1} {
+		l := st.Shards[i]
+		data, err := e.sw(l.Backend).Backend.Get(ctx, l.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[len(data)-1] ^= 0xff
+		if err := e.sw(l.Backend).Backend.Put(ctx, l.Key, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.h.meta.Enqueue(ctx, metastore.RepairItem{Stripe: st.ID, Margin: 1, Reason: wipedReason(l5.Backend)}); err != nil {
+		t.Fatal(err)
+	}
+	if rep := e.repairAll(); rep.Repaired != 0 {
+		t.Fatalf("repaired a stripe with 3 of 6 shards left: %+v", rep)
+	}
+	q := e.queue()
+	if len(q) != 1 || q[0].Margin != -1 {
+		t.Fatalf("requeued %+v, want the stripe at margin -1 (3 shards of 6 left, k=4)", q)
+	}
+}
