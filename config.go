@@ -110,7 +110,9 @@ type HealerConfig struct {
 	Workers int `toml:"workers,omitempty"`
 	// RateBytes caps rebuild traffic in bytes/s; 0 means no cap.
 	RateBytes int64 `toml:"rate_bytes,omitempty"`
-	// ScrubPeriod is the time one full scrub pass is spread over. Default 168h.
+	// ScrubPeriod is the time one full (deep) scrub pass is spread over.
+	// Default 168h; negative turns the deep pass off (the daily light
+	// pass, which checks every shard exists, stays).
 	ScrubPeriod Duration `toml:"scrub_period,omitempty"`
 	// GCDelay is how long garbage shards are kept before deletion, so
 	// readers of a just-replaced object finish. Default 1h; 0 is allowed.
@@ -446,8 +448,6 @@ func (c *Config) Validate() error {
 		return bad("healer.workers", "%d is more than %d", h.Workers, healer.MaxWorkers)
 	case h.RateBytes < 0:
 		return bad("healer.rate_bytes", "is negative")
-	case h.ScrubPeriod < 0:
-		return bad("healer.scrub_period", "is negative")
 	case h.GCDelay < 0:
 		return bad("healer.gc_delay", "is negative")
 	case h.SpareTarget < 0:

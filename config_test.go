@@ -107,6 +107,17 @@ func TestConfigSnapshots(t *testing.T) {
 	}
 }
 
+// A negative scrub_period turns the deep scrub off in the healer.
+func TestScrubPeriodOff(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, strings.Replace(goodConfig, `probe_interval = "5s"`, "probe_interval = \"5s\"\nscrub_period = \"-1s\"", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Healer.ScrubPeriod != Duration(-time.Second) {
+		t.Fatalf("scrub_period %v, want -1s (off)", cfg.Healer.ScrubPeriod)
+	}
+}
+
 // A bare 0 is a duration in any unit: configs that wrote it keep loading.
 func TestBareZeroDuration(t *testing.T) {
 	cfg, err := LoadConfig(writeConfig(t, strings.Replace(goodConfig, `grace_period = "0s"`, "grace_period = 0\ngc_delay = 0", 1)))
