@@ -288,7 +288,10 @@ func (h *Healer) queueBackend(ctx context.Context, name, reason string, onlyUrge
 		if len(batch) == 0 {
 			return nil
 		}
-		err := h.meta.Enqueue(ctx, batch...)
+		// EnqueueRecause: an entry queued earlier (the backend was
+		// suspect, say) must now say wiped whatever its margin, or the
+		// rebuilder, seeing the backend up, finds nothing to do.
+		err := h.meta.EnqueueRecause(ctx, batch...)
 		batch = batch[:0]
 		return err
 	}
@@ -342,7 +345,10 @@ func (h *Healer) wiped(ctx context.Context, name string, foreign bool) error {
 		if len(batch) == 0 {
 			return nil
 		}
-		err := h.meta.Enqueue(ctx, batch...)
+		// EnqueueRecause: an entry queued earlier (the backend was
+		// suspect, say) must now say wiped whatever its margin, or the
+		// rebuilder, seeing the backend up, finds nothing to do.
+		err := h.meta.EnqueueRecause(ctx, batch...)
 		batch = batch[:0]
 		h.kick()
 		return err
@@ -360,10 +366,19 @@ func (h *Healer) wiped(ctx context.Context, name string, foreign bool) error {
 		// the shards on every backend it names. Marking both gives a
 		// lower margin, so the merged entry takes the joint reason.
 		wiped := []string{name}
+		var others []string
 		if old, err := h.meta.GetRepair(ctx, id); err == nil {
-			for _, b := range wipedBackends(old.Reason) {
+			names, rest := splitWiped(old.Reason)
+			for _, b := range names {
 				if b != name {
 					wiped = append(wiped, b)
+				}
+			}
+			// What the entry said besides (a reader's finding) stays;
+			// that a backend was suspect or down is moot now.
+			for _, r := range rest {
+				if !strings.HasPrefix(r, "backend ") {
+					others = append(others, r)
 				}
 			}
 		} else if !errors.Is(err, metastore.ErrNotFound) {
@@ -374,7 +389,8 @@ func (h *Healer) wiped(ctx context.Context, name string, foreign bool) error {
 			markOn(&v, st, b)
 		}
 		d := plan.Stripe(v, views)
-		batch = append(batch, metastore.RepairItem{Stripe: id, Margin: d.Margin, Reason: wipedReason(wiped...)})
+		reason := strings.Join(append([]string{wipedReason(wiped...)}, others...), "; ")
+		batch = append(batch, metastore.RepairItem{Stripe: id, Margin: d.Margin, Reason: reason})
 		if len(batch) >= 512 {
 			return flush()
 		}
@@ -411,22 +427,26 @@ func wipedReason(backends ...string) string {
 	return strings.Join(parts, "; ")
 }
 
-// wipedBackends names the backends a wipedReason names, or none for any
-// other reason.
+// wipedBackends names the backends a reason names wiped; its other parts
+// ("; "-separated) are other causes.
 func wipedBackends(reason string) []string {
-	var names []string
-	for _, part := range strings.Split(reason, "; ") {
-		rest, ok := strings.CutPrefix(part, "backend ")
-		if !ok {
-			return nil
-		}
-		name, ok := strings.CutSuffix(rest, " wiped")
-		if !ok || name == "" {
-			return nil
-		}
-		names = append(names, name)
-	}
+	names, _ := splitWiped(reason)
 	return names
+}
+
+// splitWiped parts a reason into the backends it names wiped and the rest.
+func splitWiped(reason string) (names []string, rest []string) {
+	if reason == "" {
+		return nil, nil
+	}
+	for _, part := range strings.Split(reason, "; ") {
+		if name, ok := strings.CutSuffix(strings.TrimPrefix(part, "backend "), " wiped"); ok && name != "" && strings.HasPrefix(part, "backend ") {
+			names = append(names, name)
+			continue
+		}
+		rest = append(rest, part)
+	}
+	return names, rest
 }
 
 // markOn marks the stripe's shards on backend as bad in a planner view.

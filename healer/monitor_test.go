@@ -185,3 +185,32 @@ func TestGraceExpires(t *testing.T) {
 		t.Fatalf("b5 is %s after the grace period", st)
 	}
 }
+
+// Two backends go away together and come back blank (a host's disks
+// swapped during maintenance). Their stripes were queued while they were
+// suspect; found wiped, the entries must say so, whatever their margin,
+// or the rebuilder sees both backends up, finds nothing to do and drops
+// stripes that have lost two shards.
+func TestWipedAfterOutageReplacesSuspectReason(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 8, cfg: Config{Grace: Duration(time.Hour), SuspectAfter: 1}})
+	objs := e.fill(20, 64<<10)
+	e.probe()
+	e.kill("b0", "b1")
+	e.probe()
+	e.probe()
+	if len(e.queue()) == 0 {
+		t.Fatal("no stripe queued while b0 and b1 were suspect")
+	}
+	e.wipe("b0")
+	e.wipe("b1")
+	e.revive("b0", "b1")
+	e.probe()
+	for _, it := range e.queue() {
+		if len(wipedBackends(it.Reason)) == 0 {
+			t.Fatalf("after the wipes, stripe %x is queued for %q", it.Stripe, it.Reason)
+		}
+	}
+	e.repairAll()
+	e.checkObjects(objs)
+	e.checkFull()
+}

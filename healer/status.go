@@ -121,14 +121,12 @@ func (h *Healer) TakeCensus(ctx context.Context) (*Census, error) {
 // and the store's Stat count those shards as lost, so neither claims more
 // redundancy than the queue knows of.
 //
-// An entry keeps one reason, so a stripe on two wiped backends may name
-// only the first; a backend any added entry names wiped therefore counts
-// as wiped for every queued stripe. When every entry names the same one
-// (all stripes on all wiped backends) the others are known only once the
-// rebuilder has tried the stripes: its failures list the shards it found
-// gone. What an entry knows holds until the stripe is repaired (and
-// dequeued); until the next attempt it may count a shard rebuilt by a
-// partial repair as still lost.
+// An entry names every backend found wiped under the stripe (the monitor
+// joins them); a backend any added entry names wiped also counts as wiped
+// for every other queued stripe, in case a finding is not yet recorded.
+// What an entry knows holds until the stripe is repaired (and dequeued);
+// until the next attempt it may count a shard rebuilt by a partial repair
+// as still lost.
 type QueueLosses struct {
 	entries map[[16]byte][]int // stripe -> shard indices found lost
 	wiped   map[string]bool

@@ -25,6 +25,10 @@ const (
 	// mergeRequeue: record an attempt (Attempts, LastError, NotBefore from
 	// the new item), keeping the lowest margin and the original queue time.
 	mergeRequeue
+	// mergeRecause: mergeEnqueue, but the new item's reason (when not
+	// empty) replaces the entry's whatever the margins, and the back-off
+	// is cleared: what was found makes the entry due now.
+	mergeRecause
 )
 
 func merge(old *RepairItem, it RepairItem, mode mergeMode) RepairItem {
@@ -47,6 +51,13 @@ func merge(old *RepairItem, it RepairItem, mode mergeMode) RepairItem {
 	switch mode {
 	case mergeEnqueue:
 		if lower && it.NotBefore.Before(out.NotBefore) {
+			out.NotBefore = it.NotBefore
+		}
+	case mergeRecause:
+		if it.Reason != "" {
+			out.Reason = it.Reason
+		}
+		if it.NotBefore.Before(out.NotBefore) {
 			out.NotBefore = it.NotBefore
 		}
 	case mergeRequeue:
@@ -153,6 +164,19 @@ func (s *Store) Enqueue(ctx context.Context, items ...RepairItem) error {
 	}
 	return s.update(ctx, "enqueue", func(b *Batch) error {
 		return s.enqueueInto(ctx, b, items, mergeEnqueue)
+	})
+}
+
+// EnqueueRecause is Enqueue for a finding that changes why stripes need a
+// repair (a backend found wiped): a stripe already queued takes the item's
+// reason whatever the margins, and its back-off is cleared (the item's
+// NotBefore, zero for now). Margin and queue time merge as in Enqueue.
+func (s *Store) EnqueueRecause(ctx context.Context, items ...RepairItem) error {
+	if len(items) == 0 {
+		return nil
+	}
+	return s.update(ctx, "enqueue", func(b *Batch) error {
+		return s.enqueueInto(ctx, b, items, mergeRecause)
 	})
 }
 

@@ -267,3 +267,48 @@ func testConcurrentEnqueue(t *testing.T, f Factory) {
 	}
 	checkClean(t, s)
 }
+
+// EnqueueRecause: a finding that changes why a stripe needs repair takes
+// over the entry whatever the margins, and makes it due now; the margin
+// and queue time still merge as in Enqueue.
+func testEnqueueRecause(t *testing.T, f Factory) {
+	s, c := newStore(t, f)
+	ctx := ctxT(t)
+	id := newID()
+	if err := s.Enqueue(ctx, metastore.RepairItem{Stripe: id, Margin: 0, Reason: "backend b0 suspect"}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.GetRepair(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := c.Peek().Add(time.Hour)
+	if err := s.Requeue(ctx, metastore.RepairItem{Stripe: id, Margin: 0, Attempts: 1, LastError: "no target", NotBefore: later}); err != nil {
+		t.Fatal(err)
+	}
+	// Enqueue at a higher margin keeps the reason; EnqueueRecause does not.
+	if err := s.Enqueue(ctx, metastore.RepairItem{Stripe: id, Margin: 1, Reason: "backend b0 wiped"}); err != nil {
+		t.Fatal(err)
+	}
+	if it, _ := s.GetRepair(ctx, id); it.Reason != "backend b0 suspect" {
+		t.Fatalf("Enqueue at a higher margin changed the reason: %+v", it)
+	}
+	if err := s.EnqueueRecause(ctx, metastore.RepairItem{Stripe: id, Margin: 1, Reason: "backend b0 wiped"}); err != nil {
+		t.Fatal(err)
+	}
+	it, err := s.GetRepair(ctx, id)
+	if err != nil || it.Reason != "backend b0 wiped" || it.Margin != 0 || !it.Queued.Equal(first.Queued) || !it.NotBefore.IsZero() {
+		t.Fatalf("after EnqueueRecause %+v, %v (first %+v)", it, err, first)
+	}
+	if due, _ := s.QueueDue(ctx, c.Peek(), 0); len(due) != 1 {
+		t.Fatalf("QueueDue after EnqueueRecause: %+v", due)
+	}
+	// A stripe not queued is queued as by Enqueue.
+	other := newID()
+	if err := s.EnqueueRecause(ctx, metastore.RepairItem{Stripe: other, Margin: 1, Reason: "backend b1 wiped"}); err != nil {
+		t.Fatal(err)
+	}
+	if it, err := s.GetRepair(ctx, other); err != nil || it.Reason != "backend b1 wiped" || it.Margin != 1 {
+		t.Fatalf("EnqueueRecause of a new stripe: %+v, %v", it, err)
+	}
+}

@@ -177,6 +177,7 @@ func RunStore(t *testing.T, newKV Factory) {
 	t.Run("QueueOrder", func(t *testing.T) { testQueueOrder(t, newKV) })
 	t.Run("QueueIdempotent", func(t *testing.T) { testQueueIdempotent(t, newKV) })
 	t.Run("RequeueAndDue", func(t *testing.T) { testRequeue(t, newKV) })
+	t.Run("EnqueueRecause", func(t *testing.T) { testEnqueueRecause(t, newKV) })
 	t.Run("CompleteRepair", func(t *testing.T) { testCompleteRepair(t, newKV) })
 	t.Run("ConcurrentEnqueue", func(t *testing.T) { testConcurrentEnqueue(t, newKV) })
 	t.Run("Backends", func(t *testing.T) { testBackends(t, newKV) })
