@@ -384,11 +384,28 @@ func TestVanishedLocalBackendNotMadeAgain(t *testing.T) {
 		}
 	}
 	s.Close()
+	// The backend directory back but empty: a mount point whose volume
+	// is not mounted. Still down, nothing made under it.
 	if err := os.Mkdir(gone.Path, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	s = openTest(t, cfg)
-	if _, err := os.Stat(filepath.Join(gone.Path, "data")); err != nil {
-		t.Fatalf("a backend directory made again by hand is not opened: %v", err)
+	if ents, _ := os.ReadDir(gone.Path); len(ents) != 0 {
+		t.Fatalf("opening the store wrote into the empty backend directory (an unmounted mount point): %v", ents)
+	}
+	s.Close()
+	// A new disk: its data directory made by hand, and the backend opens.
+	if err := os.Mkdir(filepath.Join(gone.Path, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, cfg)
+	rep, err = s.Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range rep.Backends {
+		if b.Name == gone.Name && !b.Reachable {
+			t.Fatalf("a backend on a new disk with its data directory made by hand: %+v", b)
+		}
 	}
 }

@@ -404,7 +404,7 @@ func TestRecoverWrongKeyWritesNothing(t *testing.T) {
 	}
 	// A backend with no snapshot at all says so.
 	empty := missing
-	if err := os.Mkdir(empty.Path, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(empty.Path, "data"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	_, err = Recover(ctx, RecoverOptions{KeyFile: f.keyFile, Backends: []backends.Spec{empty}, Dir: target})

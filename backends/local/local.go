@@ -91,16 +91,17 @@ func Open(spec backends.Spec) (*Backend, error) {
 	return b, nil
 }
 
-// OpenUsed is Open for a backend that has held data before: a backend
-// directory that is missing is an outage (a failed disk, a volume not
-// mounted), not a new backend, so it is not made again, possibly on the
-// file system under the mount point. An existing directory without its
-// data directory (a new, empty disk mounted there) is opened as Open does;
-// the store's identity marker then says its shards are gone.
+// OpenUsed is Open for a backend that has held data before: a missing
+// data directory (PATH/data) is an outage (a failed disk, a volume not
+// mounted, PATH being the empty mount point itself), not a new backend, so
+// it is not made again, possibly on the file system under the mount
+// point. To put a new, empty disk in its place, make PATH/data on it by
+// hand; the store's identity marker then says its shards are gone.
 func OpenUsed(spec backends.Spec) (*Backend, error) {
-	if _, err := os.Stat(spec.Path); errors.Is(err, fs.ErrNotExist) {
+	data := filepath.Join(spec.Path, "data")
+	if _, err := os.Stat(data); errors.Is(err, fs.ErrNotExist) {
 		return nil, backends.Errorf(spec.Name, "open", "", backends.ErrUnavailable,
-			"directory %s is gone (a failed disk, or a volume not mounted?); it is not made again for a backend that held data: mount it, or make the directory for a new disk", spec.Path)
+			"%s is gone (a failed disk, or a volume not mounted?); it is not made again for a backend that held data: mount it, or for a new disk make %s by hand", data, data)
 	}
 	return Open(spec)
 }
