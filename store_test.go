@@ -535,9 +535,11 @@ func TestMarkersAndHealth(t *testing.T) {
 
 	// A backend wiped since it joined keeps its marker missing: Open does
 	// not rewrite it (the healer must see the loss).
+	// (An empty backend directory is not opened at all; a new disk has
+	// its data directory made by hand.)
 	be := cfg.Backends[2]
 	os.RemoveAll(be.Path)
-	os.MkdirAll(be.Path, 0o700)
+	os.MkdirAll(filepath.Join(be.Path, "data"), 0o700)
 	s = openTest(t, cfg)
 	b2, _ := s.Backend(be.Name)
 	if _, err := b2.Get(ctx, MarkerKey); !errors.Is(err, backends.ErrNotFound) {
