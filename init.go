@@ -241,6 +241,14 @@ func checkSameBackends(cfgPath string, fresh *Config) error {
 	if err != nil {
 		return nil
 	}
+	// The metadata, too: init writes an embedded metastore in DIR/meta,
+	// and a config pointing elsewhere (etcd, another metadata_dir) would
+	// leave the store's objects behind in a metastore it no longer opens.
+	if old.Metastore.Kind != fresh.Metastore.Kind || (old.Metastore.Kind == "pebble" && old.MetadataDir != fresh.MetadataDir) {
+		return refusef("init: %s keeps the store's metadata elsewhere (metastore %s%s) than the config init writes (pebble in %s); "+
+			"rewriting it would open an empty metastore. Edit %s instead",
+			cfgPath, old.Metastore.Kind, map[bool]string{true: " in " + old.MetadataDir, false: ""}[old.Metastore.Kind == "pebble"], fresh.MetadataDir, cfgPath)
+	}
 	for _, ob := range old.Backends {
 		for _, nb := range fresh.Backends {
 			if ob.Name == nb.Name && ob != nb {

@@ -362,3 +362,33 @@ func newCLIStore(t *testing.T) string {
 	t.Setenv("HEALSTORE_CONFIG", filepath.Join(dir, "store", "healstore.toml"))
 	return dir
 }
+
+// init --force keeps the metastore init writes (pebble in DIR/meta): a
+// config whose metadata lives elsewhere is not rewritten, or the store
+// would open an empty metastore.
+func TestInitForceKeepsMetadataWhereItIs(t *testing.T) {
+	dir := newCLIStore(t)
+	cfgPath := filepath.Join(dir, "store", "healstore.toml")
+	old, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(old), `dir = "."`, "dir = \".\"\nmetadata_dir = \"elsewhere\"", 1)
+	if err := os.WriteFile(cfgPath, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := cli(t, "", "init", "--force", filepath.Join(dir, "store"))
+	if code != exitUsage || !strings.Contains(errs, "keeps the store's metadata elsewhere") {
+		t.Fatalf("init --force over a config with metadata_dir: %d %s", code, errs)
+	}
+	if now, _ := os.ReadFile(cfgPath); string(now) != edited {
+		t.Fatal("init --force rewrote a config whose metadata lives elsewhere")
+	}
+	// With the metadata where init puts it, --force rewrites the config.
+	if err := os.WriteFile(cfgPath, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := cli(t, "", "init", "--force", filepath.Join(dir, "store")); code != 0 {
+		t.Fatalf("init --force: %d %s", code, errs)
+	}
+}
