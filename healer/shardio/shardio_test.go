@@ -22,16 +22,27 @@ type memBackend struct {
 	mu   sync.Mutex
 	m    map[string][]byte
 	// faults
-	failPut bool
-	failGet bool
-	delay   time.Duration
-	gets    int
+	failPut  bool
+	failGet  bool
+	delay    time.Duration
+	putDelay time.Duration // Put waits this long (or until ctx ends)
+	gets     int
 }
 
 func newMem(name string) *memBackend { return &memBackend{name: name, m: map[string][]byte{}} }
 
 func (b *memBackend) Name() string { return b.name }
 func (b *memBackend) Put(ctx context.Context, key string, v []byte) error {
+	b.mu.Lock()
+	d := b.putDelay
+	b.mu.Unlock()
+	if d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return backends.Wrap(b.name, "put", key, backends.ErrUnavailable, ctx.Err())
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.failPut {
@@ -205,7 +216,7 @@ func TestUploadCancelledBlamesNoBackend(t *testing.T) {
 	if len(blamed) != 0 {
 		t.Fatalf("a cancelled upload blamed backends %v", blamed)
 	}
-	// A deadline that passed is reported: the backend may be hung.
+	// A deadline that passed before any put was sent blames nobody.
 	dctx, dcancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer dcancel()
 	blamed = nil
@@ -213,8 +224,27 @@ func TestUploadCancelledBlamesNoBackend(t *testing.T) {
 		Candidates: cands,
 		OnError:    func(b string, err error) { mu.Lock(); blamed = append(blamed, b); mu.Unlock() },
 	})
-	if len(blamed) == 0 {
-		t.Fatal("an upload past its deadline reported no backend")
+	if len(blamed) != 0 {
+		t.Fatalf("an upload whose deadline had passed before it began blamed %v", blamed)
+	}
+}
+
+// A put that outlasts the caller's deadline is reported: the backend may
+// be hung.
+func TestUploadPastDeadlineBlamesTheHungBackend(t *testing.T) {
+	pool, cands, mems := cluster(8, 1)
+	shards, _ := shardsOf(6)
+	mems[2].putDelay = time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	var mu sync.Mutex
+	var blamed []string
+	Upload(ctx, pool, [16]byte{3}, shards, cands[:6], UploadOptions{
+		Candidates: cands,
+		OnError:    func(b string, err error) { mu.Lock(); blamed = append(blamed, b); mu.Unlock() },
+	})
+	if fmt.Sprint(blamed) != "[b2]" {
+		t.Fatalf("blamed %v, want the hung b2 only", blamed)
 	}
 }
 

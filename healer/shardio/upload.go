@@ -153,6 +153,7 @@ func (u *uploader) one(ctx context.Context, i int, shard []byte, attempts int) {
 				break
 			}
 		}
+		contacted := ctx.Err() == nil // else put refuses without a call
 		err := u.put(ctx, target.Name, key, shard)
 		if err == nil {
 			u.mu.Lock()
@@ -161,10 +162,11 @@ func (u *uploader) one(ctx context.Context, i int, shard []byte, attempts int) {
 			return
 		}
 		lastErr = fmt.Errorf("shard %d: %w", i, err)
-		// A put cut short because the caller cancelled says nothing
-		// about the backend. One that outlasted the caller's deadline
-		// (a mount's operation timeout) may be a hung backend: report it.
-		if u.opts.OnError != nil && !errors.Is(ctx.Err(), context.Canceled) {
+		// A put cut short because the caller cancelled, or never sent
+		// because ctx had ended, says nothing about the backend. One
+		// that outlasted the caller's deadline (a mount's operation
+		// timeout) may be a hung backend: report it.
+		if u.opts.OnError != nil && contacted && !errors.Is(ctx.Err(), context.Canceled) {
 			u.opts.OnError(target.Name, err)
 		}
 		u.mu.Lock()
