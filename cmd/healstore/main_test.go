@@ -161,6 +161,7 @@ func TestNamesAndFilesCheckedFirst(t *testing.T) {
 		// The blocks of a mount's files are changed through the mount only.
 		{[]string{"put", "fs/default/0000000000000002/0000000000000000", f}, "names a block of a file of healstore mount; change those files through the mount"},
 		{[]string{"rm", "a", "fs/old/0000000000000002/00000000000000a1"}, "(--fs-blocks removes them anyway"},
+		{[]string{"put", "fs/default/0000000000000002/ABC", f}, "names a block of a file of healstore mount"}, // a truncate would delete it
 	}
 	for _, c := range cases {
 		_, errs, code := cli(t, "", append([]string{"--config", noConfig}, c.args...)...)
