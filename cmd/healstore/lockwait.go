@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/healstore/healstore"
 	"github.com/healstore/healstore/metastore"
 )
@@ -155,7 +157,7 @@ func findLockHolder(dir string) lockHolder {
 	if err := syscall.Stat(filepath.Join(dir, "LOCK"), &st); err != nil {
 		return h
 	}
-	h.pid = lockOwner(st.Ino)
+	h.pid = lockOwner(uint64(st.Dev), st.Ino)
 	if h.pid == 0 {
 		return h
 	}
@@ -180,9 +182,10 @@ func findLockHolder(dir string) lockHolder {
 	return h
 }
 
-// lockOwner returns the pid holding a POSIX lock on the file with inode
-// ino, from /proc/locks; 0 if none is found.
-func lockOwner(ino uint64) int {
+// lockOwner returns the pid holding a POSIX lock on the file with device
+// dev and inode ino, from /proc/locks; 0 if none is found.
+func lockOwner(dev, ino uint64) int {
+	want := fmt.Sprintf("%02x:%02x:%d", unix.Major(dev), unix.Minor(dev), ino)
 	f, err := os.Open("/proc/locks")
 	if err != nil {
 		return 0
@@ -195,8 +198,7 @@ func lockOwner(ino uint64) int {
 		if len(fields) < 6 || fields[1] != "POSIX" {
 			continue // "->" lines are waiters; OFD and flock locks are not pebble's
 		}
-		id := strings.Split(fields[5], ":")
-		if len(id) != 3 || id[2] != strconv.FormatUint(ino, 10) {
+		if fields[5] != want {
 			continue
 		}
 		if pid, err := strconv.Atoi(fields[4]); err == nil && pid > 0 {
