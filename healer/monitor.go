@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -288,10 +289,7 @@ func (h *Healer) queueBackend(ctx context.Context, name, reason string, onlyUrge
 		if len(batch) == 0 {
 			return nil
 		}
-		// EnqueueRecause: an entry queued earlier (the backend was
-		// suspect, say) must now say wiped whatever its margin, or the
-		// rebuilder, seeing the backend up, finds nothing to do.
-		err := h.meta.EnqueueRecause(ctx, batch...)
+		err := h.meta.Enqueue(ctx, batch...)
 		batch = batch[:0]
 		return err
 	}
@@ -369,6 +367,11 @@ func (h *Healer) wiped(ctx context.Context, name string, foreign bool) error {
 		var others []string
 		if old, err := h.meta.GetRepair(ctx, id); err == nil {
 			names, rest := splitWiped(old.Reason)
+			if slices.Contains(names, name) {
+				// Already said (a probe while the marker is still
+				// missing): leave the entry and its back-off alone.
+				return nil
+			}
 			for _, b := range names {
 				if b != name {
 					wiped = append(wiped, b)

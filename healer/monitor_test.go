@@ -3,6 +3,7 @@ package healer
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,4 +214,68 @@ func TestWipedAfterOutageReplacesSuspectReason(t *testing.T) {
 	e.repairAll()
 	e.checkObjects(objs)
 	e.checkFull()
+}
+
+// A backend found wiped stays named in its stripes' entries when another
+// backend then goes suspect or down: the rebuilder must still check the
+// wiped one's shards, or they stay lost.
+func TestWipedReasonSurvivesAnotherOutage(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 8, cfg: Config{Grace: 0, SuspectAfter: 1}})
+	objs := e.fill(20, 64<<10)
+	e.probe()
+	e.wipe("b0")
+	e.probe()
+	e.kill("b1")
+	e.probe()
+	e.probe()
+	for _, st := range e.stripes() {
+		onB0 := false
+		for _, l := range st.Shards {
+			onB0 = onB0 || l.Backend == "b0"
+		}
+		if !onB0 {
+			continue
+		}
+		it, err := e.h.meta.GetRepair(context.Background(), st.ID)
+		if err != nil || !slices.Contains(wipedBackends(it.Reason), "b0") {
+			t.Fatalf("stripe %x on the wiped b0, after b1 went down: %+v, %v", st.ID, it, err)
+		}
+	}
+	e.revive("b1")
+	e.probe()
+	e.repairAll()
+	e.checkObjects(objs)
+	e.checkFull()
+}
+
+// Probes that find a wiped backend's marker still missing (it cannot be
+// written) leave its entries and their back-off alone, so the rebuilder
+// backs off instead of retrying every stripe at every probe.
+func TestWipedAgainKeepsBackoff(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 8, cfg: Config{Grace: Duration(time.Hour)}})
+	e.fill(10, 64<<10)
+	e.probe()
+	e.wipe("b0")
+	ctx := context.Background()
+	if err := e.h.wiped(ctx, "b0", false); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Hour)
+	q := e.queue()
+	if len(q) == 0 {
+		t.Fatal("nothing queued for the wiped b0")
+	}
+	for _, it := range q {
+		if err := e.h.meta.Requeue(ctx, metastore.RepairItem{Stripe: it.Stripe, Margin: it.Margin, Attempts: 1, LastError: "no target", NotBefore: later}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.h.wiped(ctx, "b0", false); err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range e.queue() {
+		if !it.NotBefore.Equal(later.UTC()) && !it.NotBefore.Equal(later) {
+			t.Fatalf("a second wiped finding cleared the back-off: %+v", it)
+		}
+	}
 }

@@ -227,7 +227,17 @@ func (h *Healer) totals() repairStats {
 // readers (heal on read) name shards the metastore does not know are bad.
 // The monitor's own entries ("backend ...") never need it.
 func needsVerify(it metastore.RepairItem) bool {
-	return it.Attempts == 0 && !strings.HasPrefix(it.Reason, "backend ")
+	if it.Attempts != 0 {
+		return false
+	}
+	// A reason may join several causes ("backend b0 wiped; read found
+	// ..."): any cause but a backend's state asks for the check.
+	for _, part := range strings.Split(it.Reason, "; ") {
+		if !strings.HasPrefix(part, "backend ") {
+			return true
+		}
+	}
+	return false
 }
 
 // Repair runs one repair attempt for a queue entry: read any K verified

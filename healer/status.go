@@ -183,17 +183,19 @@ func (q *QueueLosses) Lost(st *metastore.Stripe) []bool {
 // shards as they were before it, so its lists are left out.
 func lostShards(it metastore.RepairItem) []int {
 	var out []int
-	r := it.Reason
-	if rest, ok := strings.CutPrefix(r, "written degraded: shards "); ok {
-		out = append(out, leadingList(rest)...)
-	}
-	if rest, ok := strings.CutPrefix(r, "scrub: shards "); ok && strings.Contains(rest, " missing, ") {
-		out = append(out, leadingList(rest)...)
-		if _, after, ok := strings.Cut(rest, " missing, "); ok {
-			out = append(out, leadingList(after)...)
+	// A reason may join several causes with "; " (healer.wiped).
+	for _, r := range strings.Split(it.Reason, "; ") {
+		if rest, ok := strings.CutPrefix(r, "written degraded: shards "); ok {
+			out = append(out, leadingList(rest)...)
 		}
+		if rest, ok := strings.CutPrefix(r, "scrub: shards "); ok && strings.Contains(rest, " missing, ") {
+			out = append(out, leadingList(rest)...)
+			if _, after, ok := strings.Cut(rest, " missing, "); ok {
+				out = append(out, leadingList(after)...)
+			}
+		}
+		out = append(out, listsAfter(r, "missing ", "corrupt ")...)
 	}
-	out = append(out, listsAfter(r, "missing ", "corrupt ")...)
 	if !strings.Contains(it.LastError, " did not land: ") {
 		out = append(out, listsAfter(it.LastError, "missing ", "corrupt ")...)
 	}

@@ -510,3 +510,25 @@ func TestCensusCountsShardsReadersFound(t *testing.T) {
 		t.Fatalf("census: %d bytes to rebuild, want %d", c.RemainingBytes, rebuild)
 	}
 }
+
+// Causes joined into one reason ("backend b0 wiped; ...") are each read.
+func TestJoinedReasons(t *testing.T) {
+	for reason, want := range map[string]string{
+		"backend b0 wiped; written degraded: shards [1 4] did not land": "[1 4]",
+		"backend b0 wiped; scrub: shards [1] missing, [3] corrupt":      "[1 3]",
+		"backend b0 wiped; read found shards missing [2], corrupt [5]":  "[2 5]",
+		"backend b0 wiped; backend b1 wiped":                            "[]",
+	} {
+		got := lostShards(metastore.RepairItem{Reason: reason})
+		slices.Sort(got)
+		if fmt.Sprint(got) != want {
+			t.Errorf("lostShards(%q) = %v, want %s", reason, got, want)
+		}
+	}
+	if needsVerify(metastore.RepairItem{Reason: "backend b0 wiped; backend b1 wiped"}) {
+		t.Error("a reason of wiped backends only asks for a verify pass")
+	}
+	if !needsVerify(metastore.RepairItem{Reason: "backend b0 wiped; read found shards missing [2], corrupt []"}) {
+		t.Error("a reader's finding joined to a wipe asks for no verify pass")
+	}
+}
