@@ -183,9 +183,13 @@ func findLockHolder(dir string) lockHolder {
 }
 
 // lockOwner returns the pid holding a POSIX lock on the file with device
-// dev and inode ino, from /proc/locks; 0 if none is found.
+// dev and inode ino, from /proc/locks; 0 if none is found. A lock on the
+// same inode of another device is taken when none matches both: on btrfs
+// /proc/locks names the file system's device, stat the subvolume's.
 func lockOwner(dev, ino uint64) int {
 	want := fmt.Sprintf("%02x:%02x:%d", unix.Major(dev), unix.Minor(dev), ino)
+	inoSuffix := ":" + strconv.FormatUint(ino, 10)
+	byIno := 0
 	f, err := os.Open("/proc/locks")
 	if err != nil {
 		return 0
@@ -198,14 +202,18 @@ func lockOwner(dev, ino uint64) int {
 		if len(fields) < 6 || fields[1] != "POSIX" {
 			continue // "->" lines are waiters; OFD and flock locks are not pebble's
 		}
-		if fields[5] != want {
+		pid, err := strconv.Atoi(fields[4])
+		if err != nil || pid <= 0 {
 			continue
 		}
-		if pid, err := strconv.Atoi(fields[4]); err == nil && pid > 0 {
+		switch {
+		case fields[5] == want:
 			return pid
+		case strings.HasSuffix(fields[5], inoSuffix) && byIno == 0:
+			byIno = pid
 		}
 	}
-	return 0
+	return byIno
 }
 
 // healstoreCommand parses a healstore command line (without argv[0]) as

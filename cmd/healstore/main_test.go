@@ -162,6 +162,7 @@ func TestNamesAndFilesCheckedFirst(t *testing.T) {
 		{[]string{"put", "fs/default/0000000000000002/0000000000000000", f}, "names a block of a file of healstore mount; change those files through the mount"},
 		{[]string{"rm", "a", "fs/old/0000000000000002/00000000000000a1"}, "(--fs-blocks removes them anyway"},
 		{[]string{"put", "fs/default/0000000000000002/ABC", f}, "names a block of a file of healstore mount"}, // a truncate would delete it
+		{[]string{"put", "fs/default/0000000000000002/00000000000000000001", f}, "names a block of a file of healstore mount"},
 	}
 	for _, c := range cases {
 		_, errs, code := cli(t, "", append([]string{"--config", noConfig}, c.args...)...)

@@ -123,7 +123,7 @@ func checkWritableNames(cmd *cobra.Command, names ...string) error {
 // (fs/<filesystem>/<inode as 16 hex>/<block as 16 hex>), and every name
 // the mount would take for one: a truncate deletes any object under an
 // inode whose last part parses as a hex block number.
-var mountBlockName = regexp.MustCompile(`^` + regexp.QuoteMeta(fuse.ObjectPrefix) + `[^/]+/[0-9a-f]{16}/[0-9a-fA-F]{1,16}$`)
+var mountBlockName = regexp.MustCompile(`^` + regexp.QuoteMeta(fuse.ObjectPrefix) + `[^/]+/[0-9a-f]{16}/[0-9a-fA-F]+$`)
 
 // argsBetween accepts min..max positional arguments (max < 0: no limit).
 func argsBetween(min, max int) cobra.PositionalArgs {
