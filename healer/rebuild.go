@@ -731,6 +731,9 @@ func (h *Healer) retrySoon(ctx context.Context) {
 			continue
 		}
 		it.NotBefore = now
+		// No reason: the entry keeps its own, which a finding since the
+		// queue was read (a backend found wiped) may have changed.
+		it.Reason = ""
 		if err := h.meta.Requeue(ctx, it); err != nil {
 			h.log.Warn("lift repair back-off", "err", err)
 			return

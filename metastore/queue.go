@@ -44,6 +44,12 @@ func merge(old *RepairItem, it RepairItem, mode mergeMode) RepairItem {
 		out.Margin = it.Margin
 		// An item without a reason (a failed attempt's requeue) keeps
 		// the entry's: the census reads lost shards from it.
+		if it.Reason != "" && it.Reason != out.Reason && mode == mergeEnqueue {
+			// A new finding: the repair starts over (attempt 0, so
+			// the rebuilder checks the shards again rather than
+			// trusting what the old reason said).
+			out.Attempts = 0
+		}
 		if it.Reason != "" {
 			out.Reason = it.Reason
 		}
@@ -147,6 +153,21 @@ func (s *Store) dequeueInto(ctx context.Context, b *Batch, id [16]byte, done *Re
 		if !bytes.Equal(qk, queueKey(&d)) {
 			return nil
 		}
+		// Same position, but a new cause recorded since the repair
+		// read the entry (a backend found wiped): the entry stays for
+		// the next attempt to see it.
+		raw, found, err := s.get(ctx, qk)
+		if err != nil || !found {
+			return err
+		}
+		cur, err := decodeRepair(qk, raw)
+		if err != nil {
+			return err
+		}
+		if cur.Reason != done.Reason {
+			return nil
+		}
+		b.ExpectValue(qk, raw)
 	}
 	b.ExpectValue(qi, qk)
 	b.Delete(qi)

@@ -303,6 +303,31 @@ func testEnqueueRecause(t *testing.T, f Factory) {
 	if due, _ := s.QueueDue(ctx, c.Peek(), 0); len(due) != 1 {
 		t.Fatalf("QueueDue after EnqueueRecause: %+v", due)
 	}
+	// A repair that read the entry before the new cause must not remove
+	// it: DequeueIf with the old record leaves it.
+	if ok, err := s.DequeueIf(ctx, *first); err != nil || ok {
+		t.Fatalf("DequeueIf with the record from before the new cause = %v, %v", ok, err)
+	}
+	if _, err := s.GetRepair(ctx, id); err != nil {
+		t.Fatalf("the entry with the new cause is gone: %v", err)
+	}
+	// A lower margin with a new reason starts the attempts over; without
+	// a reason it keeps them.
+	if err := s.Requeue(ctx, metastore.RepairItem{Stripe: id, Margin: 0, Attempts: 3, LastError: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Enqueue(ctx, metastore.RepairItem{Stripe: id, Margin: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if it, _ := s.GetRepair(ctx, id); it.Attempts != 3 {
+		t.Fatalf("a lower margin without a reason reset the attempts: %+v", it)
+	}
+	if err := s.Enqueue(ctx, metastore.RepairItem{Stripe: id, Margin: -2, Reason: "read found shards missing [1]"}); err != nil {
+		t.Fatal(err)
+	}
+	if it, _ := s.GetRepair(ctx, id); it.Attempts != 0 || it.Reason != "read found shards missing [1]" {
+		t.Fatalf("a lower margin with a new reason: %+v", it)
+	}
 	// A stripe not queued is queued as by Enqueue.
 	other := newID()
 	if err := s.EnqueueRecause(ctx, metastore.RepairItem{Stripe: other, Margin: 1, Reason: "backend b1 wiped"}); err != nil {
