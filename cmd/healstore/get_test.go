@@ -46,7 +46,7 @@ func TestGetIntoFIFO(t *testing.T) {
 	dir, data := getStore(t, 3<<20)
 	fifo := filepath.Join(dir, "fifo")
 	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-		t.Skipf("mkfifo: %v", err)
+		t.Fatalf("mkfifo: %v", err)
 	}
 	// A second name for the FIFO, to let the reader go should get replace
 	// the first one instead of writing into it.
@@ -133,9 +133,7 @@ func TestGetThroughSymlink(t *testing.T) {
 // as the kernel's protected_symlinks does for cp: another user's link must
 // not steer root's get onto a file of root's.
 func TestGetPlantedSymlinkRefused(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the planted link belongs to another uid")
-	}
+	needRoot(t, "the planted link belongs to another uid")
 	dir, data := getStore(t, 10<<10)
 	victim := filepath.Join(dir, "passwd")
 	if err := os.WriteFile(victim, []byte("root:x:0:0\n"), 0o644); err != nil {
@@ -206,10 +204,7 @@ func TestGetKeepsModeAndOwner(t *testing.T) {
 		t.Errorf("a new file is %v (%v), want %v (0666 minus the umask %03o)", st.Mode(), err, 0o666&^os.FileMode(umask), umask)
 	}
 
-	if os.Geteuid() != 0 {
-		t.Log("not root: the owner half is skipped")
-		return
-	}
+	needRoot(t, "files of another owner")
 	owned := filepath.Join(dir, "owned")
 	os.WriteFile(owned, []byte("old\n"), 0o644)
 	if err := os.Chown(owned, 4321, 8765); err != nil {
@@ -291,4 +286,17 @@ func TestFailedGetLeavesFileIntact(t *testing.T) {
 		}
 		check("get with three backends lost into " + target)
 	}
+}
+
+// needRoot skips a test that needs root, or fails it under make test
+// (HEALSTORE_REQUIRE_COMPONENTS=1), which runs as root.
+func needRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("HEALSTORE_REQUIRE_COMPONENTS") == "1" {
+		t.Fatalf("needs root (%s), and make test runs as root", why)
+	}
+	t.Skipf("needs root: %s", why)
 }
