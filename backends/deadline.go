@@ -42,7 +42,7 @@ func (w *deadlineBackend) fix(ctx context.Context, op, key string, err error) er
 	if err == nil {
 		return nil
 	}
-	cerr := ended(ctx)
+	cerr := Ended(ctx)
 	if cerr == nil {
 		return err
 	}
@@ -53,12 +53,12 @@ func (w *deadlineBackend) fix(ctx context.Context, op, key string, err error) er
 	return Wrap(w.b.Name(), op, key, ErrUnavailable, errors.Join(cerr, err))
 }
 
-// ended says why ctx is over, or nil. A deadline that has passed counts
+// Ended says why ctx is over, or nil. A deadline that has passed counts
 // even while ctx's own timer has not fired yet: a call bounded by a socket
 // deadline taken from ctx can fail a moment before ctx.Err() turns
 // non-nil, and on a loaded machine that moment is long. List's idle timer
 // cancels with DeadlineExceeded as the cause; that is what it reports.
-func ended(ctx context.Context) error {
+func Ended(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
 			return context.DeadlineExceeded

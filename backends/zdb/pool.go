@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/healstore/healstore/backends"
 )
 
 // deadlineConn lets a done ctx cut I/O short: once poisoned, every deadline
@@ -99,15 +100,11 @@ func (c *conn) do(ctx context.Context, cmd string, args ...any) (any, error) {
 		if !errors.As(err, &re) {
 			c.broken = true
 		}
-		switch {
-		case ctx.Err() != nil:
-			err = errors.Join(ctx.Err(), err)
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			// The socket deadline is ctx's deadline, and it can fire a
-			// moment before ctx's own timer does: the command ran out of
-			// ctx's time all the same, so say so (callers branch on it,
-			// and pool.do must not retry it).
-			err = errors.Join(context.DeadlineExceeded, err)
+		// The socket deadline is ctx's deadline and can fire a moment
+		// before ctx's own timer: backends.Ended counts that as ended, so
+		// callers see DeadlineExceeded and pool.do does not retry.
+		if cerr := backends.Ended(ctx); cerr != nil {
+			err = errors.Join(cerr, err)
 		}
 	}
 	return reply, err
@@ -216,7 +213,7 @@ func (p *pool) do(ctx context.Context, cmd string, args ...any) (any, error) {
 		reply, err := c.do(ctx, cmd, args...)
 		broken := c.broken
 		p.put(c)
-		if err != nil && broken && reused && attempt == 0 && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+		if err != nil && broken && reused && attempt == 0 && backends.Ended(ctx) == nil {
 			p.flush()
 			continue
 		}
