@@ -54,9 +54,9 @@ type Deps struct {
 	// healer writes the identity marker itself afterwards.
 	Register func(ctx context.Context, spec backends.Spec, secret string) error
 	// Try, when set, opens and probes a backend a user asks to add
-	// (AddBackend), with the secret given, and closes it again: one that
-	// cannot work is refused before anything is recorded. Provisioned
-	// backends skip it (their provisioner has checked them).
+	// (AddBackend) or a provisioner made, with the secret given, and
+	// closes it again: one that cannot work is refused (and a provisioned
+	// one released) before anything is recorded.
 	Try func(ctx context.Context, spec backends.Spec, secret string) error
 	// StoreID is the store's identity, written in every marker.
 	StoreID string

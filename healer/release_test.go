@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/backends/local"
 	"github.com/healstore/healstore/healer/provision"
 	"github.com/healstore/healstore/metastore"
 )
@@ -333,5 +335,85 @@ func TestAdoptRefusesNameOfLiveBackend(t *testing.T) {
 	}
 	if !bytes.Equal(before.SpecJSON, after.SpecJSON) || after.State != before.State {
 		t.Fatalf("live backend's record changed: %s %s -> %s %s", before.State, before.SpecJSON, after.State, after.SpecJSON)
+	}
+}
+
+// brokenProv hands out a local backend whose path is a regular file, so
+// it cannot open: as a provisioning command with a typo might.
+type brokenProv struct {
+	dir      string
+	releases int
+}
+
+func (p *brokenProv) Name() string { return "broken" }
+
+func (p *brokenProv) Provision(ctx context.Context, c provision.Constraints) (backends.Spec, string, error) {
+	path := filepath.Join(p.dir, "not-a-dir")
+	if err := os.MkdirAll(p.dir, 0o700); err != nil {
+		return backends.Spec{}, "", err
+	}
+	if err := os.WriteFile(path, []byte("x"), 0o600); err != nil {
+		return backends.Spec{}, "", err
+	}
+	return backends.Spec{Name: "broken-1", Kind: backends.KindLocal, Path: path, Node: "broken-node"}, "", nil
+}
+
+func (p *brokenProv) Release(ctx context.Context, spec backends.Spec) error {
+	p.releases++
+	return nil
+}
+
+// A provisioned backend that does not open is released and never
+// recorded, and the next provisioner is asked instead.
+func TestProvisionTriesBackendBeforeRecording(t *testing.T) {
+	var broken *brokenProv
+	e := newEnv(t, envOpts{backends: 6, cfg: Config{Grace: 0, SuspectAfter: 1}, provs: func(e *env) []provision.Provisioner {
+		broken = &brokenProv{dir: filepath.Join(e.dir, "broken")}
+		return []provision.Provisioner{broken, &sameName{dir: filepath.Join(e.dir, "same"), name: "good-1"}}
+	}})
+	tried := 0
+	e.h.try = func(ctx context.Context, spec backends.Spec, secret string) error {
+		tried++
+		b, err := local.Open(spec)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		_, err = b.Probe(ctx)
+		return err
+	}
+	// The store's Register records the backend before it opens it (see
+	// Store.registerBackend): a backend that does not open leaves its
+	// record behind.
+	e.h.reg = func(ctx context.Context, spec backends.Spec, secret string) error {
+		raw, _ := json.Marshal(spec)
+		if err := e.meta.PutBackend(ctx, &metastore.BackendRecord{Name: spec.Name, SpecJSON: raw, State: metastore.StateUp,
+			Since: time.Now(), Domain: spec.Domain("node")}); err != nil {
+			return err
+		}
+		return e.register(ctx, spec, secret)
+	}
+	ctx := context.Background()
+	e.probe()
+	name, err := e.h.provision(ctx, false, "")
+	if err != nil || name != "good-1" {
+		t.Fatalf("provision: %q %v, want good-1 from the second provisioner", name, err)
+	}
+	if _, err := e.meta.GetBackend(ctx, "broken-1"); !errors.Is(err, metastore.ErrNotFound) {
+		t.Fatalf("record of the backend that did not open: %v, want none", err)
+	}
+	if tried != 2 {
+		t.Fatalf("%d backends tried, want 2", tried)
+	}
+	if broken.releases != 1 {
+		t.Fatalf("broken backend released %d times, want 1", broken.releases)
+	}
+
+	// With only the broken provisioner, provisioning fails and says why.
+	e.h.provs = e.h.provs[:1]
+	e.h.provisionAfter = time.Time{}
+	_, err = e.h.provision(ctx, false, "")
+	if err == nil || !strings.Contains(err.Error(), "broken-1") || !strings.Contains(err.Error(), "does not work") {
+		t.Fatalf("provision with a broken provisioner only: %v", err)
 	}
 }
