@@ -201,6 +201,14 @@ func Fetch(ctx context.Context, pool Pool, req FetchRequest) (*FetchResult, erro
 		go func() { results <- fetchOne(fctx, pool, req, i) }()
 		return true
 	}
+	// Hint every backend of the first wave before any read begins: the
+	// reads themselves block their threads, and with few of those the
+	// later ones would not reach their disks until earlier ones are done.
+	for _, i := range queue[:min(len(queue), req.Need-res.Good)] {
+		if b, ok := pool.Backend(req.Locs[i].Backend); ok {
+			backends.Prefetch(fctx, b, req.Locs[i].Key)
+		}
+	}
 	for range req.Need - res.Good {
 		if !launch() {
 			break

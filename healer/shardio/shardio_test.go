@@ -490,3 +490,65 @@ func TestFetchHaveAndNoVerify(t *testing.T) {
 		t.Fatal("fetched although Have sufficed")
 	}
 }
+
+// hinted records the hints and reads a backend gets, in one log shared by
+// the stripe's backends.
+type hinted struct {
+	*memBackend
+	mu  *sync.Mutex
+	log *[]string
+}
+
+func (h hinted) Prefetch(ctx context.Context, key string) {
+	h.mu.Lock()
+	*h.log = append(*h.log, "hint "+h.name)
+	h.mu.Unlock()
+}
+
+func (h hinted) Get(ctx context.Context, key string) ([]byte, error) {
+	h.mu.Lock()
+	*h.log = append(*h.log, "get "+h.name)
+	h.mu.Unlock()
+	return h.memBackend.Get(ctx, key)
+}
+
+// A fetch hints every backend of its first wave (the data shards) before
+// it reads any of them, through decorators such as the deadline wrapper,
+// and hints none it does not read.
+func TestFetchHintsFirstWaveBeforeReading(t *testing.T) {
+	pool, mems, locs, shards := stripeAt(t, 6)
+	var mu sync.Mutex
+	var log []string
+	for _, m := range mems {
+		pool[m.name] = backends.WithDeadline(hinted{memBackend: m, mu: &mu, log: &log}, time.Minute)
+	}
+	res, err := Fetch(context.Background(), pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 4, Verify: verify})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if !bytes.Equal(res.Shards[i], shards[i]) {
+			t.Fatalf("shard %d wrong", i)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(log) != 8 {
+		t.Fatalf("events %q, want 4 hints then 4 reads", log)
+	}
+	hintedNames := map[string]bool{}
+	for i, e := range log {
+		name, isHint := strings.CutPrefix(e, "hint ")
+		if isHint != (i < 4) {
+			t.Fatalf("events %q: every hint must come before the first read", log)
+		}
+		if isHint {
+			hintedNames[name] = true
+		}
+	}
+	for i := range 4 {
+		if !hintedNames[locs[i].Backend] {
+			t.Fatalf("events %q: data shard %d's backend %s not hinted", log, i, locs[i].Backend)
+		}
+	}
+}
