@@ -219,6 +219,16 @@ keep = %d
 		}
 	}
 	for _, bs := range fresh.Backends {
+		if !newKey {
+			// The store exists (its key is kept). A backend whose data
+			// directory is gone is an outage (a volume not mounted), not
+			// a new backend: making it again would fill the file system
+			// under the mount point. The store's open reports it; a new
+			// backend of the rewritten config is made by the store too.
+			if _, err := os.Stat(filepath.Join(bs.Path, "data")); errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+		}
 		if err := os.MkdirAll(bs.Path, 0o700); err != nil {
 			return "", fmt.Errorf("init: %w", err)
 		}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -168,5 +170,36 @@ func TestInitForceKeepsTheStoreReadable(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(cfg); string(got) != moved {
 		t.Fatal("init --force rewrote a config whose backend it would have moved")
+	}
+}
+
+// TestInitForceLeavesAGoneBackendGone: init --force over a store whose
+// backend directory vanished (a volume not mounted) does not make it
+// again; the store reports it and still reads from the others.
+func TestInitForceLeavesAGoneBackendGone(t *testing.T) {
+	dir, _ := newStore(t)
+	data := strings.Repeat("read without b2 ", 1000)
+	if _, errs, code := cli(t, data, "put", "obj", "-"); code != 0 {
+		t.Fatalf("put: %d %s", code, errs)
+	}
+	b2 := filepath.Join(dir, "backends", "b2")
+	if err := os.Rename(b2, b2+".unmounted"); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := cli(t, "", "init", "--force", dir)
+	if code != 0 {
+		t.Fatalf("init --force: exit %d, stderr %q", code, errs)
+	}
+	if _, err := os.Stat(filepath.Join(b2, "data")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("init --force made the vanished backend's data directory again: %v", err)
+	}
+	if !strings.Contains(errs, "b2") {
+		t.Errorf("init --force said nothing of the vanished backend b2: stderr %q", errs)
+	}
+	if out, errs, code := cli(t, "", "get", "obj"); code != 0 || out != data {
+		t.Fatalf("get without b2: exit %d, stderr %q", code, errs)
+	}
+	if _, err := os.Stat(filepath.Join(b2, "data")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("get made the vanished backend's data directory again: %v", err)
 	}
 }

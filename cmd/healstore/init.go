@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -86,6 +88,15 @@ directory with healstore recover.
 			}
 			if err := s.Close(); err != nil {
 				return err
+			}
+			if keptKey { // a backend the store made on open has its directory now
+				for _, b := range cfg.Backends {
+					data := filepath.Join(b.Path, "data")
+					if _, err := os.Stat(data); errors.Is(err, fs.ErrNotExist) {
+						fmt.Fprintf(g.stderr, "healstore init: warning: backend %s: %s is gone and was not made again "+
+							"(a volume not mounted?). Mount it; for a new, empty disk make the directory by hand and the healer refills it\n", b.Name, data)
+					}
+				}
 			}
 			n := o.backends
 			if n == 0 {
