@@ -15,4 +15,9 @@
 //
 // Every call has a deadline (WithRequestTimeout); an unreachable etcd gives
 // metastore.ErrUnavailable.
+//
+// WithTLS and WithAuth reach a secured cluster. A refusal by etcd's
+// authentication gives ErrAuth; an Open that fails because the TLS
+// handshake does (checked by dialling the endpoints after the failure)
+// gives ErrTLS with what the handshake reported.
 package etcdkv

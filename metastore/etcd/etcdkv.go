@@ -53,6 +53,7 @@ type options struct {
 	tls            *tls.Config
 	username       string
 	password       string
+	auth           bool
 }
 
 // WithRequestTimeout bounds every call (default DefaultRequestTimeout).
@@ -61,14 +62,42 @@ func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.re
 // WithDialTimeout bounds connection setup (default DefaultDialTimeout).
 func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dialTimeout = d } }
 
-// WithTLS connects with TLS (endpoints then use https://).
+// WithTLS connects with TLS to every endpoint written host:port or
+// https://host:port. An endpoint written http://host:port is dialled in
+// plain text whatever the option says (etcd's client decides by the
+// first endpoint's scheme for all of them), so callers that want TLS must
+// not write http://. An https:// endpoint without WithTLS uses TLS with
+// the system's roots.
+//
+// cfg.ServerName, when set, is the name verified in every server's
+// certificate; otherwise each endpoint's host is. (gRPC replaces the
+// config's ServerName with the endpoint's host, so Open verifies the
+// certificate itself, with cfg.RootCAs, when ServerName is set.)
 func WithTLS(cfg *tls.Config) Option { return func(o *options) { o.tls = cfg } }
 
 // WithAuth authenticates with etcd's user/password auth. The password is
-// never logged or put in an error.
+// never logged or put in an error. An empty password is refused by Open
+// (etcd's client would silently connect without a user).
 func WithAuth(username, password string) Option {
-	return func(o *options) { o.username, o.password = username, password }
+	return func(o *options) { o.username, o.password, o.auth = username, password, true }
 }
+
+// ErrAuth is matched (errors.Is) by the errors of calls etcd refused for
+// want of authentication or permission: a wrong user or password, no user
+// on a cluster with authentication enabled, or a user without a role
+// granting the store's prefix.
+var ErrAuth = errors.New("etcd refused authentication or permission")
+
+// ErrPermission is the ErrAuth of a user etcd knows that has no role
+// granting the key asked for. It matches ErrAuth too.
+var ErrPermission = fmt.Errorf("%w: no permission", ErrAuth)
+
+// ErrTLS is matched (errors.Is) by Open's error when no endpoint could be
+// reached because the TLS handshake failed (a server certificate the
+// configured roots do not verify, a name mismatch, a client certificate
+// the server refused or did not get) or because one side speaks TLS and
+// the other does not. Such an error also matches metastore.ErrUnavailable.
+var ErrTLS = errors.New("TLS with etcd failed")
 
 // KV is a metastore.KV on etcd. Safe for concurrent use.
 type KV struct {
@@ -77,6 +106,7 @@ type KV struct {
 	prefix    string // ends in '/'
 	data      string // prefix + "d/": every user key lives under it
 	timeout   time.Duration
+	username  string // "" without WithAuth
 	closed    atomic.Bool
 	// life ends at Close and cancels every call in flight, so none waits
 	// out the client's retry back-off on a closing connection.
@@ -108,6 +138,10 @@ func Open(ctx context.Context, endpoints []string, prefix string, opts ...Option
 	if !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
+	if o.auth && (o.username == "" || o.password == "") {
+		return nil, fmt.Errorf("%w: etcd: authentication needs a user name and a non-empty password", metastore.ErrInvalid)
+	}
+	o.tls = clientTLS(o.tls)
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:          endpoints,
 		DialTimeout:        o.dialTimeout,
@@ -119,14 +153,19 @@ func Open(ctx context.Context, endpoints []string, prefix string, opts ...Option
 	})
 	eps := strings.Join(endpoints, ",")
 	if err != nil {
-		return nil, fmt.Errorf("%w: etcd %s: %v", metastore.ErrUnavailable, eps, err)
+		// clientv3.New authenticates (with WithAuth) before it returns.
+		if authError(err) {
+			return nil, fmt.Errorf("%w: etcd %s: user %q: %v", ErrAuth, eps, o.username, err)
+		}
+		err = fmt.Errorf("%w: etcd %s: %v", metastore.ErrUnavailable, eps, err)
+		return nil, diagnoseOpen(ctx, endpoints, o.tls, err)
 	}
-	k := &KV{cli: cli, endpoints: eps, prefix: prefix, data: prefix + "d/", timeout: o.requestTimeout}
+	k := &KV{cli: cli, endpoints: eps, prefix: prefix, data: prefix + "d/", timeout: o.requestTimeout, username: o.username}
 	k.life, k.endLife = context.WithCancel(context.Background())
 	if err := k.checkSchema(ctx); err != nil {
 		k.endLife()
 		cli.Close()
-		return nil, err
+		return nil, diagnoseOpen(ctx, endpoints, o.tls, err)
 	}
 	return k, nil
 }
@@ -204,6 +243,17 @@ func (k *KV) wrap(ctx context.Context, op string, err error) error {
 	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
 		return fmt.Errorf("etcd %s: %s: %w (%v)", k.endpoints, op, context.DeadlineExceeded, err)
 	}
+	if authError(err) {
+		who := "no user (the cluster has authentication enabled)"
+		if k.username != "" {
+			who = fmt.Sprintf("user %q", k.username)
+		}
+		kind := ErrAuth
+		if errors.Is(err, rpctypes.ErrPermissionDenied) {
+			kind = ErrPermission
+		}
+		return fmt.Errorf("%w: etcd %s: %s: %s: %v", kind, k.endpoints, op, who, err)
+	}
 	switch {
 	case errors.Is(err, rpctypes.ErrTooManyOps):
 		return fmt.Errorf("%w: etcd %s: %s: more operations than the server's --max-txn-ops (healstore needs 10000 or more): %v",
@@ -226,6 +276,24 @@ func (k *KV) wrap(ctx context.Context, op string, err error) error {
 		}
 	}
 	return fmt.Errorf("etcd %s: %s: %w", k.endpoints, op, err)
+}
+
+// authError tells whether etcd refused a call for want of authentication
+// or permission.
+func authError(err error) bool {
+	for _, e := range []error{rpctypes.ErrAuthFailed, rpctypes.ErrUserEmpty, rpctypes.ErrPermissionDenied,
+		rpctypes.ErrInvalidAuthToken} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	if s, ok := status.FromError(err); ok {
+		switch s.Code() {
+		case codes.Unauthenticated, codes.PermissionDenied:
+			return true
+		}
+	}
+	return false
 }
 
 // call derives the context of one request: the caller's, bounded by the

@@ -1,0 +1,200 @@
+package etcdkv
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/healstore/healstore/metastore"
+)
+
+// These run without etcd: TLS servers of the test's own stand in for it.
+
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+var serial int64 = 100
+
+func newCA(t *testing.T, cn string) *testCA {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial++
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(c)
+	return &testCA{cert: c, key: k, pool: pool}
+}
+
+func (ca *testCA) issue(t *testing.T, tmpl *x509.Certificate) tls.Certificate {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial++
+	tmpl.SerialNumber = big.NewInt(serial)
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+}
+
+// serve accepts connections on a new port and hands each to fn.
+func serve(t *testing.T, fn func(net.Conn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); fn(c) }()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// tlsServer is a TLS server (with a certificate for 127.0.0.1 and
+// etcd.test) that answers the first read, as gRPC's server sends its
+// settings.
+func tlsServer(t *testing.T, ca *testCA, clientCAs *x509.CertPool) string {
+	cert := ca.issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "etcd"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"etcd.test"}})
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}}
+	if clientCAs != nil {
+		cfg.ClientCAs, cfg.ClientAuth = clientCAs, tls.RequireAndVerifyClientCert
+	}
+	return serve(t, func(c net.Conn) {
+		tc := tls.Server(c, cfg)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if tc.Handshake() != nil {
+			return
+		}
+		tc.Write([]byte("settings"))
+		var b [64]byte
+		tc.Read(b[:])
+	})
+}
+
+var unavailable = fmt.Errorf("%w: etcd x: context deadline exceeded", metastore.ErrUnavailable)
+
+func TestDiagnoseOpenTLS(t *testing.T) {
+	ca, other := newCA(t, "ca"), newCA(t, "other")
+	client := ca.issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "client"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	plainTLS := tlsServer(t, ca, nil)
+	mutual := tlsServer(t, ca, ca.pool)
+	httpServer := serve(t, func(c net.Conn) { c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n")) })
+	closed := func() string { // a port nothing listens on
+		l, _ := net.Listen("tcp", "127.0.0.1:0")
+		a := l.Addr().String()
+		l.Close()
+		return a
+	}()
+	cases := []struct {
+		name string
+		eps  []string
+		cfg  *tls.Config
+		want string // "" for: not explained by TLS, the error stays
+	}{
+		{"right CA", []string{plainTLS}, &tls.Config{RootCAs: ca.pool}, ""},
+		{"unknown authority", []string{plainTLS}, &tls.Config{RootCAs: other.pool}, "certificate signed by unknown authority"},
+		{"one endpoint good is enough", []string{plainTLS, closed}, &tls.Config{RootCAs: ca.pool}, ""},
+		{"server name asked for", []string{plainTLS}, &tls.Config{RootCAs: ca.pool, ServerName: "etcd.test"}, ""},
+		{"server name not in the certificate", []string{plainTLS}, &tls.Config{RootCAs: ca.pool, ServerName: "wrong.test"}, "not wrong.test"},
+		{"server name and unknown authority", []string{plainTLS}, &tls.Config{RootCAs: other.pool, ServerName: "etcd.test"}, "unknown authority"},
+		{"client certificate", []string{mutual}, &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{client}}, ""},
+		{"no client certificate", []string{mutual}, &tls.Config{RootCAs: ca.pool}, "refused the TLS connection"},
+		{"client certificate of another CA", []string{mutual}, &tls.Config{RootCAs: ca.pool,
+			Certificates: []tls.Certificate{other.issue(t, &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})}},
+			"refused the TLS connection"},
+		{"plain text client, TLS server", []string{plainTLS}, nil, "speaks TLS, but the client connects in plain text"},
+		{"https endpoint, system roots", []string{"https://" + plainTLS}, nil, "unknown authority"},
+		{"http endpoint ignores the TLS config", []string{"http://" + plainTLS}, &tls.Config{RootCAs: ca.pool}, "speaks TLS"},
+		{"TLS client, plain server", []string{httpServer}, &tls.Config{RootCAs: ca.pool}, "does not speak TLS"},
+		{"nothing listens", []string{closed}, &tls.Config{RootCAs: ca.pool}, ""},
+		{"plain client, nothing listens", []string{closed}, nil, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := diagnoseOpen(context.Background(), c.eps, clientTLS(c.cfg), unavailable)
+			if c.want == "" {
+				if err != unavailable {
+					t.Fatalf("got %v, want the error unchanged", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrTLS) || !errors.Is(err, metastore.ErrUnavailable) {
+				t.Fatalf("got %v, want ErrTLS and ErrUnavailable", err)
+			}
+			if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), c.eps[0]) {
+				t.Fatalf("error %q lacks %q or the endpoint", err, c.want)
+			}
+		})
+	}
+
+	// Errors that are not unavailability, and a canceled caller, are
+	// left alone.
+	if err := diagnoseOpen(context.Background(), []string{plainTLS}, &tls.Config{RootCAs: other.pool}, metastore.ErrSchema); err != metastore.ErrSchema {
+		t.Fatalf("schema error became %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := diagnoseOpen(ctx, []string{plainTLS}, &tls.Config{RootCAs: other.pool}, unavailable); err != unavailable {
+		t.Fatalf("after cancel: %v", err)
+	}
+}
+
+func TestClientTLSKeepsTheConfig(t *testing.T) {
+	if clientTLS(nil) != nil {
+		t.Fatal("nil config")
+	}
+	plain := &tls.Config{MinVersion: tls.VersionTLS12}
+	if clientTLS(plain) != plain {
+		t.Fatal("a config without ServerName is changed")
+	}
+	named := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: "etcd.test"}
+	got := clientTLS(named)
+	if got == named || named.InsecureSkipVerify || named.VerifyConnection != nil {
+		t.Fatal("the caller's config was modified")
+	}
+	if got.VerifyConnection == nil || got.MinVersion != tls.VersionTLS12 {
+		t.Fatal("the copy does not verify the name itself")
+	}
+}
+
+func TestOpenRefusesEmptyPassword(t *testing.T) {
+	_, err := Open(context.Background(), []string{"127.0.0.1:1"}, "p", WithAuth("user", ""))
+	if !errors.Is(err, metastore.ErrInvalid) {
+		t.Fatalf("got %v, want ErrInvalid", err)
+	}
+}
