@@ -90,11 +90,33 @@ type Config struct {
 type MetastoreConfig struct {
 	// Kind is "pebble" (embedded, the default) or "etcd".
 	Kind string `toml:"kind,omitempty"`
-	// Endpoints of the etcd cluster (kind "etcd").
+	// Endpoints of the etcd cluster (kind "etcd"): host:port, or
+	// https://host:port (TLS), or http://host:port (plain text, not with
+	// the TLS keys below).
 	Endpoints []string `toml:"endpoints,omitempty"`
 	// Prefix under which this store's keys live in etcd, so several stores
 	// can share one cluster. Default "healstore/".
 	Prefix string `toml:"prefix,omitempty"`
+
+	// The keys below are for kind "etcd" only. Any TLS key (or an https://
+	// endpoint) makes every connection to etcd use TLS 1.2 or later.
+
+	// CAFile is a PEM bundle of the CA certificates that verify the etcd
+	// servers' certificates. Default: the system's roots.
+	CAFile string `toml:"ca_file,omitempty"`
+	// CertFile and KeyFile are the PEM client certificate and its private
+	// key, for an etcd started with --client-cert-auth. Both or neither.
+	CertFile string `toml:"cert_file,omitempty"`
+	KeyFile  string `toml:"key_file,omitempty"`
+	// ServerName is the name verified in the servers' certificates.
+	// Default: each endpoint's host.
+	ServerName string `toml:"server_name,omitempty"`
+	// Username and PasswordFile are etcd user/password authentication.
+	// Both or neither. The password file holds the password alone (one
+	// trailing newline is ignored) and must be mode 0600 or stricter; the
+	// password itself is never in the config.
+	Username     string `toml:"username,omitempty"`
+	PasswordFile string `toml:"password_file,omitempty"`
 }
 
 // HealerConfig configures the healer (monitor, rebuilder, scrubber, GC,
@@ -319,6 +341,8 @@ func (c *Config) resolvePaths(base string) error {
 	c.CacheDir = abs(c.CacheDir)
 	c.MasterKeyFile = abs(c.MasterKeyFile)
 	c.SecretsFile = abs(c.SecretsFile)
+	m := &c.Metastore
+	m.CAFile, m.CertFile, m.KeyFile, m.PasswordFile = abs(m.CAFile), abs(m.CertFile), abs(m.KeyFile), abs(m.PasswordFile)
 	for i := range c.Backends {
 		if c.Backends[i].Kind == backends.KindLocal {
 			c.Backends[i].Path = abs(c.Backends[i].Path)
@@ -429,9 +453,15 @@ func (c *Config) Validate() error {
 	}
 	switch c.Metastore.Kind {
 	case "pebble":
+		if key := c.Metastore.etcdOnlyKey(); key != "" {
+			return bad("metastore."+key, "is set, but metastore.kind is %q: the TLS and authentication keys apply to etcd only", c.Metastore.Kind)
+		}
 	case "etcd":
 		if len(c.Metastore.Endpoints) == 0 {
 			return bad("metastore.endpoints", "kind etcd needs at least one endpoint (host:port)")
+		}
+		if field, msg := c.Metastore.checkEtcd(); msg != "" {
+			return bad("metastore."+field, "%s", msg)
 		}
 	default:
 		return bad("metastore.kind", "%q is not pebble or etcd", c.Metastore.Kind)

@@ -17,7 +17,10 @@ var (
 	// *InsufficientBackendsError saying how many were usable and needed.
 	ErrInsufficientBackends = errors.New("insufficient backends")
 	// ErrAuth: a sealed block did not open, or the master key does not
-	// match the store: the wrong master key.
+	// match the store: the wrong master key. Open's error also matches it
+	// when etcd refuses the configured user ([metastore] username and
+	// password_file, or none on a cluster with authentication); that
+	// error's text says so.
 	ErrAuth = errors.New("authentication failed (wrong master key?)")
 	// ErrClosed: the Store, Reader or Writer was closed.
 	ErrClosed = errors.New("closed")

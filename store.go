@@ -112,7 +112,9 @@ type handle struct {
 // around it, and Health names it. Open fails when the policy's k+m shards
 // cannot be placed in distinct failure domains even with every backend up
 // (*InsufficientBackendsError), when the master key does not match the
-// store (ErrAuth), or on a bad config (ErrBadConfig).
+// store or etcd refuses the configured user (ErrAuth), or on a bad config
+// (ErrBadConfig, also for a TLS or password file of [metastore] that does
+// not load).
 func Open(ctx context.Context, cfg *Config) (*Store, error) {
 	if cfg == nil {
 		return nil, &ConfigError{Msg: "no config"}
@@ -191,9 +193,13 @@ func Open(ctx context.Context, cfg *Config) (*Store, error) {
 func openKV(ctx context.Context, cfg *Config) (metastore.KV, error) {
 	switch cfg.Metastore.Kind {
 	case "etcd":
-		kv, err := etcdkv.Open(ctx, cfg.Metastore.Endpoints, cfg.Metastore.Prefix)
+		opts, err := cfg.etcdOptions()
 		if err != nil {
-			return nil, fmt.Errorf("open metastore (etcd %s): %w", joinLimited(cfg.Metastore.Endpoints, 3), err)
+			return nil, err
+		}
+		kv, err := etcdkv.Open(ctx, cfg.Metastore.Endpoints, cfg.Metastore.Prefix, opts...)
+		if err != nil {
+			return nil, cfg.etcdOpenError(err)
 		}
 		return kv, nil
 	default:
