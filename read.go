@@ -324,6 +324,18 @@ func (r *Reader) fetchStripe(ctx context.Context, b uint64, dst []byte) ([]byte,
 	sid := encoder.StripeID(id)
 	var have [][]byte
 	var missing, corrupt []int
+	// The shards of the last fetch (the good ones of an earlier round
+	// included) go back to the store's pool once the block is decoded or
+	// the read has failed: decoding copies out of them, and nothing keeps
+	// them. Shards dropped as corrupt are left to the garbage collector.
+	var fetched [][]byte
+	defer func() {
+		for _, sh := range fetched {
+			if sh != nil {
+				s.bufs.put(&sh)
+			}
+		}
+	}()
 	defer func() {
 		if len(missing) > 0 || len(corrupt) > 0 {
 			r.queueRepair(ctx, st, missing, corrupt)
@@ -333,7 +345,9 @@ func (r *Reader) fetchStripe(ctx context.Context, b uint64, dst []byte) ([]byte,
 		res, ferr := shardio.Fetch(ctx, s, shardio.FetchRequest{
 			Stripe: id, Locs: locs, Need: st.K, Have: have,
 			HedgeAfter: s.cfg.HedgeAfter.Std(), OnError: s.noteBackendError,
+			Alloc: func(n int) []byte { return *s.bufs.get(n) },
 		})
+		fetched = res.Shards
 		missing = mergeInts(missing, res.Missing)
 		if ferr != nil {
 			var tf *shardio.TooFewError

@@ -378,7 +378,21 @@ func (b *Backend) Get(ctx context.Context, key string) ([]byte, error) {
 	if err := b.begin(ctx, "get", key, true); err != nil {
 		return nil, err
 	}
-	v, err := readWhole(b.pathOf(key))
+	v, err := readWhole(b.pathOf(key), nil)
+	if err != nil {
+		return nil, b.fail("get", key, err)
+	}
+	return v, nil
+}
+
+var _ backends.BufGetter = (*Backend)(nil)
+
+// GetBuf implements backends.BufGetter.
+func (b *Backend) GetBuf(ctx context.Context, key string, alloc func(n int) []byte) ([]byte, error) {
+	if err := b.begin(ctx, "get", key, true); err != nil {
+		return nil, err
+	}
+	v, err := readWhole(b.pathOf(key), alloc)
 	if err != nil {
 		return nil, b.fail("get", key, err)
 	}
@@ -390,7 +404,10 @@ func (b *Backend) Get(ctx context.Context, key string) ([]byte, error) {
 // the bare descriptor: an *os.File costs two more system calls per open
 // (fcntl, and epoll_ctl to try the poller) for nothing a regular file
 // needs, and a read of a stripe opens k files.
-func readWhole(p string) ([]byte, error) {
+//
+// The buffer comes from alloc when it is not nil (it may hold old bytes:
+// every byte returned is read from the file).
+func readWhole(p string, alloc func(n int) []byte) ([]byte, error) {
 	fd, err := openRetry(p)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: p, Err: err}
@@ -403,7 +420,15 @@ func readWhole(p string) ([]byte, error) {
 	// No value is larger than MaxValueSize: a file that is (damaged, or
 	// not healstore's) is read only that far and one byte more, enough
 	// for the caller's checksum to reject it, not enough to exhaust memory.
-	buf := make([]byte, min(max(st.Size, 0), MaxValueSize+1))
+	size := int(min(max(st.Size, 0), MaxValueSize+1))
+	var buf []byte
+	if alloc != nil {
+		buf = alloc(size)
+	}
+	if len(buf) < size {
+		buf = make([]byte, size)
+	}
+	buf = buf[:size]
 	n := 0
 	for n < len(buf) {
 		m, err := unix.Pread(fd, buf[n:], int64(n))

@@ -39,6 +39,11 @@ type FetchRequest struct {
 	// in Shards, and are not fetched again. A caller retrying after some
 	// fetched shards proved corrupt passes the good ones here.
 	Have [][]byte
+	// Alloc, when set, provides the memory of each fetched shard (n bytes)
+	// from backends that can read into it (backends.BufGetter), so a
+	// caller that is done with the shards can recycle them. Shards of
+	// requests Fetch no longer waits for are left to the garbage collector.
+	Alloc func(n int) []byte
 	// HedgeAfter: when no shard has arrived for this long while requests
 	// are outstanding, one more shard is requested. 0 disables hedging.
 	HedgeAfter time.Duration
@@ -285,7 +290,7 @@ func fetchOne(ctx context.Context, pool Pool, req FetchRequest, i int) fetched {
 		return fetched{index: i, kind: kindUnreachable,
 			err: backends.Errorf(loc.Backend, "get", loc.Key, backends.ErrUnavailable, "backend is not open")}
 	}
-	data, err := b.Get(ctx, loc.Key)
+	data, err := backends.GetBuf(ctx, b, loc.Key, req.Alloc)
 	switch {
 	case err == nil:
 	case errors.Is(err, backends.ErrNotFound):
