@@ -5,40 +5,9 @@ import (
 	"os"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
-
-// resident counts the pages of path in the page cache.
-func resident(t *testing.T, path string) (in, all int) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
-	page := os.Getpagesize()
-	vec := make([]byte, (len(m)+page-1)/page)
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Fatal(e)
-	}
-	for _, v := range vec {
-		if v&1 != 0 {
-			in++
-		}
-	}
-	return in, len(vec)
-}
 
 // Prefetch brings an evicted value back into the page cache without a
 // read, and is a no-op for keys that are bad or absent.
@@ -58,7 +27,7 @@ func TestPrefetchLoadsPageCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in, _ := resident(t, p); in != 0 {
+	if in, _ := cachedPages(t, p); in != 0 {
 		// Some file systems (tmpfs) cannot evict; the hint cannot be
 		// told from nothing there.
 		t.Skipf("%d pages still cached after eviction on this file system", in)
@@ -66,7 +35,7 @@ func TestPrefetchLoadsPageCache(t *testing.T) {
 	b.Prefetch(ctx, "shard")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		in, all := resident(t, p)
+		in, all := cachedPages(t, p)
 		if in == all {
 			break
 		}
