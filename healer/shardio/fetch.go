@@ -126,6 +126,10 @@ func mapKeys(m map[int]error) func(func(int) bool) {
 	}
 }
 
+// hintWait bounds how long Fetch waits for its first wave's hints before
+// reading: hints that work take microseconds to a few cold metadata reads.
+const hintWait = 10 * time.Millisecond
+
 type fetched struct {
 	index int
 	shard []byte
@@ -209,10 +213,27 @@ func Fetch(ctx context.Context, pool Pool, req FetchRequest) (*FetchResult, erro
 	// Hint every backend of the first wave before any read begins: the
 	// reads themselves block their threads, and with few of those the
 	// later ones would not reach their disks until earlier ones are done.
-	for _, i := range queue[:min(len(queue), req.Need-res.Good)] {
-		if b, ok := pool.Backend(req.Locs[i].Backend); ok {
-			backends.Prefetch(fctx, b, req.Locs[i].Key)
+	// The hints are waited for only briefly: a local hint opens the file,
+	// and on a disk that hangs that open blocks as long as the read would,
+	// with no ctx or hedge to end it. The reads then go ahead, and the
+	// stuck shard is hedged around as it would be without hints.
+	if first := queue[:min(len(queue), req.Need-res.Good)]; len(first) > 0 {
+		hinted := make(chan struct{})
+		go func() {
+			defer close(hinted)
+			for _, i := range first {
+				if b, ok := pool.Backend(req.Locs[i].Backend); ok {
+					backends.Prefetch(fctx, b, req.Locs[i].Key)
+				}
+			}
+		}()
+		t := time.NewTimer(hintWait)
+		select {
+		case <-hinted:
+		case <-t.C:
+		case <-ctx.Done():
 		}
+		t.Stop()
 	}
 	for range req.Need - res.Good {
 		if !launch() {

@@ -552,3 +552,46 @@ func TestFetchHintsFirstWaveBeforeReading(t *testing.T) {
 		}
 	}
 }
+
+// stuckHint is a backend whose hints never return until released, as a
+// local backend's do when open(2) or fadvise(2) waits on a disk that hangs.
+type stuckHint struct {
+	*memBackend
+	release chan struct{}
+}
+
+func (h stuckHint) Prefetch(ctx context.Context, key string) { <-h.release }
+
+// A hint that does not return does not hold up the read: the other shards
+// are read, the stuck one is hedged around, as without hints.
+func TestFetchNotHeldByStuckHint(t *testing.T) {
+	pool, mems, locs, shards := stripeAt(t, 6)
+	release := make(chan struct{})
+	defer close(release)
+	for _, m := range mems {
+		if m.name == locs[0].Backend {
+			m.delay = time.Hour // its read hangs too (honouring ctx)
+			pool[m.name] = stuckHint{memBackend: m, release: release}
+		}
+	}
+	type out struct {
+		res *FetchResult
+		err error
+	}
+	done := make(chan out, 1)
+	go func() {
+		res, err := Fetch(context.Background(), pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 4, Verify: verify, HedgeAfter: 20 * time.Millisecond})
+		done <- out{res, err}
+	}()
+	select {
+	case o := <-done:
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		if o.res.Good != 4 || o.res.Shards[0] != nil || !bytes.Equal(o.res.Shards[4], shards[4]) {
+			t.Fatalf("good %d, shard 0 %v, shard 4 right %v", o.res.Good, o.res.Shards[0] != nil, bytes.Equal(o.res.Shards[4], shards[4]))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Fetch still waiting 5 s after it began, behind a hint that does not return")
+	}
+}
