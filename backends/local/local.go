@@ -407,6 +407,9 @@ func (b *Backend) GetBuf(ctx context.Context, key string, alloc func(n int) []by
 //
 // The buffer comes from alloc when it is not nil (it may hold old bytes:
 // every byte returned is read from the file).
+// fstat is unix.Fstat; tests stand in for it (readWhole retries EINTR).
+var fstat = unix.Fstat
+
 func readWhole(p string, alloc func(n int) []byte) ([]byte, error) {
 	fd, err := openRetry(p)
 	if err != nil {
@@ -414,7 +417,13 @@ func readWhole(p string, alloc func(n int) []byte) ([]byte, error) {
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	for {
+		err = fstat(fd, &st)
+		if err != unix.EINTR { // as os.File.Stat, and openRetry for open
+			break
+		}
+	}
+	if err != nil {
 		return nil, &os.PathError{Op: "stat", Path: p, Err: err}
 	}
 	// No value is larger than MaxValueSize: a file that is (damaged, or
