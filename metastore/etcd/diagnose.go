@@ -29,7 +29,8 @@ const maxProbes = 5
 // returns an ErrTLS error naming the endpoint and what TLS said. Other
 // errors, and failures not explained by TLS, are returned as they are.
 // The probe runs after the caller's deadline passed too (it is bounded by
-// probeTimeout), but not after the caller canceled.
+// probeTimeout), but not after the caller canceled: a cancel while it
+// runs ends it, and the error is returned as it was.
 func diagnoseOpen(ctx context.Context, endpoints []string, cfg *tls.Config, err error) error {
 	if !errors.Is(err, metastore.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -39,6 +40,12 @@ func diagnoseOpen(ctx context.Context, endpoints []string, cfg *tls.Config, err 
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), probeTimeout)
 	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		if errors.Is(ctx.Err(), context.Canceled) { // not the deadline: that one the probe outlives
+			cancel()
+		}
+	})
+	defer stop()
 	eps := endpoints
 	if len(eps) > maxProbes {
 		eps = eps[:maxProbes]
@@ -54,6 +61,9 @@ func diagnoseOpen(ctx context.Context, endpoints []string, cfg *tls.Config, err 
 		}()
 	}
 	wg.Wait()
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return err // the probes were cut short: their errors say nothing about TLS
+	}
 	var first error
 	for i := range eps {
 		if !answered[i] {

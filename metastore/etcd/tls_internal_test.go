@@ -198,3 +198,33 @@ func TestOpenRefusesEmptyPassword(t *testing.T) {
 		t.Fatalf("got %v, want ErrInvalid", err)
 	}
 }
+
+// A caller that cancels while the endpoints are probed gets its answer
+// at once, with the error as it was: a handshake cut short by the cancel
+// says nothing about TLS.
+func TestDiagnoseOpenCanceledDuringProbe(t *testing.T) {
+	stall := serve(t, func(c net.Conn) { // accepts, never answers the handshake
+		var b [1]byte
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			if _, err := c.Read(b[:]); err != nil {
+				return
+			}
+		}
+	})
+	ca := newCA(t, "ca")
+	for _, cfg := range []*tls.Config{{RootCAs: ca.pool}, nil} {
+		ctx, cancel := context.WithCancel(context.Background())
+		canceled := make(chan time.Time, 1)
+		time.AfterFunc(200*time.Millisecond, func() { canceled <- time.Now(); cancel() })
+		err := diagnoseOpen(ctx, []string{stall}, clientTLS(cfg), unavailable)
+		took := time.Since(<-canceled)
+		cancel()
+		if err != unavailable {
+			t.Errorf("TLS %v: got %v, want the error unchanged", cfg != nil, err)
+		}
+		if took > probeTimeout/2 {
+			t.Errorf("TLS %v: diagnoseOpen returned %v after the cancel (probes last up to %v)", cfg != nil, took, probeTimeout)
+		}
+	}
+}
