@@ -2,6 +2,7 @@ package healstore
 
 import (
 	"io"
+	"math/bits"
 	"sync"
 )
 
@@ -31,6 +32,32 @@ func (p *bufPool) put(b *[]byte) {
 	if sp, ok := p.pools.Load(len(*b)); ok {
 		sp.(*sync.Pool).Put(b)
 	}
+}
+
+// getShard returns n bytes (Reader.fetchStripe's Alloc) from the pool of
+// n's size class, so shards of nearby sizes share a pool: shards come in
+// as many sizes as objects do, and a pool per size would stay for good,
+// one more for every size ever read. Give it back with putShard.
+func (p *bufPool) getShard(n int) []byte {
+	return (*p.get(sizeClass(n)))[:n]
+}
+
+// putShard gives back a shard's memory: from getShard (any prefix of it),
+// or memory of the caller's own (a backend's Get), which joins a pool
+// only if its capacity is a pooled size. It must not be used afterwards.
+func (p *bufPool) putShard(b []byte) {
+	b = b[:cap(b)]
+	p.put(&b)
+}
+
+// sizeClass rounds n up to one of eight sizes per power of two (at most
+// an eighth more; 4 KiB at least).
+func sizeClass(n int) int {
+	if n <= 4096 {
+		return 4096
+	}
+	step := 1 << (bits.Len(uint(n-1)) - 4)
+	return (n + step - 1) &^ (step - 1)
 }
 
 // writeFull writes p to w and reports a writer that takes less without an

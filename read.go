@@ -332,7 +332,7 @@ func (r *Reader) fetchStripe(ctx context.Context, b uint64, dst []byte) ([]byte,
 	defer func() {
 		for _, sh := range fetched {
 			if sh != nil {
-				s.bufs.put(&sh)
+				s.bufs.putShard(sh)
 			}
 		}
 	}()
@@ -345,7 +345,7 @@ func (r *Reader) fetchStripe(ctx context.Context, b uint64, dst []byte) ([]byte,
 		res, ferr := shardio.Fetch(ctx, s, shardio.FetchRequest{
 			Stripe: id, Locs: locs, Need: st.K, Have: have,
 			HedgeAfter: s.cfg.HedgeAfter.Std(), OnError: s.noteBackendError,
-			Alloc: func(n int) []byte { return *s.bufs.get(n) },
+			Alloc: s.bufs.getShard,
 		})
 		fetched = res.Shards
 		missing = mergeInts(missing, res.Missing)

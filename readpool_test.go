@@ -79,3 +79,67 @@ func TestConcurrentReadsWithRecycledShards(t *testing.T) {
 	}
 	readAll("one shard corrupt")
 }
+
+// Shards come in as many sizes as objects do; reading objects of many
+// sizes must not leave a pool behind for each (the store's pools are never
+// removed): nearby sizes share one, and what a read gets back is still
+// exactly its object.
+func TestRecycledShardsOfManySizesShareFewPools(t *testing.T) {
+	s := newTestStore(t, testOpts{k: 4, m: 2, blockSize: 64 << 10})
+	ctx := context.Background()
+	rnd := rand.New(rand.NewPCG(3, 4))
+	pools := func() int {
+		n := 0
+		s.bufs.pools.Range(func(any, any) bool { n++; return true })
+		return n
+	}
+	before := pools()
+	const objs = 120
+	sizes := map[int64]bool{}
+	for i := range objs {
+		// Distinct shard sizes: payloads are padded to 64 bytes, so
+		// 4*64 bytes more per object are 64 more in each shard.
+		want := randBytes(rnd, 8192+i*4*64)
+		name := fmt.Sprintf("o%d", i)
+		if _, err := s.Put(ctx, name, bytes.NewReader(want)); err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, s, name); !bytes.Equal(got, want) {
+			t.Fatalf("%s read back different", name)
+		}
+		for _, st := range stripesOf(t, s, name) {
+			sizes[st.Shards[0].Size] = true
+		}
+	}
+	if len(sizes) < objs/2 {
+		t.Fatalf("setup: only %d distinct shard sizes", len(sizes))
+	}
+	if added := pools() - before; added > 16 {
+		t.Fatalf("reading %d objects (%d shard sizes) left %d more buffer pools", objs, len(sizes), added)
+	}
+}
+
+// A size class holds its size and wastes at most an eighth of it; sizes
+// up to a 64 MiB shard fall in a few hundred classes.
+func TestShardSizeClasses(t *testing.T) {
+	classes := map[int]bool{}
+	for n := 0; n <= 64<<20+64<<10+1; n += 1 + n/997 {
+		c := sizeClass(n)
+		if c < n || (n > 4096 && c > n+n/8) {
+			t.Fatalf("sizeClass(%d) = %d", n, c)
+		}
+		classes[c] = true
+	}
+	if len(classes) > 8*20 {
+		t.Fatalf("%d classes", len(classes))
+	}
+	var p bufPool
+	b := p.getShard(5000)
+	if len(b) != 5000 || cap(b) != sizeClass(5000) {
+		t.Fatalf("getShard(5000): len %d cap %d", len(b), cap(b))
+	}
+	p.putShard(b[:10]) // a short read's prefix gives back the whole buffer
+	if c := p.getShard(4900); cap(c) != sizeClass(5000) || len(c) != 4900 {
+		t.Fatalf("getShard(4900) after putShard: len %d cap %d", len(c), cap(c))
+	}
+}
