@@ -516,6 +516,10 @@ func (h hinted) Get(ctx context.Context, key string) ([]byte, error) {
 // it reads any of them, through decorators such as the deadline wrapper,
 // and hints none it does not read.
 func TestFetchHintsFirstWaveBeforeReading(t *testing.T) {
+	// Fetch waits for the hints only briefly; on a busy machine the
+	// reads could start first.
+	defer func(d time.Duration) { hintWait = d }(hintWait)
+	hintWait = time.Minute
 	pool, mems, locs, shards := stripeAt(t, 6)
 	var mu sync.Mutex
 	var log []string
