@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/healstore/healstore/metastore"
@@ -99,6 +100,7 @@ func probeTLS(ctx context.Context, ep string, cfg *tls.Config) (answered bool, e
 		return false, nil
 	}
 	defer conn.Close()
+	defer context.AfterFunc(ctx, func() { conn.Close() })() // the probe's end (or the caller's cancel) cuts every read
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}
@@ -131,7 +133,7 @@ func probeTLS(ctx context.Context, ep string, cfg *tls.Config) (answered bool, e
 		// With TLS 1.3 the server checks the client's certificate after
 		// the client's handshake ended: its refusal comes as an alert on
 		// the first read. gRPC's server sends its settings at once.
-		tc.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
+		tc.Write([]byte(h2Preface))
 		conn.SetReadDeadline(time.Now().Add(probeTimeout / 2))
 		var b [1]byte
 		_, rerr := tc.Read(b[:])
@@ -144,10 +146,46 @@ func probeTLS(ctx context.Context, ep string, cfg *tls.Config) (answered bool, e
 	if errors.As(herr, &re) {
 		return true, fmt.Errorf("etcd %s does not speak TLS (the client connects with TLS): %v", ep, herr)
 	}
-	if errors.Is(herr, io.EOF) || isTimeout(herr) {
+	if errors.Is(herr, io.EOF) || errors.Is(herr, syscall.ECONNRESET) {
+		// Closed without a word: a plain-text etcd (cmux) does that to a
+		// ClientHello, and answers the plain HTTP/2 preface instead. A
+		// server that does neither says nothing about TLS.
+		if speaksPlainHTTP2(ctx, host) {
+			return true, fmt.Errorf("etcd %s does not speak TLS (the client connects with TLS; the server answers in plain text)", ep)
+		}
+		return false, nil
+	}
+	if isTimeout(herr) {
 		return false, nil
 	}
 	return true, fmt.Errorf("etcd %s: TLS handshake failed: %v", ep, herr)
+}
+
+// h2Preface is what an HTTP/2 (gRPC) client sends first.
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// speaksPlainHTTP2 tells whether the server at host answers the HTTP/2
+// preface in plain text with its settings, as a plain-text etcd does.
+// Only the preface is sent.
+func speaksPlainHTTP2(ctx context.Context, host string) bool {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	if _, err := conn.Write([]byte(h2Preface)); err != nil {
+		return false
+	}
+	var h [9]byte // a frame header: length (3), type, flags, stream (4)
+	if _, err := io.ReadFull(conn, h[:]); err != nil {
+		return false
+	}
+	return h[3] == 0x4 && h[4]&0x1 == 0 // SETTINGS, not an acknowledgement
 }
 
 // clientTLS returns the TLS configuration to give etcd's client: cfg, or

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/healstore/healstore/metastore"
+	"github.com/healstore/healstore/metastore/metastoretest"
 )
 
 // These run without etcd: TLS servers of the test's own stand in for it.
@@ -226,5 +228,57 @@ func TestDiagnoseOpenCanceledDuringProbe(t *testing.T) {
 		if took > probeTimeout/2 {
 			t.Errorf("TLS %v: diagnoseOpen returned %v after the cancel (probes last up to %v)", cfg != nil, took, probeTimeout)
 		}
+	}
+}
+
+// A TLS client against a plain-text etcd: etcd (cmux) closes the
+// connection on a ClientHello without a word, and answers the plain
+// HTTP/2 preface with its settings. That is "does not speak TLS", not an
+// unexplained timeout.
+func TestDiagnoseOpenPlainEtcd(t *testing.T) {
+	ca := newCA(t, "ca")
+	plainH2 := serve(t, func(c net.Conn) { // what a plain etcd does
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, len(h2Preface))
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != h2Preface {
+			return // closed: not HTTP/2 (a ClientHello)
+		}
+		c.Write([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0}) // an empty SETTINGS frame
+		io.Copy(io.Discard, c)
+	})
+	silent := serve(t, func(c net.Conn) {}) // closes at once whatever comes
+	for _, c := range []struct {
+		ep   string
+		want string
+	}{{plainH2, "does not speak TLS"}, {silent, ""}} {
+		err := diagnoseOpen(context.Background(), []string{c.ep}, clientTLS(&tls.Config{RootCAs: ca.pool}), unavailable)
+		if c.want == "" {
+			if err != unavailable {
+				t.Errorf("%s: got %v, want the error unchanged", c.ep, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrTLS) || !errors.Is(err, metastore.ErrUnavailable) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want ErrTLS saying %q", c.ep, err, c.want)
+		}
+	}
+}
+
+// The same against the real (plain-text) etcd of the tests.
+func TestOpenWithTLSAgainstPlainEtcd(t *testing.T) {
+	var eps []string
+	for _, ep := range metastoretest.EtcdEndpoints(t) {
+		eps = append(eps, strings.TrimPrefix(ep, "http://"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	kv, err := Open(ctx, eps, "healstore-tls-to-plain/", WithTLS(&tls.Config{MinVersion: tls.VersionTLS12}),
+		WithRequestTimeout(time.Second), WithDialTimeout(time.Second))
+	if err == nil {
+		kv.Close()
+		t.Fatal("Open with TLS succeeded against a plain-text etcd")
+	}
+	if !errors.Is(err, ErrTLS) || !errors.Is(err, metastore.ErrUnavailable) || !strings.Contains(err.Error(), "does not speak TLS") {
+		t.Fatalf("got %v, want ErrTLS saying the server does not speak TLS", err)
 	}
 }
