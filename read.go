@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/healstore/healstore/encoder"
 	"github.com/healstore/healstore/healer/shardio"
@@ -327,11 +328,28 @@ func (r *Reader) fetchStripe(ctx context.Context, b uint64, dst []byte) ([]byte,
 	// The shards of the last fetch (the good ones of an earlier round
 	// included) go back to the store's pool once the block is decoded or
 	// the read has failed: decoding copies out of them, and nothing keeps
-	// them. Shards dropped as corrupt are left to the garbage collector.
-	var fetched [][]byte
+	// them. Only memory the pool handed out for this read goes back: a
+	// backend without BufGetter returns memory of its own, which the
+	// Backend contract does not promise is not kept. Shards dropped as
+	// corrupt are left to the garbage collector.
+	var (
+		fetched [][]byte
+		poolMu  sync.Mutex
+		pooled  = map[*byte]bool{}
+	)
+	alloc := func(n int) []byte {
+		b := s.bufs.getShard(n)
+		poolMu.Lock()
+		pooled[unsafe.SliceData(b)] = true
+		poolMu.Unlock()
+		return b
+	}
 	defer func() {
+		poolMu.Lock()
+		defer poolMu.Unlock()
 		for _, sh := range fetched {
-			if sh != nil {
+			if p := unsafe.SliceData(sh); p != nil && pooled[p] {
+				delete(pooled, p) // never twice, whatever fetched holds
 				s.bufs.putShard(sh)
 			}
 		}
@@ -345,7 +363,7 @@ func (r *Reader) fetchStripe(ctx context.Context, b uint64, dst []byte) ([]byte,
 		res, ferr := shardio.Fetch(ctx, s, shardio.FetchRequest{
 			Stripe: id, Locs: locs, Need: st.K, Have: have,
 			HedgeAfter: s.cfg.HedgeAfter.Std(), OnError: s.noteBackendError,
-			Alloc: s.bufs.getShard,
+			Alloc: alloc,
 		})
 		fetched = res.Shards
 		missing = mergeInts(missing, res.Missing)

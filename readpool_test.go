@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+
+	"github.com/healstore/healstore/backends"
 )
 
 // Reads recycle their shards' memory (Reader.fetchStripe): many readers
@@ -141,5 +143,80 @@ func TestShardSizeClasses(t *testing.T) {
 	p.putShard(b[:10]) // a short read's prefix gives back the whole buffer
 	if c := p.getShard(4900); cap(c) != sizeClass(5000) || len(c) != 4900 {
 		t.Fatalf("getShard(4900) after putShard: len %d cap %d", len(c), cap(c))
+	}
+}
+
+// keeper returns, for each key, the same memory on every Get (a cache of
+// its own), as the Backend contract allows; it does not read into the
+// caller's memory (no BufGetter). damaged counts Gets that found their
+// kept memory changed by someone else.
+type keeper struct {
+	backends.Backend
+	mu      sync.Mutex
+	kept    map[string][]byte
+	copies  map[string][]byte
+	damaged int
+}
+
+func (k *keeper) Get(ctx context.Context, key string) ([]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if v, ok := k.kept[key]; ok {
+		if !bytes.Equal(v, k.copies[key]) {
+			k.damaged++
+		}
+		return v, nil
+	}
+	v, err := k.Backend.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	// Memory of a capacity the store's pool takes, as any backend's
+	// memory may happen to have.
+	v = append(make([]byte, 0, sizeClass(len(v))), v...)
+	k.kept[key], k.copies[key] = v, bytes.Clone(v)
+	return v, nil
+}
+
+// Memory a backend returned of its own never joins the store's pool: a
+// read recycles only what the pool gave it, so the next read into pooled
+// memory cannot overwrite a backend's kept value.
+func TestReadRecyclesOnlyPooledShards(t *testing.T) {
+	s := newTestStore(t, testOpts{k: 4, m: 2, blockSize: 64 << 10})
+	ctx := context.Background()
+	var keepers []*keeper
+	for _, name := range []string{"b0", "b2", "b4"} {
+		setBackend(t, s, name, func(b backends.Backend) backends.Backend {
+			k := &keeper{Backend: b, kept: map[string][]byte{}, copies: map[string][]byte{}}
+			keepers = append(keepers, k)
+			return k
+		})
+	}
+	rnd := rand.New(rand.NewPCG(9, 10))
+	want := map[string][]byte{}
+	for i := range 3 {
+		name := fmt.Sprintf("o%d", i)
+		want[name] = randBytes(rnd, 256<<10)
+		if _, err := s.Put(ctx, name, bytes.NewReader(want[name])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := range 10 {
+		for name, data := range want {
+			r, err := s.Open(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			r.Close()
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("round %d: %s read back wrong (%v)", round, name, err)
+			}
+		}
+	}
+	for i, k := range keepers {
+		if k.damaged > 0 {
+			t.Fatalf("keeper %d: %d reads found its kept memory overwritten", i, k.damaged)
+		}
 	}
 }
