@@ -166,3 +166,45 @@ func FuzzReadSecrets(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEtcdFiles feeds the etcd settings' file readers arbitrary file
+// contents: a CA bundle either loads at least one certificate or fails,
+// and a password file either yields its content less one line ending or
+// fails with an error that never shows the content.
+func FuzzEtcdFiles(f *testing.F) {
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"))
+	f.Add([]byte("s3cret-password\n"))
+	f.Add([]byte("s3cret-password\r\n"))
+	f.Add([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"))
+	f.Add([]byte{})
+	f.Add([]byte("\n"))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(dir, "file")
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if pool, err := loadCAFile(p); (pool == nil) == (err == nil) {
+			t.Fatalf("loadCAFile: pool %v with error %v", pool != nil, err)
+		}
+		pw, err := readPasswordFile(p)
+		if err != nil {
+			// Content long enough to be told apart from the message's
+			// own words must not appear in it.
+			if s := strings.TrimSpace(string(data)); len(s) >= 12 && strings.Contains(err.Error(), s) {
+				t.Fatalf("password file error shows the content: %v", err)
+			}
+			return
+		}
+		want := strings.TrimSuffix(string(data), "\n")
+		if want != string(data) {
+			want = strings.TrimSuffix(want, "\r")
+		}
+		if pw != want || pw == "" {
+			t.Fatalf("password %q from file %q", pw, data)
+		}
+	})
+}
