@@ -182,12 +182,7 @@ func TestLoadConfigErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p := writeConfig(t, c.edit(goodConfig))
-			_, err := LoadConfig(p)
-			var ce *ConfigError
-			if !errors.As(err, &ce) || !errors.Is(err, ErrBadConfig) {
-				t.Fatalf("want *ConfigError, got %v", err)
-			}
+			p, ce, err := loadBadConfig(t, c.edit(goodConfig))
 			if ce.File != p || !strings.Contains(err.Error(), p) {
 				t.Errorf("error does not name the file: %v", err)
 			}
@@ -273,4 +268,16 @@ func TestInitConfigLoadsAndRoundTrips(t *testing.T) {
 		again.Snapshots != cfg.Snapshots {
 		t.Fatalf("round trip changed the config")
 	}
+}
+
+// loadBadConfig writes text as a config file and loads it, failing the
+// test unless loading fails with a *ConfigError (ErrBadConfig).
+func loadBadConfig(t *testing.T, text string) (path string, ce *ConfigError, err error) {
+	t.Helper()
+	path = writeConfig(t, text)
+	_, err = LoadConfig(path)
+	if !errors.As(err, &ce) || !errors.Is(err, ErrBadConfig) {
+		t.Fatalf("want *ConfigError, got %v", err)
+	}
+	return path, ce, err
 }

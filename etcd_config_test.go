@@ -47,12 +47,7 @@ func TestEtcdConfigErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p := writeConfig(t, c.edit(goodConfig))
-			_, err := LoadConfig(p)
-			var ce *ConfigError
-			if !errors.As(err, &ce) || !errors.Is(err, ErrBadConfig) {
-				t.Fatalf("want *ConfigError, got %v", err)
-			}
+			_, ce, err := loadBadConfig(t, c.edit(goodConfig))
 			if ce.Field != c.field {
 				t.Errorf("field %q, want %q (%v)", ce.Field, c.field, err)
 			}
