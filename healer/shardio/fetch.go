@@ -1,6 +1,7 @@
 package shardio
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,6 +45,10 @@ type FetchRequest struct {
 	// caller that is done with the shards can recycle them. Shards of
 	// requests Fetch no longer waits for are left to the garbage collector.
 	Alloc func(n int) []byte
+	// HintWait bounds the wait for the first wave's prefetch hints
+	// (backends.Prefetcher) before the reads start; 0 means
+	// DefaultHintWait.
+	HintWait time.Duration
 	// HedgeAfter: when no shard has arrived for this long while requests
 	// are outstanding, one more shard is requested. 0 disables hedging.
 	HedgeAfter time.Duration
@@ -126,10 +131,10 @@ func mapKeys(m map[int]error) func(func(int) bool) {
 	}
 }
 
-// hintWait bounds how long Fetch waits for its first wave's hints before
-// reading: hints that work take microseconds to a few cold metadata reads.
-// A variable for tests that check the order on a busy machine.
-var hintWait = 10 * time.Millisecond
+// DefaultHintWait bounds how long Fetch waits for its first wave's hints
+// before reading (FetchRequest.HintWait): hints that work take
+// microseconds to a few cold metadata reads.
+const DefaultHintWait = 10 * time.Millisecond
 
 type fetched struct {
 	index int
@@ -228,7 +233,7 @@ func Fetch(ctx context.Context, pool Pool, req FetchRequest) (*FetchResult, erro
 				}
 			}
 		}()
-		t := time.NewTimer(hintWait)
+		t := time.NewTimer(cmp.Or(req.HintWait, DefaultHintWait))
 		select {
 		case <-hinted:
 		case <-t.C:

@@ -516,17 +516,15 @@ func (h hinted) Get(ctx context.Context, key string) ([]byte, error) {
 // it reads any of them, through decorators such as the deadline wrapper,
 // and hints none it does not read.
 func TestFetchHintsFirstWaveBeforeReading(t *testing.T) {
-	// Fetch waits for the hints only briefly; on a busy machine the
-	// reads could start first.
-	defer func(d time.Duration) { hintWait = d }(hintWait)
-	hintWait = time.Minute
 	pool, mems, locs, shards := stripeAt(t, 6)
 	var mu sync.Mutex
 	var log []string
 	for _, m := range mems {
 		pool[m.name] = backends.WithDeadline(hinted{memBackend: m, mu: &mu, log: &log}, time.Minute)
 	}
-	res, err := Fetch(context.Background(), pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 4, Verify: verify})
+	// Fetch waits for the hints only briefly; on a busy machine the
+	// reads could start first.
+	res, err := Fetch(context.Background(), pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 4, Verify: verify, HintWait: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
