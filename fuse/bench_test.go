@@ -102,7 +102,7 @@ func BenchmarkFio(b *testing.B) {
 				if write {
 					_, err = st.s.Put(ctx, name, bytes.NewReader(payload))
 				} else {
-					_, err = storeBlobs{st.s}.GetBlock(ctx, name, make([]byte, blockSize))
+					_, err = storeBlobs{st.s}.GetBlock(ctx, name, blockSize)
 				}
 				if err != nil {
 					b.Error(err)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
+	"runtime"
 	"testing"
 	"time"
 
@@ -1076,4 +1077,46 @@ func TestCoreReadAfterFsyncNeverJoinsOlderFetch(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the read after write+fsync waited for the older fetch")
 	}
+}
+
+// Reading a sparse file's hole (a block never written, inside the file)
+// returns zeros without allocating memory for the block: on a VM image
+// with large holes every hole block had cost a block of zeroed memory.
+func TestCoreHoleReadAllocatesNoBlock(t *testing.T) {
+	e := newCoreEnv(t)
+	const bs = 4 << 20
+	e.opts.BlockSize, e.opts.CacheSize = bs, 8*bs
+	f := e.open()
+	st := newFile(t, f, rootIno, "sparse")
+	writeT(t, f, st, []byte("first"), 0)
+	writeT(t, f, st, []byte("last"), 3*bs)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	f.rcache = newReadCache(1 << 20) // forget what the upload cached
+	if _, ok := e.blobs.get(f.blockName(blockKey{st.ino, 1})); ok {
+		t.Fatal("block 1 of the hole is stored")
+	}
+	buf := make([]byte, 64<<10)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for _, off := range []int64{bs, bs + 1<<20, 2 * bs, 2*bs + 3<<20} {
+		n, err := f.read(st, buf, off)
+		if err != nil || n != len(buf) {
+			t.Fatalf("read of the hole at %d: %d bytes, %v", off, n, err)
+		}
+		if !bytes.Equal(buf, make([]byte, len(buf))) {
+			t.Fatalf("read of the hole at %d returned non-zero bytes", off)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if d := after.TotalAlloc - before.TotalAlloc; d > bs/2 {
+		t.Fatalf("reading two hole blocks allocated %d bytes; a block is %d", d, bs)
+	}
+	n, err := f.read(st, buf[:4], 3*bs)
+	if err != nil || n != 4 || string(buf[:4]) != "last" {
+		t.Fatalf("read after the hole: %q, %v", buf[:n], err)
+	}
+	f.put(st)
+	shutdown(t, f)
 }

@@ -96,15 +96,14 @@ func (f *filesystem) fetchLocked(ctx context.Context, k blockKey, bs uint32) ([]
 // getStored reads block k from healstore: its content, empty for a block
 // never written.
 func (f *filesystem) getStored(ctx context.Context, k blockKey, bs uint32) ([]byte, error) {
-	buf := make([]byte, bs)
-	n, err := f.blobs.GetBlock(ctx, f.blockName(k), buf)
+	data, err := f.blobs.GetBlock(ctx, f.blockName(k), int(bs))
 	switch {
 	case errors.Is(err, errNoBlock):
 		return []byte{}, nil
 	case err != nil:
 		return nil, fmt.Errorf("read block %d of inode %d: %w", k.idx, k.ino, err)
 	}
-	return buf[:n], nil
+	return data, nil
 }
 
 // filler returns the fill function for fetchBlock on st's file as of

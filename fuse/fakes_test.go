@@ -136,30 +136,30 @@ func (b *memBlobs) PutBlock(ctx context.Context, name string, r io.Reader) error
 	return nil
 }
 
-func (b *memBlobs) GetBlock(ctx context.Context, name string, buf []byte) (int, error) {
+func (b *memBlobs) GetBlock(ctx context.Context, name string, max int) ([]byte, error) {
 	if h := b.getHook.Load(); h != nil {
 		(*h)(name)
 	}
 	if err := b.fault(ctx, &b.getErr); err != nil {
-		return 0, err
+		return nil, err
 	}
 	b.gets.Add(1)
 	b.mu.Lock()
 	v, ok := b.m[name]
 	if !ok {
 		b.mu.Unlock()
-		return 0, errNoBlock
+		return nil, errNoBlock
 	}
-	if len(v) > len(buf) {
+	if len(v) > max {
 		b.mu.Unlock()
-		return 0, fmt.Errorf("object %s: %d bytes > block %d", name, len(v), len(buf))
+		return nil, fmt.Errorf("object %s: %d bytes > block %d", name, len(v), max)
 	}
-	n := copy(buf, v)
+	out := bytes.Clone(v)
 	b.mu.Unlock()
 	if h := b.gotHook.Load(); h != nil {
 		(*h)(name)
 	}
-	return n, nil
+	return out, nil
 }
 
 func (b *memBlobs) DeleteBlock(ctx context.Context, name string) error {

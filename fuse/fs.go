@@ -27,9 +27,12 @@ type blobStore interface {
 	// PutBlock stores what r yields as the object name, replacing any old
 	// version atomically (the old stripes go to garbage collection).
 	PutBlock(ctx context.Context, name string, r io.Reader) error
-	// GetBlock reads the whole object into buf and returns its length, or
-	// an error matching errNoBlock when the object does not exist.
-	GetBlock(ctx context.Context, name string, buf []byte) (int, error)
+	// GetBlock reads the whole object into memory of its exact size, or
+	// returns an error matching errNoBlock when the object does not exist
+	// and an error when it holds more than max bytes. Nothing is allocated
+	// before the object is known to exist: a read of a sparse file's hole
+	// would otherwise pay for a whole block of zeroed memory.
+	GetBlock(ctx context.Context, name string, max int) ([]byte, error)
 	// DeleteBlock removes the object; a missing object is not an error.
 	DeleteBlock(ctx context.Context, name string) error
 	// ListBlocks calls fn for every object name starting with prefix, in

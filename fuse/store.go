@@ -82,24 +82,28 @@ func (b storeBlobs) PutBlock(ctx context.Context, name string, r io.Reader) erro
 	return err
 }
 
-func (b storeBlobs) GetBlock(ctx context.Context, name string, buf []byte) (int, error) {
+func (b storeBlobs) GetBlock(ctx context.Context, name string, max int) ([]byte, error) {
 	r, err := b.s.Open(ctx, name)
 	if errors.Is(err, healstore.ErrNotFound) {
-		return 0, errNoBlock
+		return nil, errNoBlock
 	}
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer r.Close()
 	size := r.Size()
-	if size > int64(len(buf)) {
-		return 0, fmt.Errorf("object %s holds %d bytes, more than its block size %d", name, size, len(buf))
+	if size > int64(max) {
+		return nil, fmt.Errorf("object %s holds %d bytes, more than its block size %d", name, size, max)
 	}
-	n, err := r.ReadAtContext(ctx, buf[:size], 0)
+	buf := make([]byte, size)
+	n, err := r.ReadAtContext(ctx, buf, 0)
 	if errors.Is(err, io.EOF) && int64(n) == size {
 		err = nil
 	}
-	return n, err
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
 }
 
 func (b storeBlobs) DeleteBlock(ctx context.Context, name string) error {
