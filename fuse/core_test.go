@@ -10,9 +10,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"syscall"
-	"runtime"
 	"testing"
 	"time"
 
