@@ -42,9 +42,8 @@ func (p *bufPool) getShard(n int) []byte {
 	return (*p.get(sizeClass(n)))[:n]
 }
 
-// putShard gives back a shard's memory: from getShard (any prefix of it),
-// or memory of the caller's own (a backend's Get), which joins a pool
-// only if its capacity is a pooled size. It must not be used afterwards.
+// putShard gives back memory getShard returned (any prefix of it, whole
+// again by its capacity). It must not be used afterwards.
 func (p *bufPool) putShard(b []byte) {
 	b = b[:cap(b)]
 	p.put(&b)

@@ -78,10 +78,7 @@ func (w *deadlineBackend) Put(ctx context.Context, key string, value []byte) err
 }
 
 func (w *deadlineBackend) Get(ctx context.Context, key string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, w.d)
-	defer cancel()
-	v, err := w.b.Get(ctx, key)
-	return v, w.fix(ctx, "get", key, err)
+	return w.GetBuf(ctx, key, nil) // bufget.go: with alloc nil, the inner Get
 }
 
 func (w *deadlineBackend) GetRange(ctx context.Context, key string, off, length int64) ([]byte, error) {

@@ -46,9 +46,10 @@ type Backend struct {
 	dirGen  uint64 // fan-out directories made since Open
 	rootGen uint64 // dirGen when the last successful fsync of the root began
 
-	fsyncDir  func(dir string) error          // syncDir; tests stand in for it
-	syncPaths func(paths []string) []error    // syncPaths (aio_linux.go); tests stand in for it
-	setDirect func(f *os.File, on bool) error // setDirect (directio.go); tests stand in for it
+	fsyncDir  func(dir string) error              // syncDir; tests stand in for it
+	syncPaths func(paths []string) []error        // syncPaths (aio_linux.go); tests stand in for it
+	setDirect func(f *os.File, on bool) error     // setDirect (directio.go); tests stand in for it
+	fstat     func(fd int, st *unix.Stat_t) error // unix.Fstat (readWhole retries EINTR); tests stand in for it
 }
 
 var _ backends.Backend = (*Backend)(nil)
@@ -62,7 +63,7 @@ func Open(spec backends.Spec) (*Backend, error) {
 	if spec.Kind != backends.KindLocal {
 		return nil, fmt.Errorf("backend %s: local.Open given kind %q", spec.Name, spec.Kind)
 	}
-	b := &Backend{name: spec.Name, root: filepath.Join(spec.Path, "data"), quota: spec.Quota, fsyncDir: syncDir, syncPaths: syncPaths, setDirect: setDirect}
+	b := &Backend{name: spec.Name, root: filepath.Join(spec.Path, "data"), quota: spec.Quota, fsyncDir: syncDir, syncPaths: syncPaths, setDirect: setDirect, fstat: unix.Fstat}
 	if err := os.MkdirAll(b.root, 0o755); err != nil {
 		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
 	}
@@ -375,24 +376,17 @@ func syncDir(dir string) error {
 
 // Get implements backends.Backend.
 func (b *Backend) Get(ctx context.Context, key string) ([]byte, error) {
-	if err := b.begin(ctx, "get", key, true); err != nil {
-		return nil, err
-	}
-	v, err := readWhole(b.pathOf(key), nil)
-	if err != nil {
-		return nil, b.fail("get", key, err)
-	}
-	return v, nil
+	return b.GetBuf(ctx, key, nil)
 }
 
 var _ backends.BufGetter = (*Backend)(nil)
 
-// GetBuf implements backends.BufGetter.
+// GetBuf implements backends.BufGetter; with alloc nil, the memory is new.
 func (b *Backend) GetBuf(ctx context.Context, key string, alloc func(n int) []byte) ([]byte, error) {
 	if err := b.begin(ctx, "get", key, true); err != nil {
 		return nil, err
 	}
-	v, err := readWhole(b.pathOf(key), alloc)
+	v, err := b.readWhole(b.pathOf(key), alloc)
 	if err != nil {
 		return nil, b.fail("get", key, err)
 	}
@@ -407,10 +401,7 @@ func (b *Backend) GetBuf(ctx context.Context, key string, alloc func(n int) []by
 //
 // The buffer comes from alloc when it is not nil (it may hold old bytes:
 // every byte returned is read from the file).
-// fstat is unix.Fstat; tests stand in for it (readWhole retries EINTR).
-var fstat = unix.Fstat
-
-func readWhole(p string, alloc func(n int) []byte) ([]byte, error) {
+func (b *Backend) readWhole(p string, alloc func(n int) []byte) ([]byte, error) {
 	fd, err := openRetry(p)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: p, Err: err}
@@ -418,7 +409,7 @@ func readWhole(p string, alloc func(n int) []byte) ([]byte, error) {
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	for {
-		err = fstat(fd, &st)
+		err = b.fstat(fd, &st)
 		if err != unix.EINTR { // as os.File.Stat, and openRetry for open
 			break
 		}

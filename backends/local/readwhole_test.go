@@ -20,20 +20,19 @@ func TestGetRetriesInterruptedFstat(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls := 0
-	fstat = func(fd int, st *unix.Stat_t) error {
+	b.fstat = func(fd int, st *unix.Stat_t) error {
 		calls++
 		if calls <= 2 {
 			return unix.EINTR
 		}
 		return unix.Fstat(fd, st)
 	}
-	defer func() { fstat = unix.Fstat }()
 	v, err := b.Get(ctx, "k")
 	if err != nil || !bytes.Equal(v, []byte("value")) {
 		t.Fatalf("Get after interrupted fstat: %q, %v", v, err)
 	}
 	// Another error is still the backend's.
-	fstat = func(int, *unix.Stat_t) error { return unix.EIO }
+	b.fstat = func(int, *unix.Stat_t) error { return unix.EIO }
 	if _, err := b.Get(ctx, "k"); !errors.Is(err, backends.ErrUnavailable) {
 		t.Fatalf("Get with fstat failing EIO: %v, want ErrUnavailable", err)
 	}
