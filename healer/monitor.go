@@ -923,15 +923,14 @@ func (h *Healer) provision(ctx context.Context, spare bool, replacing string) (s
 		// node that refuses the namespace it just made) would otherwise
 		// be registered and then found down, and replaced in its turn.
 		if h.try != nil {
-			if err := h.try(ctx, spec, secret); err != nil {
-				if rerr := p.Release(ctx, spec); rerr != nil {
-					h.log.Warn("release unusable provisioned backend", "backend", spec.Name, "err", rerr)
-				}
-				errs = append(errs, fmt.Errorf("provisioner %s made backend %s, but it does not work: %w", p.Name(), spec.Name, err))
-				continue
+			if err = h.try(ctx, spec, secret); err != nil {
+				err = fmt.Errorf("provisioner %s made backend %s, but it does not work: %w", p.Name(), spec.Name, err)
 			}
 		}
-		if err := h.adopt(ctx, spec, secret, p.Name()); err != nil {
+		if err == nil {
+			err = h.adopt(ctx, spec, secret, p.Name())
+		}
+		if err != nil {
 			if rerr := p.Release(ctx, spec); rerr != nil {
 				h.log.Warn("release unusable provisioned backend", "backend", spec.Name, "err", rerr)
 			}
