@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -26,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	etcdkv "github.com/healstore/healstore/metastore/etcd"
+	"github.com/healstore/healstore/metastore/metastoretest"
 )
 
 // TestEtcdTLSAndAuth runs a store on an etcd of its own that serves TLS
@@ -231,65 +229,30 @@ func newTestPKI(t *testing.T, dir string) testPKI {
 		}
 		return p
 	}
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	keyDER := func(k *ecdsa.PrivateKey) []byte {
+	writeKey := func(name string, k *ecdsa.PrivateKey) string {
 		der, err := x509.MarshalPKCS8PrivateKey(k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return der
-	}
-	serial := int64(1)
-	sign := func(tmpl, parent *x509.Certificate, pub any, signer *ecdsa.PrivateKey) (*x509.Certificate, []byte) {
-		serial++
-		tmpl.SerialNumber = big.NewInt(serial)
-		tmpl.NotBefore = time.Now().Add(-time.Hour)
-		tmpl.NotAfter = time.Now().Add(24 * time.Hour)
-		if parent == nil {
-			parent = tmpl
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c, der
-	}
-	newCA := func(cn string) (*x509.Certificate, *ecdsa.PrivateKey, []byte) {
-		k := newKey()
-		c, der := sign(&x509.Certificate{Subject: pkix.Name{CommonName: cn}, IsCA: true, BasicConstraintsValid: true,
-			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}, nil, &k.PublicKey, k)
-		return c, k, der
+		return write(name, "PRIVATE KEY", der)
 	}
 	var p testPKI
-	ca, caKey, caDER := newCA("healstore test CA")
-	p.ca = write("ca.pem", "CERTIFICATE", caDER)
-	_, _, otherDER := newCA("some other CA")
-	p.otherCA = write("other-ca.pem", "CERTIFICATE", otherDER)
+	ca := metastoretest.NewCA(t, "healstore test CA")
+	p.ca = write("ca.pem", "CERTIFICATE", ca.DER)
+	p.otherCA = write("other-ca.pem", "CERTIFICATE", metastoretest.NewCA(t, "some other CA").DER)
 
-	sk := newKey()
 	// etcd also dials itself (its gateway) with the server certificate,
 	// so it carries client use too.
-	_, sder := sign(&x509.Certificate{Subject: pkix.Name{CommonName: "etcd"}, KeyUsage: x509.KeyUsageDigitalSignature,
+	sder, sk := ca.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "etcd"}, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"etcd.healstore.test"}}, ca, &sk.PublicKey, caKey)
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"etcd.healstore.test"}})
 	p.serverCert = write("server.pem", "CERTIFICATE", sder)
-	p.serverKey = write("server-key.pem", "PRIVATE KEY", keyDER(sk))
+	p.serverKey = writeKey("server-key.pem", sk)
 
-	ck := newKey()
-	_, cder := sign(&x509.Certificate{Subject: pkix.Name{CommonName: "healstore-client"}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, ca, &ck.PublicKey, caKey)
+	cder, ck := ca.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "healstore-client"}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	p.clientCert = write("client.pem", "CERTIFICATE", cder)
-	p.clientKey = write("client-key.pem", "PRIVATE KEY", keyDER(ck))
+	p.clientKey = writeKey("client-key.pem", ck)
 	return p
 }
 

@@ -2,16 +2,12 @@ package etcdkv
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"testing"
@@ -22,49 +18,6 @@ import (
 )
 
 // These run without etcd: TLS servers of the test's own stand in for it.
-
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-var serial int64 = 100
-
-func newCA(t *testing.T, cn string) *testCA {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(c)
-	return &testCA{cert: c, key: k, pool: pool}
-}
-
-func (ca *testCA) issue(t *testing.T, tmpl *x509.Certificate) tls.Certificate {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl.SerialNumber = big.NewInt(serial)
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
-}
 
 // serve accepts connections on a new port and hands each to fn.
 func serve(t *testing.T, fn func(net.Conn)) string {
@@ -89,8 +42,8 @@ func serve(t *testing.T, fn func(net.Conn)) string {
 // tlsServer is a TLS server (with a certificate for 127.0.0.1 and
 // etcd.test) that answers the first read, as gRPC's server sends its
 // settings.
-func tlsServer(t *testing.T, ca *testCA, clientCAs *x509.CertPool) string {
-	cert := ca.issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "etcd"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+func tlsServer(t *testing.T, ca *metastoretest.CA, clientCAs *x509.CertPool) string {
+	cert := ca.TLSCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "etcd"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"etcd.test"}})
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}}
 	if clientCAs != nil {
@@ -111,10 +64,10 @@ func tlsServer(t *testing.T, ca *testCA, clientCAs *x509.CertPool) string {
 var unavailable = fmt.Errorf("%w: etcd x: context deadline exceeded", metastore.ErrUnavailable)
 
 func TestDiagnoseOpenTLS(t *testing.T) {
-	ca, other := newCA(t, "ca"), newCA(t, "other")
-	client := ca.issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "client"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	ca, other := metastoretest.NewCA(t, "ca"), metastoretest.NewCA(t, "other")
+	client := ca.TLSCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "client"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	plainTLS := tlsServer(t, ca, nil)
-	mutual := tlsServer(t, ca, ca.pool)
+	mutual := tlsServer(t, ca, ca.Pool)
 	httpServer := serve(t, func(c net.Conn) { c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n")) })
 	closed := func() string { // a port nothing listens on
 		l, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -128,22 +81,22 @@ func TestDiagnoseOpenTLS(t *testing.T) {
 		cfg  *tls.Config
 		want string // "" for: not explained by TLS, the error stays
 	}{
-		{"right CA", []string{plainTLS}, &tls.Config{RootCAs: ca.pool}, ""},
-		{"unknown authority", []string{plainTLS}, &tls.Config{RootCAs: other.pool}, "certificate signed by unknown authority"},
-		{"one endpoint good is enough", []string{plainTLS, closed}, &tls.Config{RootCAs: ca.pool}, ""},
-		{"server name asked for", []string{plainTLS}, &tls.Config{RootCAs: ca.pool, ServerName: "etcd.test"}, ""},
-		{"server name not in the certificate", []string{plainTLS}, &tls.Config{RootCAs: ca.pool, ServerName: "wrong.test"}, "not wrong.test"},
-		{"server name and unknown authority", []string{plainTLS}, &tls.Config{RootCAs: other.pool, ServerName: "etcd.test"}, "unknown authority"},
-		{"client certificate", []string{mutual}, &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{client}}, ""},
-		{"no client certificate", []string{mutual}, &tls.Config{RootCAs: ca.pool}, "refused the TLS connection"},
-		{"client certificate of another CA", []string{mutual}, &tls.Config{RootCAs: ca.pool,
-			Certificates: []tls.Certificate{other.issue(t, &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})}},
+		{"right CA", []string{plainTLS}, &tls.Config{RootCAs: ca.Pool}, ""},
+		{"unknown authority", []string{plainTLS}, &tls.Config{RootCAs: other.Pool}, "certificate signed by unknown authority"},
+		{"one endpoint good is enough", []string{plainTLS, closed}, &tls.Config{RootCAs: ca.Pool}, ""},
+		{"server name asked for", []string{plainTLS}, &tls.Config{RootCAs: ca.Pool, ServerName: "etcd.test"}, ""},
+		{"server name not in the certificate", []string{plainTLS}, &tls.Config{RootCAs: ca.Pool, ServerName: "wrong.test"}, "not wrong.test"},
+		{"server name and unknown authority", []string{plainTLS}, &tls.Config{RootCAs: other.Pool, ServerName: "etcd.test"}, "unknown authority"},
+		{"client certificate", []string{mutual}, &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{client}}, ""},
+		{"no client certificate", []string{mutual}, &tls.Config{RootCAs: ca.Pool}, "refused the TLS connection"},
+		{"client certificate of another CA", []string{mutual}, &tls.Config{RootCAs: ca.Pool,
+			Certificates: []tls.Certificate{other.TLSCert(t, &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})}},
 			"refused the TLS connection"},
 		{"plain text client, TLS server", []string{plainTLS}, nil, "speaks TLS, but the client connects in plain text"},
 		{"https endpoint, system roots", []string{"https://" + plainTLS}, nil, "unknown authority"},
-		{"http endpoint ignores the TLS config", []string{"http://" + plainTLS}, &tls.Config{RootCAs: ca.pool}, "speaks TLS"},
-		{"TLS client, plain server", []string{httpServer}, &tls.Config{RootCAs: ca.pool}, "does not speak TLS"},
-		{"nothing listens", []string{closed}, &tls.Config{RootCAs: ca.pool}, ""},
+		{"http endpoint ignores the TLS config", []string{"http://" + plainTLS}, &tls.Config{RootCAs: ca.Pool}, "speaks TLS"},
+		{"TLS client, plain server", []string{httpServer}, &tls.Config{RootCAs: ca.Pool}, "does not speak TLS"},
+		{"nothing listens", []string{closed}, &tls.Config{RootCAs: ca.Pool}, ""},
 		{"plain client, nothing listens", []string{closed}, nil, ""},
 	}
 	for _, c := range cases {
@@ -166,12 +119,12 @@ func TestDiagnoseOpenTLS(t *testing.T) {
 
 	// Errors that are not unavailability, and a canceled caller, are
 	// left alone.
-	if err := diagnoseOpen(context.Background(), []string{plainTLS}, &tls.Config{RootCAs: other.pool}, metastore.ErrSchema); err != metastore.ErrSchema {
+	if err := diagnoseOpen(context.Background(), []string{plainTLS}, &tls.Config{RootCAs: other.Pool}, metastore.ErrSchema); err != metastore.ErrSchema {
 		t.Fatalf("schema error became %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := diagnoseOpen(ctx, []string{plainTLS}, &tls.Config{RootCAs: other.pool}, unavailable); err != unavailable {
+	if err := diagnoseOpen(ctx, []string{plainTLS}, &tls.Config{RootCAs: other.Pool}, unavailable); err != unavailable {
 		t.Fatalf("after cancel: %v", err)
 	}
 }
@@ -214,8 +167,8 @@ func TestDiagnoseOpenCanceledDuringProbe(t *testing.T) {
 			}
 		}
 	})
-	ca := newCA(t, "ca")
-	for _, cfg := range []*tls.Config{{RootCAs: ca.pool}, nil} {
+	ca := metastoretest.NewCA(t, "ca")
+	for _, cfg := range []*tls.Config{{RootCAs: ca.Pool}, nil} {
 		ctx, cancel := context.WithCancel(context.Background())
 		canceled := make(chan time.Time, 1)
 		time.AfterFunc(200*time.Millisecond, func() { canceled <- time.Now(); cancel() })
@@ -236,7 +189,7 @@ func TestDiagnoseOpenCanceledDuringProbe(t *testing.T) {
 // HTTP/2 preface with its settings. That is "does not speak TLS", not an
 // unexplained timeout.
 func TestDiagnoseOpenPlainEtcd(t *testing.T) {
-	ca := newCA(t, "ca")
+	ca := metastoretest.NewCA(t, "ca")
 	plainH2 := serve(t, func(c net.Conn) { // what a plain etcd does
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		b := make([]byte, len(h2Preface))
@@ -251,7 +204,7 @@ func TestDiagnoseOpenPlainEtcd(t *testing.T) {
 		ep   string
 		want string
 	}{{plainH2, "does not speak TLS"}, {silent, ""}} {
-		err := diagnoseOpen(context.Background(), []string{c.ep}, clientTLS(&tls.Config{RootCAs: ca.pool}), unavailable)
+		err := diagnoseOpen(context.Background(), []string{c.ep}, clientTLS(&tls.Config{RootCAs: ca.Pool}), unavailable)
 		if c.want == "" {
 			if err != unavailable {
 				t.Errorf("%s: got %v, want the error unchanged", c.ep, err)
