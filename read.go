@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -371,8 +372,7 @@ func (r *Reader) fetchStripe(ctx context.Context, b uint64, dst []byte) ([]byte,
 			var tf *shardio.TooFewError
 			if errors.As(ferr, &tf) {
 				return nil, fmt.Errorf("read %q block %d: %w", r.obj.Name, b, &InsufficientBackendsError{
-					Op: "read", Usable: tf.Got, Needed: tf.Need,
-					Detail: fmt.Sprintf("%v; corrupt before: %v", ferr, corrupt)})
+					Op: "read", Usable: tf.Got, Needed: tf.Need, Detail: tooFewDetail(st, tf, corrupt)})
 			}
 			return nil, fmt.Errorf("read %q block %d: %w", r.obj.Name, b, ferr)
 		}
@@ -403,6 +403,25 @@ func (r *Reader) fetchStripe(ctx context.Context, b uint64, dst []byte) ([]byte,
 			return nil, fmt.Errorf("read %q block %d: %w", r.obj.Name, b, err)
 		}
 	}
+}
+
+// tooFewDetail says which shards of st a read could not use and on which
+// backends they were. corrupt holds the shards earlier rounds found
+// corrupt: their locations were dropped, so Fetch then reports them
+// missing; they are named once, as corrupt. The first backend error is
+// kept, as Fetch's own message does, so the operator sees what was said.
+func tooFewDetail(st *metastore.Stripe, tf *shardio.TooFewError, corrupt []int) string {
+	corrupt = mergeInts(slices.Clone(corrupt), tf.Corrupt)
+	slices.Sort(corrupt)
+	missing := slices.DeleteFunc(slices.Clone(tf.Missing), func(i int) bool { return slices.Contains(corrupt, i) })
+	s := stripeShardsText("", st, tf.Got, missing, tf.Unreachable, corrupt)
+	for _, i := range slices.Sorted(maps.Keys(tf.Errs)) {
+		if tf.Errs[i] != nil {
+			s += fmt.Sprintf(" (shard %d: %v)", i, tf.Errs[i])
+			break
+		}
+	}
+	return s
 }
 
 // mergeInts adds the values of b missing from a.

@@ -76,6 +76,26 @@ type LaterStripe struct {
 	Intent bool `json:"intent"`
 }
 
+// DamagedStripe is a stripe of the recovered metadata with fewer than K of
+// its shards found on the backends that could be listed.
+type DamagedStripe struct {
+	// Object is the name of the object it belongs to; "" when no object
+	// in the metadata has it.
+	Object string `json:"object"`
+	Stripe string `json:"stripe"`
+	// K shards are needed to read it; Present were found (shards on
+	// backends that could not be listed count as present).
+	K       int `json:"k"`
+	Present int `json:"present"`
+	// Missing are the absent shard indices, in order; MissingShards the
+	// same with the backend and key the metadata records for each
+	// (backend "" for a shard that was never placed).
+	Missing       []int           `json:"missing"`
+	MissingShards []ShardLocation `json:"missing_shards"`
+	// Detail says the same in one line, as the text report prints it.
+	Detail string `json:"detail"`
+}
+
 // ShardLocation is one shard on one backend.
 type ShardLocation struct {
 	Backend string `json:"backend"`
@@ -105,6 +125,14 @@ type RecoverReport struct {
 	// backends that could be listed (objects deleted or replaced after
 	// the snapshot, whose shards garbage collection removed, look so).
 	Damaged []string `json:"damaged,omitempty"`
+	// DamagedStripes say which shards those objects' stripes lack and on
+	// which backends they were: the nodes to bring back. At most 1000,
+	// by object name; DamagedStripeCount counts them all.
+	DamagedStripes     []DamagedStripe `json:"damaged_stripes,omitempty"`
+	DamagedStripeCount int             `json:"damaged_stripe_count"`
+	// MissingByBackend counts, per backend, the shards the metadata places
+	// there that its listing lacks (in damaged and queued stripes alike).
+	MissingByBackend map[string]int `json:"missing_by_backend,omitempty"`
 	// Queued counts stripes whose listed shards are partly missing; they
 	// are on the repair queue for the healer.
 	Queued int `json:"queued"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -16,6 +17,10 @@ import (
 // maxLaterReported bounds RecoverReport.Later; LaterShards still counts
 // them all.
 const maxLaterReported = 1000
+
+// maxDamagedReported bounds RecoverReport.DamagedStripes;
+// DamagedStripeCount still counts them all.
+const maxDamagedReported = 1000
 
 // survey compares the recovered metadata with the shards the backends
 // hold: stripes with listed shards missing go on the repair queue, objects
@@ -58,49 +63,63 @@ func (s *Store) survey(ctx context.Context, rep *RecoverReport) error {
 	}
 	sort.Strings(rep.Unlisted)
 
-	// Walk the stripes: which of their shards are there.
+	// Walk the stripes: which of their shards are there. A stripe with
+	// shards gone is kept (without its checksums) until its object's name
+	// is known, so its repair reason and the report can name the object,
+	// the missing indices and the backends they were on.
+	type shortStripe struct {
+		st      *metastore.Stripe
+		present int
+		missing []int
+	}
 	known := map[[16]byte]bool{}
 	damagedObj := map[[16]byte]bool{}
-	var repairs []metastore.RepairItem
-	now := time.Now()
+	var short []shortStripe
 	err := s.meta.ScanStripes(ctx, [16]byte{}, func(st *metastore.Stripe) error {
 		known[st.ID] = true
-		good, missing := 0, 0
-		for _, loc := range st.Shards {
+		present, gone := 0, 0 // gone: missing on a listed backend
+		var missing []int
+		for i, loc := range st.Shards {
 			if loc.Backend == "" {
+				missing = append(missing, i) // never placed: already queued
 				continue
 			}
 			keys, ok := listed[loc.Backend]
 			if !ok {
-				good++ // not listed: assume present
+				present++ // not listed: assume present
 				continue
 			}
-			if _, present := keys[loc.Key]; present {
-				good++
+			if _, ok := keys[loc.Key]; ok {
+				present++
 			} else {
-				missing++
+				missing = append(missing, i)
+				gone++
+				if rep.MissingByBackend == nil {
+					rep.MissingByBackend = map[string]int{}
+				}
+				rep.MissingByBackend[loc.Backend]++
 			}
 		}
-		if good < st.K {
+		if present < st.K {
 			damagedObj[st.Object] = true
 		}
-		if missing > 0 {
-			repairs = append(repairs, metastore.RepairItem{Stripe: st.ID, Margin: good - st.K, Queued: now,
-				Reason: fmt.Sprintf("recovery: %d shards missing on their backends", missing)})
+		if present < st.K || gone > 0 {
+			for i := range st.Shards {
+				st.Shards[i].Sum = nil
+			}
+			short = append(short, shortStripe{st: st, present: present, missing: missing})
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	for i := 0; i < len(repairs); i += 256 {
-		if err := s.meta.Enqueue(ctx, repairs[i:min(i+256, len(repairs))]...); err != nil {
-			return err
-		}
-	}
-	rep.Queued = len(repairs)
 
-	// Objects, and the names of damaged ones.
+	// Objects, the names of damaged ones, and of those with short stripes.
+	names := map[[16]byte]string{}
+	for _, sh := range short {
+		names[sh.st.Object] = ""
+	}
 	after := ""
 	for {
 		objs, err := s.meta.ListObjects(ctx, "", after, 1000)
@@ -112,11 +131,53 @@ func (s *Store) survey(ctx context.Context, rep *RecoverReport) error {
 			if damagedObj[o.ID] {
 				rep.Damaged = append(rep.Damaged, o.Name)
 			}
+			if _, ok := names[o.ID]; ok {
+				names[o.ID] = o.Name
+			}
 		}
 		if len(objs) < 1000 {
 			break
 		}
 		after = objs[len(objs)-1].Name
+	}
+
+	var repairs []metastore.RepairItem
+	now := time.Now()
+	for _, sh := range short {
+		st := sh.st
+		detail := stripeShardsText(names[st.Object], st, sh.present, sh.missing, nil, nil)
+		if sh.present < st.K {
+			rep.DamagedStripeCount++
+			ds := DamagedStripe{Object: names[st.Object], Stripe: hex.EncodeToString(st.ID[:]), K: st.K,
+				Present: sh.present, Missing: sh.missing, Detail: detail}
+			for _, i := range sh.missing {
+				ds.MissingShards = append(ds.MissingShards, ShardLocation{Backend: st.Shards[i].Backend, Key: st.Shards[i].Key, Index: i})
+			}
+			rep.DamagedStripes = append(rep.DamagedStripes, ds)
+		}
+		// Queued when shards are gone from listed backends; one short only
+		// of never-placed shards is on the queue already.
+		if !slices.ContainsFunc(sh.missing, func(i int) bool { return st.Shards[i].Backend != "" }) {
+			continue
+		}
+		repairs = append(repairs, metastore.RepairItem{Stripe: st.ID, Margin: sh.present - st.K, Queued: now,
+			Reason: "recovery: " + detail})
+	}
+	for i := 0; i < len(repairs); i += 256 {
+		if err := s.meta.Enqueue(ctx, repairs[i:min(i+256, len(repairs))]...); err != nil {
+			return err
+		}
+	}
+	rep.Queued = len(repairs)
+	sort.Slice(rep.DamagedStripes, func(i, j int) bool {
+		a, b := rep.DamagedStripes[i], rep.DamagedStripes[j]
+		if a.Object != b.Object {
+			return a.Object < b.Object
+		}
+		return a.Stripe < b.Stripe
+	})
+	if len(rep.DamagedStripes) > maxDamagedReported {
+		rep.DamagedStripes = rep.DamagedStripes[:maxDamagedReported]
 	}
 
 	// Shards the metadata does not know: written after the snapshot, or

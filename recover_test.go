@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/backends/local"
 	"github.com/healstore/healstore/healer/snapshot"
+	"github.com/healstore/healstore/metastore"
 )
 
 // recoverFixture is a store of six local backends (4+2) whose frontend
@@ -363,6 +365,140 @@ func TestRecoverFallsBackAndToleratesDownBackends(t *testing.T) {
 	}
 	if rep.LaterShards == 0 {
 		t.Fatal("the shards written after the older snapshot are not reported")
+	}
+}
+
+// A stripe recovery finds short is reported by object, stripe, missing
+// shard indices and the backends they were on, with how many are present of
+// the k needed: in the report, its JSON and the repair queue's reason.
+func TestRecoverNamesMissingShards(t *testing.T) {
+	ctx := context.Background()
+	f := newRecoverFixture(t)
+	s := f.open(t)
+	data := bytes.Repeat([]byte("recover names the shards "), 2000) // one block, not inline
+	for _, name := range []string{"lost", "short", "whole"} {
+		if _, err := s.Put(ctx, name, bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stripe0 := func(name string) *metastore.Stripe {
+		o, err := s.meta.GetObject(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := s.meta.GetStripe(ctx, o.Stripes[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	lose := func(st *metastore.Stripe, idx ...int) {
+		for _, i := range idx {
+			b, _ := s.Backend(st.Shards[i].Backend)
+			if err := b.Delete(ctx, st.Shards[i].Key); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	lost, short := stripe0("lost"), stripe0("short")
+	lose(lost, 0, 2, 5) // 3 of 4 left: unreadable
+	lose(short, 1)      // 5 of 4: queued for repair
+	sn, err := s.NewSnapshotter(SnapshotConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Take(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	f.destroyFrontend(t)
+
+	rep, err := Recover(ctx, RecoverOptions{KeyFile: f.keyFile, Backends: f.specs, Dir: filepath.Join(t.TempDir(), "recovered")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Damaged) != 1 || rep.Damaged[0] != "lost" || rep.Queued != 2 || rep.DamagedStripeCount != 1 || len(rep.DamagedStripes) != 1 {
+		t.Fatalf("damaged %v, %d damaged stripes %+v, queued %d", rep.Damaged, rep.DamagedStripeCount, rep.DamagedStripes, rep.Queued)
+	}
+	on := func(st *metastore.Stripe, i int) string { return st.Shards[i].Backend }
+	ds := rep.DamagedStripes[0]
+	if ds.Object != "lost" || ds.Stripe != hex.EncodeToString(lost.ID[:]) || ds.K != 4 || ds.Present != 3 ||
+		fmt.Sprint(ds.Missing) != "[0 2 5]" || len(ds.MissingShards) != 3 ||
+		ds.MissingShards[1] != (ShardLocation{Index: 2, Backend: on(lost, 2), Key: lost.Shards[2].Key}) {
+		t.Fatalf("damaged stripe %+v", ds)
+	}
+	wantLost := fmt.Sprintf("object \"lost\" stripe %x: 3 present, 4 needed; missing 0 (%s), 2 (%s), 5 (%s)",
+		lost.ID, on(lost, 0), on(lost, 2), on(lost, 5))
+	if ds.Detail != wantLost {
+		t.Fatalf("detail %q, want %q", ds.Detail, wantLost)
+	}
+	js, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(js), `"missing":[0,2,5]`) || !strings.Contains(string(js), `"damaged_stripe_count":1`) {
+		t.Fatalf("JSON report lacks the missing indices: %s", js)
+	}
+	byBackend := map[string]int{}
+	for _, i := range []int{0, 2, 5} {
+		byBackend[on(lost, i)]++
+	}
+	byBackend[on(short, 1)]++
+	if fmt.Sprint(rep.MissingByBackend) != fmt.Sprint(byBackend) {
+		t.Fatalf("missing by backend %v, want %v", rep.MissingByBackend, byBackend)
+	}
+
+	cfg, err := LoadConfig(rep.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, c := range []struct {
+		st   *metastore.Stripe
+		want string
+	}{
+		{lost, "recovery: " + wantLost},
+		{short, fmt.Sprintf("recovery: object \"short\" stripe %x: 5 present, 4 needed; missing 1 (%s)", short.ID, on(short, 1))},
+	} {
+		it, err := r.meta.GetRepair(ctx, c.st.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if it.Reason != c.want {
+			t.Errorf("repair reason %q, want %q", it.Reason, c.want)
+		}
+		// Names only: a spec (here a path; elsewhere an address or an
+		// access key) never goes into a reason.
+		for _, spec := range f.specs {
+			if strings.Contains(it.Reason, spec.Path) {
+				t.Errorf("reason %q holds backend %s's spec", it.Reason, spec.Name)
+			}
+		}
+	}
+}
+
+// shardsWhere names at most maxShardsNamed shards and counts the rest;
+// a shard never placed has no backend to name.
+func TestRecoverShardsWhereIsBounded(t *testing.T) {
+	st := &metastore.Stripe{K: 16, Shards: make([]metastore.ShardLoc, 24)}
+	var idx []int
+	for i := range st.Shards {
+		if i != 3 {
+			st.Shards[i].Backend = fmt.Sprintf("b%d", i)
+		}
+		idx = append(idx, i)
+	}
+	got := shardsWhere(st, idx)
+	want := "0 (b0), 1 (b1), 2 (b2), 3 (no location), 4 (b4), 5 (b5), 6 (b6), 7 (b7) and 16 more"
+	if got != want {
+		t.Fatalf("shardsWhere: %q, want %q", got, want)
+	}
+	if got := shardsWhere(st, idx[:2]); got != "0 (b0), 1 (b1)" {
+		t.Fatalf("shardsWhere of two: %q", got)
 	}
 }
 

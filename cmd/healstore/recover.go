@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -182,6 +184,27 @@ func printRecoverReport(g *globalOptions, rep *healstore.RecoverReport) {
 	fmt.Fprintf(w, "objects: %d; stripes queued for repair: %d\n", rep.Objects, rep.Queued)
 	if len(rep.Damaged) > 0 {
 		fmt.Fprintf(w, "objects with too few shards left (%d): %s\n", len(rep.Damaged), strings.Join(rep.Damaged, ", "))
+	}
+	if rep.DamagedStripeCount > 0 {
+		// Which shards are gone and where they were: the backends to bring
+		// back (or whose disks to look at) before giving the objects up.
+		fmt.Fprintf(w, "stripes with too few shards left (%d):\n", rep.DamagedStripeCount)
+		for i, ds := range rep.DamagedStripes {
+			if i == 20 {
+				break
+			}
+			fmt.Fprintf(w, "  %s\n", ds.Detail)
+		}
+		if more := rep.DamagedStripeCount - min(len(rep.DamagedStripes), 20); more > 0 {
+			fmt.Fprintf(w, "  ... %d more (see --json)\n", more)
+		}
+	}
+	if len(rep.MissingByBackend) > 0 {
+		var per []string
+		for _, name := range slices.Sorted(maps.Keys(rep.MissingByBackend)) {
+			per = append(per, fmt.Sprintf("%s %d", name, rep.MissingByBackend[name]))
+		}
+		fmt.Fprintf(w, "shards missing by backend: %s\n", strings.Join(per, ", "))
 	}
 	if rep.LaterShards > 0 {
 		complete := 0

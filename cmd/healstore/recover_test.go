@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -107,5 +108,34 @@ func TestRecoverCommand(t *testing.T) {
 	code, stdout, stderr = run1("--config", filepath.Join(target, "healstore.toml"), "get", "doc", "-")
 	if code != exitOK || stdout != string(data) {
 		t.Fatalf("get after recover: exit %d, %d bytes, stderr %s", code, len(stdout), stderr)
+	}
+}
+
+// The text report names each stripe with too few shards (its missing
+// indices and their backends, as the library words it), at most 20 of
+// them, and how many shards each backend lacks.
+func TestPrintRecoverReportDamagedStripes(t *testing.T) {
+	rep := &healstore.RecoverReport{ConfigPath: "/srv/hs/healstore.toml", Objects: 30, Queued: 25,
+		Damaged: []string{"a"}, MissingByBackend: map[string]int{"b3": 25, "b1": 2}}
+	for i := range 25 {
+		rep.DamagedStripes = append(rep.DamagedStripes, healstore.DamagedStripe{
+			Object: "a", Detail: fmt.Sprintf(`object "a" stripe %032x: 3 present, 4 needed; missing 1 (b3)`, i)})
+	}
+	rep.DamagedStripeCount = 30 // the report keeps fewer than it counts
+	var out bytes.Buffer
+	printRecoverReport(&globalOptions{stdout: &out}, rep)
+	text := out.String()
+	for _, want := range []string{
+		"stripes with too few shards left (30):\n",
+		fmt.Sprintf(`  object "a" stripe %032x: 3 present, 4 needed; missing 1 (b3)`+"\n", 19),
+		"  ... 10 more (see --json)\n",
+		"shards missing by backend: b1 2, b3 25\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, fmt.Sprintf("stripe %032x", 20)) {
+		t.Errorf("report prints more than 20 stripes:\n%s", text)
 	}
 }
