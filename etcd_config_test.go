@@ -39,7 +39,9 @@ func TestEtcdConfigErrors(t *testing.T) {
 			"metastore.endpoints", "http://g:2379 is plain text"},
 		{"http and https mixed", etcd("endpoints = [\"https://h:2379\", \"http://g:2379\"]\n"), "metastore.endpoints", "mixes plain http"},
 		{"unknown scheme", etcd("endpoints = [\"grpc://h:2379\"]\n"), "metastore.endpoints[0]", `scheme "grpc"`},
-		{"scheme in capitals", etcd("endpoints = [\"h:1\", \"HTTPS://h:2379\"]\n"), "metastore.endpoints[1]", `scheme "HTTPS"`},
+		{"unknown scheme in capitals", etcd("endpoints = [\"h:1\", \"FTP://x:1\"]\n"), "metastore.endpoints[1]", `scheme "FTP" is not http or https`},
+		{"HTTP and HTTPS mixed", etcd("endpoints = [\"HTTPS://h:2379\", \"Http://g:2379\"]\n"), "metastore.endpoints", "mixes plain http"},
+		{"HTTP endpoint with a CA", etcd("endpoints = [\"HTTP://h:2379\"]\nca_file = \"ca.pem\"\n"), "metastore.endpoints", "metastore.ca_file asks for TLS"},
 		{"empty endpoint", etcd("endpoints = [\"\"]\n"), "metastore.endpoints[0]", "is empty"},
 		{"endpoint with a path", etcd("endpoints = [\"https://h:2379/v3\"]\n"), "metastore.endpoints[0]", "is not host:port"},
 		{"https without a host", etcd("endpoints = [\"https://\"]\n"), "metastore.endpoints[0]", "is not host:port"},
@@ -106,6 +108,10 @@ password_file = "etcd.password"
 		{[]string{"http://h:2379"}, "", false},
 		{[]string{"https://h:2379"}, "", true},
 		{[]string{"h:2379", "https://g:2379"}, "", true},
+		// Schemes are case-insensitive, as for etcd's client.
+		{[]string{"HTTPS://127.0.0.1:2379"}, "", true},
+		{[]string{"h:2379", "Https://g:2379"}, "", true},
+		{[]string{"HTTP://h:2379"}, "", false},
 		{[]string{"h:2379"}, "ca.pem", true},
 	} {
 		m := MetastoreConfig{Kind: "etcd", Endpoints: c.eps, CAFile: c.ca}
@@ -143,6 +149,9 @@ func TestEtcdConfigFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	openKey := write("open-key.pem", string(keyPEM), 0o640)
+	worldKey := write("world-key.pem", string(keyPEM), 0o604)
+	readOnlyKey := write("ro-key.pem", string(keyPEM), 0o400)
 	noCert := write("nocert.pem", string(keyPEM), 0o600)
 	brokenCert := write("broken.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", 0o600)
 	missing := filepath.Join(dir, "missing.pem")
@@ -158,6 +167,18 @@ func TestEtcdConfigFiles(t *testing.T) {
 	if opts, err := base().etcdOptions(); err != nil || len(opts) != 2 {
 		t.Fatalf("good files: %d options, %v", len(opts), err)
 	}
+	ro := base()
+	ro.Metastore.KeyFile = readOnlyKey
+	if opts, err := ro.etcdOptions(); err != nil || len(opts) != 2 {
+		t.Fatalf("key file of mode 0400: %d options, %v", len(opts), err)
+	}
+	// An HTTPS:// endpoint alone asks for TLS.
+	up := base()
+	up.Metastore.CAFile, up.Metastore.CertFile, up.Metastore.KeyFile = "", "", ""
+	up.Metastore.Endpoints = []string{"HTTPS://127.0.0.1:2379"}
+	if opts, err := up.etcdOptions(); err != nil || len(opts) != 2 {
+		t.Fatalf("HTTPS:// endpoint: %d options (want TLS and auth), %v", len(opts), err)
+	}
 	cases := []struct {
 		name  string
 		edit  func(*MetastoreConfig)
@@ -172,6 +193,10 @@ func TestEtcdConfigFiles(t *testing.T) {
 		{"key of another certificate", func(m *MetastoreConfig) { m.KeyFile = pki.serverKey }, "metastore.key_file",
 			[]string{pki.serverKey, pki.clientCert, "do not load"}},
 		{"certificate as the key", func(m *MetastoreConfig) { m.KeyFile = pki.clientCert }, "metastore.key_file", []string{pki.clientCert, "do not load"}},
+		{"group-readable client key", func(m *MetastoreConfig) { m.KeyFile = openKey }, "metastore.key_file",
+			[]string{openKey, "0640", "chmod 600 " + openKey}},
+		{"world-readable client key", func(m *MetastoreConfig) { m.KeyFile = worldKey }, "metastore.key_file",
+			[]string{worldKey, "chmod 600"}},
 		{"missing password file", func(m *MetastoreConfig) { m.PasswordFile = missing }, "metastore.password_file", []string{missing}},
 		{"group-readable password file", func(m *MetastoreConfig) { m.PasswordFile = openPW }, "metastore.password_file",
 			[]string{openPW, "0640", "chmod 600 " + openPW}},
@@ -210,21 +235,29 @@ func TestEtcdConfigFiles(t *testing.T) {
 
 	// Open reads them before it dials etcd (nothing listens on port 1):
 	// the error is the file's at once, not a timeout.
-	cfg := testConfig(t, testOpts{edit: func(c *Config) {
-		c.Metastore = base().Metastore
-		c.Metastore.PasswordFile = openPW
-	}})
-	start := time.Now()
-	_, err = Open(context.Background(), cfg)
-	var ce *ConfigError
-	if !errors.As(err, &ce) || ce.Field != "metastore.password_file" || !strings.Contains(err.Error(), "chmod 600") {
-		t.Fatalf("Open with a group-readable password file: %v", err)
-	}
-	if strings.Contains(err.Error(), password) {
-		t.Fatalf("Open's error shows the password: %v", err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("Open took %v: it dialled etcd before reading the files", d)
+	for _, c := range []struct {
+		field string
+		edit  func(*MetastoreConfig)
+	}{
+		{"metastore.password_file", func(m *MetastoreConfig) { m.PasswordFile = openPW }},
+		{"metastore.key_file", func(m *MetastoreConfig) { m.KeyFile = openKey }},
+	} {
+		cfg := testConfig(t, testOpts{edit: func(cfg *Config) {
+			cfg.Metastore = base().Metastore
+			c.edit(&cfg.Metastore)
+		}})
+		start := time.Now()
+		_, err = Open(context.Background(), cfg)
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Field != c.field || !strings.Contains(err.Error(), "chmod 600") {
+			t.Fatalf("Open with a group-readable %s: %v", c.field, err)
+		}
+		if strings.Contains(err.Error(), password) || strings.Contains(err.Error(), keyLines[1]) {
+			t.Fatalf("Open's error shows the password or the key: %v", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("Open took %v: it dialled etcd before reading the files", d)
+		}
 	}
 }
 

@@ -50,12 +50,19 @@ func (m *MetastoreConfig) UsesTLS() bool {
 }
 
 // endpointScheme is the scheme an endpoint is written with ("" for
-// host:port). etcd's client reads schemes case-sensitively, so "HTTPS"
-// is not "https".
+// host:port), with http and https in lower case whatever case they are
+// written in: URL schemes are case-insensitive (RFC 3986), and etcd's
+// client reads an http(s) endpoint with url.Parse, which lower-cases the
+// scheme, so HTTPS://host:port is dialled with TLS like https://.
+// Other schemes are returned as written: etcd's client matches unix: and
+// unixs: case-sensitively.
 func endpointScheme(ep string) string {
 	i := strings.Index(ep, "://")
 	if i < 0 {
 		return ""
+	}
+	if s := strings.ToLower(ep[:i]); s == "http" || s == "https" {
+		return s
 	}
 	return ep[:i]
 }
@@ -135,6 +142,11 @@ func (c *Config) etcdOptions() ([]etcdkv.Option, error) {
 			certPEM, err := os.ReadFile(m.CertFile)
 			if err != nil {
 				return nil, bad("cert_file", "%s: %v", m.CertFile, errors.Unwrap(err))
+			}
+			// The private key gets the password file's rule: group and
+			// others must have no access.
+			if err := checkPrivate(m.KeyFile, "key file"); err != nil {
+				return nil, bad("key_file", "%v", err)
 			}
 			keyPEM, err := os.ReadFile(m.KeyFile)
 			if err != nil {

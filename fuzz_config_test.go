@@ -32,6 +32,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(goodConfig))
 	f.Add([]byte(goodConfig + "\n[snapshots]\ninterval = \"15s\"\nmax_changes = -1\nkeep = 5\n"))
 	f.Add([]byte(goodConfig + "\n[metastore]\nkind = \"etcd\"\nendpoints = [\"127.0.0.1:2379\"]\n"))
+	f.Add([]byte(goodConfig + "\n[metastore]\nkind = \"etcd\"\nendpoints = [\"HTTPS://127.0.0.1:2379\", \"Https://h:1\"]\nkey_file = \"k.pem\"\n"))
 	f.Add([]byte(goodConfig + "\n[healer.provisioner]\nkind = \"command\"\n[healer.provisioner.settings]\ncommand = [\"/usr/local/bin/prov\", \"--zone\", \"a\"]\ntimeout = \"5m\"\n"))
 	f.Add([]byte(goodConfig + "\n[[backends]]\nname = \"z\"\nkind = \"zdb\"\naddress = \"[2a10:b600::1]:9900\"\nnamespace = \"ns\"\nsecret_ref = \"z\"\nfarm = \"81\"\n"))
 	f.Add([]byte(goodConfig + "\n[healer.provisioner]\nkind = \"tfgrid\"\n[healer.provisioner.settings]\nfarms = [81, 1]\nratio = nan\n" +

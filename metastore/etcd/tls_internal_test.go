@@ -94,6 +94,8 @@ func TestDiagnoseOpenTLS(t *testing.T) {
 			"refused the TLS connection"},
 		{"plain text client, TLS server", []string{plainTLS}, nil, "speaks TLS, but the client connects in plain text"},
 		{"https endpoint, system roots", []string{"https://" + plainTLS}, nil, "unknown authority"},
+		{"HTTPS endpoint, system roots", []string{"HTTPS://" + plainTLS}, nil, "unknown authority"},
+		{"HTTP endpoint ignores the TLS config", []string{"HTTP://" + plainTLS}, &tls.Config{RootCAs: ca.Pool}, "speaks TLS"},
 		{"http endpoint ignores the TLS config", []string{"http://" + plainTLS}, &tls.Config{RootCAs: ca.Pool}, "speaks TLS"},
 		{"TLS client, plain server", []string{httpServer}, &tls.Config{RootCAs: ca.Pool}, "does not speak TLS"},
 		{"nothing listens", []string{closed}, &tls.Config{RootCAs: ca.Pool}, ""},
@@ -233,5 +235,44 @@ func TestOpenWithTLSAgainstPlainEtcd(t *testing.T) {
 	}
 	if !errors.Is(err, ErrTLS) || !errors.Is(err, metastore.ErrUnavailable) || !strings.Contains(err.Error(), "does not speak TLS") {
 		t.Fatalf("got %v, want ErrTLS saying the server does not speak TLS", err)
+	}
+}
+
+// URL schemes are case-insensitive: etcd's client dials HTTPS:// with TLS
+// and HTTP:// in plain text, as healstore's config reads them
+// (endpointScheme). The server notes the first byte of the first
+// connection, the client's: a TLS record (0x16) or the HTTP/2 preface
+// ("PRI ..."). Open's TLS probe connects only after the client failed.
+func TestOpenSchemeCase(t *testing.T) {
+	for _, c := range []struct {
+		scheme string
+		first  byte
+	}{{"HTTPS://", 0x16}, {"Https://", 0x16}, {"HTTP://", 'P'}} {
+		seen := make(chan byte, 1)
+		addr := serve(t, func(conn net.Conn) {
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			var b [1]byte
+			if _, err := io.ReadFull(conn, b[:]); err == nil {
+				select {
+				case seen <- b[0]:
+				default: // a later connection
+				}
+			}
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		kv, err := Open(ctx, []string{c.scheme + addr}, "p/", WithDialTimeout(time.Second), WithRequestTimeout(time.Second))
+		cancel()
+		if err == nil {
+			kv.Close()
+			t.Fatalf("%s: Open succeeded against a server that is not etcd", c.scheme)
+		}
+		select {
+		case b := <-seen:
+			if b != c.first {
+				t.Errorf("%s: the client sent %#x first, want %#x", c.scheme, b, c.first)
+			}
+		default:
+			t.Errorf("%s: the client sent nothing (%v)", c.scheme, err)
+		}
 	}
 }
