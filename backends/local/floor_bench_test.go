@@ -28,6 +28,9 @@ import (
 //   - backends: the store's path today: one file per shard (PutNoSync on
 //     k+m backends at once), then each backend's Sync round (file and
 //     directory fsyncs).
+//   - packed-append: a backend's shards appended to one file of its own,
+//     and an fdatasync per backend (the file grows: each sync commits its
+//     new size too).
 //   - packed-fdatasync: the best case of packing a backend's shards into one
 //     pre-allocated file: a write at an offset into blocks already on disk,
 //     and an fdatasync per backend. Still one device cache flush per backend.
@@ -46,6 +49,7 @@ func BenchmarkDurableFloor(b *testing.B) {
 
 	bks := make([]*Backend, n)
 	packed := make([]*os.File, n)
+	logs := make([]*os.File, n)
 	const slots = 64 // pre-allocated shard slots per packed file, reused
 	for i := range n {
 		bk, err := Open(specFor(filepath.Join(root, fmt.Sprint("b", i))))
@@ -68,6 +72,10 @@ func BenchmarkDurableFloor(b *testing.B) {
 			b.Fatal(err)
 		}
 		packed[i] = f
+		if logs[i], err = os.Create(filepath.Join(root, fmt.Sprint("log", i))); err != nil {
+			b.Fatal(err)
+		}
+		defer logs[i].Close()
 	}
 	fsFD := int(packed[0].Fd())
 	each := func(fn func(i int) error) error {
@@ -109,6 +117,14 @@ func BenchmarkDurableFloor(b *testing.B) {
 					return err
 				}
 				return bks[i].Sync(ctx, []string{key})
+			})
+		}},
+		{"packed-append", func(it int) error {
+			return each(func(i int) error {
+				if _, err := logs[i].Write(value); err != nil {
+					return err
+				}
+				return unix.Fdatasync(int(logs[i].Fd()))
 			})
 		}},
 		{"packed-fdatasync", func(it int) error {
