@@ -551,13 +551,10 @@ func (f *filesystem) truncateLocked(ctx context.Context, st *inodeState, size ui
 	switch {
 	case size < old:
 		nb := blocksFor(size, uint32(bs))
-		for idx, b := range st.blocks {
-			if idx >= nb {
-				f.removeBlockLocked(st, idx, b)
-				f.noteJournalErr(f.journal.drop(st.ino, idx))
-			}
-		}
-		f.rcache.dropFrom(st.ino, nb)
+		// Cut the block the new end falls in first: its load (a fetch
+		// from the store) can fail, and a truncate that fails must leave
+		// the file as it was, not with the dirty blocks past the new end
+		// dropped (their unsynced writes lost) under the old size.
 		if size%bs != 0 {
 			idx := nb - 1
 			b := st.blocks[idx]
@@ -576,6 +573,13 @@ func (f *filesystem) truncateLocked(ctx context.Context, st *inodeState, size ui
 			}
 			f.markDirtyLocked(st, idx, b)
 		}
+		for idx, b := range st.blocks {
+			if idx >= nb {
+				f.removeBlockLocked(st, idx, b)
+				f.noteJournalErr(f.journal.drop(st.ino, idx))
+			}
+		}
+		f.rcache.dropFrom(st.ino, nb)
 		f.setSizeLocked(st, size)
 		if st.rec.Extent > nb || st.staleBeyond {
 			st.staleBeyond = true
