@@ -225,11 +225,11 @@ func (h *Healer) totals() repairStats {
 // needsVerify reports whether an entry whose stripe looks whole to the
 // planner should have its shards read and verified: entries queued by
 // readers (heal on read) name shards the metastore does not know are bad.
-// The monitor's own entries ("backend ...") never need it.
+// The monitor's own entries ("backend ...") never need it. Retries need it
+// as much as the first attempt: a failed attempt records nothing of what
+// its check found, so a retry that skipped the check would take the stripe
+// for whole and drop the entry with the shard still lost.
 func needsVerify(it metastore.RepairItem) bool {
-	if it.Attempts != 0 {
-		return false
-	}
 	// A reason may join several causes ("backend b0 wiped; read found
 	// ..."): any cause but a backend's state asks for the check.
 	for _, part := range strings.Split(it.Reason, "; ") {
