@@ -2,9 +2,12 @@ package fuse
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
+	"time"
 
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -52,3 +55,77 @@ func TestCoreFailedTruncateKeepsDirtyBlocks(t *testing.T) {
 }
 
 var _ = errors.New
+
+// breakJournal makes every later journal write fail, as a full cache disk
+// would.
+func breakJournal(t *testing.T, f *filesystem) {
+	t.Helper()
+	f.journal.mu.Lock()
+	defer f.journal.mu.Unlock()
+	ro, err := os.Open(f.journal.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.journal.f.Close()
+	f.journal.f = ro
+}
+
+// Records a journal could not write must not be replaced by older ones
+// at the next mount: a size the journal recorded before it broke, since
+// committed and then changed, must not come back as the file's size.
+func TestCoreBrokenJournalDoesNotReplayStaleSize(t *testing.T) {
+	e := newCoreEnv(t)
+	f := e.open()
+	st := newFile(t, f, rootIno, "j")
+	writeT(t, f, st, bytes.Repeat([]byte{5}, 3*testBS), 0) // size record: 3 blocks
+	breakJournal(t, f)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	truncateT(t, f, st, 10)
+	if err := f.flush(st); err != nil {
+		t.Logf("fsync after the journal broke: %v", err)
+	}
+	f.put(st)
+	if err := f.shutdown(context.Background()); err != nil {
+		t.Logf("unmount after the journal broke: %v", err)
+	}
+	f2 := e.open()
+	defer shutdown(t, f2)
+	st2 := lookupT(t, f2, rootIno, "j")
+	defer f2.put(st2)
+	if got := sizeOf(st2); got != 10 {
+		t.Fatalf("size %d after remount, want 10 (a stale journal record came back)", got)
+	}
+}
+
+// The same after a crash of the mount process: once the journal can be
+// written again it is rewritten whole, so the replay sees the current
+// state, not the records from before the failure.
+func TestCoreJournalRepairedAfterWriteFailure(t *testing.T) {
+	e := newCoreEnv(t)
+	f := e.open()
+	st := newFile(t, f, rootIno, "j")
+	writeT(t, f, st, bytes.Repeat([]byte{5}, 3*testBS), 0) // size record: 3 blocks
+	breakJournal(t, f)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	f.journal.mu.Lock()
+	if f.journal.err == nil {
+		t.Fatal("journal writes did not fail")
+	}
+	f.journal.retryAt = time.Time{} // the next record retries at once
+	f.journal.mu.Unlock()
+	truncateT(t, f, st, 10)
+	writeT(t, f, st, []byte("unsynced"), 10)
+	f.put(st)
+	crash(f)
+	f2 := e.open()
+	defer shutdown(t, f2)
+	st2 := lookupT(t, f2, rootIno, "j")
+	defer f2.put(st2)
+	if got := readAll(t, f2, st2); !bytes.Equal(got, append(bytes.Repeat([]byte{5}, 10), "unsynced"...)) {
+		t.Fatalf("after the crash the file reads %d bytes %q..., want 10 fives and the unsynced write", len(got), got[:min(len(got), 20)])
+	}
+}

@@ -375,7 +375,7 @@ func (f *filesystem) committedLocked(st *inodeState, rec inode, raw []byte) {
 }
 
 // noteJournalErr logs a journal failure once per call site; the journal
-// keeps the error and fsync reports it.
+// keeps the error until it has rewritten its file (see journal.append).
 func (f *filesystem) noteJournalErr(err error) {
 	if err != nil {
 		f.log.Error("healstore fuse: write-back journal", "err", err)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 )
 
 // The journal records, for the write-back cache, which blocks hold data that
@@ -162,7 +163,8 @@ type journal struct {
 	mirror  *journalState
 	buf     [recLen]byte
 	compact int64 // rewrite when the file grows past this
-	err     error // sticky write error
+	err     error // write error, until a rewrite succeeds
+	retryAt time.Time
 }
 
 // readJournal parses the journal at path; a missing file is an empty
@@ -241,24 +243,37 @@ func (j *journal) rewriteLocked() error {
 }
 
 // append writes one record. A failed write is remembered and returned by
-// every later call: the cache can then no longer promise replay, and the
-// filesystem reports it on the next fsync.
+// later calls: the file then misses records, and a replay of it would
+// bring back what they superseded (a size since committed and changed).
+// The mirror keeps up meanwhile, and the file is rewritten from it (at
+// most once a second, and at close) until that succeeds, which ends the
+// failure.
 func (j *journal) append(r jrec) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.err != nil {
-		return j.err
-	}
 	j.mirror.apply(r)
+	if j.err != nil {
+		if time.Now().Before(j.retryAt) {
+			return j.err
+		}
+		if err := j.rewriteLocked(); err != nil {
+			j.retryAt = time.Now().Add(time.Second)
+			return j.err
+		}
+		j.err = nil
+		return nil
+	}
 	r.encode(j.buf[:])
 	if _, err := j.f.Write(j.buf[:]); err != nil {
 		j.err = fmt.Errorf("journal write: %w", err)
+		j.retryAt = time.Now().Add(time.Second)
 		return j.err
 	}
 	j.size += recLen
 	if j.size > j.compact {
 		if err := j.rewriteLocked(); err != nil {
 			j.err = err
+			j.retryAt = time.Now().Add(time.Second)
 			return err
 		}
 	}
@@ -299,10 +314,8 @@ func (j *journal) close() error {
 	if j.f == nil {
 		return nil
 	}
-	err := j.err
-	if err == nil {
-		err = j.rewriteLocked()
-	}
+	// The rewrite also repairs a file that missed records.
+	err := j.rewriteLocked()
 	cerr := j.f.Close()
 	j.f = nil
 	if err == nil {
