@@ -316,7 +316,6 @@ func (h *Healer) sweepOrphans(ctx context.Context) (int, error) {
 		}
 	}
 	slices.Sort(names)
-	after := h.now().Add(h.cfg.OrphanDelay.D())
 	total := 0
 	for _, name := range names {
 		b, ok := h.pool.Backend(name)
@@ -341,7 +340,7 @@ func (h *Healer) sweepOrphans(ctx context.Context) (int, error) {
 			case !errors.Is(err, metastore.ErrNotFound):
 				return err
 			}
-			orphans = append(orphans, metastore.Garbage{Backend: name, Key: k, After: after})
+			orphans = append(orphans, metastore.Garbage{Backend: name, Key: k})
 			return nil
 		})
 		if err != nil {
@@ -350,6 +349,15 @@ func (h *Healer) sweepOrphans(ctx context.Context) (int, error) {
 			}
 			h.Report(name, err)
 			continue
+		}
+		// Due one orphan delay after the listing, not after the sweep
+		// began: a write whose intent the sweep did not see (it began
+		// after ListIntents) placed its shards before they were listed,
+		// so its intent expires (and its commit becomes impossible)
+		// before these entries are due, however long the listing took.
+		after := h.now().Add(h.cfg.OrphanDelay.D())
+		for i := range orphans {
+			orphans[i].After = after
 		}
 		for len(orphans) > 0 {
 			chunk := orphans[:min(len(orphans), 256)]
