@@ -520,7 +520,28 @@ func (h *Healer) settleBackends(ctx context.Context) error {
 	h.mu.Unlock()
 	h.releaseReplaced(ctx, replaced)
 	var errs []error
+	// A write in flight may have placed shards on the backend before it
+	// was drained (or went down); its commit will reference them, and the
+	// backend index names them only from then on. Its intent names them
+	// now: the backend is not finished (and its capacity not given back)
+	// while one does.
+	var inFlight map[string]bool
+	if len(check) > 0 {
+		inFlight = map[string]bool{}
+		err := h.meta.ListIntents(ctx, func(in metastore.Intent) error {
+			for _, l := range in.Shards {
+				inFlight[l.Backend] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("settle backends: %w", err)
+		}
+	}
 	for _, name := range check {
+		if inFlight[name] {
+			continue
+		}
 		n, err := h.meta.CountStripesOnBackend(ctx, name)
 		if err != nil {
 			errs = append(errs, err)

@@ -1,0 +1,47 @@
+package healer
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/healstore/healstore/metastore"
+)
+
+// A drained backend is not retired while a write in flight has placed a
+// shard on it: the write's commit would otherwise reference a shard on a
+// retired backend, whose capacity is given back at once, and nothing would
+// queue that stripe for repair.
+func TestDrainWaitsForWritesInFlight(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 7, cfg: Config{Grace: Duration(time.Hour)}})
+	ctx := context.Background()
+	objs := e.fill(5, 30<<10)
+	e.probe()
+	data := make([]byte, 12<<10)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	w := e.stageWrite("in-flight", data, "b6", time.Now())
+	if err := e.h.Drain(ctx, "b6"); err != nil {
+		t.Fatal(err)
+	}
+	e.repairAll()
+	e.probe()
+	if st := e.state("b6"); st == metastore.StateRetired {
+		t.Fatal("b6 was retired while a write in flight still places a shard on it")
+	}
+	w.commit(t, e.meta)
+	objs["in-flight"] = data
+	// The stripe the write committed on b6 is moved off like the rest
+	// (the scrub finds it), and then b6 retires.
+	if _, err := e.h.Scrub(ctx, ScrubOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.repairAll()
+	e.probe()
+	if st := e.state("b6"); st != metastore.StateRetired {
+		t.Fatalf("b6 is %s after the write committed and its stripe moved, want retired", st)
+	}
+	e.checkFull()
+	e.checkObjects(objs)
+}
