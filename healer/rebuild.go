@@ -560,7 +560,42 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 		d = plan.Stripe(view(&next), views)
 		return fail(fmt.Errorf("rebuilt %v; the rest must wait: %w", want, short), corrupt)
 	}
+	h.recheckTargets(ctx, &next, ur.Landed)
 	return Repaired, nil
+}
+
+// recheckTargets queues a just repaired stripe again if a backend that
+// received one of its shards is no longer up and the stripe needs work
+// for it. The monitor queues a backend's stripes when it changes state,
+// through the backend index, which names the new locations only since the
+// commit: a target that went down (or was drained) between the upload and
+// the commit was scanned without this stripe, and no later event would
+// queue it. The monitor records a new state before it scans, so a scan
+// that missed the commit left a state this check sees.
+func (h *Healer) recheckTargets(ctx context.Context, st *metastore.Stripe, landed []string) {
+	views := h.views()
+	var left []string
+	for _, b := range landed {
+		if b != "" && views[b].State != plan.Up && !slices.Contains(left, b) {
+			left = append(left, b)
+		}
+	}
+	if len(left) == 0 {
+		return
+	}
+	d := plan.Stripe(view(st), views)
+	if len(d.Rebuild) == 0 {
+		return
+	}
+	why := make([]string, len(left))
+	for i, b := range left {
+		why[i] = "backend " + b + " " + string(views[b].State)
+	}
+	if err := h.meta.Enqueue(ctx, metastore.RepairItem{Stripe: st.ID, Margin: d.Margin, Reason: strings.Join(why, "; ")}); err != nil {
+		h.log.Warn("queue repaired stripe whose target left", "stripe", fmt.Sprintf("%x", st.ID), "err", err)
+		return
+	}
+	h.kick()
 }
 
 // targets picks a backend for each shard to rebuild, outside every domain
