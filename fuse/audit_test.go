@@ -129,3 +129,30 @@ func TestCoreJournalRepairedAfterWriteFailure(t *testing.T) {
 		t.Fatalf("after the crash the file reads %d bytes %q..., want 10 fives and the unsynced write", len(got), got[:min(len(got), 20)])
 	}
 }
+
+// Blocks read from a hole are cached as empty entries; the read cache
+// must bound their number too, or reading a large sparse file (a VM
+// disk) at random grows memory without limit.
+func TestCoreReadCacheBoundsHoleEntries(t *testing.T) {
+	e := newCoreEnv(t)
+	e.opts.ReadCacheSize = 256 << 10
+	e.opts.ReadAhead = -1
+	f := e.open()
+	defer shutdown(t, f)
+	st := newFile(t, f, rootIno, "sparse")
+	defer f.put(st)
+	const blocks = 20000
+	truncateT(t, f, st, blocks*testBS)
+	buf := make([]byte, 1)
+	for idx := range int64(blocks) {
+		if _, err := f.read(st, buf, idx*testBS); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.rcache.mu.Lock()
+	n := len(f.rcache.m)
+	f.rcache.mu.Unlock()
+	if n > 4096 {
+		t.Fatalf("read cache of %d bytes holds %d hole entries", e.opts.ReadCacheSize, n)
+	}
+}

@@ -23,6 +23,15 @@ type rcEntry struct {
 	data []byte
 }
 
+// rcEntryCost is the least an entry costs (about its list element, entry
+// and map slot). It bounds the number of entries: a hole is cached as an
+// empty entry, and reading a large sparse file would otherwise add entries
+// that cost nothing, without limit. Blocks of more bytes cost their bytes,
+// so the cache holds as many of them as its size says.
+const rcEntryCost = 256
+
+func entryCost(data []byte) int64 { return max(int64(cap(data)), rcEntryCost) }
+
 func newReadCache(limit int64) *readCache {
 	return &readCache{limit: limit, ll: list.New(), m: map[blockKey]*list.Element{}}
 }
@@ -44,11 +53,11 @@ func (c *readCache) put(k blockKey, data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.m[k]; ok {
-		c.used -= int64(cap(e.Value.(*rcEntry).data))
+		c.used -= entryCost(e.Value.(*rcEntry).data)
 		c.ll.Remove(e)
 		delete(c.m, k)
 	}
-	size := int64(cap(data))
+	size := entryCost(data)
 	if size > c.limit {
 		return
 	}
@@ -59,7 +68,7 @@ func (c *readCache) put(k blockKey, data []byte) {
 		ent := back.Value.(*rcEntry)
 		c.ll.Remove(back)
 		delete(c.m, ent.key)
-		c.used -= int64(cap(ent.data))
+		c.used -= entryCost(ent.data)
 	}
 }
 
@@ -68,7 +77,7 @@ func (c *readCache) drop(k blockKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.m[k]; ok {
-		c.used -= int64(cap(e.Value.(*rcEntry).data))
+		c.used -= entryCost(e.Value.(*rcEntry).data)
 		c.ll.Remove(e)
 		delete(c.m, k)
 	}
@@ -80,7 +89,7 @@ func (c *readCache) dropFrom(ino, from uint64) {
 	defer c.mu.Unlock()
 	for k, e := range c.m {
 		if k.ino == ino && k.idx >= from {
-			c.used -= int64(cap(e.Value.(*rcEntry).data))
+			c.used -= entryCost(e.Value.(*rcEntry).data)
 			c.ll.Remove(e)
 			delete(c.m, k)
 		}
