@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,6 +56,11 @@ func BenchmarkFio(b *testing.B) {
 	}
 	enc := envOr("HEALSTORE_FUSE_ENCRYPTION", "aes-256-gcm")
 	storeBlock := min(blockSize, 16<<20)
+	// Measure what healstore mount runs: it sets this GC target unless
+	// GOGC is given.
+	if _, set := os.LookupEnv("GOGC"); !set {
+		defer debug.SetGCPercent(debug.SetGCPercent(GCPercent))
+	}
 	st := newStoreWith(b, 10, 4, storeBlock, func(c *healstore.Config) { c.Policy.Encryption = enc })
 	opts := Options{BlockSize: blockSize, NoKernelWriteback: os.Getenv("HEALSTORE_FUSE_KERNEL_WB") == "0"}
 	e := newMount(b, st, opts)
@@ -127,7 +133,9 @@ func BenchmarkFio(b *testing.B) {
 				e.remount() // empty caches in the mount and the kernel
 				dropCaches(b)
 			}
+			use := startUsage()
 			m := fio(j.file, e.dir)
+			mountUse := use.done()
 			pv, mv := p.mbps(), m.mbps()
 			if rnd {
 				pv, mv = p.iops(), m.iops()
@@ -140,8 +148,13 @@ func BenchmarkFio(b *testing.B) {
 			s.plain, s.mount, s.ratio = append(s.plain, pv), append(s.mount, mv), append(s.ratio, mv/pv)
 			api := 0.0
 			if !rnd {
+				use := startUsage()
 				api = storeAPI(round, !read)
+				apiUse := use.done()
+				b.Logf("round %d %-14s this process: mount %s; store API %s", round+1, j.name, mountUse, apiUse)
 				s.api = append(s.api, api)
+			} else {
+				b.Logf("round %d %-14s this process: mount %s", round+1, j.name, mountUse)
 			}
 			line := fmt.Sprintf("round %d %-14s plain %8.0f healstore %8.0f ratio %.3f", round+1, j.name, pv, mv, mv/pv)
 			if !rnd {
@@ -255,4 +268,24 @@ func parseFio(out string) (fioResult, error) {
 	}
 	j := doc.Jobs[0]
 	return fioResult{bw: j.Read.BwBytes + j.Write.BwBytes, ops: j.Read.IOPS + j.Write.IOPS, secs: j.JobRuntime / 1000}, nil
+}
+
+// usage is the CPU time and page faults of this process (the mount and the
+// store run in it; fio does not) since startUsage.
+type usage struct{ start unix.Rusage }
+
+func startUsage() *usage {
+	u := &usage{}
+	unix.Getrusage(unix.RUSAGE_SELF, &u.start)
+	return u
+}
+
+// done says what the process used since start, as "cpu 1.20s user + 0.80s
+// system, 50123 page faults".
+func (u *usage) done() string {
+	var now unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &now)
+	secs := func(a, b unix.Timeval) float64 { return float64(b.Nano()-a.Nano()) / 1e9 }
+	return fmt.Sprintf("cpu %.2fs user + %.2fs system, %d page faults",
+		secs(u.start.Utime, now.Utime), secs(u.start.Stime, now.Stime), now.Minflt-u.start.Minflt+now.Majflt-u.start.Majflt)
 }

@@ -74,6 +74,18 @@ const (
 	DefaultWritebackDelay = 2 * time.Second
 	DefaultOpTimeout      = 2 * time.Minute
 
+	// GCPercent is the garbage collector's target (GOGC) a mount process
+	// should run with; healstore mount sets it unless GOGC is set. A mount
+	// churns through block-sized buffers (fetched blocks leave the read
+	// cache, uploads come and go), and at Go's default of 100 the heap
+	// grows to twice what is live before old blocks are collected: a 1 GiB
+	// sequential read through the mount touched about 700 MiB of memory
+	// new to the process, each page a fault the kernel must serve (on VMs,
+	// often the host too). At 50 it touched about 220 MiB and took half
+	// the CPU (see docs/benchmarks.md). The collector's extra work is
+	// small: block buffers hold no pointers, so marking skips them.
+	GCPercent = 50
+
 	minBlockSize = 64 << 10
 	maxBlockSize = 64 << 20
 	// MinBlockSize and MaxBlockSize bound Options.BlockSize.

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
 	"github.com/healstore/healstore"
+	"github.com/healstore/healstore/fuse"
 	"github.com/healstore/healstore/healer"
 )
 
@@ -392,5 +394,27 @@ func TestInitForceKeepsMetadataWhereItIs(t *testing.T) {
 	}
 	if _, errs, code := cli(t, "", "init", "--force", filepath.Join(dir, "store")); code != 0 {
 		t.Fatalf("init --force: %d %s", code, errs)
+	}
+}
+
+func TestMountSetsGCPercentUnlessGOGC(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	current := func() int { p := debug.SetGCPercent(100); debug.SetGCPercent(p); return p }
+
+	env := func(vars map[string]string) func(string) (string, bool) {
+		return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
+	}
+	if pct, ok := applyMountGC(env(map[string]string{"GOGC": "200"})); ok || pct != 0 {
+		t.Fatalf("with GOGC set: applyMountGC = %d, %v; want the user's choice left alone", pct, ok)
+	}
+	if got := current(); got != 100 {
+		t.Fatalf("with GOGC set: GC percent became %d, want it unchanged (100)", got)
+	}
+	if pct, ok := applyMountGC(env(nil)); !ok || pct != fuse.GCPercent {
+		t.Fatalf("without GOGC: applyMountGC = %d, %v; want %d, true", pct, ok, fuse.GCPercent)
+	}
+	if got := current(); got != fuse.GCPercent {
+		t.Fatalf("without GOGC: GC percent is %d, want %d", got, fuse.GCPercent)
 	}
 }

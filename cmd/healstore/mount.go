@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -112,6 +114,9 @@ func runMount(cmd *cobra.Command, g *globalOptions, o *mountOptions, dir string)
 		return err
 	}
 	o.opts.Logger = log
+	if pct, ok := applyMountGC(os.LookupEnv); ok {
+		log.Debug("healstore mount: garbage collector target set", "gogc", pct)
+	}
 	m, err := fuse.Mount(ctx, s, dir, o.opts)
 	if err != nil {
 		return err
@@ -165,4 +170,16 @@ func runMount(cmd *cobra.Command, g *globalOptions, o *mountOptions, dir string)
 	}
 	fmt.Fprintf(g.stderr, "healstore: %s unmounted; everything written is in the store\n", m.Dir())
 	return nil
+}
+
+// applyMountGC sets the garbage collector's target to fuse.GCPercent for a
+// mount process, unless the user chose one with GOGC (lookup reads the
+// environment), which the runtime applied at start and is left alone. It
+// returns the target set and whether it set one.
+func applyMountGC(lookup func(string) (string, bool)) (int, bool) {
+	if _, set := lookup("GOGC"); set {
+		return 0, false
+	}
+	debug.SetGCPercent(fuse.GCPercent)
+	return fuse.GCPercent, true
 }
