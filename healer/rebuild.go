@@ -71,6 +71,10 @@ func (e *RepairError) Unwrap() error { return e.Cause }
 // ErrUnrecoverable means fewer than K shards of a stripe are readable now.
 var ErrUnrecoverable = errors.New("fewer than k shards readable")
 
+// ErrUnchecked means shards the entry says may be lost could not be
+// checked (their backend did not answer): the entry stays queued.
+var ErrUnchecked = errors.New("shards that may be lost could not be checked")
+
 // ErrNoTarget means no backend outside the stripe's failure domains could
 // take a rebuilt shard; the healer provisions capacity and retries.
 var ErrNoTarget = errors.New("no rebuild target outside the stripe's failure domains")
@@ -318,6 +322,10 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 	}
 	views := h.views()
 	pv := view(st)
+	// unchecked lists shards on wiped backends whose Stat got no answer:
+	// they may be gone, so the entry stays until they are checked or
+	// rebuilt.
+	var unchecked []int
 	if names := wipedBackends(it.Reason); len(names) > 0 {
 		// Queued because those backends were found empty: their shards
 		// of this stripe are gone unless rebuilt there since (a Stat
@@ -328,7 +336,9 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 				on = append(on, i)
 			}
 		}
-		for _, i := range h.statSources(ctx, st, on) {
+		var bad []int
+		bad, unchecked = h.statSources(ctx, st, on)
+		for _, i := range bad {
 			pv.Shards[i].Bad = true
 		}
 	}
@@ -353,6 +363,9 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 	var corrupt []int
 	if len(d.Rebuild) == 0 {
 		if !needsVerify(it) {
+			if len(unchecked) > 0 {
+				return fail(fmt.Errorf("shards %v on a wiped backend: %w", unchecked, ErrUnchecked), nil)
+			}
 			if _, err := h.meta.DequeueIf(ctx, it); err != nil {
 				return Failed, err
 			}
@@ -361,11 +374,22 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 		// A reader found this stripe short although the metastore does
 		// not know why: a cheap existence check first, a full read and
 		// verify only if that finds nothing.
-		bad := h.statSources(ctx, st, d.Sources)
-		if len(bad) == 0 {
-			have, bad, corrupt = h.verifyAll(ctx, st, d.Sources, verify)
+		bad, unanswered := h.statSources(ctx, st, d.Sources)
+		if len(bad) == 0 && len(unanswered) == 0 {
+			have, bad, corrupt, unanswered = h.verifyAll(ctx, st, d.Sources, verify)
 		}
 		if len(bad) == 0 {
+			// A shard whose backend did not answer may be the one
+			// the reader found gone: no answer is no all-clear.
+			for _, i := range unchecked {
+				if !slices.Contains(unanswered, i) {
+					unanswered = append(unanswered, i)
+				}
+			}
+			if len(unanswered) > 0 {
+				slices.Sort(unanswered)
+				return fail(fmt.Errorf("shards %v: %w", unanswered, ErrUnchecked), nil)
+			}
 			if _, err := h.meta.DequeueIf(ctx, it); err != nil {
 				return Failed, err
 			}
@@ -525,7 +549,10 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 			garbage = append(garbage, metastore.Garbage{Backend: t.Backend, Key: t.Key})
 		}
 	}
-	if len(notLanded) == 0 && short == nil {
+	// Unchecked shards on a wiped backend that this repair did not move
+	// keep the entry.
+	unchecked = slices.DeleteFunc(unchecked, func(i int) bool { return slices.Contains(want, i) })
+	if len(notLanded) == 0 && short == nil && len(unchecked) == 0 {
 		err = h.meta.CompleteRepair(ctx, &next, garbage, &it)
 	} else {
 		err = h.meta.UpdateStripe(ctx, &next, garbage)
@@ -559,6 +586,10 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 	if short != nil {
 		d = plan.Stripe(view(&next), views)
 		return fail(fmt.Errorf("rebuilt %v; the rest must wait: %w", want, short), corrupt)
+	}
+	if len(unchecked) > 0 {
+		d = plan.Stripe(view(&next), views)
+		return fail(fmt.Errorf("rebuilt %v; shards %v on a wiped backend: %w", want, unchecked, ErrUnchecked), corrupt)
 	}
 	h.recheckTargets(ctx, &next, ur.Landed)
 	return Repaired, nil
@@ -639,15 +670,16 @@ func (h *Healer) targets(st *metastore.Stripe, d plan.Decision, pv plan.StripeVi
 }
 
 // statSources checks that each source shard exists with its recorded size
-// and returns those that do not.
-func (h *Healer) statSources(ctx context.Context, st *metastore.Stripe, sources []int) []int {
+// and returns those that do not, and those whose backend did not answer
+// (or is not open): not known either way.
+func (h *Healer) statSources(ctx context.Context, st *metastore.Stripe, sources []int) (bad, unanswered []int) {
 	var mu sync.Mutex
-	var bad []int
 	var wg sync.WaitGroup
 	for _, i := range sources {
 		l := st.Shards[i]
 		b, ok := h.pool.Backend(l.Backend)
 		if !ok {
+			unanswered = append(unanswered, i)
 			continue
 		}
 		wg.Add(1)
@@ -656,6 +688,9 @@ func (h *Healer) statSources(ctx context.Context, st *metastore.Stripe, sources 
 			size, err := b.Stat(ctx, l.Key)
 			if err != nil && !errors.Is(err, backends.ErrNotFound) {
 				h.Report(l.Backend, err)
+				mu.Lock()
+				unanswered = append(unanswered, i)
+				mu.Unlock()
 				return
 			}
 			if err != nil || (l.Size > 0 && size != l.Size) {
@@ -667,7 +702,8 @@ func (h *Healer) statSources(ctx context.Context, st *metastore.Stripe, sources 
 	}
 	wg.Wait()
 	slices.Sort(bad)
-	return bad
+	slices.Sort(unanswered)
+	return bad, unanswered
 }
 
 // urgentFirst orders shards to rebuild by how much they matter: lost ones
@@ -690,9 +726,9 @@ func urgentFirst(want []int, d plan.Decision) []int {
 }
 
 // verifyAll reads and verifies every source shard; it returns the shards
-// read (nil where bad), the indices found gone or corrupt, and the corrupt
-// ones alone.
-func (h *Healer) verifyAll(ctx context.Context, st *metastore.Stripe, sources []int, verify func(int, []byte, []byte) error) (shards [][]byte, bad, corrupt []int) {
+// read (nil where bad), the indices found gone or corrupt, the corrupt
+// ones alone, and those whose backend did not answer (or is not open).
+func (h *Healer) verifyAll(ctx context.Context, st *metastore.Stripe, sources []int, verify func(int, []byte, []byte) error) (shards [][]byte, bad, corrupt, unanswered []int) {
 	shards = make([][]byte, len(st.Shards))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -703,6 +739,9 @@ func (h *Healer) verifyAll(ctx context.Context, st *metastore.Stripe, sources []
 			defer wg.Done()
 			b, ok := h.pool.Backend(l.Backend)
 			if !ok {
+				mu.Lock()
+				unanswered = append(unanswered, i)
+				mu.Unlock()
 				return
 			}
 			_ = h.limiter.Wait(ctx, int(l.Size))
@@ -714,6 +753,7 @@ func (h *Healer) verifyAll(ctx context.Context, st *metastore.Stripe, sources []
 				bad = append(bad, i)
 			case err != nil:
 				h.Report(l.Backend, err)
+				unanswered = append(unanswered, i)
 			case verify(i, data, l.Sum) != nil:
 				h.addReadLocked(int64(len(data)))
 				bad = append(bad, i)
@@ -727,7 +767,8 @@ func (h *Healer) verifyAll(ctx context.Context, st *metastore.Stripe, sources []
 	wg.Wait()
 	slices.Sort(bad)
 	slices.Sort(corrupt)
-	return shards, bad, corrupt
+	slices.Sort(unanswered)
+	return shards, bad, corrupt, unanswered
 }
 
 func (h *Healer) addRead(n int64) {
