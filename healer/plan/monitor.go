@@ -86,9 +86,20 @@ const (
 // Observe advances one backend's health by one observation and says what
 // happened. Operator states (Draining, Retired) and Replaced never change
 // here: only the failure count and LastOK move, so the planner still knows
-// whether a draining backend can serve as a source.
+// whether a draining backend can serve as a source (one that answers with
+// a foreign marker cannot: it counts as failing).
 func Observe(h Health, o Observation, p MonitorPolicy) (Health, []Event) {
 	suspectAfter := max(p.SuspectAfter, 1)
+	if h.State == Draining && o.OK && o.Marker == MarkerForeign {
+		// Another store's backend now answers at this address (see
+		// below). Draining stays draining, but the backend counts as
+		// not answering: nothing on it is read, listed or deleted any
+		// more (garbage collection, and the orphan sweep, which would
+		// take every shard of the other store for an orphan of this
+		// one), and the drain rebuilds its shards from the others.
+		h.Failures++
+		return h, []Event{EventWiped}
+	}
 	if o.OK {
 		h.Failures = 0
 		h.LastOK = o.At
