@@ -57,9 +57,9 @@ func newLsCmd(g *globalOptions) *cobra.Command {
 							return err
 						}
 					case o.long:
-						fmt.Fprintf(tw, "%d\t %s\t %s\n", obj.Size, obj.Modified.Local().Format(time.DateTime), obj.Name)
+						fmt.Fprintf(tw, "%d\t %s\t %s\n", obj.Size, obj.Modified.Local().Format(time.DateTime), shownName(obj.Name))
 					default:
-						fmt.Fprintln(g.stdout, obj.Name)
+						fmt.Fprintln(g.stdout, shownName(obj.Name))
 					}
 				}
 				shown += len(objs)

@@ -75,10 +75,10 @@ is, the object is stored degraded and its missing shards are queued for repair.`
 				return json.NewEncoder(g.stdout).Encode(info)
 			}
 			if info.Inline {
-				fmt.Fprintf(g.stdout, "stored %s: %d bytes inline in its metadata record (inline_max_size)\n", info.Name, info.Size)
+				fmt.Fprintf(g.stdout, "stored %s: %d bytes inline in its metadata record (inline_max_size)\n", shownName(info.Name), info.Size)
 				return nil
 			}
-			fmt.Fprintf(g.stdout, "stored %s: %d bytes in %d blocks (%d+%d)\n", info.Name, info.Size, info.Blocks, info.Policy.K, info.Policy.M)
+			fmt.Fprintf(g.stdout, "stored %s: %d bytes in %d blocks (%d+%d)\n", shownName(info.Name), info.Size, info.Blocks, info.Policy.K, info.Policy.M)
 			return nil
 		},
 	}

@@ -183,7 +183,11 @@ func printRecoverReport(g *globalOptions, rep *healstore.RecoverReport) {
 	}
 	fmt.Fprintf(w, "objects: %d; stripes queued for repair: %d\n", rep.Objects, rep.Queued)
 	if len(rep.Damaged) > 0 {
-		fmt.Fprintf(w, "objects with too few shards left (%d): %s\n", len(rep.Damaged), strings.Join(rep.Damaged, ", "))
+		shown := make([]string, len(rep.Damaged))
+		for i, n := range rep.Damaged {
+			shown[i] = shownName(n)
+		}
+		fmt.Fprintf(w, "objects with too few shards left (%d): %s\n", len(rep.Damaged), strings.Join(shown, ", "))
 	}
 	if rep.DamagedStripeCount > 0 {
 		// Which shards are gone and where they were: the backends to bring

@@ -38,7 +38,7 @@ func newStatCmd(g *globalOptions) *cobra.Command {
 				return json.NewEncoder(g.stdout).Encode(info)
 			}
 			w := g.stdout
-			fmt.Fprintf(w, "name:       %s\n", info.Name)
+			fmt.Fprintf(w, "name:       %s\n", shownName(info.Name))
 			fmt.Fprintf(w, "size:       %d (%s)\n", info.Size, humanBytes(info.Size))
 			fmt.Fprintf(w, "modified:   %s\n", info.Modified.Local().Format(time.RFC3339))
 			fmt.Fprintf(w, "version:    %s\n", info.ID)
