@@ -45,3 +45,23 @@ func TestDrainWaitsForWritesInFlight(t *testing.T) {
 	e.checkFull()
 	e.checkObjects(objs)
 }
+
+// Removing a backend that holds no committed stripe is refused while a
+// write in flight has placed a shard on it.
+func TestRemoveBackendWaitsForWritesInFlight(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 7, cfg: Config{Grace: Duration(time.Hour)}})
+	ctx := context.Background()
+	e.probe()
+	data := make([]byte, 12<<10)
+	w := e.stageWrite("in-flight", data, "b6", time.Now())
+	if e.onBackend("b6") != 0 {
+		t.Fatal("b6 holds committed stripes")
+	}
+	if err := e.h.RemoveBackend(ctx, "b6"); err == nil {
+		t.Fatal("b6 was removed while a write in flight still places a shard on it")
+	}
+	w.commit(t, e.meta)
+	if err := e.h.RemoveBackend(ctx, "b6"); err == nil {
+		t.Fatal("b6 was removed while it holds a committed stripe")
+	}
+}

@@ -527,14 +527,8 @@ func (h *Healer) settleBackends(ctx context.Context) error {
 	// while one does.
 	var inFlight map[string]bool
 	if len(check) > 0 {
-		inFlight = map[string]bool{}
-		err := h.meta.ListIntents(ctx, func(in metastore.Intent) error {
-			for _, l := range in.Shards {
-				inFlight[l.Backend] = true
-			}
-			return nil
-		})
-		if err != nil {
+		var err error
+		if inFlight, err = h.intentBackends(ctx); err != nil {
 			return fmt.Errorf("settle backends: %w", err)
 		}
 	}
@@ -555,6 +549,19 @@ func (h *Healer) settleBackends(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// intentBackends names the backends that write intents name: writes in
+// flight may commit shards there.
+func (h *Healer) intentBackends(ctx context.Context) (map[string]bool, error) {
+	out := map[string]bool{}
+	err := h.meta.ListIntents(ctx, func(in metastore.Intent) error {
+		for _, l := range in.Shards {
+			out[l.Backend] = true
+		}
+		return nil
+	})
+	return out, err
 }
 
 // finish moves an emptied backend to its final state.
@@ -1082,6 +1089,15 @@ func (h *Healer) RemoveBackend(ctx context.Context, name string) error {
 	}
 	if n > 0 {
 		return fmt.Errorf("backend %s still holds shards of %d stripes; run `healstore backend drain %s` first", name, n, name)
+	}
+	// A write in flight that placed shards there would commit them
+	// onto a backend no longer known (and maybe given back).
+	inFlight, err := h.intentBackends(ctx)
+	if err != nil {
+		return err
+	}
+	if inFlight[name] {
+		return fmt.Errorf("backend %s holds shards of writes not committed yet; try again once they are (a crashed write's are given up after the orphan delay, an hour by default)", name)
 	}
 	rec, err := h.meta.GetBackend(ctx, name)
 	if err != nil {
