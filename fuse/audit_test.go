@@ -156,3 +156,47 @@ func TestCoreReadCacheBoundsHoleEntries(t *testing.T) {
 		t.Fatalf("read cache of %d bytes holds %d hole entries", e.opts.ReadCacheSize, n)
 	}
 }
+
+// A write whose cache file cannot be written (a full cache disk) must not
+// leave the block it brought into the cache behind: it would hold the
+// block's budget for good, and, empty, read as zeros where the stored
+// content is, and be uploaded so with the next write to the block.
+func TestCoreFailedCacheWriteLeavesNoBlock(t *testing.T) {
+	e := newCoreEnv(t)
+	f := e.open()
+	defer shutdown(t, f)
+	st := newFile(t, f, rootIno, "full")
+	defer f.put(st)
+	old := bytes.Repeat([]byte{3}, 2*testBS)
+	writeT(t, f, st, old, 0)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.budget.inUse(); n != 0 {
+		t.Fatalf("budget %d in use with nothing cached", n)
+	}
+	// The cache file of block 1 writes to a full disk.
+	path := blockPath(f.cacheDir, blockKey{st.ino, 1})
+	if err := os.Symlink("/dev/full", path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.write(st, bytes.Repeat([]byte{4}, testBS), testBS); err == nil {
+		t.Skip("writes to /dev/full succeed here")
+	}
+	os.Remove(path)
+	if n := f.budget.inUse(); n != 0 {
+		t.Errorf("a failed write left %d bytes of budget in use", n)
+	}
+	if got := readAll(t, f, st); !bytes.Equal(got, old) {
+		t.Errorf("after a failed write of block 1 the file no longer reads its old content")
+	}
+	writeT(t, f, st, []byte{5}, testBS+10)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(old)
+	want[testBS+10] = 5
+	if v, _ := e.blobs.get(f.blockName(blockKey{st.ino, 1})); !bytes.Equal(v, want[testBS:]) {
+		t.Errorf("block 1 in the store lost its old content after a later small write")
+	}
+}

@@ -483,7 +483,8 @@ func (f *filesystem) write(st *inodeState, data []byte, off int64) (int, error) 
 		lo := max(off, bstart) - bstart
 		hi := min(end, bstart+bs) - bstart
 		b := st.blocks[uint64(idx)]
-		if b == nil {
+		loaded := b == nil
+		if loaded {
 			existing := max(min(bs, size-bstart), 0)
 			fetch := !(lo == 0 && hi >= existing)
 			var err error
@@ -493,6 +494,12 @@ func (f *filesystem) write(st *inodeState, data []byte, off int64) (int, error) 
 			reserved -= b.charge
 		}
 		if _, err := b.f.WriteAt(data[bstart+lo-off:bstart+hi-off], lo); err != nil {
+			if loaded {
+				// Not dirty, it would never be uploaded nor leave the
+				// cache, holding its budget, and a block loaded empty
+				// would read as zeros: the store still has the content.
+				f.removeBlockLocked(st, uint64(idx), b)
+			}
 			return 0, fmt.Errorf("write-back cache %s: %w", b.path, err)
 		}
 		b.length = max(b.length, hi)
