@@ -111,6 +111,11 @@ type Healer struct {
 	scrubs               map[string]*ScrubProgress // by pass: "light", "deep"
 	census               *Census
 
+	// watched maps the write intents that named a down or draining
+	// backend at the last monitor round to those backends (see
+	// queueCommitted).
+	watched map[[16]byte][]string
+
 	locks [256]sync.Mutex // per-stripe locks (by id hash): rebuild vs GC vs scrub
 }
 

@@ -532,6 +532,9 @@ func (h *Healer) settleBackends(ctx context.Context) error {
 			return fmt.Errorf("settle backends: %w", err)
 		}
 	}
+	if err := h.queueCommitted(ctx, check); err != nil {
+		errs = append(errs, err)
+	}
 	for _, name := range check {
 		if inFlight[name] {
 			continue
@@ -562,6 +565,77 @@ func (h *Healer) intentBackends(ctx context.Context) (map[string]bool, error) {
 		return nil
 	})
 	return out, err
+}
+
+// queueCommitted queues the stripes of writes that were in flight on a
+// down or draining backend (their intents named it) at the previous round
+// and have committed since. The monitor queued the backend's stripes when
+// it went down or was drained, through the backend index, which names a
+// write's stripe only from its commit on: without this, such a stripe
+// would keep a shard on the backend with nothing to rebuild or move it.
+func (h *Healer) queueCommitted(ctx context.Context, check []string) error {
+	now := map[[16]byte][]string{}
+	if len(check) > 0 {
+		err := h.meta.ListIntents(ctx, func(in metastore.Intent) error {
+			for _, l := range in.Shards {
+				if slices.Contains(check, l.Backend) && !slices.Contains(now[in.ID], l.Backend) {
+					now[in.ID] = append(now[in.ID], l.Backend)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("settle backends: %w", err)
+		}
+	}
+	h.mu.Lock()
+	prev := h.watched
+	h.watched = now
+	h.mu.Unlock()
+	views := h.views()
+	var items []metastore.RepairItem
+	var err error
+	for id, names := range prev {
+		if _, ok := now[id]; ok {
+			continue
+		}
+		var st *metastore.Stripe
+		st, err = h.meta.GetStripe(ctx, id)
+		if errors.Is(err, metastore.ErrNotFound) {
+			err = nil // abandoned, or deleted since
+			continue
+		}
+		if err != nil {
+			break
+		}
+		var why []string
+		for _, name := range names {
+			if slices.ContainsFunc(st.Shards, func(l metastore.ShardLoc) bool { return l.Backend == name }) {
+				why = append(why, "backend "+name+" "+string(views[name].State))
+			}
+		}
+		if d := plan.Stripe(view(st), views); len(why) > 0 && len(d.Rebuild) > 0 {
+			items = append(items, metastore.RepairItem{Stripe: id, Margin: d.Margin, Reason: strings.Join(why, "; ")})
+		}
+	}
+	if err == nil {
+		err = h.meta.Enqueue(ctx, items...)
+	}
+	if err != nil {
+		// Looked at again next round.
+		h.mu.Lock()
+		for id, names := range prev {
+			if _, ok := h.watched[id]; !ok {
+				h.watched[id] = names
+			}
+		}
+		h.mu.Unlock()
+		return fmt.Errorf("queue stripes of writes committed onto down or draining backends: %w", err)
+	}
+	if len(items) > 0 {
+		h.kick()
+	}
+	return nil
 }
 
 // finish moves an emptied backend to its final state.
