@@ -200,3 +200,44 @@ func TestCoreFailedCacheWriteLeavesNoBlock(t *testing.T) {
 		t.Errorf("block 1 in the store lost its old content after a later small write")
 	}
 }
+
+// A write past the end that fails part way leaves the size as it was; what
+// it wrote into the cache past that size must not show when the file
+// grows later: the grown part reads as zeros.
+func TestCoreFailedExtendingWriteLeavesNoBytesPastEnd(t *testing.T) {
+	e := newCoreEnv(t)
+	f := e.open()
+	defer shutdown(t, f)
+	st := newFile(t, f, rootIno, "x")
+	defer f.put(st)
+	writeT(t, f, st, bytes.Repeat([]byte{1}, 100), 0)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	// Block 0 takes the write; the cache file of block 1 is on a full disk.
+	path := blockPath(f.cacheDir, blockKey{st.ino, 1})
+	if err := os.Symlink("/dev/full", path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.write(st, bytes.Repeat([]byte{9}, 2*testBS), 100); err == nil {
+		t.Skip("writes to /dev/full succeed here")
+	}
+	os.Remove(path)
+	if got := sizeOf(st); got != 100 {
+		t.Fatalf("size %d after a failed write, want 100", got)
+	}
+	truncateT(t, f, st, 3*testBS)
+	got := readAll(t, f, st)
+	if !bytes.Equal(got[:100], bytes.Repeat([]byte{1}, 100)) {
+		t.Fatal("the bytes before the old end changed")
+	}
+	if i := bytes.IndexFunc(got[100:], func(r rune) bool { return r != 0 }); i >= 0 {
+		t.Fatalf("after growing, byte %d past the old end reads %d, not zero (the failed write's)", 100+i, got[100+i])
+	}
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := e.blobs.get(f.blockName(blockKey{st.ino, 0})); !bytes.Equal(v, bytes.Repeat([]byte{1}, 100)) && !bytes.Equal(v, append(bytes.Repeat([]byte{1}, 100), make([]byte, len(v)-100)...)) {
+		t.Fatal("block 0 in the store holds the failed write's bytes")
+	}
+}

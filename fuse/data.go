@@ -478,6 +478,12 @@ func (f *filesystem) write(st *inodeState, data []byte, off int64) (int, error) 
 		}
 	}
 	st.dataVer++
+	done := false
+	defer func() {
+		if !done {
+			f.unwriteTailLocked(st, first, last, size)
+		}
+	}()
 	for idx := first; idx <= last; idx++ {
 		bstart := idx * bs
 		lo := max(off, bstart) - bstart
@@ -513,10 +519,39 @@ func (f *filesystem) write(st *inodeState, data []byte, off int64) (int, error) 
 	if end > size {
 		f.setSizeLocked(st, uint64(end))
 	}
+	done = true
 	now := nowNs()
 	st.rec.Mtime, st.rec.Ctime = now, now
 	st.attrDirty = true
 	return len(data), nil
+}
+
+// unwriteTailLocked cuts, after a write of blocks [first, last] failed
+// part way, what it wrote past the file's size (which it did not move),
+// and what a failed write to a cache file may have left past a block's
+// content: a later truncate up or write further on would show those bytes
+// where zeros belong. Blocks wholly past the end leave the cache. Called
+// with st.mu held.
+func (f *filesystem) unwriteTailLocked(st *inodeState, first, last, size int64) {
+	bs := int64(st.rec.BlockSize)
+	for idx := first; idx <= last; idx++ {
+		b := st.blocks[uint64(idx)]
+		if b == nil {
+			continue
+		}
+		keep := min(max(size-idx*bs, 0), bs)
+		if keep == 0 {
+			f.removeBlockLocked(st, uint64(idx), b)
+			f.noteJournalErr(f.journal.drop(st.ino, uint64(idx)))
+			continue
+		}
+		keep = min(keep, b.length)
+		if err := b.f.Truncate(keep); err != nil {
+			f.log.Warn("healstore fuse: cutting a failed write from the write-back cache", "file", b.path, "err", err)
+			continue
+		}
+		b.length = keep
+	}
 }
 
 // newBlocksLocked counts the blocks a write of [first, last] ending at
