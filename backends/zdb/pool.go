@@ -66,8 +66,9 @@ type conn struct {
 
 func newConn(nc net.Conn) *conn {
 	dc := &deadlineConn{Conn: nc}
-	// No redigo timeouts: deadlines come from ctx, per command.
-	return &conn{nc: dc, rc: redis.NewConn(dc, 0, 0)}
+	// No redigo timeouts: deadlines come from ctx, per command. redigo
+	// reads through the guard, which refuses replies no 0-db sends.
+	return &conn{nc: dc, rc: redis.NewConn(&guardConn{deadlineConn: dc}, 0, 0)}
 }
 
 // do runs one command bounded by ctx. A connection whose command failed at

@@ -1,0 +1,146 @@
+package zdb
+
+import (
+	"fmt"
+	"net"
+)
+
+// Limits on what one reply may declare. redigo trusts the server: it makes
+// a slice of whatever length a "$n" or "*n" header says before reading a
+// byte of it (2^62 panics the process; 2^40 exhausts memory), an int that
+// overflows wraps around (a 20-digit bulk length reads as a nil reply: "not
+// found"), and a status line is read to its end however long. The guard
+// below sees the bytes before redigo does and fails the read first.
+const (
+	// maxReplyLine bounds a status, error or header line.
+	maxReplyLine = 64 << 10
+	// maxReplyAlloc bounds the memory one reply's headers may make
+	// redigo allocate: a value of MaxValueSize (no bulk string may be
+	// longer), or a SCAN batch with room to spare (0-db bounds a batch by
+	// time, not count).
+	maxReplyAlloc = 2 * MaxValueSize
+	// maxReplyInt bounds an integer reply, keeping it well clear of the
+	// int64 overflow redigo does not check.
+	maxReplyInt = 1 << 62
+	// sliceElem is what one element of an array reply costs redigo.
+	sliceElem = 16
+)
+
+// guardConn checks the RESP framing of everything read from the server
+// against the limits above, one header at a time, and fails the read (so
+// redigo gives up on, and closes, the connection) at the first reply
+// breaking them.
+type guardConn struct {
+	*deadlineConn
+
+	skip    int64 // payload bytes of a bulk string still to pass through
+	inLine  bool  // inside a line; typ is its first byte
+	typ     byte
+	lineLen int
+	neg     bool
+	digits  int
+	val     int64
+	bad     bool  // a non-digit in a length or integer
+	want    int64 // elements still to come in the current reply
+	alloc   int64 // memory the current reply's headers declared
+	err     error
+}
+
+func (g *guardConn) Read(p []byte) (int, error) {
+	if g.err != nil {
+		return 0, g.err
+	}
+	n, err := g.deadlineConn.Read(p)
+	if cerr := g.check(p[:n]); cerr != nil {
+		g.err = cerr
+		return 0, cerr
+	}
+	return n, err
+}
+
+func (g *guardConn) check(p []byte) error {
+	for i := 0; i < len(p); i++ {
+		if g.skip > 0 {
+			k := int64(len(p) - i)
+			if k > g.skip {
+				k = g.skip
+			}
+			g.skip -= k
+			i += int(k) - 1
+			continue
+		}
+		b := p[i]
+		if !g.inLine {
+			if g.want == 0 { // a new reply
+				g.want, g.alloc = 1, 0
+			}
+			g.inLine, g.typ, g.lineLen = true, b, 0
+			g.neg, g.digits, g.val, g.bad = false, 0, 0, false
+			continue
+		}
+		g.lineLen++
+		if g.lineLen > maxReplyLine {
+			return fmt.Errorf("%w: reply line longer than %d bytes", errCorrupt, maxReplyLine)
+		}
+		if b == '\n' {
+			g.inLine = false
+			if err := g.header(); err != nil {
+				return err
+			}
+			continue
+		}
+		if b == '\r' {
+			continue
+		}
+		switch g.typ {
+		case '$', '*', ':':
+			switch {
+			case b == '-' && g.lineLen == 1:
+				g.neg = true
+			case b >= '0' && b <= '9' && g.digits < 18: // 18 digits cannot overflow
+				g.digits++
+				g.val = g.val*10 + int64(b-'0')
+			default:
+				g.bad = true
+			}
+		}
+	}
+	return nil
+}
+
+// header checks a line just ended and accounts for what it declares.
+func (g *guardConn) header() error {
+	g.want--
+	if g.typ != '$' && g.typ != '*' && g.typ != ':' {
+		return nil // status or error line; redigo checks the type byte
+	}
+	if g.bad || g.digits == 0 || g.val > maxReplyInt {
+		return fmt.Errorf("%w: malformed or out of range number in a %q reply", errCorrupt, g.typ)
+	}
+	if g.typ == ':' {
+		return nil
+	}
+	if g.neg {
+		if g.val != 1 {
+			return fmt.Errorf("%w: %q length -%d", errCorrupt, g.typ, g.val)
+		}
+		return nil // nil bulk or array
+	}
+	cost := g.val
+	if g.typ == '*' {
+		cost *= sliceElem
+	}
+	// No 0-db value is larger than its largest argument.
+	if (g.typ == '$' && g.val > MaxValueSize) || g.alloc+cost > maxReplyAlloc {
+		return fmt.Errorf("%w: %q length %d is more than a reply may hold", errCorrupt, g.typ, g.val)
+	}
+	g.alloc += cost
+	if g.typ == '$' {
+		g.skip = g.val + 2 // payload and its CRLF
+	} else {
+		g.want += g.val
+	}
+	return nil
+}
+
+var _ net.Conn = (*guardConn)(nil)

@@ -1,0 +1,192 @@
+package zdb
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/healstore/healstore/backends"
+)
+
+// hostile is a fake 0-db: it answers SELECT with +OK and every other
+// command with whatever reply returns for it (raw bytes, written as is).
+type hostile struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// readCommand reads one RESP array of bulk strings and returns its words.
+func readCommand(r *bufio.Reader) ([]string, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	var n int
+	if _, err := fmtSscanf(line, "*%d\r\n", &n); err != nil {
+		return nil, err
+	}
+	words := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return nil, err
+		}
+		var l int
+		if _, err := fmtSscanf(line, "$%d\r\n", &l); err != nil {
+			return nil, err
+		}
+		buf := make([]byte, l+2)
+		if _, err := ioReadFull(r, buf); err != nil {
+			return nil, err
+		}
+		words = append(words, string(buf[:l]))
+	}
+	return words, nil
+}
+
+func newHostile(t *testing.T, reply func(words []string, w net.Conn)) *hostile {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hostile{ln: ln}
+	t.Cleanup(func() {
+		ln.Close()
+		h.mu.Lock()
+		for _, c := range h.conns {
+			c.Close()
+		}
+		h.mu.Unlock()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			h.mu.Lock()
+			h.conns = append(h.conns, c)
+			h.mu.Unlock()
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					words, err := readCommand(r)
+					if err != nil {
+						return
+					}
+					if strings.EqualFold(words[0], "SELECT") {
+						c.Write([]byte("+OK\r\n"))
+						continue
+					}
+					reply(words, c)
+				}
+			}()
+		}
+	}()
+	return h
+}
+
+func openHostile(t *testing.T, h *hostile) *Backend {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := Open(ctx, spec(h.ln.Addr().String(), "ns"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// A bulk or array length no 0-db reply can have must fail the call as a
+// corrupt reply, not panic in make, allocate it, or (for a length that
+// overflows int) read as a nil "not found".
+func TestHostileLengths(t *testing.T) {
+	for _, r := range []string{
+		"$4611686018427387904\r\n",  // 2^62
+		"$99999999999999999999\r\n", // overflows int64
+		"$9223372036854775808\r\n",  // 2^63: wraps negative
+		"*4611686018427387904\r\n",  // array of 2^62
+		"*18446744073709551617\r\n", // wraps to 1
+		"$-2\r\n",                   // negative other than -1
+		"$16777216\r\n",             // 16 MiB: over MaxValueSize
+	} {
+		t.Run(strings.TrimSpace(r), func(t *testing.T) {
+			h := newHostile(t, func(words []string, c net.Conn) { c.Write([]byte(r)) })
+			b := openHostile(t, h)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			v, err := b.Get(ctx, "k")
+			if !errors.Is(err, backends.ErrCorruptReply) {
+				t.Fatalf("GET answered %q: %d bytes, %v; want ErrCorruptReply", r, len(v), err)
+			}
+		})
+	}
+}
+
+var (
+	fmtSscanf  = fmt.Sscanf
+	ioReadFull = io.ReadFull
+)
+
+// Replies that declare little each but much together, or never end a line,
+// must fail as corrupt before redigo allocates for them.
+func TestHostileReplyMemory(t *testing.T) {
+	for name, r := range map[string]string{
+		"nested arrays": "*65536\r\n" + strings.Repeat("*65536\r\n", 64),
+		"endless line":  "+" + strings.Repeat("a", 1<<20),
+		"int overflow":  ":99999999999999999999\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHostile(t, func(words []string, c net.Conn) { c.Write([]byte(r)) })
+			b := openHostile(t, h)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n, err := b.Stat(ctx, "k")
+			if !errors.Is(err, backends.ErrCorruptReply) {
+				t.Fatalf("LENGTH answered %.20q...: %d, %v; want ErrCorruptReply", r, n, err)
+			}
+		})
+	}
+}
+
+// The guard must follow framing however the bytes arrive: a value of the
+// largest size, then one sent a byte at a time, both read back whole on
+// the same connection.
+func TestGuardPassesGoodReplies(t *testing.T) {
+	big := bytes.Repeat([]byte{'x'}, MaxValueSize)
+	h := newHostile(t, func(words []string, c net.Conn) {
+		if words[0] == "GET" {
+			c.Write([]byte(fmt.Sprintf("$%d\r\n%s\r\n", len(big), big)))
+			return
+		}
+		for _, b := range []byte("*2\r\n$5\r\nhel\r\n\r\n:-1\r\n") {
+			c.Write([]byte{b})
+			time.Sleep(time.Millisecond)
+		}
+	})
+	b := openHostile(t, h)
+	ctx := ctx5(t)
+	for i := 0; i < 2; i++ {
+		v, err := b.Get(ctx, "big")
+		if err != nil || !bytes.Equal(v, big) {
+			t.Fatalf("Get of %d bytes: %d bytes, %v", len(big), len(v), err)
+		}
+		reply, err := b.pool.do(ctx, "SCAN")
+		r, ok := reply.([]any)
+		if err != nil || !ok || len(r) != 2 || string(r[0].([]byte)) != "hel\r\n" || r[1].(int64) != -1 {
+			t.Fatalf("reply sent a byte at a time: %#v, %v", reply, err)
+		}
+	}
+}
