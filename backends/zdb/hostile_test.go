@@ -190,3 +190,28 @@ func TestGuardPassesGoodReplies(t *testing.T) {
 		}
 	}
 }
+
+// A reply that comes after its command gave up must not be read as the
+// answer to the next command on that connection: Get must never return
+// another key's value.
+func TestLateReplyNotReused(t *testing.T) {
+	h := newHostile(t, func(words []string, c net.Conn) {
+		if words[1] == "slow" {
+			time.Sleep(300 * time.Millisecond)
+		}
+		c.Write([]byte(fmt.Sprintf("$%d\r\n%s\r\n", len(words[1]), words[1])))
+	})
+	b := openHostile(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	_, err := b.Get(ctx, "slow")
+	cancel()
+	if !errors.Is(err, backends.ErrUnavailable) {
+		t.Fatalf("Get past its deadline: %v", err)
+	}
+	time.Sleep(400 * time.Millisecond) // the late reply is in the socket now
+	for i := 0; i < 3; i++ {
+		if v, err := b.Get(ctx5(t), "fast"); err != nil || string(v) != "fast" {
+			t.Fatalf("Get after a late reply: %q, %v", v, err)
+		}
+	}
+}
