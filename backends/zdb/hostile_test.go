@@ -215,3 +215,25 @@ func TestLateReplyNotReused(t *testing.T) {
 		}
 	}
 }
+
+// A negative size is no size: LENGTH and SCAN answering one are corrupt.
+func TestNegativeSizes(t *testing.T) {
+	h := newHostile(t, func(words []string, c net.Conn) {
+		if words[0] == "SCAN" {
+			c.Write([]byte("*2\r\n$3\r\ncur\r\n*1\r\n*3\r\n$1\r\nk\r\n:-7\r\n:0\r\n"))
+			return
+		}
+		c.Write([]byte(":-7\r\n"))
+	})
+	b := openHostile(t, h)
+	if n, err := b.Stat(ctx5(t), "k"); !errors.Is(err, backends.ErrCorruptReply) {
+		t.Fatalf("LENGTH answered -7: %d, %v", n, err)
+	}
+	err := b.List(ctx5(t), "", func(k string, n int64) error {
+		t.Fatalf("SCAN entry %s of size %d", k, n)
+		return nil
+	})
+	if !errors.Is(err, backends.ErrCorruptReply) {
+		t.Fatalf("SCAN with a size of -7: %v", err)
+	}
+}

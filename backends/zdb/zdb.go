@@ -251,6 +251,9 @@ func (b *Backend) Stat(ctx context.Context, key string) (int64, error) {
 	}
 	switch r := reply.(type) {
 	case int64:
+		if r < 0 {
+			return 0, backends.Errorf(b.name, "stat", key, backends.ErrCorruptReply, "LENGTH answered %d", r)
+		}
 		return r, nil
 	case nil:
 		return 0, backends.Wrap(b.name, "stat", key, backends.ErrNotFound, nil)
@@ -300,8 +303,8 @@ func parseScan(reply any) (cursor []byte, entries []scanEntry, err error) {
 		}
 		k, ok1 := e[0].([]byte)
 		n, ok2 := e[1].(int64)
-		if !ok1 || !ok2 {
-			return nil, nil, fmt.Errorf("%w: SCAN entry of %T, %T", errCorrupt, e[0], e[1])
+		if !ok1 || !ok2 || n < 0 {
+			return nil, nil, fmt.Errorf("%w: SCAN entry of %T, %T (%v)", errCorrupt, e[0], e[1], e[1])
 		}
 		entries = append(entries, scanEntry{k, n})
 	}
