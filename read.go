@@ -456,7 +456,9 @@ func (r *Reader) queueRepair(ctx context.Context, st *metastore.Stripe, missing,
 		Stripe: st.ID, Margin: len(st.Shards) - len(missing) - len(corrupt) - st.K, Queued: time.Now(),
 		Reason: fmt.Sprintf("read found shards missing %v, corrupt %v", missing, corrupt),
 	}
-	if err := r.s.meta.Enqueue(context.WithoutCancel(ctx), item); err != nil {
+	// Joined to an entry the stripe may already have (a backend down, say):
+	// only this reason tells the rebuilder to check the shards it names.
+	if err := r.s.meta.EnqueueJoin(context.WithoutCancel(ctx), item); err != nil {
 		r.s.log.Warn("heal on read: cannot queue repair", "stripe", fmt.Sprintf("%x", st.ID), "err", err)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -29,6 +31,10 @@ const (
 	// empty) replaces the entry's whatever the margins, and the back-off
 	// is cleared: what was found makes the entry due now.
 	mergeRecause
+	// mergeJoin: mergeEnqueue, but the new item's reason (when not empty
+	// and not already one of the entry's "; "-separated causes) is joined
+	// to the entry's whatever the margins, never replacing it.
+	mergeJoin
 )
 
 func merge(old *RepairItem, it RepairItem, mode mergeMode) RepairItem {
@@ -40,6 +46,22 @@ func merge(old *RepairItem, it RepairItem, mode mergeMode) RepairItem {
 		out.Queued = it.Queued
 	}
 	lower := it.Margin < out.Margin
+	if mode == mergeJoin {
+		if it.Reason != "" && !slices.Contains(strings.Split(out.Reason, "; "), it.Reason) {
+			if out.Reason == "" {
+				out.Reason = it.Reason
+			} else {
+				out.Reason += "; " + it.Reason
+			}
+		}
+		if lower {
+			out.Margin = it.Margin
+			if it.NotBefore.Before(out.NotBefore) {
+				out.NotBefore = it.NotBefore
+			}
+		}
+		return out
+	}
 	if lower {
 		out.Margin = it.Margin
 		// An item without a reason (a failed attempt's requeue) keeps
@@ -185,6 +207,22 @@ func (s *Store) Enqueue(ctx context.Context, items ...RepairItem) error {
 	}
 	return s.update(ctx, "enqueue", func(b *Batch) error {
 		return s.enqueueInto(ctx, b, items, mergeEnqueue)
+	})
+}
+
+// EnqueueJoin is Enqueue for a finding only the item's reason records (a
+// reader found a shard gone or corrupt that the stripe record still
+// lists): a stripe already queued for another cause keeps that cause and
+// gains this one ("cause; finding"), whatever the margins, so the
+// rebuilder sees both; and an entry whose reason changes while a repair
+// runs stays queued after it (CompleteRepair). Margin, queue time and
+// back-off merge as in Enqueue.
+func (s *Store) EnqueueJoin(ctx context.Context, items ...RepairItem) error {
+	if len(items) == 0 {
+		return nil
+	}
+	return s.update(ctx, "enqueue", func(b *Batch) error {
+		return s.enqueueInto(ctx, b, items, mergeJoin)
 	})
 }
 
