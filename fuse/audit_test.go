@@ -241,3 +241,88 @@ func TestCoreFailedExtendingWriteLeavesNoBytesPastEnd(t *testing.T) {
 		t.Fatal("block 0 in the store holds the failed write's bytes")
 	}
 }
+
+// gatedDeletes holds every DeleteBlock until gate is closed.
+type gatedDeletes struct {
+	*memBlobs
+	gate chan struct{}
+}
+
+func (g gatedDeletes) DeleteBlock(ctx context.Context, name string) error {
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.memBlobs.DeleteBlock(ctx, name)
+}
+
+// An fsync that waits for a block whose upload the uploader passed over
+// because a truncate was deleting objects must not then wait for the
+// write-back delay: the block is queued again as urgent when the
+// truncate ends.
+func TestCoreFsyncDuringTrimDoesNotWaitForWritebackDelay(t *testing.T) {
+	e := newCoreEnv(t)
+	e.opts.UploadWorkers = 1
+	e.opts.OpTimeout = 5 * time.Second
+	e.blobs.putWait = make(chan struct{}, 16)
+	for range 3 {
+		e.blobs.putWait <- struct{}{}
+	}
+	blobs := gatedDeletes{e.blobs, make(chan struct{})}
+	f, err := newFilesystem(e.kv, blobs, e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.bootID = func() []byte { return e.boot }
+	if err := f.start(context.Background(), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(t, f)
+	st := newFile(t, f, rootIno, "d")
+	defer f.put(st)
+	writeT(t, f, st, bytes.Repeat([]byte{1}, 3*testBS), 0)
+	if err := f.flush(st); err != nil { // uses the 3 tokens; Extent now past block 2
+		t.Fatal(err)
+	}
+	writeT(t, f, st, []byte("a"), 0)
+	writeT(t, f, st, []byte("b"), testBS)
+	flushed := make(chan error, 1)
+	go func() { flushed <- f.flush(st) }()
+	// The one worker is held in the upload of one block; the other waits.
+	if !waitFor(5*time.Second, func() bool { st.mu.Lock(); defer st.mu.Unlock(); return st.uploads == 1 }) {
+		t.Fatal("no upload started")
+	}
+	truncated := make(chan error, 1)
+	go func() {
+		in := &gofuse.SetAttrIn{}
+		in.Valid, in.Size = gofuse.FATTR_SIZE, 2*testBS
+		truncated <- f.setattr(st, in)
+	}()
+	if !waitFor(5*time.Second, func() bool { st.mu.Lock(); defer st.mu.Unlock(); return st.trimming }) {
+		t.Fatal("the truncate did not start trimming")
+	}
+	e.blobs.putWait <- struct{}{} // the held upload ends; the trim deletes (held)
+	if !waitFor(5*time.Second, func() bool {
+		f.up.mu.Lock()
+		defer f.up.mu.Unlock()
+		return len(f.up.items) == 0
+	}) {
+		t.Fatal("the worker did not take the second block")
+	}
+	time.Sleep(100 * time.Millisecond) // it passes over it: the trim holds uploads off
+	close(blobs.gate)
+	close(e.blobs.putWait)
+	if err := <-truncated; err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	select {
+	case err := <-flushed:
+		if err != nil {
+			t.Fatalf("fsync: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatalf("fsync still waits %v after the truncate ended (the block waits for the write-back delay)", time.Since(start))
+	}
+}

@@ -645,9 +645,10 @@ func (f *filesystem) trimLocked(ctx context.Context, st *inodeState, from uint64
 	defer func() {
 		st.trimming = false
 		st.cond.Broadcast()
+		// Uploads passed over meanwhile may be ones a flush waits for.
 		for idx, b := range st.blocks {
 			if b.dirty() {
-				f.up.add(blockKey{st.ino, idx}, false)
+				f.up.add(blockKey{st.ino, idx}, st.flushing > 0)
 			}
 		}
 	}()
