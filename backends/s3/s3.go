@@ -280,9 +280,16 @@ func (b *Backend) get(ctx context.Context, key string, opts minio.GetObjectOptio
 		return nil, b.fail(ctx, "get", key, err)
 	}
 	defer obj.Close()
-	v, err := io.ReadAll(obj)
+	// No value this backend writes is larger than MaxValueSize: read one
+	// byte past it at most, so a huge or endless object (someone else's,
+	// or a broken server) cannot take all memory before the check.
+	v, err := io.ReadAll(io.LimitReader(obj, MaxValueSize+1))
 	if err != nil {
 		return nil, b.fail(ctx, "get", key, err)
+	}
+	if len(v) > MaxValueSize {
+		return nil, backends.Errorf(b.name, "get", key, backends.ErrCorruptReply,
+			"object is larger than the %d bytes a value can hold", MaxValueSize)
 	}
 	if v == nil {
 		v = []byte{}
