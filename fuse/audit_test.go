@@ -326,3 +326,34 @@ func TestCoreFsyncDuringTrimDoesNotWaitForWritebackDelay(t *testing.T) {
 		t.Fatalf("fsync still waits %v after the truncate ended (the block waits for the write-back delay)", time.Since(start))
 	}
 }
+
+// Without a boot id (no /proc/sys/kernel/random/boot_id) the mount cannot
+// tell a crash of its process from a restart of the machine, whose cache
+// files were never fsynced and cannot be trusted: it must not replay them.
+func TestCoreUnknownBootDoesNotReplay(t *testing.T) {
+	e := newCoreEnv(t)
+	e.boot = nil
+	f := e.open()
+	st := newFile(t, f, rootIno, "b")
+	writeT(t, f, st, []byte("synced"), 0)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	writeT(t, f, st, []byte("unsynced!"), 0)
+	f.put(st)
+	crash(f)
+	puts := e.blobs.puts.Load()
+	f2 := e.open()
+	defer shutdown(t, f2)
+	st2 := lookupT(t, f2, rootIno, "b")
+	defer f2.put(st2)
+	if blocks, sizes := f2.journal.pending(); blocks != 0 || sizes != 0 {
+		t.Errorf("with no boot id the cache was replayed: %d blocks, %d sizes", blocks, sizes)
+	}
+	if got := readAll(t, f2, st2); string(got) != "synced" {
+		t.Errorf("file reads %q, want the fsynced %q", got, "synced")
+	}
+	if e.blobs.puts.Load() != puts {
+		t.Errorf("the untrusted cache was uploaded")
+	}
+}

@@ -47,7 +47,15 @@ func (f *filesystem) replay(ctx context.Context) error {
 	bootFile := filepath.Join(f.cacheDir, "boot-id")
 	prev, _ := os.ReadFile(bootFile)
 	prev = bytes.TrimSpace(prev)
-	if (len(js.dirty) > 0 || len(js.sizes) > 0) && !bytes.Equal(prev, boot) {
+	switch {
+	case len(js.dirty) == 0 && len(js.sizes) == 0:
+	case len(boot) == 0:
+		// Unknown boot (no boot_id): a crash of this process cannot be
+		// told from a restart of the machine, so the cache is not trusted.
+		f.log.Warn("healstore fuse: the last mount ended without unmounting and the boot id is unknown; dropping writes that were never fsynced",
+			"blocks", len(js.dirty), "files", len(js.sizes))
+		js = newJournalState()
+	case !bytes.Equal(prev, boot):
 		f.log.Warn("healstore fuse: the machine restarted since the last mount ended without unmounting; dropping writes that were never fsynced",
 			"blocks", len(js.dirty), "files", len(js.sizes))
 		js = newJournalState()
