@@ -1,6 +1,7 @@
 package s3
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -93,5 +94,49 @@ func TestGetShortBody(t *testing.T) {
 	v, err := b.Get(ctx5(t), "k")
 	if err == nil || errors.Is(err, backends.ErrNotFound) {
 		t.Fatalf("Get of an object cut short: %d bytes, %v", len(v), err)
+	}
+}
+
+// A server may ignore the Range header and send the whole object (HTTP
+// allows it): GetRange must cut the range out, not return the object. A
+// partial answer that is not the range asked for is corrupt.
+func TestGetRangeAnswers(t *testing.T) {
+	obj := []byte("0123456789")
+	for _, c := range []struct {
+		name, contentRange string
+		body               []byte
+		want               string // "" with corrupt: ErrCorruptReply
+		corrupt            bool
+	}{
+		{name: "range ignored", body: obj, want: "234"},
+		{name: "right range", contentRange: "bytes 2-4/10", body: obj[2:5], want: "234"},
+		{name: "wrong start", contentRange: "bytes 0-2/10", body: obj[0:3], corrupt: true},
+		{name: "too long", contentRange: "bytes 2-6/10", body: obj[2:7], corrupt: true},
+		{name: "length mismatch", contentRange: "bytes 2-4/10", body: obj[2:4], corrupt: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := hostileS3(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Last-Modified", time.Now().UTC().Format(http.TimeFormat))
+				w.Header().Set("ETag", `"x"`)
+				w.Header().Set("Content-Length", strconv.Itoa(len(c.body)))
+				status := http.StatusOK
+				if c.contentRange != "" {
+					w.Header().Set("Content-Range", c.contentRange)
+					status = http.StatusPartialContent
+				}
+				w.WriteHeader(status)
+				w.Write(c.body)
+			})
+			v, err := b.GetRange(ctx5(t), "k", 2, 3)
+			if c.corrupt {
+				if !errors.Is(err, backends.ErrCorruptReply) {
+					t.Fatalf("GetRange 2+3 answered %q %q: %q, %v; want ErrCorruptReply", c.contentRange, c.body, v, err)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(v, []byte(c.want)) {
+				t.Fatalf("GetRange 2+3 answered %q %q: %q, %v; want %q", c.contentRange, c.body, v, err, c.want)
+			}
+		})
 	}
 }

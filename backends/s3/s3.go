@@ -271,13 +271,16 @@ func (b *Backend) Get(ctx context.Context, key string) ([]byte, error) {
 	if err := b.begin(ctx, "get", key); err != nil {
 		return nil, err
 	}
-	return b.get(ctx, key, minio.GetObjectOptions{})
+	v, _, err := b.get(ctx, key, minio.GetObjectOptions{})
+	return v, err
 }
 
-func (b *Backend) get(ctx context.Context, key string, opts minio.GetObjectOptions) ([]byte, error) {
-	obj, err := b.cl.GetObject(ctx, b.bucket, b.object(key), opts)
+// get reads an object, returning the response headers too (GetRange needs
+// Content-Range).
+func (b *Backend) get(ctx context.Context, key string, opts minio.GetObjectOptions) ([]byte, http.Header, error) {
+	obj, _, hdr, err := minio.Core{Client: b.cl}.GetObject(ctx, b.bucket, b.object(key), opts)
 	if err != nil {
-		return nil, b.fail(ctx, "get", key, err)
+		return nil, nil, b.fail(ctx, "get", key, err)
 	}
 	defer obj.Close()
 	// No value this backend writes is larger than MaxValueSize: read one
@@ -285,16 +288,16 @@ func (b *Backend) get(ctx context.Context, key string, opts minio.GetObjectOptio
 	// or a broken server) cannot take all memory before the check.
 	v, err := io.ReadAll(io.LimitReader(obj, MaxValueSize+1))
 	if err != nil {
-		return nil, b.fail(ctx, "get", key, err)
+		return nil, nil, b.fail(ctx, "get", key, err)
 	}
 	if len(v) > MaxValueSize {
-		return nil, backends.Errorf(b.name, "get", key, backends.ErrCorruptReply,
+		return nil, nil, backends.Errorf(b.name, "get", key, backends.ErrCorruptReply,
 			"object is larger than the %d bytes a value can hold", MaxValueSize)
 	}
 	if v == nil {
 		v = []byte{}
 	}
-	return v, nil
+	return v, hdr, nil
 }
 
 // GetRange implements backends.Backend with an HTTP range.
@@ -315,14 +318,34 @@ func (b *Backend) GetRange(ctx context.Context, key string, off, length int64) (
 	if err := opts.SetRange(off, off+length-1); err != nil {
 		return nil, backends.Errorf(b.name, "get", key, backends.ErrInvalidKey, "range %d+%d: %v", off, length, err)
 	}
-	v, err := b.get(ctx, key, opts)
+	v, hdr, err := b.get(ctx, key, opts)
 	var er minio.ErrorResponse
 	if err != nil && errors.As(err, &er) && (er.Code == "InvalidRange" || er.StatusCode == http.StatusRequestedRangeNotSatisfiable) {
 		// The object exists (S3 checks that first) and off is past its
 		// end, or it is empty.
 		return []byte{}, nil
 	}
-	return v, err
+	if err != nil {
+		return nil, err
+	}
+	cr := hdr.Get("Content-Range")
+	if cr == "" {
+		// HTTP lets a server ignore Range and send the whole object; the
+		// range is then ours to cut.
+		if off >= int64(len(v)) {
+			return []byte{}, nil
+		}
+		return v[off:min(int64(len(v)), off+length)], nil
+	}
+	// A partial answer must be the bytes asked for: the range starting at
+	// off, no longer than length.
+	var first, last int64
+	if n, _ := fmt.Sscanf(cr, "bytes %d-%d/", &first, &last); n != 2 || first != off ||
+		last-first+1 != int64(len(v)) || int64(len(v)) > length {
+		return nil, backends.Errorf(b.name, "get", key, backends.ErrCorruptReply,
+			"asked for bytes %d+%d, got %d bytes as %q", off, length, len(v), cr)
+	}
+	return v, nil
 }
 
 // Stat implements backends.Backend.
