@@ -140,3 +140,67 @@ func TestGetRangeAnswers(t *testing.T) {
 		})
 	}
 }
+
+// A size the server does not give, or gives negative, is no size: Stat and
+// List must not hand it on.
+func TestNegativeSizes(t *testing.T) {
+	b := hostileS3(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Last-Modified", time.Now().UTC().Format(http.TimeFormat))
+		w.Header().Set("ETag", `"x"`)
+		w.WriteHeader(http.StatusOK) // HEAD without Content-Length
+	})
+	if n, err := b.Stat(ctx5(t), "k"); !errors.Is(err, backends.ErrCorruptReply) {
+		t.Fatalf("Stat of an object without a Content-Length: %d, %v", n, err)
+	}
+}
+
+// A server that sends a body a byte at a time must not hold Get past its
+// deadline.
+func TestSlowBodyHonoursDeadline(t *testing.T) {
+	b := hostileS3(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Last-Modified", time.Now().UTC().Format(http.TimeFormat))
+		w.Header().Set("ETag", `"x"`)
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		for i := 0; i < 1000; i++ {
+			if _, err := w.Write([]byte{'x'}); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := b.Get(ctx, "k")
+	if !errors.Is(err, backends.ErrUnavailable) || time.Since(start) > 2*time.Second {
+		t.Fatalf("Get of a body sent a byte at a time: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestListNegativeSize(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			return
+		}
+		w.Header().Set("Content-Type", "application/xml")
+		w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>bkt</Name><Prefix></Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>
+<Contents><Key>k</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>"x"</ETag><Size>-5</Size><StorageClass>STANDARD</StorageClass></Contents></ListBucketResult>`))
+	}))
+	t.Cleanup(srv.Close)
+	spec := backends.Spec{Name: "s3-hostile", Kind: backends.KindS3, Address: strings.TrimPrefix(srv.URL, "http://"),
+		Bucket: "bkt", AccessKey: "access", SecretRef: "s3"}
+	b, err := Open(ctx5(t), spec, "secret-key-value")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.List(ctx5(t), "", func(k string, n int64) error {
+		t.Fatalf("List gave %s of size %d", k, n)
+		return nil
+	})
+	if !errors.Is(err, backends.ErrCorruptReply) {
+		t.Fatalf("List of an object with size -5: %v", err)
+	}
+}

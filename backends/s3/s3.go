@@ -146,8 +146,14 @@ func (b *Backend) object(key string) string { return b.prefix + encodeKey(key) }
 // Name implements backends.Backend.
 func (b *Backend) Name() string { return b.name }
 
+// errBadSize marks a size from the server that cannot be one.
+var errBadSize = errors.New("bad object size")
+
 // kindOf classifies an error from minio-go.
 func kindOf(err error) error {
+	if errors.Is(err, errBadSize) {
+		return backends.ErrCorruptReply
+	}
 	var er minio.ErrorResponse
 	if errors.As(err, &er) {
 		switch er.Code {
@@ -357,6 +363,11 @@ func (b *Backend) Stat(ctx context.Context, key string) (int64, error) {
 	if err != nil {
 		return 0, b.fail(ctx, "stat", key, err)
 	}
+	if info.Size < 0 {
+		// minio-go's -1 for a HEAD without Content-Length, or a
+		// negative one: not a size.
+		return 0, backends.Errorf(b.name, "stat", key, backends.ErrCorruptReply, "object size %d", info.Size)
+	}
 	return info.Size, nil
 }
 
@@ -426,6 +437,9 @@ func (b *Backend) walk(ctx context.Context, prefix string, fn func(key string, s
 				return nil // no bucket: nothing stored
 			}
 			return obj.Err
+		}
+		if obj.Size < 0 {
+			return fmt.Errorf("%w: listing gave %s a size of %d", errBadSize, obj.Key, obj.Size)
 		}
 		name, ok := strings.CutPrefix(obj.Key, b.prefix)
 		if !ok || strings.HasSuffix(name, "/") {
