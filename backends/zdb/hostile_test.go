@@ -237,3 +237,28 @@ func TestNegativeSizes(t *testing.T) {
 		t.Fatalf("SCAN with a size of -7: %v", err)
 	}
 }
+
+// A server that stops in the middle of a reply, or never starts one, holds
+// a call no longer than its ctx: a deadline, or a cancel without one.
+func TestStalledReplyEndsWithCtx(t *testing.T) {
+	for name, r := range map[string]string{"mid-reply": "$10\r\nabc", "no reply": ""} {
+		h := newHostile(t, func(words []string, c net.Conn) { c.Write([]byte(r)) })
+		b := openHostile(t, h)
+		for _, cancelOnly := range []bool{false, true} {
+			var ctx context.Context
+			var cancel context.CancelFunc
+			if cancelOnly {
+				ctx, cancel = context.WithCancel(context.Background())
+				time.AfterFunc(200*time.Millisecond, cancel)
+			} else {
+				ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
+			}
+			start := time.Now()
+			_, err := b.Get(ctx, "k")
+			cancel()
+			if !errors.Is(err, backends.ErrUnavailable) || time.Since(start) > 2*time.Second {
+				t.Fatalf("%s, cancel only %v: Get returned %v after %v", name, cancelOnly, err, time.Since(start))
+			}
+		}
+	}
+}
