@@ -24,6 +24,10 @@ const (
 	maxReplyInt = 1 << 62
 	// sliceElem is what one element of an array reply costs redigo.
 	sliceElem = 16
+	// maxReplyDepth bounds arrays nested in arrays: redigo reads each
+	// level by recursion, and a million "*1" levels (4 MB of reply) took
+	// it ~200 MB of stack. 0-db nests 3 deep at most (SCAN).
+	maxReplyDepth = 8
 )
 
 // guardConn checks the RESP framing of everything read from the server
@@ -40,9 +44,9 @@ type guardConn struct {
 	neg     bool
 	digits  int
 	val     int64
-	bad     bool  // a non-digit in a length or integer
-	want    int64 // elements still to come in the current reply
-	alloc   int64 // memory the current reply's headers declared
+	bad     bool    // a non-digit in a length or integer
+	open    []int64 // elements still to come in each array being read
+	alloc   int64   // memory the current reply's headers declared
 	err     error
 }
 
@@ -71,8 +75,8 @@ func (g *guardConn) check(p []byte) error {
 		}
 		b := p[i]
 		if !g.inLine {
-			if g.want == 0 { // a new reply
-				g.want, g.alloc = 1, 0
+			if len(g.open) == 0 { // a new reply
+				g.alloc = 0
 			}
 			g.inLine, g.typ, g.lineLen = true, b, 0
 			g.neg, g.digits, g.val, g.bad = false, 0, 0, false
@@ -110,7 +114,14 @@ func (g *guardConn) check(p []byte) error {
 
 // header checks a line just ended and accounts for what it declares.
 func (g *guardConn) header() error {
-	g.want--
+	if n := len(g.open); n > 0 {
+		g.open[n-1]--
+	}
+	defer func() {
+		for n := len(g.open); n > 0 && g.open[n-1] == 0; n-- {
+			g.open = g.open[:n-1]
+		}
+	}()
 	if g.typ != '$' && g.typ != '*' && g.typ != ':' {
 		return nil // status or error line; redigo checks the type byte
 	}
@@ -137,8 +148,11 @@ func (g *guardConn) header() error {
 	g.alloc += cost
 	if g.typ == '$' {
 		g.skip = g.val + 2 // payload and its CRLF
-	} else {
-		g.want += g.val
+	} else if g.val > 0 {
+		if len(g.open) == maxReplyDepth {
+			return fmt.Errorf("%w: arrays nested more than %d deep", errCorrupt, maxReplyDepth)
+		}
+		g.open = append(g.open, g.val)
 	}
 	return nil
 }

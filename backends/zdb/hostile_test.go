@@ -262,3 +262,31 @@ func TestStalledReplyEndsWithCtx(t *testing.T) {
 		}
 	}
 }
+
+// Arrays nested deeper than any 0-db reply are refused before redigo
+// recurses into them: a million levels took it ~200 MB of stack.
+func TestDeepNestingRefused(t *testing.T) {
+	r := strings.Repeat("*1\r\n", 100000) + ":1\r\n"
+	h := newHostile(t, func(words []string, c net.Conn) { c.Write([]byte(r)) })
+	b := openHostile(t, h)
+	reply, err := b.pool.do(ctx5(t), "SCAN")
+	if !errors.Is(err, errCorrupt) {
+		t.Fatalf("100000 nested arrays: %T, %v", reply, err)
+	}
+	// The deepest real reply, SCAN's, still passes.
+	h = newHostile(t, func(words []string, c net.Conn) {
+		c.Write([]byte("*2\r\n$3\r\ncur\r\n*2\r\n*3\r\n$1\r\na\r\n:1\r\n:0\r\n*3\r\n$1\r\nb\r\n:2\r\n:0\r\n"))
+	})
+	b = openHostile(t, h)
+	var keys []string
+	err = b.List(ctx5(t), "", func(k string, n int64) error {
+		keys = append(keys, k)
+		if len(keys) == 4 {
+			return errors.New("enough")
+		}
+		return nil
+	})
+	if len(keys) != 4 || keys[0] != "a" || keys[3] != "b" {
+		t.Fatalf("List of SCAN replies: %v, %v", keys, err)
+	}
+}
