@@ -679,7 +679,10 @@ func (h *Healer) statSources(ctx context.Context, st *metastore.Stripe, sources 
 		l := st.Shards[i]
 		b, ok := h.pool.Backend(l.Backend)
 		if !ok {
+			// Goroutines of earlier shards append concurrently.
+			mu.Lock()
 			unanswered = append(unanswered, i)
+			mu.Unlock()
 			continue
 		}
 		wg.Add(1)
