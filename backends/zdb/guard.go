@@ -137,15 +137,16 @@ func (g *guardConn) header() error {
 		}
 		return nil // nil bulk or array
 	}
-	cost := g.val
+	unit := int64(1)
 	if g.typ == '*' {
-		cost *= sliceElem
+		unit = sliceElem
 	}
-	// No 0-db value is larger than its largest argument.
-	if (g.typ == '$' && g.val > MaxValueSize) || g.alloc+cost > maxReplyAlloc {
+	// No 0-db value is larger than its largest argument. Divide, not
+	// multiply: val*unit can overflow.
+	if (g.typ == '$' && g.val > MaxValueSize) || g.val > (maxReplyAlloc-g.alloc)/unit {
 		return fmt.Errorf("%w: %q length %d is more than a reply may hold", errCorrupt, g.typ, g.val)
 	}
-	g.alloc += cost
+	g.alloc += g.val * unit
 	if g.typ == '$' {
 		g.skip = g.val + 2 // payload and its CRLF
 	} else if g.val > 0 {

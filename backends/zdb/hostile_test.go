@@ -119,6 +119,7 @@ func TestHostileLengths(t *testing.T) {
 		"$9223372036854775808\r\n",  // 2^63: wraps negative
 		"*4611686018427387904\r\n",  // array of 2^62
 		"*18446744073709551617\r\n", // wraps to 1
+		"*700000000000000000\r\n",   // times 16 overflowed the budget check
 		"$-2\r\n",                   // negative other than -1
 		"$16777216\r\n",             // 16 MiB: over MaxValueSize
 	} {
