@@ -204,3 +204,36 @@ func TestListNegativeSize(t *testing.T) {
 		t.Fatalf("List of an object with size -5: %v", err)
 	}
 }
+
+// A listing page without end is cut off at maxResponseBody and reported
+// corrupt, not decoded into memory until the deadline.
+func TestListEndlessPage(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			return
+		}
+		w.Header().Set("Content-Type", "application/xml")
+		w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>bkt</Name><Contents><Key>`))
+		chunk := bytes.Repeat([]byte("a"), 1<<20)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	spec := backends.Spec{Name: "s3-hostile", Kind: backends.KindS3, Address: strings.TrimPrefix(srv.URL, "http://"),
+		Bucket: "bkt", AccessKey: "access", SecretRef: "s3"}
+	b, err := Open(ctx5(t), spec, "secret-key-value")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = b.List(ctx, "", func(string, int64) error { return nil })
+	if !errors.Is(err, backends.ErrCorruptReply) {
+		t.Fatalf("List of an endless page: %v after %v", err, time.Since(start))
+	}
+}

@@ -70,7 +70,7 @@ func Open(ctx context.Context, spec backends.Spec, secretKey string) (*Backend, 
 		Creds:     credentials.NewStaticV4(spec.AccessKey, secretKey, ""),
 		Secure:    spec.TLS,
 		Region:    region,
-		Transport: tr,
+		Transport: capTransport{tr},
 		// One retry at most: the store retries on other backends and
 		// hedges slow reads, and a dead server must fail fast.
 		MaxRetries:   2,
@@ -146,8 +146,46 @@ func (b *Backend) object(key string) string { return b.prefix + encodeKey(key) }
 // Name implements backends.Backend.
 func (b *Backend) Name() string { return b.name }
 
-// errBadSize marks a size from the server that cannot be one.
+// errBadSize marks a size from the server that cannot be one: a negative
+// object size, or a response body longer than any answer can be.
 var errBadSize = errors.New("bad object size")
+
+// maxResponseBody bounds every response body: the largest value and room
+// for a listing page (1000 keys, well under 1 MiB of XML).
+const maxResponseBody = MaxValueSize + 1<<20
+
+// capTransport fails the read of any response body past maxResponseBody.
+// minio-go decodes a listing page (and drains an error body) from the
+// stream however long it is: a broken or hostile server sending one
+// endless page grew memory by hundreds of MB a second until the deadline.
+type capTransport struct{ rt http.RoundTripper }
+
+func (t capTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.rt.RoundTrip(r)
+	if err == nil && resp.Body != nil {
+		resp.Body = &cappedBody{rc: resp.Body, left: maxResponseBody}
+	}
+	return resp, err
+}
+
+type cappedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, fmt.Errorf("%w: response body over %d bytes", errBadSize, maxResponseBody)
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *cappedBody) Close() error { return b.rc.Close() }
 
 // kindOf classifies an error from minio-go.
 func kindOf(err error) error {
