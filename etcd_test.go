@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	mrand "math/rand/v2"
 	"path/filepath"
 	"testing"
@@ -152,6 +153,69 @@ func TestEtcdLeaderHandover(t *testing.T) {
 	second.cancel()
 	if err := <-second.done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A one-off maintenance command holds the leadership for its work: it is
+// refused while a daemon leads, and a daemon waits while it holds it.
+func TestEtcdHoldLeadership(t *testing.T) {
+	f := etcdFixture(t)
+	s1, s2 := f.open(t), f.open(t)
+	defer s1.Close()
+	defer s2.Close()
+	daemon := func(id string) (elected chan struct{}, stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		elected, done := make(chan struct{}, 1), make(chan error, 1)
+		go func() {
+			done <- s1.RunAsLeader(ctx, func(ctx context.Context) error { <-ctx.Done(); return nil },
+				LeaderOptions{TTL: 2 * time.Second, Identity: id, OnElected: func(string) { elected <- struct{}{} }})
+		}()
+		return elected, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("RunAsLeader %s: %v", id, err)
+			}
+		}
+	}
+	elected, stop := daemon("daemon-one")
+	select {
+	case <-elected:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no leader elected")
+	}
+	ctx := context.Background()
+	_, _, err := s2.HoldLeadership(ctx, time.Second)
+	var nl *NotLeaderError
+	if !errors.Is(err, ErrNotLeader) || !errors.As(err, &nl) || nl.Leader != "daemon-one" {
+		t.Fatalf("HoldLeadership while a daemon leads: %v; want a NotLeaderError naming daemon-one", err)
+	}
+	stop()
+
+	lctx, release, err := s2.HoldLeadership(ctx, 10*time.Second)
+	if err != nil {
+		t.Fatalf("HoldLeadership with no leader: %v", err)
+	}
+	if id, err := s1.Leader(ctx); err != nil || id != processIdentity() {
+		t.Fatalf("Leader() = %q, %v while held; want %q", id, err, processIdentity())
+	}
+	elected, stop = daemon("daemon-two")
+	defer stop()
+	select {
+	case <-elected:
+		t.Fatal("a daemon was elected while a command held the leadership")
+	case <-time.After(1500 * time.Millisecond):
+	}
+	if lctx.Err() != nil {
+		t.Fatalf("the held context ended while the leadership is held: %v", context.Cause(lctx))
+	}
+	release()
+	if lctx.Err() == nil {
+		t.Fatal("the held context did not end at release")
+	}
+	select {
+	case <-elected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon was not elected after the command released the leadership")
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -182,4 +183,87 @@ func (s *Store) Leader(ctx context.Context) (string, error) {
 func processIdentity() string {
 	host, _ := os.Hostname()
 	return fmt.Sprintf("%s/%d", host, os.Getpid())
+}
+
+// ErrNotLeader matches the error of HoldLeadership when another process
+// leads the store's maintenance (errors.Is); the error is a
+// *NotLeaderError naming it.
+var ErrNotLeader = errors.New("another process leads this store's maintenance")
+
+// NotLeaderError says which process holds the maintenance leadership.
+type NotLeaderError struct {
+	Leader string // its identity (host/pid), "" if it left meanwhile
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == "" {
+		return ErrNotLeader.Error()
+	}
+	return fmt.Sprintf("%v (%s)", ErrNotLeader, e.Leader)
+}
+
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+// HoldLeadership makes this process the store's maintenance leader for a
+// one-off piece of maintenance (a repair, a scrub, a drain run by hand),
+// so that it never runs beside the healer of a daemon sharing the etcd
+// metastore: two healers at once could, for one, delete as garbage a shard
+// the other has just rebuilt in the same place. It waits at most wait to
+// be elected; when another process holds the leadership all that time, it
+// returns a *NotLeaderError naming it. Once elected it returns a context
+// that ends when the leadership is lost (the lease could not be kept
+// alive) or release is called; release hands the leadership over at once.
+//
+// With the embedded pebble metastore (one process per store) it returns
+// ctx and a release that does nothing.
+func (s *Store) HoldLeadership(ctx context.Context, wait time.Duration) (context.Context, func(), error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, nil, err
+	}
+	e, ok := snapshot.Unwrap(s.meta.KV()).(*etcdkv.KV)
+	if !ok {
+		return ctx, func() {}, nil
+	}
+	secs := max(int(math.Ceil(DefaultLeaderTTL.Seconds())), 2)
+	sess, err := concurrency.NewSession(e.Client(), concurrency.WithTTL(secs), concurrency.WithContext(ctx))
+	if err != nil {
+		return nil, nil, fmt.Errorf("leader election: session: %w", err)
+	}
+	el := concurrency.NewElection(sess, e.Prefix()+leaderElection)
+	cctx, cancel := context.WithTimeout(ctx, wait)
+	err = el.Campaign(cctx, processIdentity())
+	timedOut := cctx.Err() != nil && ctx.Err() == nil
+	cancel()
+	if err != nil {
+		// Closing the session revokes its lease, which removes this
+		// process's entry from the election if the campaign left one.
+		sess.Close()
+		switch {
+		case ctx.Err() != nil:
+			return nil, nil, ctx.Err()
+		case timedOut:
+			leader, _ := s.Leader(ctx)
+			return nil, nil, &NotLeaderError{Leader: leader}
+		}
+		return nil, nil, fmt.Errorf("leader election: campaign: %w", err)
+	}
+	lctx, lcancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-sess.Done():
+			lcancel(ErrLeadershipLost)
+		case <-lctx.Done():
+		}
+	}()
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			lcancel(nil)
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			el.Resign(rctx)
+			rcancel()
+			sess.Close()
+		})
+	}
+	return lctx, release, nil
 }

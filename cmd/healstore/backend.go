@@ -171,13 +171,16 @@ the backend is retired (or the wait runs out).
 ` + exitCodesHelp,
 		Args: argsBetween(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
 			name := args[0]
 			t, err := openHealer(cmd, g)
 			if err != nil {
 				return err
 			}
 			defer t.Close()
+			ctx, err := t.maintain(cmd, g.stderr)
+			if err != nil {
+				return err
+			}
 			if t.remote != nil {
 				if err := t.remote.Drain(ctx, name); err != nil {
 					return noSuchBackend(name, err)
@@ -245,6 +248,10 @@ func newBackendRmCmd(g *globalOptions) *cobra.Command {
 				return err
 			}
 			defer t.Close()
+			ctx, err := t.maintain(cmd, g.stderr)
+			if err != nil {
+				return err
+			}
 			for _, b := range t.cfg.Backends {
 				if b.Name == args[0] {
 					// The store registers config backends again at every open.
@@ -252,9 +259,9 @@ func newBackendRmCmd(g *globalOptions) *cobra.Command {
 				}
 			}
 			if t.remote != nil {
-				err = t.remote.RemoveBackend(cmd.Context(), args[0])
+				err = t.remote.RemoveBackend(ctx, args[0])
 			} else {
-				err = t.local.RemoveBackend(cmd.Context(), args[0])
+				err = t.local.RemoveBackend(ctx, args[0])
 			}
 			if err != nil {
 				return noSuchBackend(args[0], err)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -76,13 +78,17 @@ func checkListenAddr(addr string) error {
 // healerTarget is the healer a command talks to: in this process (no
 // daemon holds the store) or the running daemon's API.
 type healerTarget struct {
-	store  *healstore.Store
-	local  *healstore.Healer
-	remote *healer.Client
-	cfg    *healstore.Config
+	store   *healstore.Store
+	local   *healstore.Healer
+	remote  *healer.Client
+	cfg     *healstore.Config
+	release func() // hands the maintenance leadership back (maintain)
 }
 
 func (t *healerTarget) Close() {
+	if t.release != nil {
+		t.release()
+	}
 	if t.local != nil {
 		t.local.Close()
 	}
@@ -129,6 +135,38 @@ func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
 		return nil, err
 	}
 	return &healerTarget{store: s, local: h, cfg: cfg}, nil
+}
+
+// leaderWait is how long a maintenance command waits to lead the store's
+// maintenance: a leader that died holds it until its lease expires.
+const leaderWait = healstore.DefaultLeaderTTL + time.Second
+
+// maintain prepares a command that repairs, scrubs, drains or removes a
+// backend through a healer in this process. On an etcd metastore shared
+// with other processes it takes the store's maintenance leadership for the
+// command's run (released by Close), so its healer never works beside a
+// daemon's: one could delete as garbage a shard the other had just rebuilt
+// in the same place. It returns the context to do the work under, which
+// ends if the leadership is lost. A command that talks to the daemon, or a
+// store on pebble (one process at a time), needs nothing.
+func (t *healerTarget) maintain(cmd *cobra.Command, stderr io.Writer) (context.Context, error) {
+	ctx := cmd.Context()
+	if t.local == nil {
+		return ctx, nil
+	}
+	if id, err := t.store.Leader(ctx); err == nil && id != "" && t.cfg.Metastore.Kind == "etcd" {
+		fmt.Fprintf(stderr, "healstore: %s leads this store's maintenance; waiting up to %s for it to hand over\n", id, leaderWait)
+	}
+	lctx, release, err := t.store.HoldLeadership(ctx, leaderWait)
+	if errors.Is(err, healstore.ErrNotLeader) {
+		return nil, fmt.Errorf("%s: %w: its healer works on this store, and a second one here could race with it. "+
+			"Run the command where that process runs (it answers on its healer.metrics_addr), or stop it first", cmd.CommandPath(), err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd.CommandPath(), err)
+	}
+	t.release = release
+	return lctx, nil
 }
 
 // lossWindow returns the store's metadata loss window from wherever the

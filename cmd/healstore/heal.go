@@ -55,12 +55,15 @@ missing and corrupt); 3 when NAME does not exist.
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
 			t, err := openHealer(cmd, g)
 			if err != nil {
 				return err
 			}
 			defer t.Close()
+			ctx, err := t.maintain(cmd, g.stderr)
+			if err != nil {
+				return err
+			}
 			var workers *int
 			var rate *int64
 			if cmd.Flags().Changed("workers") {

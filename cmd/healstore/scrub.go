@@ -35,12 +35,15 @@ healer.scrub_period.
 ` + exitCodesHelp,
 		Args: argsBetween(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
 			t, err := openHealer(cmd, g)
 			if err != nil {
 				return err
 			}
 			defer t.Close()
+			ctx, err := t.maintain(cmd, g.stderr)
+			if err != nil {
+				return err
+			}
 			tty := isTerminal(g.stderr)
 			lastPrint := time.Time{}
 			lastPct := -1

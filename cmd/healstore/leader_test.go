@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/healstore/healstore"
+	"github.com/healstore/healstore/metastore/metastoretest"
+)
+
+// On an etcd metastore shared by several processes, heal (like scrub,
+// drain and backend rm) runs its healer here only while it leads the
+// store's maintenance: beside a daemon's healer it is refused, naming the
+// daemon, and it runs once the daemon is gone.
+func TestMaintenanceCommandsWaitForTheLeader(t *testing.T) {
+	eps := metastoretest.EtcdEndpoints(t)
+	var b [6]byte
+	rand.Read(b[:])
+	prefix := "hs-cli-test-" + hex.EncodeToString(b[:]) + "/"
+	t.Cleanup(func() {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			cli.Delete(ctx, prefix, clientv3.WithPrefix())
+			cancel()
+			cli.Close()
+		}
+	})
+	dir := t.TempDir()
+	store := filepath.Join(dir, "store")
+	if _, errs, code := cli(t, "", "init", "--k", "2", "--m", "1", "--backends", "4", store); code != 0 {
+		t.Fatalf("init: %s", errs)
+	}
+	path := filepath.Join(store, "healstore.toml")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcd := fmt.Sprintf("[metastore]\nkind = \"etcd\"\nendpoints = [%q]\nprefix = %q\n", eps[0], prefix)
+	raw = []byte(strings.Replace(string(raw), "[metastore]\nkind = \"pebble\"\n", etcd, 1))
+	if !strings.Contains(string(raw), prefix) {
+		t.Fatal("the config written by init has no [metastore] kind = \"pebble\" to replace")
+	}
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HEALSTORE_CONFIG", path)
+	// init marked the backends as its pebble store's; the etcd store is a
+	// new one.
+	marks, _ := filepath.Glob(filepath.Join(store, "backends", "*", "*"))
+	for _, m := range marks {
+		if err := os.RemoveAll(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	cfg, err := healstore.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := healstore.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, stop := context.WithCancel(context.Background())
+	elected, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- s.RunAsLeader(ctx, func(ctx context.Context) error { <-ctx.Done(); return nil },
+			healstore.LeaderOptions{TTL: 2 * time.Second, Identity: "daemon-elsewhere/42", OnElected: func(string) { close(elected) }})
+	}()
+	select {
+	case <-elected:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the stand-in daemon was not elected")
+	}
+	_, errs, code := cli(t, "", "heal")
+	if code != exitError || !strings.Contains(errs, "daemon-elsewhere/42") || !strings.Contains(errs, "leads this store's maintenance") {
+		t.Fatalf("heal while a daemon leads: exit %d, stderr %q; want exit %d naming the daemon", code, errs, exitError)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if out, errs, code := cli(t, "", "heal"); code != 0 {
+		t.Fatalf("heal once the daemon is gone: exit %d, %s %s", code, out, errs)
+	}
+}
