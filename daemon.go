@@ -8,7 +8,11 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/healstore/healstore/healer/snapshot"
+	etcdkv "github.com/healstore/healstore/metastore/etcd"
 )
 
 // DaemonOptions configure RunDaemon.
@@ -46,8 +50,16 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	if err != nil {
 		return fmt.Errorf("daemon: listen on %s: %w", addr, err)
 	}
+	// On etcd, only the leader's healer runs; the others must not do
+	// maintenance asked through their API beside it.
+	var leading atomic.Bool
+	_, shared := snapshot.Unwrap(s.meta.KV()).(*etcdkv.KV)
 	mux := http.NewServeMux()
-	mux.Handle("/", h.Handler(addr))
+	api := h.Handler(addr)
+	if shared {
+		api = s.leaderOnly(api, &leading)
+	}
+	mux.Handle("/", api)
 	mux.HandleFunc("GET "+LossWindowPath, s.serveLossWindow)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	runCtx, stop := context.WithCancel(ctx)
@@ -68,6 +80,8 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 		// the lease heals and snapshots, so a lost backend is provisioned
 		// once. On pebble RunAsLeader just runs the loops.
 		_ = s.RunAsLeader(runCtx, func(ctx context.Context) error {
+			leading.Store(true)
+			defer leading.Store(false)
 			return s.runLeaderLoops(ctx, h)
 		})
 	}()
@@ -149,4 +163,32 @@ func DaemonLossWindow(ctx context.Context, addr string) (*LossWindow, error) {
 		return nil, fmt.Errorf("daemon at %s: loss window: %w", addr, err)
 	}
 	return &lw, nil
+}
+
+// maintenanceRoutes are the healer API's requests that repair, scrub,
+// collect garbage or move shards: on a shared (etcd) metastore only the
+// maintenance leader's daemon takes them.
+var maintenanceRoutes = []string{"POST /v1/heal", "POST /v1/scrub", "POST /v1/gc", "POST /v1/backends/{name}/drain", "DELETE /v1/backends/{name}"}
+
+// leaderOnly passes the healer API through while this daemon leads the
+// store's maintenance (leading) and answers its maintenance requests with
+// 503 and the leader's name otherwise: this daemon's healer is idle, and
+// work done through it would run beside the leader's.
+func (s *Store) leaderOnly(next http.Handler, leading *atomic.Bool) http.Handler {
+	refuse := http.NewServeMux()
+	for _, route := range maintenanceRoutes {
+		refuse.HandleFunc(route, func(w http.ResponseWriter, r *http.Request) {
+			if leading.Load() {
+				next.ServeHTTP(w, r)
+				return
+			}
+			leader, _ := s.Leader(r.Context())
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			msg := (&NotLeaderError{Leader: leader}).Error() + "; this daemon's healer waits: ask the leader's daemon, on its machine"
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+		})
+	}
+	refuse.Handle("/", next)
+	return refuse
 }

@@ -5,13 +5,17 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	mrand "math/rand/v2"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/healstore/healstore/healer"
 	"github.com/healstore/healstore/healer/snapshot"
 	"github.com/healstore/healstore/metastore/metastoretest"
 )
@@ -216,6 +220,76 @@ func TestEtcdHoldLeadership(t *testing.T) {
 	case <-elected:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the daemon was not elected after the command released the leadership")
+	}
+}
+
+// On a shared metastore a daemon that does not lead refuses maintenance
+// through its API (its healer is idle; the work would run beside the
+// leader's) and still serves status; the leader's daemon takes it.
+func TestEtcdDaemonMaintenanceOnlyOnLeader(t *testing.T) {
+	f := etcdFixture(t)
+	s1, s2 := f.open(t), f.open(t)
+	defer s1.Close()
+	defer s2.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	serve := func(s *Store) (string, chan error) {
+		ready, done := make(chan string, 1), make(chan error, 1)
+		go func() {
+			done <- s.RunDaemon(ctx, DaemonOptions{Addr: "127.0.0.1:0", Ready: func(a string) { ready <- a }})
+		}()
+		select {
+		case a := <-ready:
+			return a, done
+		case err := <-done:
+			t.Fatalf("daemon: %v", err)
+		case <-time.After(15 * time.Second):
+			t.Fatal("daemon not serving")
+		}
+		return "", nil
+	}
+	addr1, done1 := serve(s1)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if id, _ := s1.Leader(ctx); id != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no leader elected")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	addr2, done2 := serve(s2)
+	post := func(addr string) (int, string) {
+		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/gc", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set(healer.ClientHeader, "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := post(addr2); code != http.StatusServiceUnavailable || !strings.Contains(body, ErrNotLeader.Error()) {
+		t.Fatalf("gc through the daemon that does not lead: %d %s; want 503 saying another process leads", code, body)
+	}
+	if resp, err := http.Get("http://" + addr2 + "/status"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("status from the daemon that does not lead: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if code, body := post(addr1); code != http.StatusOK {
+		t.Fatalf("gc through the leader's daemon: %d %s", code, body)
+	}
+	cancel()
+	for _, d := range []chan error{done1, done2} {
+		if err := <-d; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

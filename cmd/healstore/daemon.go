@@ -126,6 +126,18 @@ func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store (%s): %w", cfg.Path(), err)
 	}
+	if cfg.Metastore.Kind == "etcd" {
+		// Several processes share the store; a daemon of this store on
+		// this machine does the work (or names the leader that must).
+		c := &healer.Client{Addr: cfg.Healer.MetricsAddr}
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		st, perr := c.Status(pctx)
+		cancel()
+		if perr == nil && st.StoreID == s.StoreID() {
+			s.Close()
+			return &healerTarget{remote: c, cfg: cfg}, nil
+		}
+	}
 	for _, u := range s.Unreachable() {
 		fmt.Fprintf(g.stderr, "healstore: warning: backend %s is unreachable: %s\n", u.Name, u.Error)
 	}
@@ -160,7 +172,7 @@ func (t *healerTarget) maintain(cmd *cobra.Command, stderr io.Writer) (context.C
 	lctx, release, err := t.store.HoldLeadership(ctx, leaderWait)
 	if errors.Is(err, healstore.ErrNotLeader) {
 		return nil, fmt.Errorf("%s: %w: its healer works on this store, and a second one here could race with it. "+
-			"Run the command where that process runs (it answers on its healer.metrics_addr), or stop it first", cmd.CommandPath(), err)
+			"Run the command on that machine (its daemon answers there on healer.metrics_addr), or stop that process first", cmd.CommandPath(), err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cmd.CommandPath(), err)

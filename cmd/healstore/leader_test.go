@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,5 +94,49 @@ func TestMaintenanceCommandsWaitForTheLeader(t *testing.T) {
 	}
 	if out, errs, code := cli(t, "", "heal"); code != 0 {
 		t.Fatalf("heal once the daemon is gone: exit %d, %s %s", code, out, errs)
+	}
+
+	// A daemon of this store on this machine (at healer.metrics_addr)
+	// that leads does the work for the command.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	raw, _ = os.ReadFile(path)
+	raw = []byte(strings.Replace(string(raw), `metrics_addr = "127.0.0.1:9310"`, fmt.Sprintf("metrics_addr = %q", addr), 1))
+	if !strings.Contains(string(raw), addr) {
+		t.Fatal("the config has no metrics_addr to replace")
+	}
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dctx, dstop := context.WithCancel(context.Background())
+	ready, ddone := make(chan struct{}), make(chan error, 1)
+	go func() {
+		ddone <- s.RunDaemon(dctx, healstore.DaemonOptions{Addr: addr, Ready: func(string) { close(ready) }})
+	}()
+	defer func() {
+		dstop()
+		if err := <-ddone; err != nil {
+			t.Error(err)
+		}
+	}()
+	<-ready
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if id, _ := s.Leader(context.Background()); id != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon was not elected")
+		}
+	}
+	start := time.Now()
+	if out, errs, code := cli(t, "", "heal"); code != 0 || strings.Contains(errs, "waiting") {
+		t.Fatalf("heal beside this machine's leading daemon: exit %d, %s %s; want the daemon to do it", code, out, errs)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("heal beside this machine's leading daemon took %s: it waited for the leadership instead of asking the daemon", d)
 	}
 }
