@@ -2,8 +2,6 @@ package healstore
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"io"
 	mrand "math/rand/v2"
@@ -13,38 +11,16 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/healstore/healstore/healer"
 	"github.com/healstore/healstore/healer/snapshot"
 	"github.com/healstore/healstore/metastore/metastoretest"
 )
 
-// etcdPrefix returns a fresh key prefix on the test etcd and deletes it
-// when the test ends.
-func etcdPrefix(t *testing.T, eps []string) string {
-	t.Helper()
-	var b [6]byte
-	rand.Read(b[:])
-	prefix := "hs-test-" + hex.EncodeToString(b[:]) + "/"
-	t.Cleanup(func() {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
-		if err != nil {
-			return
-		}
-		defer cli.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		cli.Delete(ctx, prefix, clientv3.WithPrefix())
-	})
-	return prefix
-}
-
 func etcdFixture(t *testing.T) *recoverFixture {
 	t.Helper()
 	eps := metastoretest.EtcdEndpoints(t)
 	f := newRecoverFixture(t)
-	f.cfg.Metastore = MetastoreConfig{Kind: "etcd", Endpoints: eps, Prefix: etcdPrefix(t, eps)}
+	f.cfg.Metastore = MetastoreConfig{Kind: "etcd", Endpoints: eps, Prefix: metastoretest.EtcdPrefix(t, eps, "hs-test")}
 	return f
 }
 

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -11,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/healstore/healstore"
 	"github.com/healstore/healstore/metastore/metastoretest"
@@ -24,18 +20,7 @@ import (
 // daemon, and it runs once the daemon is gone.
 func TestMaintenanceCommandsWaitForTheLeader(t *testing.T) {
 	eps := metastoretest.EtcdEndpoints(t)
-	var b [6]byte
-	rand.Read(b[:])
-	prefix := "hs-cli-test-" + hex.EncodeToString(b[:]) + "/"
-	t.Cleanup(func() {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			cli.Delete(ctx, prefix, clientv3.WithPrefix())
-			cancel()
-			cli.Close()
-		}
-	})
+	prefix := metastoretest.EtcdPrefix(t, eps, "hs-cli-test")
 	dir := t.TempDir()
 	store := filepath.Join(dir, "store")
 	if _, errs, code := cli(t, "", "init", "--k", "2", "--m", "1", "--backends", "4", store); code != 0 {
