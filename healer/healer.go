@@ -112,8 +112,11 @@ type Healer struct {
 	census               *Census
 
 	// watched maps the write intents that named a down or draining
-	// backend at the last monitor round to those backends (see
-	// queueCommitted).
+	// backend at the last monitor round, or when it was drained or went
+	// down, to those backends (see queueCommitted). watchMu serialises
+	// queueCommitted with watchIntents, so no merge is lost to a round's
+	// swap.
+	watchMu sync.Mutex
 	watched map[[16]byte][]string
 
 	locks [256]sync.Mutex // per-stripe locks (by id hash): rebuild vs GC vs scrub

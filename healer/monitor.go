@@ -264,13 +264,16 @@ func (h *Healer) onEvent(ctx context.Context, name string, ev plan.Event, marker
 		// now; the rest wait for the grace period to run out.
 		return h.queueBackend(ctx, name, "backend "+name+" suspect", true)
 	case plan.EventDown:
+		// Before the index scan: a write committing after it (while
+		// replace provisions, say) is queued at the next round.
+		werr := h.watchIntents(ctx, name)
 		if err := h.queueBackend(ctx, name, "backend "+name+" down", false); err != nil {
-			return err
+			return errors.Join(werr, err)
 		}
 		if len(h.provs) == 0 && h.pickSpare() == "" {
 			h.log.Warn("no spare and no provisioner: rebuilding onto the remaining backends", "down", name)
 		}
-		return h.replace(ctx, name)
+		return errors.Join(werr, h.replace(ctx, name))
 	case plan.EventWiped:
 		return h.wiped(ctx, name, marker == plan.MarkerForeign)
 	case plan.EventRecovered:
@@ -574,9 +577,19 @@ func (h *Healer) intentBackends(ctx context.Context) (map[string]bool, error) {
 // write's stripe only from its commit on: without this, such a stripe
 // would keep a shard on the backend with nothing to rebuild or move it.
 func (h *Healer) queueCommitted(ctx context.Context, check []string) error {
+	h.watchMu.Lock()
+	defer h.watchMu.Unlock()
+	h.mu.Lock()
+	prev := h.watched
+	h.mu.Unlock()
 	now := map[[16]byte][]string{}
-	if len(check) > 0 {
+	if len(check) > 0 || len(prev) > 0 {
 		err := h.meta.ListIntents(ctx, func(in metastore.Intent) error {
+			// One watchIntents added stays watched while in flight,
+			// even if check was taken before its backend changed.
+			if names, ok := prev[in.ID]; ok {
+				now[in.ID] = slices.Clone(names)
+			}
 			for _, l := range in.Shards {
 				if slices.Contains(check, l.Backend) && !slices.Contains(now[in.ID], l.Backend) {
 					now[in.ID] = append(now[in.ID], l.Backend)
@@ -589,7 +602,6 @@ func (h *Healer) queueCommitted(ctx context.Context, check []string) error {
 		}
 	}
 	h.mu.Lock()
-	prev := h.watched
 	h.watched = now
 	h.mu.Unlock()
 	views := h.views()
@@ -634,6 +646,36 @@ func (h *Healer) queueCommitted(ctx context.Context, check []string) error {
 	}
 	if len(items) > 0 {
 		h.kick()
+	}
+	return nil
+}
+
+// watchIntents adds the write intents that name backend to watched. Drain
+// and a backend going down call it before they scan the backend index
+// for its stripes: a write that commits after that scan, before the next
+// round's queueCommitted lists the intents, is then queued all the same.
+func (h *Healer) watchIntents(ctx context.Context, backend string) error {
+	h.watchMu.Lock()
+	defer h.watchMu.Unlock()
+	var ids [][16]byte
+	err := h.meta.ListIntents(ctx, func(in metastore.Intent) error {
+		if slices.ContainsFunc(in.Shards, func(l metastore.ShardLoc) bool { return l.Backend == backend }) {
+			ids = append(ids, in.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("writes in flight on %s: %w", backend, err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.watched == nil {
+		h.watched = map[[16]byte][]string{}
+	}
+	for _, id := range ids {
+		if !slices.Contains(h.watched[id], backend) {
+			h.watched[id] = append(h.watched[id], backend)
+		}
 	}
 	return nil
 }
@@ -1151,7 +1193,10 @@ func (h *Healer) Drain(ctx context.Context, name string) error {
 	if err := h.refresh(ctx); err != nil {
 		return err
 	}
-	return h.queueBackend(ctx, name, "backend "+name+" draining", false)
+	// Before the index scan: a write committing after it is queued at
+	// the monitor's next round.
+	werr := h.watchIntents(ctx, name)
+	return errors.Join(werr, h.queueBackend(ctx, name, "backend "+name+" draining", false))
 }
 
 // RemoveBackend forgets a backend that holds no stripe (drain it first).
