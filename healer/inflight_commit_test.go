@@ -158,3 +158,30 @@ func TestDownWriteCommittedWhileReplacingQueued(t *testing.T) {
 	}
 	e.checkObjects(objs)
 }
+
+// A write in flight on a backend that commits between RemoveBackend's
+// two checks (committed stripes, write intents) is seen by one of them:
+// the backend is not forgotten while a stripe names it.
+func TestRemoveBackendWriteCommittedBetweenChecks(t *testing.T) {
+	cfg := Config{Grace: Duration(time.Hour)}
+	e := newEnv(t, envOpts{backends: 7, cfg: cfg})
+	k := e.hookMeta(cfg)
+	ctx := context.Background()
+	e.probe()
+	data := make([]byte, 12<<10)
+	w := e.stageWrite("in-flight", data, "b6", time.Now())
+	if e.onBackend("b6") != 0 {
+		t.Fatal("b6 holds committed stripes")
+	}
+	// Commit right after whichever check runs first.
+	k.onceAfterScan(t, w, func() *metastore.Store { return e.meta }, "bidx/b6/", "intent/")
+	if err := e.h.RemoveBackend(ctx, "b6"); err == nil {
+		t.Fatal("b6 was removed although the write committed a stripe onto it meanwhile")
+	}
+	if _, err := e.meta.GetObject(ctx, "in-flight"); err != nil {
+		t.Fatalf("the write did not commit during the removal: %v", err)
+	}
+	if _, err := e.meta.GetBackend(ctx, "b6"); err != nil {
+		t.Fatalf("b6 is forgotten: %v", err)
+	}
+}

@@ -1202,21 +1202,23 @@ func (h *Healer) Drain(ctx context.Context, name string) error {
 // RemoveBackend forgets a backend that holds no stripe (drain it first).
 // Its capacity goes back to the provisioner that made it, if any.
 func (h *Healer) RemoveBackend(ctx context.Context, name string) error {
-	n, err := h.meta.CountStripesOnBackend(ctx, name)
-	if err != nil {
-		return err
-	}
-	if n > 0 {
-		return fmt.Errorf("backend %s still holds shards of %d stripes; run `healstore backend drain %s` first", name, n, name)
-	}
 	// A write in flight that placed shards there would commit them
-	// onto a backend no longer known (and maybe given back).
+	// onto a backend no longer known (and maybe given back). Intents
+	// first, stripes second (as settleBackends): a write that commits
+	// between the two is then counted by the second.
 	inFlight, err := h.intentBackends(ctx)
 	if err != nil {
 		return err
 	}
 	if inFlight[name] {
 		return fmt.Errorf("backend %s holds shards of writes not committed yet; try again once they are (a crashed write's are given up after the orphan delay, an hour by default)", name)
+	}
+	n, err := h.meta.CountStripesOnBackend(ctx, name)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("backend %s still holds shards of %d stripes; run `healstore backend drain %s` first", name, n, name)
 	}
 	rec, err := h.meta.GetBackend(ctx, name)
 	if err != nil {
