@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -244,6 +245,31 @@ func needsVerify(it metastore.RepairItem) bool {
 	return false
 }
 
+// readFound names the shards readers found missing or corrupt, from a
+// queue reason ("read found shards missing [0 2], corrupt [1]"; several
+// causes may be joined by "; ").
+func readFound(reason string) []int {
+	var out []int
+	for _, part := range strings.Split(reason, "; ") {
+		rest, ok := strings.CutPrefix(part, "read found shards ")
+		for ok {
+			var list string
+			if _, rest, ok = strings.Cut(rest, "["); !ok {
+				break
+			}
+			if list, rest, ok = strings.Cut(rest, "]"); !ok {
+				break
+			}
+			for _, f := range strings.Fields(list) {
+				if i, err := strconv.Atoi(f); err == nil && !slices.Contains(out, i) {
+					out = append(out, i)
+				}
+			}
+		}
+	}
+	return out
+}
+
 // Repair runs one repair attempt for a queue entry: read any K verified
 // shards, rebuild only the missing ones, write them to targets that keep
 // the placement invariant, commit (compare-and-swap on the stripe's
@@ -343,6 +369,16 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 		}
 	}
 	d := plan.Stripe(pv, views)
+	// A shard a reader found gone or corrupt whose backend has turned
+	// suspect since is no source, so the check below skips it: unchecked
+	// too, or the entry would be dropped and the shard stay lost when the
+	// backend comes back. Bounded by the grace period: once the backend
+	// is down its shards are rebuilt anyway.
+	for _, i := range readFound(it.Reason) {
+		if slices.Contains(d.Waiting, i) && !slices.Contains(unchecked, i) {
+			unchecked = append(unchecked, i)
+		}
+	}
 	fail := func(cause error, corrupt []int) (Outcome, error) {
 		return Failed, &RepairError{Stripe: st.ID, Present: d.Sources, Missing: d.Missing, Corrupt: corrupt,
 			Waiting: d.Waiting, Margin: d.Margin, Cause: cause, Decision: d.Describe()}
@@ -549,8 +585,8 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 			garbage = append(garbage, metastore.Garbage{Backend: t.Backend, Key: t.Key})
 		}
 	}
-	// Unchecked shards on a wiped backend that this repair did not move
-	// keep the entry.
+	// Unchecked shards (on a wiped backend, or a reader's finding on a
+	// suspect one) that this repair did not move keep the entry.
 	unchecked = slices.DeleteFunc(unchecked, func(i int) bool { return slices.Contains(want, i) })
 	if len(notLanded) == 0 && short == nil && len(unchecked) == 0 {
 		err = h.meta.CompleteRepair(ctx, &next, garbage, &it)
@@ -589,7 +625,7 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 	}
 	if len(unchecked) > 0 {
 		d = plan.Stripe(view(&next), views)
-		return fail(fmt.Errorf("rebuilt %v; shards %v on a wiped backend: %w", want, unchecked, ErrUnchecked), corrupt)
+		return fail(fmt.Errorf("rebuilt %v; shards %v: %w", want, unchecked, ErrUnchecked), corrupt)
 	}
 	h.recheckTargets(ctx, &next, ur.Landed)
 	return Repaired, nil
