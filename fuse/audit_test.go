@@ -54,6 +54,40 @@ func TestCoreFailedTruncateKeepsDirtyBlocks(t *testing.T) {
 	}
 }
 
+// A setattr whose truncate fails changes none of the other attributes it
+// carried: a mode, owner or time and a size in one setattr either all
+// happen or none does.
+func TestCoreFailedTruncateKeepsModeAndTimes(t *testing.T) {
+	e := newCoreEnv(t)
+	f := e.open()
+	defer shutdown(t, f)
+	st := newFile(t, f, rootIno, "fm")
+	defer f.put(st)
+	writeT(t, f, st, bytes.Repeat([]byte{1}, 3*testBS), 0)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	before := st.rec
+	st.mu.Unlock()
+	bad := fmt.Errorf("backends down")
+	e.blobs.getErr.Store(&bad)
+	in := &gofuse.SetAttrIn{}
+	in.Valid = gofuse.FATTR_SIZE | gofuse.FATTR_MODE | gofuse.FATTR_UID | gofuse.FATTR_MTIME
+	in.Size, in.Mode, in.Uid, in.Mtime = testBS+100, 0o600, before.Uid+1, 12345
+	if err := f.setattr(st, in); err == nil {
+		t.Fatal("setattr succeeded while the cut block could not be read")
+	}
+	e.blobs.getErr.Store(nil)
+	st.mu.Lock()
+	after := st.rec
+	st.mu.Unlock()
+	if after.Mode != before.Mode || after.Uid != before.Uid || after.Mtime != before.Mtime || after.Ctime != before.Ctime || after.Size != before.Size {
+		t.Fatalf("a failed setattr changed the inode: mode %o uid %d mtime %d ctime %d size %d, was mode %o uid %d mtime %d ctime %d size %d",
+			after.Mode, after.Uid, after.Mtime, after.Ctime, after.Size, before.Mode, before.Uid, before.Mtime, before.Ctime, before.Size)
+	}
+}
+
 var _ = errors.New
 
 // breakJournal makes every later journal write fail, as a full cache disk

@@ -611,6 +611,11 @@ func (f *filesystem) setattr(st *inodeState, in *gofuse.SetAttrIn) error {
 			st.rec.Mtime = now
 		}
 		if err := f.truncateLocked(ctx, st, size, &reserved); err != nil {
+			// A failed setattr changes nothing: not the mode, owner or
+			// times it also carried (a later commit of the inode would
+			// have recorded them), whatever the truncate left of the size.
+			st.rec.Mode, st.rec.Uid, st.rec.Gid = saved.Mode, saved.Uid, saved.Gid
+			st.rec.Atime, st.rec.Mtime, st.rec.Ctime = saved.Atime, saved.Mtime, saved.Ctime
 			return err
 		}
 	}
