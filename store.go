@@ -709,6 +709,22 @@ func (s *Store) writeMarkers(ctx context.Context) error {
 				s.log.Warn("backend lost its identity marker (wiped?); leaving it for the healer", "backend", h.name)
 				continue
 			}
+			// Never marked (unreachable when the store opened, and
+			// written later?): if a shard the metadata places there is
+			// gone too, it was wiped, and a fresh marker would hide it.
+			key, placed, herr := s.meta.AShardOn(ctx, h.name)
+			if herr == nil && placed {
+				if _, serr := b.Stat(ctx, key); errors.Is(serr, backends.ErrNotFound) {
+					s.log.Warn("backend has no identity marker and lost a shard the metadata places there (wiped?); leaving it for the healer", "backend", h.name)
+					continue
+				} else if serr != nil {
+					herr = serr
+				}
+			}
+			if herr != nil {
+				s.log.Warn("cannot tell whether backend lost its shards; not marking it", "backend", h.name, "err", herr)
+				continue
+			}
 			if err := b.Put(ctx, MarkerKey, want); err != nil {
 				s.log.Warn("cannot write identity marker", "backend", h.name, "err", err)
 				continue

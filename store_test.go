@@ -556,6 +556,46 @@ func TestMarkersAndHealth(t *testing.T) {
 	}
 }
 
+// A backend the store never marked (unreachable when it opened) that got
+// shards and then lost them is not given a fresh marker at the next open,
+// which would hide the loss from the healer; one whose shards are there
+// is marked as usual.
+func TestOpenDoesNotMarkAnUnmarkedWipedBackend(t *testing.T) {
+	cfg := testConfig(t, testOpts{})
+	s := openTest(t, cfg)
+	ctx := context.Background()
+	if _, err := s.Put(ctx, "obj", bytes.NewReader(bytes.Repeat([]byte("x"), 200<<10))); err != nil {
+		t.Fatal(err)
+	}
+	unmark := func(name string) {
+		t.Helper()
+		if err := s.meta.UpdateBackend(ctx, name, func(r *metastore.BackendRecord) error { r.Marker = ""; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		be, _ := s.Backend(name)
+		if err := be.Delete(ctx, MarkerKey); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wiped, kept := cfg.Backends[2], cfg.Backends[3]
+	unmark(wiped.Name)
+	unmark(kept.Name)
+	s.Close()
+	os.RemoveAll(wiped.Path)
+	os.MkdirAll(filepath.Join(wiped.Path, "data"), 0o700)
+
+	s = openTest(t, cfg)
+	defer s.Close()
+	b, _ := s.Backend(wiped.Name)
+	if _, err := b.Get(ctx, MarkerKey); !errors.Is(err, backends.ErrNotFound) {
+		t.Fatalf("an unmarked backend that lost its shards got a fresh marker at open: %v", err)
+	}
+	b, _ = s.Backend(kept.Name)
+	if _, err := b.Get(ctx, MarkerKey); err != nil {
+		t.Fatalf("an unmarked backend holding its shards was not marked at open: %v", err)
+	}
+}
+
 // AddBackend with a spec that cannot work changes nothing: no backend
 // record and no secret saved.
 func TestAddBackendBadSpecSavesNothing(t *testing.T) {

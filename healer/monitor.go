@@ -140,7 +140,18 @@ func (h *Healer) probe(ctx context.Context, name string, rec metastore.BackendRe
 	case errors.Is(err, backends.ErrNotFound):
 		if rec.Marker == "" {
 			// Never marked (it joined before a marker could be
-			// written): mark it now rather than call it wiped.
+			// written, or was unreachable when the store opened): mark
+			// it now rather than call it wiped, unless a shard the
+			// metadata places there is gone too: it lost what it held.
+			lost, lerr := shardGone(ctx, h.meta, b)
+			if lerr != nil {
+				r.err = lerr
+				return r
+			}
+			if lost {
+				r.obs.OK, r.obs.Marker = true, plan.MarkerMissing
+				return r
+			}
 			if werr := h.writeMarker(ctx, b); werr != nil {
 				r.err = werr
 				return r
@@ -166,6 +177,21 @@ func (h *Healer) probe(ctx context.Context, name string, rec metastore.BackendRe
 		r.marker = string(raw)
 	}
 	return r
+}
+
+// shardGone says whether a shard the metadata places on b is missing
+// there (false when it places none): for a backend without a marker, the
+// difference between one never marked and one wiped.
+func shardGone(ctx context.Context, meta *metastore.Store, b backends.Backend) (bool, error) {
+	key, ok, err := meta.AShardOn(ctx, b.Name())
+	if err != nil || !ok {
+		return false, err
+	}
+	_, err = b.Stat(ctx, key)
+	if errors.Is(err, backends.ErrNotFound) {
+		return true, nil
+	}
+	return false, err
 }
 
 func (h *Healer) markerJSON(name string) string {

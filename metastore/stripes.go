@@ -2,6 +2,7 @@ package metastore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -100,6 +101,30 @@ func (s *Store) StripesOnBackend(ctx context.Context, backend string, fn func(id
 		return fmt.Errorf("stripes on backend %s: %w", backend, err)
 	}
 	return nil
+}
+
+// AShardOn returns the key of one shard the metadata places on backend
+// (through the backend index), or ok false when it places none there.
+func (s *Store) AShardOn(ctx context.Context, backend string) (key string, ok bool, err error) {
+	var id [16]byte
+	found := false
+	err = s.StripesOnBackend(ctx, backend, func(i [16]byte) error { id, found = i, true; return ErrStop })
+	if err != nil || !found {
+		return "", false, err
+	}
+	st, err := s.GetStripe(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return "", false, nil // deleted since the index was read
+	}
+	if err != nil {
+		return "", false, err
+	}
+	for _, sh := range st.Shards {
+		if sh.Backend == backend {
+			return sh.Key, true, nil
+		}
+	}
+	return "", false, nil
 }
 
 // CountStripesOnBackend counts the index entries of a backend.
