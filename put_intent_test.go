@@ -3,6 +3,7 @@ package healstore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -149,5 +150,67 @@ func TestCreateCtxEndsBeforeInput(t *testing.T) {
 	}
 	if _, err := s.meta.GetObject(context.Background(), "never"); err == nil {
 		t.Fatal("the object of a cancelled write is visible")
+	}
+}
+
+// expireOnPut stands in for a shard write so slow that garbage collection
+// expired the write's intent meanwhile (after the orphan delay): it
+// expires every intent, then fails, so the shard is retried elsewhere.
+type expireOnPut struct {
+	backends.Backend
+	s    *Store
+	once sync.Once
+}
+
+func (p *expireOnPut) expire(ctx context.Context) (hit bool) {
+	p.once.Do(func() {
+		hit = true
+		var ids [][16]byte
+		p.s.meta.ListIntents(ctx, func(in metastore.Intent) error { ids = append(ids, in.ID); return nil })
+		for _, id := range ids {
+			p.s.meta.IntentToGarbage(ctx, id, time.Now())
+		}
+	})
+	return hit
+}
+
+func (p *expireOnPut) Put(ctx context.Context, key string, v []byte) error {
+	if p.expire(ctx) {
+		return backends.Errorf(p.Name(), "put", key, backends.ErrUnavailable, "slow disk gave up (injected)")
+	}
+	return p.Backend.Put(ctx, key, v)
+}
+
+func (p *expireOnPut) PutNoSync(ctx context.Context, key string, v []byte) error {
+	if p.expire(ctx) {
+		return backends.Errorf(p.Name(), "put", key, backends.ErrUnavailable, "slow disk gave up (injected)")
+	}
+	return backends.PutNoSync(ctx, p.Backend, key, v)
+}
+
+func (p *expireOnPut) Sync(ctx context.Context, keys []string) error {
+	return backends.Sync(ctx, p.Backend, keys)
+}
+
+// A write whose intent expired while it uploaded (its shards were handed
+// to garbage collection) must fail, not record its intent again when it
+// retries a shard on a spare and then commit shards the collector deletes.
+func TestPutFailsWhenItsIntentExpired(t *testing.T) {
+	s := newTestStore(t, testOpts{k: 4, m: 2, spares: 1, blockSize: 64 << 10})
+	ctx := context.Background()
+	setBackend(t, s, s.cfg.Backends[1].Name, func(b backends.Backend) backends.Backend {
+		return &expireOnPut{Backend: b, s: s}
+	})
+	data := randBytes(rand.New(rand.NewPCG(5, 6)), 40<<10)
+	if _, err := s.Put(ctx, "late", bytes.NewReader(data)); err == nil {
+		t.Fatal("a put whose intent expired during its upload committed")
+	}
+	if _, err := s.Stat(ctx, "late"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the object of a failed put is visible: %v", err)
+	}
+	intents := 0
+	s.meta.ListIntents(ctx, func(metastore.Intent) error { intents++; return nil })
+	if intents != 0 {
+		t.Fatalf("%d intents after the put failed: the expired one was made again", intents)
 	}
 }

@@ -380,7 +380,10 @@ func (w *objectWrite) upload(ctx context.Context, block uint64, st *encoder.Stri
 			imu.Lock()
 			defer imu.Unlock()
 			intent.Shards = append(intent.Shards, metastore.ShardLoc{Backend: backend, Key: shardio.ShardKey(st.ID, i)})
-			return s.meta.AddIntent(ctx, intent)
+			// Only an intent still there is extended: one garbage
+			// collection expired handed its shards to be deleted, and
+			// this write must not commit them.
+			return s.meta.ExtendIntent(ctx, intent)
 		},
 		OnError:  s.noteBackendError,
 		Rand:     s.randSource(),

@@ -105,6 +105,36 @@ func (s *Store) AddIntent(ctx context.Context, in Intent) error {
 	return nil
 }
 
+// ExtendIntent replaces an existing intent with in, which lists more
+// shards (a write retrying a shard elsewhere), keeping its creation time.
+// An intent no longer there is ErrNotFound and nothing is written: it
+// expired, its shards went to garbage collection, and the write must
+// fail rather than record them again as its own and commit them.
+func (s *Store) ExtendIntent(ctx context.Context, in Intent) error {
+	key := intentKey(in.ID)
+	return s.update(ctx, "extend intent "+hexID(in.ID), func(b *Batch) error {
+		raw, found, err := s.get(ctx, key)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("intent %s expired (its shards went to garbage collection): %w", hexID(in.ID), ErrNotFound)
+		}
+		old, err := decodeIntent(key, raw)
+		if err != nil {
+			return err
+		}
+		in.Created = old.Created
+		v, err := encodeIntent(&in)
+		if err != nil {
+			return err
+		}
+		b.ExpectValue(key, raw)
+		b.Put(key, v)
+		return nil
+	})
+}
+
 // GetIntent returns an intent (ErrNotFound).
 func (s *Store) GetIntent(ctx context.Context, id [16]byte) (*Intent, error) {
 	key := intentKey(id)

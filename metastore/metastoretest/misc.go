@@ -3,6 +3,7 @@ package metastoretest
 import (
 	"errors"
 	"regexp"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -174,6 +175,26 @@ func testIntents(t *testing.T, f Factory) {
 	}
 	if err := s.IntentToGarbage(ctx, in.ID, after); err != nil {
 		t.Fatalf("expiring an absent intent: %v", err)
+	}
+	// A write extending its intent after it expired is refused, and the
+	// intent is not made again (its shards belong to the collector now).
+	more := in
+	more.Shards = append(slices.Clone(in.Shards), metastore.ShardLoc{Backend: "b5", Key: "k5"})
+	if err := s.ExtendIntent(ctx, more); !errors.Is(err, metastore.ErrNotFound) {
+		t.Fatalf("extending an expired intent: %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetIntent(ctx, in.ID); !errors.Is(err, metastore.ErrNotFound) {
+		t.Fatalf("extending an expired intent made it again: %v", err)
+	}
+	// A live one gains the shards and keeps its creation time.
+	more2 := in2
+	more2.Created = time.Time{}
+	more2.Shards = append(slices.Clone(in2.Shards), metastore.ShardLoc{Backend: "b5", Key: "k5"})
+	if err := s.ExtendIntent(ctx, more2); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetIntent(ctx, in2.ID); err != nil || len(got.Shards) != 2 || got.Shards[1].Backend != "b5" || !got.Created.Equal(in2.Created) {
+		t.Fatalf("extended intent %+v, %v; want 2 shards, created %v", got, err, in2.Created)
 	}
 	if err := s.RemoveIntent(ctx, in2.ID); err != nil {
 		t.Fatal(err)
