@@ -113,10 +113,16 @@ func Upload(ctx context.Context, pool Pool, stripe [16]byte, shards [][]byte, ta
 			Errs:   make([]error, len(shards)),
 		},
 	}
-	var wg sync.WaitGroup
+	// Unsent shards are cleared before any upload starts: a retry reads
+	// every target (chooseRetry) while the others run.
 	for i, sh := range shards {
 		if sh == nil {
 			u.current[i] = placement.Candidate{}
+		}
+	}
+	var wg sync.WaitGroup
+	for i, sh := range shards {
+		if sh == nil {
 			continue
 		}
 		wg.Add(1)
