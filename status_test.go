@@ -40,8 +40,10 @@ func TestStatusFrom(t *testing.T) {
 	go func() {
 		done <- hs.s.RunDaemon(dctx, DaemonOptions{Addr: "127.0.0.1:0", Ready: func(a string) { addrc <- a }})
 	}()
-	hs.cfg.Healer.MetricsAddr = <-addrc
-	st, fromDaemon, err = StatusFrom(ctx, hs.cfg)
+	// A copy: the open store reads its own config while the daemon runs.
+	client := *hs.cfg
+	client.Healer.MetricsAddr = <-addrc
+	st, fromDaemon, err = StatusFrom(ctx, &client)
 	if err != nil || !fromDaemon || st.Stripes != direct.Stripes || st.StoreID != direct.StoreID {
 		t.Fatalf("status through the daemon: %+v %v %v", st, fromDaemon, err)
 	}
