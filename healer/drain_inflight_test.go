@@ -17,10 +17,7 @@ func TestDrainWaitsForWritesInFlight(t *testing.T) {
 	ctx := context.Background()
 	objs := e.fill(5, 30<<10)
 	e.probe()
-	data := make([]byte, 12<<10)
-	for i := range data {
-		data[i] = byte(i * 7)
-	}
+	data := patterned(12<<10, 7)
 	w := e.stageWrite("in-flight", data, "b6", time.Now())
 	if err := e.h.Drain(ctx, "b6"); err != nil {
 		t.Fatal(err)
@@ -72,10 +69,7 @@ func TestDownBackendWriteInFlightQueued(t *testing.T) {
 	ctx := context.Background()
 	objs := e.fill(5, 30<<10)
 	e.probe()
-	data := make([]byte, 12<<10)
-	for i := range data {
-		data[i] = byte(i * 5)
-	}
+	data := patterned(12<<10, 5)
 	w := e.stageWrite("in-flight", data, "b6", time.Now())
 	e.kill("b6")
 	e.probe() // b6 down: its committed stripes are queued

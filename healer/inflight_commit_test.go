@@ -80,10 +80,7 @@ func TestDrainWriteCommittedAfterScanQueued(t *testing.T) {
 	ctx := context.Background()
 	objs := e.fill(5, 30<<10)
 	e.probe()
-	data := make([]byte, 12<<10)
-	for i := range data {
-		data[i] = byte(i * 3)
-	}
+	data := patterned(12<<10, 3)
 	w := e.stageWrite("in-flight", data, "b6", time.Now())
 	k.onceAfterScan(t, w, func() *metastore.Store { return e.meta }, "bidx/b6/")
 	if err := e.h.Drain(ctx, "b6"); err != nil {
@@ -132,10 +129,7 @@ func TestDownWriteCommittedWhileReplacingQueued(t *testing.T) {
 	ctx := context.Background()
 	objs := e.fill(5, 30<<10)
 	e.probe()
-	data := make([]byte, 12<<10)
-	for i := range data {
-		data[i] = byte(i * 11)
-	}
+	data := patterned(12<<10, 11)
 	w := e.stageWrite("in-flight", data, "b6", time.Now())
 	prov.before = func() { w.commit(t, e.meta) }
 	e.kill("b6")

@@ -109,3 +109,13 @@ func (w *stagedWrite) commit(t *testing.T, meta *metastore.Store) {
 		t.Fatalf("commit of the staged write: %v", err)
 	}
 }
+
+// patterned returns n bytes of a pattern that mul varies, so the objects
+// of one test differ.
+func patterned(n, mul int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * mul)
+	}
+	return b
+}

@@ -29,10 +29,7 @@ func TestSweepSparesShardsOfLateWrites(t *testing.T) {
 		defer mu.Unlock()
 		return base.Add(offset)
 	}
-	data := make([]byte, 12<<10)
-	for i := range data {
-		data[i] = byte(i * 13)
-	}
+	data := patterned(12<<10, 13)
 	var w *stagedWrite
 	var once sync.Once
 	e.hook("b0").beforeList = func() {
