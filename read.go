@@ -454,7 +454,7 @@ func (r *Reader) queueRepair(ctx context.Context, st *metastore.Stripe, missing,
 	slices.Sort(corrupt)
 	item := metastore.RepairItem{
 		Stripe: st.ID, Margin: len(st.Shards) - len(missing) - len(corrupt) - st.K, Queued: time.Now(),
-		Reason: fmt.Sprintf("read found shards missing %v, corrupt %v", missing, corrupt),
+		Reason: metastore.ReadFindingReason(missing, corrupt),
 	}
 	// Joined to an entry the stripe may already have (a backend down, say):
 	// only this reason tells the rebuilder to check the shards it names.

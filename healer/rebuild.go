@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -245,31 +244,6 @@ func needsVerify(it metastore.RepairItem) bool {
 	return false
 }
 
-// readFound names the shards readers found missing or corrupt, from a
-// queue reason ("read found shards missing [0 2], corrupt [1]"; several
-// causes may be joined by "; ").
-func readFound(reason string) []int {
-	var out []int
-	for _, part := range strings.Split(reason, "; ") {
-		rest, ok := strings.CutPrefix(part, "read found shards ")
-		for ok {
-			var list string
-			if _, rest, ok = strings.Cut(rest, "["); !ok {
-				break
-			}
-			if list, rest, ok = strings.Cut(rest, "]"); !ok {
-				break
-			}
-			for _, f := range strings.Fields(list) {
-				if i, err := strconv.Atoi(f); err == nil && !slices.Contains(out, i) {
-					out = append(out, i)
-				}
-			}
-		}
-	}
-	return out
-}
-
 // Repair runs one repair attempt for a queue entry: read any K verified
 // shards, rebuild only the missing ones, write them to targets that keep
 // the placement invariant, commit (compare-and-swap on the stripe's
@@ -374,7 +348,7 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 	// too, or the entry would be dropped and the shard stay lost when the
 	// backend comes back. Bounded by the grace period: once the backend
 	// is down its shards are rebuilt anyway.
-	for _, i := range readFound(it.Reason) {
+	for _, i := range metastore.ReadFindingShards(it.Reason) {
 		if slices.Contains(d.Waiting, i) && !slices.Contains(unchecked, i) {
 			unchecked = append(unchecked, i)
 		}

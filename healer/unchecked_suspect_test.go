@@ -58,8 +58,8 @@ func TestReadFound(t *testing.T) {
 		"scrub: shards [1] missing, [] corrupt":                                                  nil,
 		"read found shards missing [1":                                                           nil,
 	} {
-		if got := readFound(reason); !slices.Equal(got, want) {
-			t.Errorf("readFound(%q) = %v, want %v", reason, got, want)
+		if got := metastore.ReadFindingShards(reason); !slices.Equal(got, want) {
+			t.Errorf("ReadFindingShards(%q) = %v, want %v", reason, got, want)
 		}
 	}
 }

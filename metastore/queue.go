@@ -5,9 +5,43 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
+
+// ReadFindingReason is the queue reason of a read that found shards of a
+// stripe missing or corrupt (heal on read), such as
+// "read found shards missing [0 2], corrupt [1]". The rebuilder reads the
+// indices back with ReadFindingShards: those shards are checked, as the
+// metastore does not know them bad.
+func ReadFindingReason(missing, corrupt []int) string {
+	return fmt.Sprintf("read found shards missing %v, corrupt %v", missing, corrupt)
+}
+
+// ReadFindingShards names the shards the read findings in a queue reason
+// found missing or corrupt (several causes may be joined by "; ").
+func ReadFindingShards(reason string) []int {
+	var out []int
+	for _, part := range strings.Split(reason, "; ") {
+		rest, ok := strings.CutPrefix(part, "read found shards ")
+		for ok {
+			var list string
+			if _, rest, ok = strings.Cut(rest, "["); !ok {
+				break
+			}
+			if list, rest, ok = strings.Cut(rest, "]"); !ok {
+				break
+			}
+			for _, f := range strings.Fields(list) {
+				if i, err := strconv.Atoi(f); err == nil && !slices.Contains(out, i) {
+					out = append(out, i)
+				}
+			}
+		}
+	}
+	return out
+}
 
 // The repair queue is two sets of keys:
 //
