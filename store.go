@@ -17,6 +17,7 @@ import (
 	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/backends/all"
 	"github.com/healstore/healstore/encoder"
+	"github.com/healstore/healstore/healer"
 	"github.com/healstore/healstore/healer/shardio"
 	"github.com/healstore/healstore/healer/snapshot"
 	"github.com/healstore/healstore/metastore"
@@ -712,14 +713,10 @@ func (s *Store) writeMarkers(ctx context.Context) error {
 			// Never marked (unreachable when the store opened, and
 			// written later?): if a shard the metadata places there is
 			// gone too, it was wiped, and a fresh marker would hide it.
-			key, placed, herr := s.meta.AShardOn(ctx, h.name)
-			if herr == nil && placed {
-				if _, serr := b.Stat(ctx, key); errors.Is(serr, backends.ErrNotFound) {
-					s.log.Warn("backend has no identity marker and lost a shard the metadata places there (wiped?); leaving it for the healer", "backend", h.name)
-					continue
-				} else if serr != nil {
-					herr = serr
-				}
+			lost, herr := healer.ShardGone(ctx, s.meta, b)
+			if lost {
+				s.log.Warn("backend has no identity marker and lost a shard the metadata places there (wiped?); leaving it for the healer", "backend", h.name)
+				continue
 			}
 			if herr != nil {
 				s.log.Warn("cannot tell whether backend lost its shards; not marking it", "backend", h.name, "err", herr)

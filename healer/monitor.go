@@ -143,7 +143,7 @@ func (h *Healer) probe(ctx context.Context, name string, rec metastore.BackendRe
 			// written, or was unreachable when the store opened): mark
 			// it now rather than call it wiped, unless a shard the
 			// metadata places there is gone too: it lost what it held.
-			lost, lerr := shardGone(ctx, h.meta, b)
+			lost, lerr := ShardGone(ctx, h.meta, b)
 			if lerr != nil {
 				r.err = lerr
 				return r
@@ -179,10 +179,11 @@ func (h *Healer) probe(ctx context.Context, name string, rec metastore.BackendRe
 	return r
 }
 
-// shardGone says whether a shard the metadata places on b is missing
+// ShardGone says whether a shard the metadata places on b is missing
 // there (false when it places none): for a backend without a marker, the
-// difference between one never marked and one wiped.
-func shardGone(ctx context.Context, meta *metastore.Store, b backends.Backend) (bool, error) {
+// difference between one never marked and one wiped. The store asks it
+// when it opens, the monitor at every probe.
+func ShardGone(ctx context.Context, meta *metastore.Store, b backends.Backend) (bool, error) {
 	key, ok, err := meta.AShardOn(ctx, b.Name())
 	if err != nil || !ok {
 		return false, err
