@@ -113,39 +113,20 @@ var errCampaign = errors.New("leader election")
 // leadOnce campaigns once and, when elected, runs fn until it returns or
 // the lease is lost.
 func (s *Store) leadOnce(ctx context.Context, e *etcdkv.KV, ttlSecs int, o LeaderOptions, fn func(context.Context) error) error {
-	sess, err := concurrency.NewSession(e.Client(), concurrency.WithTTL(ttlSecs), concurrency.WithContext(ctx))
+	lctx, release, err := s.elect(ctx, e, ttlSecs, o.Identity, 0)
 	if err != nil {
-		return fmt.Errorf("%w: session: %v", errCampaign, err)
-	}
-	defer sess.Close()
-	el := concurrency.NewElection(sess, e.Prefix()+leaderElection)
-	if err := el.Campaign(ctx, o.Identity); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("%w: campaign: %v", errCampaign, err)
+		return err
 	}
 	s.log.Info("elected maintenance leader", "identity", o.Identity)
 	if o.OnElected != nil {
 		o.OnElected(o.Identity)
 	}
-	lctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() {
-		select {
-		case <-sess.Done():
-			cancel(ErrLeadershipLost)
-		case <-lctx.Done():
-		}
-	}()
 	ferr := fn(lctx)
 	lost := errors.Is(context.Cause(lctx), ErrLeadershipLost)
-	if !lost {
-		// Hand over at once rather than after the TTL.
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		el.Resign(rctx)
-		rcancel()
-	}
+	release()
 	switch {
 	case ctx.Err() != nil:
 		return nil
@@ -153,6 +134,66 @@ func (s *Store) leadOnce(ctx context.Context, e *etcdkv.KV, ttlSecs int, o Leade
 		return ErrLeadershipLost
 	}
 	return ferr
+}
+
+// errNotElected: another process held the leadership for as long as a
+// campaign would wait.
+var errNotElected = errors.New("not elected in time")
+
+// elect campaigns for the maintenance leadership with a lease of ttlSecs,
+// waiting at most wait for it (then errNotElected; 0: as long as ctx
+// lasts). Elected, it returns a context that ends when the lease is lost (cause
+// ErrLeadershipLost) or release is called; release hands the leadership
+// over at once (unless it was lost) and ends the lease. Failures to reach
+// etcd are errCampaign.
+func (s *Store) elect(ctx context.Context, e *etcdkv.KV, ttlSecs int, identity string, wait time.Duration) (context.Context, func(), error) {
+	sess, err := concurrency.NewSession(e.Client(), concurrency.WithTTL(ttlSecs), concurrency.WithContext(ctx))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: session: %v", errCampaign, err)
+	}
+	el := concurrency.NewElection(sess, e.Prefix()+leaderElection)
+	cctx, cancel := ctx, context.CancelFunc(func() {})
+	if wait > 0 {
+		cctx, cancel = context.WithTimeout(ctx, wait)
+	}
+	err = el.Campaign(cctx, identity)
+	timedOut := cctx.Err() != nil && ctx.Err() == nil
+	cancel()
+	if err != nil {
+		// Closing the session revokes its lease, which removes this
+		// process's entry from the election if the campaign left one.
+		sess.Close()
+		switch {
+		case ctx.Err() != nil:
+			return nil, nil, ctx.Err()
+		case timedOut:
+			return nil, nil, errNotElected
+		}
+		return nil, nil, fmt.Errorf("%w: campaign: %v", errCampaign, err)
+	}
+	lctx, lcancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-sess.Done():
+			lcancel(ErrLeadershipLost)
+		case <-lctx.Done():
+		}
+	}()
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			lost := errors.Is(context.Cause(lctx), ErrLeadershipLost)
+			lcancel(nil)
+			if !lost {
+				// Hand over at once rather than after the TTL.
+				rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				el.Resign(rctx)
+				rcancel()
+			}
+			sess.Close()
+		})
+	}
+	return lctx, release, nil
 }
 
 // Leader returns the identity of the process that holds the maintenance
@@ -225,45 +266,13 @@ func (s *Store) HoldLeadership(ctx context.Context, wait time.Duration) (context
 		return ctx, func() {}, nil
 	}
 	secs := max(int(math.Ceil(DefaultLeaderTTL.Seconds())), 2)
-	sess, err := concurrency.NewSession(e.Client(), concurrency.WithTTL(secs), concurrency.WithContext(ctx))
-	if err != nil {
-		return nil, nil, fmt.Errorf("leader election: session: %w", err)
+	lctx, release, err := s.elect(ctx, e, secs, processIdentity(), wait)
+	if errors.Is(err, errNotElected) {
+		leader, _ := s.Leader(ctx)
+		return nil, nil, &NotLeaderError{Leader: leader}
 	}
-	el := concurrency.NewElection(sess, e.Prefix()+leaderElection)
-	cctx, cancel := context.WithTimeout(ctx, wait)
-	err = el.Campaign(cctx, processIdentity())
-	timedOut := cctx.Err() != nil && ctx.Err() == nil
-	cancel()
 	if err != nil {
-		// Closing the session revokes its lease, which removes this
-		// process's entry from the election if the campaign left one.
-		sess.Close()
-		switch {
-		case ctx.Err() != nil:
-			return nil, nil, ctx.Err()
-		case timedOut:
-			leader, _ := s.Leader(ctx)
-			return nil, nil, &NotLeaderError{Leader: leader}
-		}
-		return nil, nil, fmt.Errorf("leader election: campaign: %w", err)
-	}
-	lctx, lcancel := context.WithCancelCause(ctx)
-	go func() {
-		select {
-		case <-sess.Done():
-			lcancel(ErrLeadershipLost)
-		case <-lctx.Done():
-		}
-	}()
-	var once sync.Once
-	release := func() {
-		once.Do(func() {
-			lcancel(nil)
-			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			el.Resign(rctx)
-			rcancel()
-			sess.Close()
-		})
+		return nil, nil, err
 	}
 	return lctx, release, nil
 }
