@@ -62,15 +62,7 @@ func TestEtcdSnapshotLossWindowAndRecover(t *testing.T) {
 	if rep.Snapshot.ID != info.ID || rep.Objects != len(objs) {
 		t.Fatalf("recovered snapshot %s with %d objects", rep.Snapshot.ID, rep.Objects)
 	}
-	cfg, err := LoadConfig(rep.ConfigPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openConfigFile(t, rep.ConfigPath)
 	recReadBack(t, r, objs)
 }
 

@@ -348,15 +348,7 @@ func TestRecoverFallsBackAndToleratesDownBackends(t *testing.T) {
 		t.Fatalf("%d objects, damaged %v", rep.Objects, rep.Damaged)
 	}
 	t.Logf("skipped: %s", rep.Skipped[0].Error)
-	cfg, err := LoadConfig(rep.ConfigPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openConfigFile(t, rep.ConfigPath)
 	recReadBack(t, r, first) // four of six backends: still enough
 	for name := range second {
 		if _, err := r.Stat(ctx, name); !errors.Is(err, ErrNotFound) {
@@ -448,15 +440,7 @@ func TestRecoverNamesMissingShards(t *testing.T) {
 		t.Fatalf("missing by backend %v, want %v", rep.MissingByBackend, byBackend)
 	}
 
-	cfg, err := LoadConfig(rep.ConfigPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openConfigFile(t, rep.ConfigPath)
 	for _, c := range []struct {
 		st   *metastore.Stripe
 		want string

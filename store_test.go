@@ -87,6 +87,17 @@ func openTest(t testing.TB, cfg *Config) *Store {
 	return s
 }
 
+// openConfigFile opens the store a config file describes, closed when the
+// test ends.
+func openConfigFile(t testing.TB, path string) *Store {
+	t.Helper()
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return openTest(t, cfg)
+}
+
 func newTestStore(t testing.TB, o testOpts) *Store {
 	t.Helper()
 	return openTest(t, testConfig(t, o))
