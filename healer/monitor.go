@@ -555,14 +555,11 @@ func (h *Healer) settleBackends(ctx context.Context) error {
 	// backend index names them only from then on. Its intent names them
 	// now: the backend is not finished (and its capacity not given back)
 	// while one does.
-	var inFlight map[string]bool
-	if len(check) > 0 {
-		var err error
-		if inFlight, err = h.intentBackends(ctx); err != nil {
-			return fmt.Errorf("settle backends: %w", err)
+	inFlight, err := h.queueCommitted(ctx, check)
+	if err != nil {
+		if inFlight == nil && len(check) > 0 {
+			return err // writes in flight unknown: finish nothing
 		}
-	}
-	if err := h.queueCommitted(ctx, check); err != nil {
 		errs = append(errs, err)
 	}
 	for _, name := range check {
@@ -603,14 +600,20 @@ func (h *Healer) intentBackends(ctx context.Context) (map[string]bool, error) {
 // it went down or was drained, through the backend index, which names a
 // write's stripe only from its commit on: without this, such a stripe
 // would keep a shard on the backend with nothing to rebuild or move it.
-func (h *Healer) queueCommitted(ctx context.Context, check []string) error {
+//
+// From the same listing it returns the backends any intent names (writes
+// in flight may commit shards there); nil when it could not list them, or
+// listed nothing because check is empty and no write is watched.
+func (h *Healer) queueCommitted(ctx context.Context, check []string) (map[string]bool, error) {
 	h.watchMu.Lock()
 	defer h.watchMu.Unlock()
 	h.mu.Lock()
 	prev := h.watched
 	h.mu.Unlock()
 	now := map[[16]byte][]string{}
+	var inFlight map[string]bool
 	if len(check) > 0 || len(prev) > 0 {
+		inFlight = map[string]bool{}
 		err := h.meta.ListIntents(ctx, func(in metastore.Intent) error {
 			// One watchIntents added stays watched while in flight,
 			// even if check was taken before its backend changed.
@@ -618,6 +621,7 @@ func (h *Healer) queueCommitted(ctx context.Context, check []string) error {
 				now[in.ID] = slices.Clone(names)
 			}
 			for _, l := range in.Shards {
+				inFlight[l.Backend] = true
 				if slices.Contains(check, l.Backend) && !slices.Contains(now[in.ID], l.Backend) {
 					now[in.ID] = append(now[in.ID], l.Backend)
 				}
@@ -625,7 +629,7 @@ func (h *Healer) queueCommitted(ctx context.Context, check []string) error {
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("settle backends: %w", err)
+			return nil, fmt.Errorf("settle backends: %w", err)
 		}
 	}
 	h.mu.Lock()
@@ -669,12 +673,12 @@ func (h *Healer) queueCommitted(ctx context.Context, check []string) error {
 			}
 		}
 		h.mu.Unlock()
-		return fmt.Errorf("queue stripes of writes committed onto down or draining backends: %w", err)
+		return inFlight, fmt.Errorf("queue stripes of writes committed onto down or draining backends: %w", err)
 	}
 	if len(items) > 0 {
 		h.kick()
 	}
-	return nil
+	return inFlight, nil
 }
 
 // watchIntents adds the write intents that name backend to watched. Drain
