@@ -118,6 +118,14 @@ type Healer struct {
 	// swap.
 	watchMu sync.Mutex
 	watched map[[16]byte][]string
+	// swept names the down or draining backends whose stripes this
+	// healer queued after it began watching their writes in flight (the
+	// down event, Drain, or settleBackends' catch-up). One not named, in
+	// a healer just started or a state another process set, is swept at
+	// the next round: what a healer watched before a restart is gone, and
+	// a write it watched may have committed before this one's first
+	// round listed the intents (guarded by mu).
+	swept map[string]bool
 
 	locks [256]sync.Mutex // per-stripe locks (by id hash): rebuild vs GC vs scrub
 }

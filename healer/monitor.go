@@ -297,6 +297,9 @@ func (h *Healer) onEvent(ctx context.Context, name string, ev plan.Event, marker
 		if err := h.queueBackend(ctx, name, "backend "+name+" down", false); err != nil {
 			return errors.Join(werr, err)
 		}
+		if werr == nil {
+			h.setSwept(name)
+		}
 		if len(h.provs) == 0 && h.pickSpare() == "" {
 			h.log.Warn("no spare and no provisioner: rebuilding onto the remaining backends", "down", name)
 		}
@@ -547,6 +550,13 @@ func (h *Healer) settleBackends(ctx context.Context) error {
 			replaced = append(replaced, *m)
 		}
 	}
+	// A backend that left down or draining is swept again if it comes
+	// back to either.
+	for name := range h.swept {
+		if !slices.Contains(check, name) {
+			delete(h.swept, name)
+		}
+	}
 	h.mu.Unlock()
 	h.releaseReplaced(ctx, replaced)
 	var errs []error
@@ -560,6 +570,11 @@ func (h *Healer) settleBackends(ctx context.Context) error {
 		if inFlight == nil && len(check) > 0 {
 			return err // writes in flight unknown: finish nothing
 		}
+		errs = append(errs, err)
+	}
+	// inFlight is set: the intents were listed, and the writes in flight
+	// on every backend of check are watched from then on.
+	if err := h.sweepUnswept(ctx, check); err != nil {
 		errs = append(errs, err)
 	}
 	for _, name := range check {
@@ -577,6 +592,35 @@ func (h *Healer) settleBackends(ctx context.Context) error {
 		if err := h.finish(ctx, name); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// sweepUnswept queues the stripes on the backends of check that this
+// healer has not swept (see Healer.swept): those it found down or draining
+// when it started, or that another process drained. The caller has just
+// listed the intents and watches the writes in flight on them, so, as for
+// a down event, a write that committed before that listing is in the
+// backend index now and one that commits after it is watched. Without
+// this, a write the previous healer watched that committed before this
+// one's first round would keep its shard on the backend until a scrub
+// (and a crash between recording a backend down and queueing its stripes
+// would leave all of them so).
+func (h *Healer) sweepUnswept(ctx context.Context, check []string) error {
+	views := h.views()
+	var errs []error
+	for _, name := range check {
+		h.mu.Lock()
+		done := h.swept[name]
+		h.mu.Unlock()
+		if done {
+			continue
+		}
+		if err := h.queueBackend(ctx, name, "backend "+name+" "+string(views[name].State), false); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		h.setSwept(name)
 	}
 	return errors.Join(errs...)
 }
@@ -1227,7 +1271,25 @@ func (h *Healer) Drain(ctx context.Context, name string) error {
 	// Before the index scan: a write committing after it is queued at
 	// the monitor's next round.
 	werr := h.watchIntents(ctx, name)
-	return errors.Join(werr, h.queueBackend(ctx, name, "backend "+name+" draining", false))
+	if err := h.queueBackend(ctx, name, "backend "+name+" draining", false); err != nil {
+		return errors.Join(werr, err)
+	}
+	if werr != nil {
+		return werr
+	}
+	h.setSwept(name)
+	return nil
+}
+
+// setSwept records that a down or draining backend's stripes were queued
+// after its writes in flight were watched (see Healer.swept).
+func (h *Healer) setSwept(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.swept == nil {
+		h.swept = map[string]bool{}
+	}
+	h.swept[name] = true
 }
 
 // RemoveBackend forgets a backend that holds no stripe (drain it first).

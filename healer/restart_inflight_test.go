@@ -1,0 +1,125 @@
+package healer
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/healstore/healstore/metastore"
+)
+
+// restart replaces the env's healer by a new one on the same metastore and
+// pool, as a restarted daemon builds it: what the old one kept in memory
+// is gone. (Tests drive ProbeAll and RepairAll themselves, so nothing of
+// the old healer runs on.)
+func (e *env) restart(cfg Config) {
+	e.t.Helper()
+	ctx := context.Background()
+	id, err := e.meta.StoreID(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.h, err = New(ctx, cfg, Deps{
+		Meta: e.meta, Pool: e, Codec: StripeCodecs(), Register: e.register,
+		StoreID: id, Provisioners: e.h.provs, Logger: testLogger(e.t),
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// A write in flight with a shard on a backend that went down, committed
+// after the healer that watched it was restarted and before the new one's
+// first round: that round queues its stripe (from the backend index,
+// having listed the intents first), not a scrub days later.
+func TestDownWriteInFlightQueuedAcrossRestart(t *testing.T) {
+	cfg := Config{Grace: 0, SuspectAfter: 1}
+	e := newEnv(t, envOpts{backends: 7, cfg: cfg})
+	ctx := context.Background()
+	objs := e.fill(5, 30<<10)
+	e.probe()
+	data := patterned(12<<10, 13)
+	w := e.stageWrite("in-flight", data, "b6", time.Now())
+	e.kill("b6")
+	e.probe() // b6 down: its committed stripes are queued, the write watched
+	if st := e.state("b6"); st != metastore.StateDown {
+		t.Fatalf("b6 is %s", st)
+	}
+	e.restart(cfg)
+	w.commit(t, e.meta)
+	objs["in-flight"] = data
+	e.probe() // the new healer's first round
+	if _, err := e.meta.GetRepair(ctx, w.stripes[0].ID); err != nil {
+		t.Fatalf("the write's stripe with a shard on the down b6 is not queued after the healer restarted: %v", err)
+	}
+	e.repairAll()
+	e.probe()
+	if st := e.state("b6"); st != metastore.StateReplaced {
+		t.Fatalf("b6 is %s, want replaced", st)
+	}
+	e.checkObjects(objs)
+}
+
+// Likewise for a drain: the write commits between the restart and the new
+// healer's first round, and the drain still ends with b6 retired.
+func TestDrainWriteInFlightQueuedAcrossRestart(t *testing.T) {
+	cfg := Config{Grace: Duration(time.Hour)}
+	e := newEnv(t, envOpts{backends: 7, cfg: cfg})
+	ctx := context.Background()
+	objs := e.fill(5, 30<<10)
+	e.probe()
+	data := patterned(12<<10, 17)
+	w := e.stageWrite("in-flight", data, "b6", time.Now())
+	if err := e.h.Drain(ctx, "b6"); err != nil {
+		t.Fatal(err)
+	}
+	e.restart(cfg)
+	w.commit(t, e.meta)
+	objs["in-flight"] = data
+	e.probe()
+	if _, err := e.meta.GetRepair(ctx, w.stripes[0].ID); err != nil {
+		t.Fatalf("the write's stripe with a shard on the draining b6 is not queued after the healer restarted: %v", err)
+	}
+	e.repairAll()
+	e.probe()
+	if st := e.state("b6"); st != metastore.StateRetired {
+		t.Fatalf("b6 is %s after its stripes moved, want retired", st)
+	}
+	e.checkFull()
+	e.checkObjects(objs)
+}
+
+// A healer that crashed after recording a backend down but before its down
+// event queued the backend's stripes leaves only the state: the next
+// healer's first round queues them.
+func TestDownRecordedBeforeCrashQueuedAtStart(t *testing.T) {
+	cfg := Config{Grace: 0, SuspectAfter: 1}
+	e := newEnv(t, envOpts{backends: 7, cfg: cfg})
+	ctx := context.Background()
+	objs := e.fill(5, 30<<10)
+	e.probe()
+	held := e.onBackend("b6")
+	if held == 0 {
+		t.Fatal("b6 holds no stripes; the test needs some")
+	}
+	e.kill("b6")
+	// What apply records before onEvent runs, and nothing else.
+	err := e.meta.UpdateBackend(ctx, "b6", func(r *metastore.BackendRecord) error {
+		r.State, r.Since = metastore.StateDown, time.Now()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.restart(cfg)
+	e.probe()
+	if q := e.queue(); len(q) != held {
+		t.Fatalf("%d stripes queued at the first round after the restart, want the %d on the down b6", len(q), held)
+	}
+	e.repairAll()
+	e.probe()
+	if st := e.state("b6"); st != metastore.StateReplaced {
+		t.Fatalf("b6 is %s, want replaced", st)
+	}
+	e.checkObjects(objs)
+}
