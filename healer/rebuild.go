@@ -586,6 +586,7 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 		return fail(fmt.Errorf("commit: %w", err), corrupt)
 	}
 	h.addWritten(written)
+	h.checkLanded(ctx, &next, want, ur.Landed)
 	if len(notLanded) > 0 {
 		var why []string
 		for _, i := range notLanded {
@@ -603,6 +604,47 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 	}
 	h.recheckTargets(ctx, &next, ur.Landed)
 	return Repaired, nil
+}
+
+// checkLanded stats the shards a repair just committed and queues the
+// stripe again for those gone from their target. A target wiped between
+// the upload and the commit (a new disk under a running backend) and
+// found so by the monitor in that window was scanned without this stripe
+// (the backend index names it only from the commit on), and the monitor
+// marked it again, so no probe would find the loss: only a scrub would.
+// A wipe after this Stat is found by the monitor, whose scan then names
+// the stripe. One Stat per rebuilt shard; a target that does not answer
+// is the monitor's to judge (statSources reports it).
+func (h *Healer) checkLanded(ctx context.Context, st *metastore.Stripe, want []int, landed []string) {
+	var on []int
+	for _, i := range want {
+		if landed[i] != "" && st.Shards[i].Backend == landed[i] {
+			on = append(on, i)
+		}
+	}
+	if len(on) == 0 {
+		return
+	}
+	gone, _ := h.statSources(ctx, st, on)
+	if len(gone) == 0 {
+		return
+	}
+	pv := view(st)
+	for _, i := range gone {
+		pv.Shards[i].Bad = true
+	}
+	d := plan.Stripe(pv, h.views())
+	h.log.Warn("rebuilt shards gone from their targets right after the commit; queued again",
+		"stripe", fmt.Sprintf("%x", st.ID), "shards", gone)
+	// Joined, as a reader's finding: the entry (kept when the repair
+	// left work) keeps its cause, and the next attempt checks these
+	// shards, which the planner takes for whole on an up backend.
+	it := metastore.RepairItem{Stripe: st.ID, Margin: d.Margin, Reason: metastore.ReadFindingReason(gone, nil)}
+	if err := h.meta.EnqueueJoin(ctx, it); err != nil {
+		h.log.Warn("queue repaired stripe whose rebuilt shards are gone", "stripe", fmt.Sprintf("%x", st.ID), "err", err)
+		return
+	}
+	h.kick()
 }
 
 // recheckTargets queues a just repaired stripe again if a backend that
