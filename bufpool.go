@@ -1,6 +1,7 @@
 package healstore
 
 import (
+	"github.com/healstore/healstore/encoder"
 	"io"
 	"math/bits"
 	"sync"
@@ -23,7 +24,7 @@ func (p *bufPool) get(size int) *[]byte {
 	if b, ok := sp.(*sync.Pool).Get().(*[]byte); ok {
 		return b
 	}
-	b := make([]byte, size)
+	b := encoder.MakeLarge(size)
 	return &b
 }
 

@@ -135,7 +135,7 @@ func (c *Codec) fullStripeBuf() *[]byte {
 	if p, ok := c.shardBufs.Get().(*[]byte); ok {
 		return p
 	}
-	b := make([]byte, c.fullBuf)
+	b := MakeLarge(c.fullBuf)
 	return &b
 }
 

@@ -292,7 +292,7 @@ func (c *Codec) DecodeBlock(obj ObjectID, block uint64, id StripeID, shards [][]
 		// then open in place: the result shares it. Lengths were checked
 		// against the policy, so this allocation is bounded by the
 		// policy's block size whatever the headers claim.
-		sealedBuf := make([]byte, c.p.K*s.geo.PayloadLen)
+		sealedBuf := MakeLarge(c.p.K * s.geo.PayloadLen)
 		if ok := s.gather(sel, sealedBuf); ok {
 			return c.open(obj, block, id, sealedBuf[:s.geo.SealedLen], s.geo.DataLen)
 		}

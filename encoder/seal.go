@@ -237,7 +237,7 @@ func (c *Codec) getScratch() *[]byte {
 	}
 	// zstd may need a little more than the input before we see it does not
 	// shrink; the AEAD tag needs 16 bytes.
-	b := make([]byte, c.p.BlockSize+c.p.BlockSize/64+1024)
+	b := MakeLarge(c.p.BlockSize + c.p.BlockSize/64 + 1024)
 	return &b
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/healstore/healstore"
+	"github.com/healstore/healstore/encoder"
 )
 
 // Mount mounts the filesystem opts.Name of store at dir (creating it in
@@ -95,7 +96,7 @@ func (b storeBlobs) GetBlock(ctx context.Context, name string, max int) ([]byte,
 	if size > int64(max) {
 		return nil, fmt.Errorf("object %s holds %d bytes, more than its block size %d", name, size, max)
 	}
-	buf := make([]byte, size)
+	buf := encoder.MakeLarge(int(size))
 	n, err := r.ReadAtContext(ctx, buf, 0)
 	if errors.Is(err, io.EOF) && int64(n) == size {
 		err = nil
