@@ -1,10 +1,11 @@
 package healstore
 
 import (
-	"github.com/healstore/healstore/encoder"
 	"io"
 	"math/bits"
 	"sync"
+
+	"github.com/healstore/healstore/encoder"
 )
 
 // bufPool recycles large byte buffers by size (one sync.Pool per size), so
