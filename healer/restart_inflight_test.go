@@ -123,3 +123,33 @@ func TestDownRecordedBeforeCrashQueuedAtStart(t *testing.T) {
 	}
 	e.checkObjects(objs)
 }
+
+// What a restart does not lose: a write still in flight at the new
+// healer's first round is watched again from the intents and the recorded
+// states (queueCommitted lists them for every down or draining backend),
+// and queued once it commits.
+func TestDownWriteInFlightRewatchedAfterRestart(t *testing.T) {
+	cfg := Config{Grace: 0, SuspectAfter: 1}
+	e := newEnv(t, envOpts{backends: 7, cfg: cfg})
+	ctx := context.Background()
+	objs := e.fill(5, 30<<10)
+	e.probe()
+	data := patterned(12<<10, 19)
+	w := e.stageWrite("in-flight", data, "b6", time.Now())
+	e.kill("b6")
+	e.probe()
+	e.restart(cfg)
+	e.probe() // the new healer's first round, the write still in flight
+	w.commit(t, e.meta)
+	objs["in-flight"] = data
+	e.probe()
+	if _, err := e.meta.GetRepair(ctx, w.stripes[0].ID); err != nil {
+		t.Fatalf("the write's stripe with a shard on the down b6 is not queued: %v", err)
+	}
+	e.repairAll()
+	e.probe()
+	if st := e.state("b6"); st != metastore.StateReplaced {
+		t.Fatalf("b6 is %s, want replaced", st)
+	}
+	e.checkObjects(objs)
+}
