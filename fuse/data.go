@@ -587,51 +587,100 @@ func (f *filesystem) truncateLocked(ctx context.Context, st *inodeState, size ui
 		return err
 	}
 	old := st.rec.Size
-	bs := uint64(st.rec.BlockSize)
 	st.dataVer++
 	st.cuts++
 	switch {
 	case size < old:
-		nb := blocksFor(size, uint32(bs))
-		// Cut the block the new end falls in first: its load (a fetch
-		// from the store) can fail, and a truncate that fails must leave
-		// the file as it was, not with the dirty blocks past the new end
-		// dropped (their unsynced writes lost) under the old size.
-		if size%bs != 0 {
-			idx := nb - 1
-			b := st.blocks[idx]
-			if b == nil {
-				var err error
-				if b, err = f.loadLocked(ctx, st, idx, true); err != nil {
-					return err
-				}
-				*reserved -= b.charge
-			}
-			if keep := int64(size % bs); b.length > keep {
-				if err := b.f.Truncate(keep); err != nil {
-					return fmt.Errorf("write-back cache %s: %w", b.path, err)
-				}
-				b.length = keep
-			}
-			f.markDirtyLocked(st, idx, b)
-		}
-		for idx, b := range st.blocks {
-			if idx >= nb {
-				f.removeBlockLocked(st, idx, b)
-				f.noteJournalErr(f.journal.drop(st.ino, idx))
-			}
-		}
-		f.rcache.dropFrom(st.ino, nb)
-		f.setSizeLocked(st, size)
-		if st.rec.Extent > nb || st.staleBeyond {
-			st.staleBeyond = true
-			return f.trimLocked(ctx, st, nb)
-		}
+		return f.shrinkLocked(ctx, st, size, reserved)
 	case size > old:
 		if err := f.growLocked(ctx, st, old, reserved); err != nil {
 			return err
 		}
 		f.setSizeLocked(st, size)
+	}
+	return nil
+}
+
+// shrinkLocked is a truncate down to size. Its steps are ordered so that a
+// crash of the process between any two of them comes back, at the next
+// mount on the same boot, as the file before the truncate or as the file
+// after it, never a mix of the two:
+//
+//  1. The block the new end falls in is brought into the cache. Its fetch
+//     can fail; nothing has changed then, and a cache file the journal
+//     does not list is deleted at the next mount.
+//  2. The new size goes into the journal. A crash before this record
+//     comes back at the old size with every cached block whole; one after
+//     it at the new size, the replay cutting the cache files to it and
+//     dropping those past it (replayBlock) whether or not step 3 ran.
+//  3. That block's cache file is cut and the cached blocks past the new
+//     end are dropped. Not before step 2: a crash would come back at the
+//     old size with the cut block's tail reading as zeros (and uploaded
+//     so, losing data that was fsynced) or the dropped blocks' unsynced
+//     writes gone. A cut that fails undoes step 2 and fails the truncate.
+//  4. The objects past the new end are deleted (trimLocked) once the new
+//     size is committed, so that a crash of the machine, after which the
+//     journal is not replayed, cannot come back at the old size over
+//     deleted blocks either.
+func (f *filesystem) shrinkLocked(ctx context.Context, st *inodeState, size uint64, reserved *int64) error {
+	old, bs := st.rec.Size, uint64(st.rec.BlockSize)
+	nb := blocksFor(size, uint32(bs))
+	// The fallible step first: a truncate that fails must leave the file
+	// as it was, not with the dirty blocks past the new end dropped
+	// (their unsynced writes lost) under the old size.
+	var cut *cblock
+	loaded := false
+	if size%bs != 0 {
+		cut = st.blocks[nb-1]
+		if cut == nil {
+			var err error
+			if cut, err = f.loadLocked(ctx, st, nb-1, true); err != nil {
+				return err
+			}
+			*reserved -= cut.charge
+			loaded = true
+			f.reached("truncate: cut block loaded")
+		}
+	}
+	wasPending, wasDirty := st.sizePending, st.attrDirty
+	f.setSizeLocked(st, size)
+	f.reached("truncate: size journaled")
+	if cut != nil {
+		if keep := int64(size % bs); cut.length > keep {
+			if err := cut.f.Truncate(keep); err != nil {
+				// Back to the old size, in memory and in the journal; a
+				// block loaded only to be cut leaves the cache again
+				// (clean, nothing would ever upload or remove it).
+				st.rec.Size, st.sizePending, st.attrDirty = old, wasPending, wasDirty
+				if wasPending {
+					f.noteJournalErr(f.journal.setSize(st.ino, old))
+				} else {
+					f.noteJournalErr(f.journal.sizeSynced(st.ino))
+				}
+				if loaded {
+					f.removeBlockLocked(st, nb-1, cut)
+				}
+				// %v, not %w: the errno of the cache disk (EINVAL, EIO,
+				// ...) says nothing about the caller's truncate, which
+				// gets EIO, and errno logs this line naming the file.
+				return fmt.Errorf("truncate inode %d to %d bytes: cut write-back cache file %s: %v", st.ino, size, cut.path, err)
+			}
+			cut.length = keep
+			f.reached("truncate: cache file cut")
+		}
+		f.markDirtyLocked(st, nb-1, cut)
+	}
+	for idx, b := range st.blocks {
+		if idx >= nb {
+			f.removeBlockLocked(st, idx, b)
+			f.noteJournalErr(f.journal.drop(st.ino, idx))
+		}
+	}
+	f.rcache.dropFrom(st.ino, nb)
+	f.reached("truncate: blocks past the end dropped")
+	if st.rec.Extent > nb || st.staleBeyond {
+		st.staleBeyond = true
+		return f.trimLocked(ctx, st, nb)
 	}
 	return nil
 }
@@ -655,6 +704,16 @@ func (f *filesystem) trimLocked(ctx context.Context, st *inodeState, from uint64
 	if err := waitLocked(ctx, st, func() bool { return st.uploads == 0 }); err != nil {
 		return fmt.Errorf("truncate inode %d: waiting for uploads: %w", st.ino, err)
 	}
+	// The committed size must not reach into the objects about to go: a
+	// crash of the machine meanwhile (the journal, which holds the new
+	// size, is not replayed then) would come back at that size with some
+	// of them deleted, reading zeros where its data was.
+	if st.com.Size > from*uint64(st.rec.BlockSize) {
+		if err := f.commitShrinkLocked(ctx, st); err != nil {
+			return err
+		}
+		f.reached("trim: size committed")
+	}
 	st.mu.Unlock()
 	err := f.deleteBlocksFrom(ctx, st.ino, from)
 	st.mu.Lock()
@@ -666,6 +725,29 @@ func (f *filesystem) trimLocked(ctx context.Context, st *inodeState, from uint64
 		return err
 	}
 	st.staleBeyond = false
+	f.reached("trim: extent committed")
+	return nil
+}
+
+// commitShrinkLocked commits st's current size, below the committed one
+// (trimLocked's callers trim from past it), and nothing else: a setattr
+// whose trim then fails restores the mode, owner and times it carried,
+// which must not be in the metastore by then. Called with st.mu held.
+func (f *filesystem) commitShrinkLocked(ctx context.Context, st *inodeState) error {
+	rec := st.com
+	rec.Size = st.rec.Size
+	raw := rec.encode()
+	var b kvBatch
+	b.expect(inodeKey(st.ino), st.raw)
+	b.put(inodeKey(st.ino), raw)
+	if err := f.kv.Commit(ctx, &b); err != nil {
+		return fmt.Errorf("commit size %d of inode %d: %w", rec.Size, st.ino, err)
+	}
+	st.raw, st.com = raw, rec
+	if st.sizePending {
+		st.sizePending = false
+		f.noteJournalErr(f.journal.sizeSynced(st.ino))
+	}
 	return nil
 }
 
@@ -691,6 +773,7 @@ func (f *filesystem) deleteBlocksFrom(ctx context.Context, ino, from uint64) err
 		if err := f.blobs.DeleteBlock(ctx, name); err != nil {
 			return fmt.Errorf("delete %s: %w", name, err)
 		}
+		f.reached("deleted " + name)
 	}
 	return nil
 }

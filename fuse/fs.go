@@ -83,6 +83,11 @@ type filesystem struct {
 	prefetchSem chan struct{}
 	// bootID identifies the running boot (replaced in tests).
 	bootID func() []byte
+	// crashPoint, set only by tests, is called with a step's name between
+	// steps a crash of the process can fall between (those of a truncate,
+	// and each object deleteBlocksFrom deletes), so a test can take the
+	// state a crash there would leave.
+	crashPoint func(step string)
 
 	capMu   sync.Mutex
 	capAt   time.Time
@@ -371,6 +376,13 @@ func (f *filesystem) committedLocked(st *inodeState, rec inode, raw []byte) {
 	if st.sizePending {
 		st.sizePending = false
 		f.noteJournalErr(f.journal.sizeSynced(st.ino))
+	}
+}
+
+// reached calls the test hook crashPoint, if set, at step.
+func (f *filesystem) reached(step string) {
+	if f.crashPoint != nil {
+		f.crashPoint(step)
 	}
 }
 
