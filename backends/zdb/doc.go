@@ -33,4 +33,11 @@
 // done ctx can cut a blocked read or write short on the caller's goroutine:
 // redigo's DoContext returns early but leaves a goroutine still writing the
 // caller's value, which the caller may already be reusing.
+//
+// RESP pairs replies with commands by order alone, so a server that sends
+// one reply too many would shift every later answer on that connection by
+// one (a GET returning another key's value). The reader that checks reply
+// framing also counts replies and fails the command whose read brings one
+// no command asked for, and before each command the socket must hold no
+// unread bytes; either way the connection is dropped.
 package zdb

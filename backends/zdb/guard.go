@@ -1,8 +1,11 @@
 package zdb
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"syscall"
 )
 
 // Limits on what one reply may declare. redigo trusts the server: it makes
@@ -34,8 +37,19 @@ const (
 // against the limits above, one header at a time, and fails the read (so
 // redigo gives up on, and closes, the connection) at the first reply
 // breaking them.
+//
+// It also counts replies. redigo pairs replies with commands by order
+// alone, so one surplus reply from the server would answer the next
+// command on the connection, and every command after it, with the reply
+// meant for the one before (a GET returning another key's value). The
+// guard fails the read at the first byte of a reply no command asked for,
+// and expect refuses to send a command while the socket already holds
+// bytes.
 type guardConn struct {
 	*deadlineConn
+	addr string // the server, for errors
+
+	want int // replies asked for and not yet begun
 
 	skip    int64 // payload bytes of a bulk string still to pass through
 	inLine  bool  // inside a line; typ is its first byte
@@ -76,6 +90,10 @@ func (g *guardConn) check(p []byte) error {
 		b := p[i]
 		if !g.inLine {
 			if len(g.open) == 0 { // a new reply
+				if g.want == 0 {
+					return fmt.Errorf("%w: 0-db %s sent a reply no command asked for", errCorrupt, g.addr)
+				}
+				g.want--
 				g.alloc = 0
 			}
 			g.inLine, g.typ, g.lineLen = true, b, 0
@@ -156,6 +174,66 @@ func (g *guardConn) header() error {
 		g.open = append(g.open, g.val)
 	}
 	return nil
+}
+
+// expect readies the guard for the reply to one command about to be sent.
+// It fails if the server already sent something: a reply still being read,
+// or bytes in the socket that no command asked for, which redigo would
+// otherwise read as this command's answer. The read deadline must not have
+// passed (the check is a read).
+func (g *guardConn) expect(cmd string) error {
+	if g.err != nil {
+		return g.err
+	}
+	if g.want != 0 || g.inLine || g.skip > 0 || len(g.open) > 0 {
+		return fmt.Errorf("%w: 0-db %s: a reply is still unread before %s", errCorrupt, g.addr, cmd)
+	}
+	waiting, err := unread(g.deadlineConn.Conn)
+	if err != nil {
+		return fmt.Errorf("0-db %s: checking the connection before %s: %w", g.addr, cmd, err)
+	}
+	if waiting {
+		g.err = fmt.Errorf("%w: 0-db %s sent a reply no command asked for (unread before %s)", errCorrupt, g.addr, cmd)
+		return g.err
+	}
+	g.want = 1
+	return nil
+}
+
+// unread reports, without blocking or consuming anything, whether nc holds
+// bytes not yet read, and fails with io.EOF if the server closed it. A conn
+// without a file descriptor (a test's fake) has nothing to ask.
+func unread(nc net.Conn) (bool, error) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return false, nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false, err
+	}
+	var n int
+	var perr error
+	var b [1]byte
+	err = raw.Read(func(fd uintptr) bool {
+		for {
+			n, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if perr != syscall.EINTR {
+				return true // done, whatever the answer: never wait
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return false, err
+	case errors.Is(perr, syscall.EAGAIN):
+		return false, nil
+	case perr != nil:
+		return false, perr
+	case n == 0:
+		return false, io.EOF
+	}
+	return true, nil
 }
 
 var _ net.Conn = (*guardConn)(nil)

@@ -291,3 +291,170 @@ func TestDeepNestingRefused(t *testing.T) {
 		t.Fatalf("List of SCAN replies: %v, %v", keys, err)
 	}
 }
+
+// accepted is how many connections the fake server took.
+func (h *hostile) accepted() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.conns)
+}
+
+// echo answers GET and SET with the key, as 0-db does for a SET and as a
+// value that names the GET it answers.
+func echo(words []string, c net.Conn) {
+	c.Write([]byte(fmt.Sprintf("$%d\r\n%s\r\n", len(words[1]), words[1])))
+}
+
+// A second reply in the same packet as the first is refused as soon as
+// the guard reads it: the command fails, naming the server and what was
+// wrong, instead of the next command on the connection taking it.
+func TestSurplusReplySamePacket(t *testing.T) {
+	h := newHostile(t, func(words []string, c net.Conn) {
+		if words[1] == "dup" {
+			c.Write([]byte("$3\r\ndup\r\n$5\r\nother\r\n"))
+			return
+		}
+		echo(words, c)
+	})
+	b := openHostile(t, h)
+	addr := h.ln.Addr().String()
+	v, err := b.Get(ctx5(t), "dup")
+	if !errors.Is(err, backends.ErrCorruptReply) || v != nil {
+		t.Fatalf("GET answered twice: %q, %v; want ErrCorruptReply and no value", v, err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, addr) || !strings.Contains(msg, "a reply no command asked for") {
+		t.Fatalf("error does not name the server %s and the surplus reply: %v", addr, err)
+	}
+	for _, k := range []string{"a", "b", "c"} {
+		if v, err := b.Get(ctx5(t), k); err != nil || string(v) != k {
+			t.Fatalf("Get %s after a surplus reply: %q, %v", k, v, err)
+		}
+	}
+
+	// The same on one connection, where the surplus is in the very read
+	// that holds the reply, however the kernel splits packets.
+	c := newConn(&replayConn{r: bytes.NewReader([]byte("$1\r\na\r\n$1\r\nb\r\n"))}, "zdb.example:9900")
+	reply, err := c.do(ctx5(t), "GET", "a")
+	if !errors.Is(err, errCorrupt) || reply != nil || !c.broken ||
+		!strings.Contains(err.Error(), "0-db zdb.example:9900 sent a reply no command asked for") {
+		t.Fatalf("two replies in one read: %q, %v, broken %v", reply, err, c.broken)
+	}
+}
+
+// waitUnread waits until one of b's idle connections holds bytes no
+// command has read.
+func waitUnread(t *testing.T, b *Backend) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		found := false
+		b.pool.mu.Lock()
+		for _, ic := range b.pool.idle {
+			if ok, _ := unread(ic.c.nc.Conn); ok {
+				found = true
+			}
+		}
+		b.pool.mu.Unlock()
+		if found {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the surplus reply never reached an idle connection")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A surplus reply that arrives after the command it followed returned sits
+// in the socket of an idle connection. The next command must not take it
+// as its answer (another key's value for a GET, an error for a SET that
+// succeeded): the connection is dropped before reuse.
+func TestSurplusReplyAfterReply(t *testing.T) {
+	for name, surplus := range map[string]string{
+		"stale value": "$5\r\nstale\r\n",
+		"stale error": "-No space left on this namespace\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			release := make(chan struct{})
+			h := newHostile(t, func(words []string, c net.Conn) {
+				echo(words, c)
+				if words[1] == "first" {
+					<-release // Get has read its reply
+					c.Write([]byte(surplus))
+				}
+			})
+			b := openHostile(t, h)
+			if v, err := b.Get(ctx5(t), "first"); err != nil || string(v) != "first" {
+				t.Fatalf("Get first: %q, %v", v, err)
+			}
+			close(release)
+			waitUnread(t, b)
+			before := h.accepted()
+			if v, err := b.Get(ctx5(t), "second"); err != nil || string(v) != "second" {
+				t.Fatalf("Get after a surplus reply reached the idle connection: %q, %v", v, err)
+			}
+			if err := b.Put(ctx5(t), "third", []byte("x")); err != nil {
+				t.Fatalf("Put after a surplus reply: %v", err)
+			}
+			if h.accepted() != before+1 {
+				t.Fatalf("%d connections dialled after the surplus reply; want 1 replacing the dirty one", h.accepted()-before)
+			}
+		})
+	}
+}
+
+// The checks must not cost well-behaved connections: many commands from
+// concurrent callers, some with deadlines that pass while the connection
+// is idle, all get their own answers on reused connections.
+func TestPooledCommandsStillWork(t *testing.T) {
+	h := newHostile(t, echo)
+	b := openHostile(t, h)
+	const workers, rounds = 8, 100
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < rounds; i++ {
+				k := fmt.Sprintf("w%d-%d", w, i)
+				ctx := context.Background()
+				if i%2 == 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+					defer cancel()
+				}
+				if err := b.Put(ctx, k, []byte(k)); err != nil {
+					errs <- fmt.Errorf("Put %s: %w", k, err)
+					return
+				}
+				if v, err := b.Get(ctx, k); err != nil || string(v) != k {
+					errs <- fmt.Errorf("Get %s: %q, %w", k, v, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// A read deadline that passed while the connection sat idle must not
+	// fail the check before the next command.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if v, err := b.Get(ctx, "short"); err != nil || string(v) != "short" {
+		t.Fatalf("Get short: %q, %v", v, err)
+	}
+	<-ctx.Done()
+	before := h.accepted()
+	for i := 0; i < 3; i++ {
+		if v, err := b.Get(context.Background(), "after"); err != nil || string(v) != "after" {
+			t.Fatalf("Get after a deadline passed: %q, %v", v, err)
+		}
+	}
+	if n := h.accepted(); n > workers || n != before {
+		t.Fatalf("%d connections for %d callers, %d after the deadline passed: the check dropped good ones", n, workers, n-before)
+	}
+}

@@ -60,19 +60,23 @@ func (d *deadlineConn) SetWriteDeadline(t time.Time) error {
 // conn is one pooled connection, already in the backend's namespace.
 type conn struct {
 	nc     *deadlineConn
+	g      *guardConn
 	rc     redis.Conn
 	broken bool
 }
 
-func newConn(nc net.Conn) *conn {
+// newConn wraps nc, a connection to the 0-db server at addr.
+func newConn(nc net.Conn, addr string) *conn {
 	dc := &deadlineConn{Conn: nc}
+	g := &guardConn{deadlineConn: dc, addr: addr}
 	// No redigo timeouts: deadlines come from ctx, per command. redigo
 	// reads through the guard, which refuses replies no 0-db sends.
-	return &conn{nc: dc, rc: redis.NewConn(&guardConn{deadlineConn: dc}, 0, 0)}
+	return &conn{nc: dc, g: g, rc: redis.NewConn(g, 0, 0)}
 }
 
 // do runs one command bounded by ctx. A connection whose command failed at
-// the transport level is marked broken and never reused.
+// the transport level, or whose server sent a reply no command asked for,
+// is marked broken and never reused.
 func (c *conn) do(ctx context.Context, cmd string, args ...any) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -85,17 +89,23 @@ func (c *conn) do(ctx context.Context, cmd string, args ...any) (any, error) {
 			c.broken = true
 		}
 	}()
+	// The read deadline too: the previous command's may have passed,
+	// and expect reads the socket.
 	var timeout time.Duration
 	if dl, ok := ctx.Deadline(); ok {
-		c.nc.SetWriteDeadline(dl)
+		c.nc.SetDeadline(dl)
 		timeout = time.Until(dl)
 		if timeout <= 0 {
 			return nil, context.DeadlineExceeded
 		}
 	} else {
-		c.nc.SetWriteDeadline(time.Time{})
+		c.nc.SetDeadline(time.Time{})
 	}
-	reply, err := c.rc.(redis.ConnWithTimeout).DoWithTimeout(timeout, cmd, args...)
+	var reply any
+	err := c.g.expect(cmd)
+	if err == nil {
+		reply, err = c.rc.(redis.ConnWithTimeout).DoWithTimeout(timeout, cmd, args...)
+	}
 	if err != nil {
 		var re redis.Error
 		if !errors.As(err, &re) {

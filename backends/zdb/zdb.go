@@ -85,7 +85,7 @@ func dial(ctx context.Context, addr string) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newConn(nc), nil
+	return newConn(nc, addr), nil
 }
 
 // secureHash is 0-db's challenge response: the hex SHA-1 of
