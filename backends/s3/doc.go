@@ -9,6 +9,11 @@
 // The Backend contract (no key is both a value and a prefix of another key
 // followed by '/') keeps objects from also being "directories".
 //
+// Listings must come in strictly ascending byte order, as ListObjectsV2
+// promises: a key not greater than the one before fails the walk
+// (ErrCorruptReply), so a server repeating a continuation token ends a
+// List or a usage count after one repeated page instead of looping.
+//
 // Values are sent in one PUT (no multipart), which S3 makes atomic. Ranged
 // reads use HTTP ranges. Probe is a bucket HEAD; a missing bucket is
 // created, by Open and by Probe, so a wiped bucket comes back empty and the

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,5 +237,109 @@ func TestListEndlessPage(t *testing.T) {
 	err = b.List(ctx, "", func(string, int64) error { return nil })
 	if !errors.Is(err, backends.ErrCorruptReply) {
 		t.Fatalf("List of an endless page: %v after %v", err, time.Since(start))
+	}
+}
+
+// listingS3 is a fake S3 endpoint whose ListObjectsV2 answers come from
+// page, given the continuation token asked with ("" for the first page).
+// It counts the listing requests.
+func listingS3(t *testing.T, page func(token string) (keys []string, next string)) (*Backend, *atomic.Int32) {
+	t.Helper()
+	var lists atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead || r.URL.Query().Get("list-type") != "2" {
+			return
+		}
+		lists.Add(1)
+		keys, next := page(r.URL.Query().Get("continuation-token"))
+		var body strings.Builder
+		fmt.Fprintf(&body, `<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>bkt</Name><Prefix></Prefix><KeyCount>%d</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>%v</IsTruncated><NextContinuationToken>%s</NextContinuationToken>`,
+			len(keys), next != "", next)
+		for _, k := range keys {
+			fmt.Fprintf(&body, `<Contents><Key>%s</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>"x"</ETag><Size>1</Size><StorageClass>STANDARD</StorageClass></Contents>`, k)
+		}
+		body.WriteString(`</ListBucketResult>`)
+		w.Header().Set("Content-Type", "application/xml")
+		w.Write([]byte(body.String()))
+	}))
+	t.Cleanup(srv.Close)
+	spec := backends.Spec{Name: "s3-hostile", Kind: backends.KindS3, Address: strings.TrimPrefix(srv.URL, "http://"),
+		Bucket: "bkt", AccessKey: "access", SecretRef: "s3", Quota: 1 << 30}
+	b, err := Open(ctx5(t), spec, "secret-key-value")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, &lists
+}
+
+// A server that answers IsTruncated with the same continuation token again
+// made minio-go yield the same page for ever. The walk must end at the
+// first key of the repeated page, with an error naming the server, the
+// bucket and the key, and hand no key on twice.
+func TestListRepeatedToken(t *testing.T) {
+	for name, c := range map[string]struct {
+		page []string
+		key  string
+	}{
+		"page of two": {[]string{"a", "b"}, `"a" went backwards after "b"`},
+		"page of one": {[]string{"a"}, `"a" repeated after "a"`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b, lists := listingS3(t, func(string) ([]string, string) { return c.page, "same-token" })
+			seen := map[string]int{}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := b.List(ctx, "", func(k string, n int64) error {
+				seen[k]++
+				if seen[k] > 1 {
+					return fmt.Errorf("key %s handed on twice", k)
+				}
+				return nil
+			})
+			if !errors.Is(err, backends.ErrCorruptReply) || !errors.Is(err, errListOrder) {
+				t.Fatalf("List of a listing that repeats its token: %v; want ErrCorruptReply", err)
+			}
+			for _, want := range []string{b.cl.EndpointURL().Host, "bucket bkt", c.key} {
+				if !strings.Contains(err.Error(), want) {
+					t.Fatalf("error does not name %s: %v", want, err)
+				}
+			}
+			if n := lists.Load(); n != 2 {
+				t.Fatalf("%d listing requests; want 2 (the page and its repeat)", n)
+			}
+			// The usage count behind a quota walks the same way.
+			if _, err := b.Probe(ctx); !errors.Is(err, backends.ErrCorruptReply) {
+				t.Fatalf("Probe counting usage over a repeating listing: %v", err)
+			}
+		})
+	}
+}
+
+// A later page that goes back before the previous one fails the same way;
+// pages that ascend, across tokens, pass.
+func TestListPagesAscend(t *testing.T) {
+	pages := map[string]struct {
+		keys []string
+		next string
+	}{
+		"":   {[]string{"shards/0a.1", "shards/0a.10"}, "t1"},
+		"t1": {[]string{"shards/0a.2", "shards/0b.1"}, "t2"},
+		"t2": {[]string{"shards/0c.1"}, ""},
+	}
+	b, _ := listingS3(t, func(tok string) ([]string, string) { return pages[tok].keys, pages[tok].next })
+	var got []string
+	err := b.List(ctx5(t), "", func(k string, n int64) error { got = append(got, k); return nil })
+	if err != nil || strings.Join(got, " ") != "shards/0a.1 shards/0a.10 shards/0a.2 shards/0b.1 shards/0c.1" {
+		t.Fatalf("List of ascending pages: %v, %v", got, err)
+	}
+
+	pages["t2"] = struct {
+		keys []string
+		next string
+	}{[]string{"shards/0a.3"}, ""}
+	err = b.List(ctx5(t), "", func(string, int64) error { return nil })
+	if !errors.Is(err, backends.ErrCorruptReply) || !strings.Contains(err.Error(), `"shards/0a.3" went backwards after "shards/0b.1"`) {
+		t.Fatalf("List of a page going back: %v", err)
 	}
 }

@@ -35,6 +35,9 @@ type Backend struct {
 	region string
 	quota  int64
 	cl     *minio.Client
+	// listPage is the keys asked for per listing page; 0 leaves it to
+	// the server (1000). Tests set it small to walk many pages.
+	listPage int
 
 	mu        sync.Mutex // guards the quota bookkeeping
 	used      int64
@@ -150,6 +153,13 @@ func (b *Backend) Name() string { return b.name }
 // object size, or a response body longer than any answer can be.
 var errBadSize = errors.New("bad object size")
 
+// errListOrder marks a listing whose keys do not ascend. ListObjectsV2
+// returns keys in strictly ascending UTF-8 binary order; minio-go follows a
+// server's continuation token without checking it, so a server answering
+// IsTruncated with the same token again would have it yield the same page
+// for ever, and usage counts and the orphan sweep with it.
+var errListOrder = errors.New("listing out of order")
+
 // maxResponseBody bounds every response body: the largest value and room
 // for a listing page (1000 keys, well under 1 MiB of XML).
 const maxResponseBody = MaxValueSize + 1<<20
@@ -189,7 +199,7 @@ func (b *cappedBody) Close() error { return b.rc.Close() }
 
 // kindOf classifies an error from minio-go.
 func kindOf(err error) error {
-	if errors.Is(err, errBadSize) {
+	if errors.Is(err, errBadSize) || errors.Is(err, errListOrder) {
 		return backends.ErrCorruptReply
 	}
 	var er minio.ErrorResponse
@@ -469,13 +479,28 @@ func (b *Backend) walk(ctx context.Context, prefix string, fn func(key string, s
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops minio-go's listing goroutine on an early return
-	for obj := range b.cl.ListObjects(ctx, b.bucket, minio.ListObjectsOptions{Prefix: server, Recursive: true}) {
+	var prev string
+	first := true
+	opts := minio.ListObjectsOptions{Prefix: server, Recursive: true, MaxKeys: b.listPage}
+	for obj := range b.cl.ListObjects(ctx, b.bucket, opts) {
 		if obj.Err != nil {
 			if kindOf(obj.Err) == backends.ErrNotFound {
 				return nil // no bucket: nothing stored
 			}
 			return obj.Err
 		}
+		// Every key must be greater than the one before, so a server
+		// repeating a page (or going back) ends the walk at its first
+		// key instead of feeding fn the same keys without end.
+		if !first && obj.Key <= prev {
+			what := "repeated"
+			if obj.Key < prev {
+				what = "went backwards"
+			}
+			return fmt.Errorf("%w: s3 %s bucket %s: listing key %q %s after %q (keys must ascend; a server repeating a page would loop for ever)",
+				errListOrder, b.cl.EndpointURL().Host, b.bucket, obj.Key, what, prev)
+		}
+		prev, first = obj.Key, false
 		if obj.Size < 0 {
 			return fmt.Errorf("%w: listing gave %s a size of %d", errBadSize, obj.Key, obj.Size)
 		}
