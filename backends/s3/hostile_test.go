@@ -305,8 +305,12 @@ func TestListRepeatedToken(t *testing.T) {
 					t.Fatalf("error does not name %s: %v", want, err)
 				}
 			}
-			if n := lists.Load(); n != 2 {
-				t.Fatalf("%d listing requests; want 2 (the page and its repeat)", n)
+			// The page and its repeat, and what minio-go's listing
+			// goroutine, up to two keys ahead of the walk, fetched
+			// before the walk's cancel reached it. Without the check
+			// the requests go on until the deadline.
+			if n := lists.Load(); n > 4 {
+				t.Fatalf("%d listing requests; want the page, its repeat and at most two more fetched ahead", n)
 			}
 			// The usage count behind a quota walks the same way.
 			if _, err := b.Probe(ctx); !errors.Is(err, backends.ErrCorruptReply) {
