@@ -14,12 +14,8 @@ import (
 // queue that stripe for repair.
 func TestDrainWaitsForWritesInFlight(t *testing.T) {
 	e := newEnv(t, envOpts{backends: 7, cfg: Config{Grace: Duration(time.Hour)}})
-	ctx := context.Background()
-	objs := e.fill(5, 30<<10)
-	e.probe()
-	data := patterned(12<<10, 7)
-	w := e.stageWrite("in-flight", data, "b6", time.Now())
-	if err := e.h.Drain(ctx, "b6"); err != nil {
+	objs, w := e.stageInFlight("b6")
+	if err := e.h.Drain(context.Background(), "b6"); err != nil {
 		t.Fatal(err)
 	}
 	e.repairAll()
@@ -27,16 +23,11 @@ func TestDrainWaitsForWritesInFlight(t *testing.T) {
 	if st := e.state("b6"); st == metastore.StateRetired {
 		t.Fatal("b6 was retired while a write in flight still places a shard on it")
 	}
-	w.commit(t, e.meta)
-	objs["in-flight"] = data
+	w.commitInto(t, e.meta, objs)
 	// The stripe the write committed on b6 is queued at the monitor's
 	// next round, moved off like the rest, and then b6 retires.
 	e.probe()
-	e.repairAll()
-	e.probe()
-	if st := e.state("b6"); st != metastore.StateRetired {
-		t.Fatalf("b6 is %s after the write committed and its stripe moved, want retired", st)
-	}
+	e.repairAndSettle("b6", metastore.StateRetired)
 	e.checkFull()
 	e.checkObjects(objs)
 }
@@ -66,26 +57,13 @@ func TestRemoveBackendWaitsForWritesInFlight(t *testing.T) {
 // queued once the commit is seen, not left one shard short.
 func TestDownBackendWriteInFlightQueued(t *testing.T) {
 	e := newEnv(t, envOpts{backends: 7, cfg: Config{Grace: 0, SuspectAfter: 1}})
-	ctx := context.Background()
-	objs := e.fill(5, 30<<10)
-	e.probe()
-	data := patterned(12<<10, 5)
-	w := e.stageWrite("in-flight", data, "b6", time.Now())
+	objs, w := e.stageInFlight("b6")
 	e.kill("b6")
 	e.probe() // b6 down: its committed stripes are queued
-	if st := e.state("b6"); st != metastore.StateDown {
-		t.Fatalf("b6 is %s", st)
-	}
-	w.commit(t, e.meta)
-	objs["in-flight"] = data
+	e.checkState("b6", metastore.StateDown)
+	w.commitInto(t, e.meta, objs)
 	e.probe() // the monitor's next round
-	if _, err := e.meta.GetRepair(ctx, w.stripes[0].ID); err != nil {
-		t.Fatalf("the write's stripe with a shard on the down b6 is not queued: %v", err)
-	}
-	e.repairAll()
-	e.probe()
-	if st := e.state("b6"); st != metastore.StateReplaced {
-		t.Fatalf("b6 is %s, want replaced", st)
-	}
+	e.checkQueued(w.stripes[0].ID, "the write's stripe with a shard on the down b6")
+	e.repairAndSettle("b6", metastore.StateReplaced)
 	e.checkObjects(objs)
 }

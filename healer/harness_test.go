@@ -163,18 +163,27 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if o.provs != nil {
 		provs = o.provs(e)
 	}
+	e.newHealer(o.cfg, provs)
+	return e
+}
+
+// newHealer builds the env's healer on its metastore and pool, as the
+// daemon does at start. It starts nothing: tests drive ProbeAll and
+// RepairAll themselves.
+func (e *env) newHealer(cfg Config, provs []provision.Provisioner) {
+	e.t.Helper()
+	ctx := context.Background()
 	id, err := e.meta.StoreID(ctx)
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	e.h, err = New(ctx, o.cfg, Deps{
+	e.h, err = New(ctx, cfg, Deps{
 		Meta: e.meta, Pool: e, Codec: StripeCodecs(), Register: e.register,
-		StoreID: id, Provisioners: provs, Logger: testLogger(t),
+		StoreID: id, Provisioners: provs, Logger: testLogger(e.t),
 	})
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	return e
 }
 
 // Backend implements shardio.Pool.

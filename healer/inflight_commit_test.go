@@ -53,20 +53,9 @@ func (k *hookedKV) onceAfterScan(t *testing.T, w *stagedWrite, meta func() *meta
 // healer again on it (newEnv starts nothing, so nothing runs on the old).
 func (e *env) hookMeta(cfg Config) *hookedKV {
 	e.t.Helper()
-	ctx := context.Background()
 	k := &hookedKV{KV: e.meta.KV()}
 	e.meta = metastore.New(k, metastore.WithGarbageDelay(0))
-	id, err := e.meta.StoreID(ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.h, err = New(ctx, cfg, Deps{
-		Meta: e.meta, Pool: e, Codec: StripeCodecs(), Register: e.register,
-		StoreID: id, Provisioners: e.h.provs, Logger: testLogger(e.t),
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	e.newHealer(cfg, e.h.provs)
 	return k
 }
 
@@ -77,28 +66,15 @@ func TestDrainWriteCommittedAfterScanQueued(t *testing.T) {
 	cfg := Config{Grace: Duration(time.Hour)}
 	e := newEnv(t, envOpts{backends: 7, cfg: cfg})
 	k := e.hookMeta(cfg)
-	ctx := context.Background()
-	objs := e.fill(5, 30<<10)
-	e.probe()
-	data := patterned(12<<10, 3)
-	w := e.stageWrite("in-flight", data, "b6", time.Now())
+	objs, w := e.stageInFlight("b6")
 	k.onceAfterScan(t, w, func() *metastore.Store { return e.meta }, "bidx/b6/")
-	if err := e.h.Drain(ctx, "b6"); err != nil {
+	if err := e.h.Drain(context.Background(), "b6"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.meta.GetObject(ctx, "in-flight"); err != nil {
-		t.Fatalf("the write did not commit during the drain: %v", err)
-	}
-	objs["in-flight"] = data
+	e.checkCommitted(w, objs, "during the drain")
 	e.probe() // the monitor's next round
-	if _, err := e.meta.GetRepair(ctx, w.stripes[0].ID); err != nil {
-		t.Fatalf("the write's stripe with a shard on the draining b6 is not queued: %v", err)
-	}
-	e.repairAll()
-	e.probe()
-	if st := e.state("b6"); st != metastore.StateRetired {
-		t.Fatalf("b6 is %s after the write committed and its stripe moved, want retired", st)
-	}
+	e.checkQueued(w.stripes[0].ID, "the write's stripe with a shard on the draining b6")
+	e.repairAndSettle("b6", metastore.StateRetired)
 	e.checkFull()
 	e.checkObjects(objs)
 }
@@ -126,30 +102,15 @@ func TestDownWriteCommittedWhileReplacingQueued(t *testing.T) {
 		prov.Provisioner = localProv(e)[0]
 		return []provision.Provisioner{prov}
 	}})
-	ctx := context.Background()
-	objs := e.fill(5, 30<<10)
-	e.probe()
-	data := patterned(12<<10, 11)
-	w := e.stageWrite("in-flight", data, "b6", time.Now())
+	objs, w := e.stageInFlight("b6")
 	prov.before = func() { w.commit(t, e.meta) }
 	e.kill("b6")
 	e.probe() // b6 down: its committed stripes are queued, then the write commits
-	if st := e.state("b6"); st != metastore.StateDown {
-		t.Fatalf("b6 is %s", st)
-	}
-	if _, err := e.meta.GetObject(ctx, "in-flight"); err != nil {
-		t.Fatalf("the write did not commit while b6 was replaced: %v", err)
-	}
-	objs["in-flight"] = data
+	e.checkState("b6", metastore.StateDown)
+	e.checkCommitted(w, objs, "while b6 was replaced")
 	e.probe()
-	if _, err := e.meta.GetRepair(ctx, w.stripes[0].ID); err != nil {
-		t.Fatalf("the write's stripe with a shard on the down b6 is not queued: %v", err)
-	}
-	e.repairAll()
-	e.probe()
-	if st := e.state("b6"); st != metastore.StateReplaced {
-		t.Fatalf("b6 is %s, want replaced", st)
-	}
+	e.checkQueued(w.stripes[0].ID, "the write's stripe with a shard on the down b6")
+	e.repairAndSettle("b6", metastore.StateReplaced)
 	e.checkObjects(objs)
 }
 

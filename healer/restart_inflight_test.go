@@ -14,18 +14,7 @@ import (
 // the old healer runs on.)
 func (e *env) restart(cfg Config) {
 	e.t.Helper()
-	ctx := context.Background()
-	id, err := e.meta.StoreID(ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.h, err = New(ctx, cfg, Deps{
-		Meta: e.meta, Pool: e, Codec: StripeCodecs(), Register: e.register,
-		StoreID: id, Provisioners: e.h.provs, Logger: testLogger(e.t),
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	e.newHealer(cfg, e.h.provs)
 }
 
 // A write in flight with a shard on a backend that went down, committed
@@ -35,28 +24,15 @@ func (e *env) restart(cfg Config) {
 func TestDownWriteInFlightQueuedAcrossRestart(t *testing.T) {
 	cfg := Config{Grace: 0, SuspectAfter: 1}
 	e := newEnv(t, envOpts{backends: 7, cfg: cfg})
-	ctx := context.Background()
-	objs := e.fill(5, 30<<10)
-	e.probe()
-	data := patterned(12<<10, 13)
-	w := e.stageWrite("in-flight", data, "b6", time.Now())
+	objs, w := e.stageInFlight("b6")
 	e.kill("b6")
 	e.probe() // b6 down: its committed stripes are queued, the write watched
-	if st := e.state("b6"); st != metastore.StateDown {
-		t.Fatalf("b6 is %s", st)
-	}
+	e.checkState("b6", metastore.StateDown)
 	e.restart(cfg)
-	w.commit(t, e.meta)
-	objs["in-flight"] = data
+	w.commitInto(t, e.meta, objs)
 	e.probe() // the new healer's first round
-	if _, err := e.meta.GetRepair(ctx, w.stripes[0].ID); err != nil {
-		t.Fatalf("the write's stripe with a shard on the down b6 is not queued after the healer restarted: %v", err)
-	}
-	e.repairAll()
-	e.probe()
-	if st := e.state("b6"); st != metastore.StateReplaced {
-		t.Fatalf("b6 is %s, want replaced", st)
-	}
+	e.checkQueued(w.stripes[0].ID, "after the healer restarted, the write's stripe with a shard on the down b6")
+	e.repairAndSettle("b6", metastore.StateReplaced)
 	e.checkObjects(objs)
 }
 
@@ -65,26 +41,15 @@ func TestDownWriteInFlightQueuedAcrossRestart(t *testing.T) {
 func TestDrainWriteInFlightQueuedAcrossRestart(t *testing.T) {
 	cfg := Config{Grace: Duration(time.Hour)}
 	e := newEnv(t, envOpts{backends: 7, cfg: cfg})
-	ctx := context.Background()
-	objs := e.fill(5, 30<<10)
-	e.probe()
-	data := patterned(12<<10, 17)
-	w := e.stageWrite("in-flight", data, "b6", time.Now())
-	if err := e.h.Drain(ctx, "b6"); err != nil {
+	objs, w := e.stageInFlight("b6")
+	if err := e.h.Drain(context.Background(), "b6"); err != nil {
 		t.Fatal(err)
 	}
 	e.restart(cfg)
-	w.commit(t, e.meta)
-	objs["in-flight"] = data
+	w.commitInto(t, e.meta, objs)
 	e.probe()
-	if _, err := e.meta.GetRepair(ctx, w.stripes[0].ID); err != nil {
-		t.Fatalf("the write's stripe with a shard on the draining b6 is not queued after the healer restarted: %v", err)
-	}
-	e.repairAll()
-	e.probe()
-	if st := e.state("b6"); st != metastore.StateRetired {
-		t.Fatalf("b6 is %s after its stripes moved, want retired", st)
-	}
+	e.checkQueued(w.stripes[0].ID, "after the healer restarted, the write's stripe with a shard on the draining b6")
+	e.repairAndSettle("b6", metastore.StateRetired)
 	e.checkFull()
 	e.checkObjects(objs)
 }
@@ -116,11 +81,7 @@ func TestDownRecordedBeforeCrashQueuedAtStart(t *testing.T) {
 	if q := e.queue(); len(q) != held {
 		t.Fatalf("%d stripes queued at the first round after the restart, want the %d on the down b6", len(q), held)
 	}
-	e.repairAll()
-	e.probe()
-	if st := e.state("b6"); st != metastore.StateReplaced {
-		t.Fatalf("b6 is %s, want replaced", st)
-	}
+	e.repairAndSettle("b6", metastore.StateReplaced)
 	e.checkObjects(objs)
 }
 
@@ -131,25 +92,14 @@ func TestDownRecordedBeforeCrashQueuedAtStart(t *testing.T) {
 func TestDownWriteInFlightRewatchedAfterRestart(t *testing.T) {
 	cfg := Config{Grace: 0, SuspectAfter: 1}
 	e := newEnv(t, envOpts{backends: 7, cfg: cfg})
-	ctx := context.Background()
-	objs := e.fill(5, 30<<10)
-	e.probe()
-	data := patterned(12<<10, 19)
-	w := e.stageWrite("in-flight", data, "b6", time.Now())
+	objs, w := e.stageInFlight("b6")
 	e.kill("b6")
 	e.probe()
 	e.restart(cfg)
 	e.probe() // the new healer's first round, the write still in flight
-	w.commit(t, e.meta)
-	objs["in-flight"] = data
+	w.commitInto(t, e.meta, objs)
 	e.probe()
-	if _, err := e.meta.GetRepair(ctx, w.stripes[0].ID); err != nil {
-		t.Fatalf("the write's stripe with a shard on the down b6 is not queued: %v", err)
-	}
-	e.repairAll()
-	e.probe()
-	if st := e.state("b6"); st != metastore.StateReplaced {
-		t.Fatalf("b6 is %s, want replaced", st)
-	}
+	e.checkQueued(w.stripes[0].ID, "the write's stripe with a shard on the down b6")
+	e.repairAndSettle("b6", metastore.StateReplaced)
 	e.checkObjects(objs)
 }

@@ -2,12 +2,8 @@ package healer
 
 import (
 	"context"
-	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 
-	"github.com/healstore/healstore/healer/shardio"
 	"github.com/healstore/healstore/metastore"
 )
 
@@ -20,40 +16,12 @@ func TestRebuildTargetDownBeforeCommit(t *testing.T) {
 	ctx := context.Background()
 	e.fill(6, 30<<10)
 	e.probe()
-	var once sync.Once
-	var target atomic.Value
-	for i := range 7 {
-		name := fmt.Sprintf("b%d", i)
-		e.hook(name).afterPut = func(key string) {
-			if _, _, ok := shardio.ParseShardKey(key); !ok {
-				return
-			}
-			once.Do(func() {
-				// The rebuilt shard landed; now the target dies and
-				// the monitor declares it down before the commit.
-				target.Store(name)
-				e.kill(name)
-				_ = e.h.ProbeAll(ctx)
-			})
-		}
-	}
-	e.kill("b0")
-	e.probe()
-	q := e.queue()
-	if len(q) == 0 {
-		t.Fatal("nothing queued for the down b0")
-	}
-	it := q[0]
-	if o, err := e.h.Repair(ctx, it); o != Repaired {
-		t.Fatalf("repair: %s, %v", o, err)
-	}
-	name, _ := target.Load().(string)
-	if name == "" {
-		t.Fatal("the rebuild wrote no shard")
-	}
-	if st := e.state(name); st != metastore.StateDown {
-		t.Fatalf("target %s is %s, want down", name, st)
-	}
+	it, name := e.rebuildLosingTarget(func(target string) {
+		// The rebuilt shard landed; now the target dies and the
+		// monitor declares it down before the commit.
+		e.kill(target)
+	})
+	e.checkState(name, metastore.StateDown)
 	st, err := e.meta.GetStripe(ctx, it.Stripe)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +33,5 @@ func TestRebuildTargetDownBeforeCommit(t *testing.T) {
 	if !on {
 		t.Fatalf("the repair committed no shard on %s", name)
 	}
-	if _, err := e.meta.GetRepair(ctx, it.Stripe); err != nil {
-		t.Fatalf("stripe with a shard on the down %s is not queued: %v", name, err)
-	}
+	e.checkQueued(it.Stripe, "stripe with a shard on the down "+name)
 }

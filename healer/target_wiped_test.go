@@ -3,15 +3,11 @@ package healer
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/healstore/healstore/backends"
-	"github.com/healstore/healstore/healer/shardio"
 	"github.com/healstore/healstore/metastore"
 )
 
@@ -26,41 +22,13 @@ func TestRebuildTargetWipedBeforeCommit(t *testing.T) {
 	ctx := context.Background()
 	objs := e.fill(6, 30<<10)
 	e.probe()
-	var once sync.Once
-	var target atomic.Value
-	for i := range 7 {
-		name := fmt.Sprintf("b%d", i)
-		e.hook(name).afterPut = func(key string) {
-			if _, _, ok := shardio.ParseShardKey(key); !ok {
-				return
-			}
-			once.Do(func() {
-				// The rebuilt shard landed; now the target's disk
-				// is replaced, and the monitor finds it wiped (and
-				// marks it again) before the commit.
-				target.Store(name)
-				emptyDir(t, filepath.Join(e.dir, name, "data"))
-				_ = e.h.ProbeAll(ctx)
-			})
-		}
-	}
-	e.kill("b0")
-	e.probe()
-	q := e.queue()
-	if len(q) == 0 {
-		t.Fatal("nothing queued for the down b0")
-	}
-	it := q[0]
-	if o, err := e.h.Repair(ctx, it); o != Repaired {
-		t.Fatalf("repair: %s, %v", o, err)
-	}
-	name, _ := target.Load().(string)
-	if name == "" {
-		t.Fatal("the rebuild wrote no shard")
-	}
-	if st := e.state(name); st != metastore.StateUp {
-		t.Fatalf("target %s is %s, want up", name, st)
-	}
+	it, name := e.rebuildLosingTarget(func(target string) {
+		// The rebuilt shard landed; now the target's disk is
+		// replaced, and the monitor finds it wiped (and marks it
+		// again) before the commit.
+		emptyDir(t, filepath.Join(e.dir, target, "data"))
+	})
+	e.checkState(name, metastore.StateUp)
 	if _, err := e.sw(name).Backend.Get(ctx, MarkerKey); err != nil {
 		t.Fatalf("the monitor did not mark the wiped %s again: %v", name, err)
 	}
@@ -79,9 +47,7 @@ func TestRebuildTargetWipedBeforeCommit(t *testing.T) {
 	if !gone {
 		t.Fatalf("the repair committed no shard on %s that is gone there; the test staged nothing", name)
 	}
-	if _, err := e.meta.GetRepair(ctx, it.Stripe); err != nil {
-		t.Fatalf("stripe with a committed shard gone from the wiped %s is not queued: %v", name, err)
-	}
+	e.checkQueued(it.Stripe, "stripe with a committed shard gone from the wiped "+name)
 	e.repairAll()
 	e.checkFull()
 	e.checkObjects(objs)
