@@ -166,9 +166,12 @@ func DaemonLossWindow(ctx context.Context, addr string) (*LossWindow, error) {
 }
 
 // maintenanceRoutes are the healer API's requests that repair, scrub,
-// collect garbage or move shards: on a shared (etcd) metastore only the
-// maintenance leader's daemon takes them.
-var maintenanceRoutes = []string{"POST /v1/heal", "POST /v1/scrub", "POST /v1/gc", "POST /v1/backends/{name}/drain", "DELETE /v1/backends/{name}"}
+// collect garbage, move shards, probe the backends (a probe records their
+// states and queues the stripes of one found down) or tune the healer that
+// does so: on a shared (etcd) metastore only the maintenance leader's
+// daemon takes them. Settings given to an idle healer would be accepted
+// and change nothing the user sees.
+var maintenanceRoutes = []string{"POST /v1/heal", "POST /v1/scrub", "POST /v1/gc", "POST /v1/probe", "PUT /v1/settings", "POST /v1/backends/{name}/drain", "DELETE /v1/backends/{name}"}
 
 // leaderOnly passes the healer API through while this daemon leads the
 // store's maintenance (leading) and answers its maintenance requests with

@@ -228,8 +228,8 @@ func TestEtcdDaemonMaintenanceOnlyOnLeader(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	addr2, done2 := serve(s2)
-	post := func(addr string) (int, string) {
-		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/gc", nil)
+	call := func(addr, method, path, reqBody string) (int, string) {
+		req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(reqBody))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -242,8 +242,19 @@ func TestEtcdDaemonMaintenanceOnlyOnLeader(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body)
 	}
+	post := func(addr string) (int, string) { return call(addr, http.MethodPost, "/v1/gc", "") }
 	if code, body := post(addr2); code != http.StatusServiceUnavailable || !strings.Contains(body, ErrNotLeader.Error()) {
 		t.Fatalf("gc through the daemon that does not lead: %d %s; want 503 saying another process leads", code, body)
+	}
+	// A probe records backend states and queues stripes; settings tune
+	// a healer that does not run.
+	for _, r := range [][3]string{{http.MethodPost, "/v1/probe", ""}, {http.MethodPut, "/v1/settings", `{"workers":3}`}} {
+		if code, body := call(addr2, r[0], r[1], r[2]); code != http.StatusServiceUnavailable || !strings.Contains(body, ErrNotLeader.Error()) {
+			t.Fatalf("%s %s through the daemon that does not lead: %d %s; want 503 saying another process leads", r[0], r[1], code, body)
+		}
+	}
+	if code, body := call(addr1, http.MethodPut, "/v1/settings", `{"workers":3}`); code != http.StatusOK || !strings.Contains(body, `"workers":3`) {
+		t.Fatalf("settings through the leader's daemon: %d %s", code, body)
 	}
 	if resp, err := http.Get("http://" + addr2 + "/status"); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("status from the daemon that does not lead: %v %v", resp, err)
