@@ -112,12 +112,12 @@ type Healer struct {
 	census               *Census
 
 	// watched maps the write intents that named a down or draining
-	// backend at the last monitor round, or when it was drained or went
-	// down, to those backends (see queueCommitted). watchMu serialises
-	// queueCommitted with watchIntents, so no merge is lost to a round's
-	// swap.
+	// backend at the last monitor round, or when it was drained, went
+	// down or was found wiped, to those backends (see queueCommitted).
+	// watchMu serialises queueCommitted with watchIntents, so no merge is
+	// lost to a round's swap.
 	watchMu sync.Mutex
-	watched map[[16]byte][]string
+	watched map[[16]byte][]watch
 	// swept names the down or draining backends whose stripes this
 	// healer queued after it began watching their writes in flight (the
 	// down event, Drain, or settleBackends' catch-up). One not named, in

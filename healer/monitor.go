@@ -293,7 +293,7 @@ func (h *Healer) onEvent(ctx context.Context, name string, ev plan.Event, marker
 	case plan.EventDown:
 		// Before the index scan: a write committing after it (while
 		// replace provisions, say) is queued at the next round.
-		werr := h.watchIntents(ctx, name)
+		werr := h.watchIntents(ctx, name, false)
 		if err := h.queueBackend(ctx, name, "backend "+name+" down", false); err != nil {
 			return errors.Join(werr, err)
 		}
@@ -362,6 +362,16 @@ func (h *Healer) queueBackend(ctx context.Context, name, reason string, onlyUrge
 // with a reason the rebuilder recognises; it checks that backend's shards
 // of each stripe (a Stat each) and rebuilds those gone. The backend is
 // marked again and stays in use, empty, so it can take shards back.
+//
+// The writes in flight with a shard there are watched first, as for a
+// backend gone down: the backend index names a write's stripe only from
+// its commit on, so one whose shard landed before the wipe and that
+// commits after the scan below would keep that shard missing, behind the
+// fresh marker, until a scrub. queueCommitted queues it when it commits.
+// The watch lives in memory only: a write that commits across a healer
+// restart is left to the scrub (unlike a down or draining backend, whose
+// recorded state the next healer sweeps again, nothing records the wipe
+// once the marker is back).
 func (h *Healer) wiped(ctx context.Context, name string, foreign bool) error {
 	if foreign {
 		h.metrics.wiped.Inc()
@@ -370,6 +380,9 @@ func (h *Healer) wiped(ctx context.Context, name string, foreign bool) error {
 	// Counted once its stripes are queued, so a reader of the metric
 	// finds the work already there.
 	defer h.metrics.wiped.Inc()
+	// A failed watch leaves the marker unwritten (below): the next
+	// probe finds the backend wiped again and watches then.
+	werr := h.watchIntents(ctx, name, true)
 	views := h.views()
 	var batch []metastore.RepairItem
 	flush := func() error {
@@ -436,7 +449,10 @@ func (h *Healer) wiped(ctx context.Context, name string, foreign bool) error {
 		err = flush()
 	}
 	if err != nil {
-		return fmt.Errorf("wiped backend %s: %w", name, err)
+		return errors.Join(werr, fmt.Errorf("wiped backend %s: %w", name, err))
+	}
+	if werr != nil {
+		return fmt.Errorf("wiped backend %s: %w", name, werr)
 	}
 	b, ok := h.pool.Backend(name)
 	if !ok {
@@ -638,12 +654,22 @@ func (h *Healer) intentBackends(ctx context.Context) (map[string]bool, error) {
 	return out, err
 }
 
+// watch is one backend a write in flight is watched for: down or draining
+// (its state says which when the write commits), or found wiped while it
+// stayed up.
+type watch struct {
+	backend string
+	wiped   bool
+}
+
 // queueCommitted queues the stripes of writes that were in flight on a
-// down or draining backend (their intents named it) at the previous round
-// and have committed since. The monitor queued the backend's stripes when
-// it went down or was drained, through the backend index, which names a
-// write's stripe only from its commit on: without this, such a stripe
-// would keep a shard on the backend with nothing to rebuild or move it.
+// down or draining backend or on one found wiped (their intents named it)
+// at the previous round and have committed since. The monitor queued
+// the backend's stripes when it went down, was drained or was found
+// wiped, through the backend index, which names a write's stripe only
+// from its commit on: without this, such a stripe would keep a shard on
+// the backend (or, wiped, a shard missing there) with nothing to rebuild
+// or move it.
 //
 // From the same listing it returns the backends any intent names (writes
 // in flight may commit shards there); nil when it could not list them, or
@@ -654,20 +680,22 @@ func (h *Healer) queueCommitted(ctx context.Context, check []string) (map[string
 	h.mu.Lock()
 	prev := h.watched
 	h.mu.Unlock()
-	now := map[[16]byte][]string{}
+	now := map[[16]byte][]watch{}
 	var inFlight map[string]bool
 	if len(check) > 0 || len(prev) > 0 {
 		inFlight = map[string]bool{}
 		err := h.meta.ListIntents(ctx, func(in metastore.Intent) error {
 			// One watchIntents added stays watched while in flight,
-			// even if check was taken before its backend changed.
-			if names, ok := prev[in.ID]; ok {
-				now[in.ID] = slices.Clone(names)
+			// even if check was taken before its backend changed (and
+			// a wiped backend, up, is never in check).
+			if ws, ok := prev[in.ID]; ok {
+				now[in.ID] = slices.Clone(ws)
 			}
 			for _, l := range in.Shards {
 				inFlight[l.Backend] = true
-				if slices.Contains(check, l.Backend) && !slices.Contains(now[in.ID], l.Backend) {
-					now[in.ID] = append(now[in.ID], l.Backend)
+				w := watch{backend: l.Backend}
+				if slices.Contains(check, l.Backend) && !slices.Contains(now[in.ID], w) {
+					now[in.ID] = append(now[in.ID], w)
 				}
 			}
 			return nil
@@ -680,9 +708,9 @@ func (h *Healer) queueCommitted(ctx context.Context, check []string) (map[string
 	h.watched = now
 	h.mu.Unlock()
 	views := h.views()
-	var items []metastore.RepairItem
+	var items, wipedItems []metastore.RepairItem
 	var err error
-	for id, names := range prev {
+	for id, ws := range prev {
 		if _, ok := now[id]; ok {
 			continue
 		}
@@ -695,41 +723,73 @@ func (h *Healer) queueCommitted(ctx context.Context, check []string) (map[string
 		if err != nil {
 			break
 		}
-		var why []string
-		for _, name := range names {
-			if slices.ContainsFunc(st.Shards, func(l metastore.ShardLoc) bool { return l.Backend == name }) {
-				why = append(why, "backend "+name+" "+string(views[name].State))
+		var why, wiped []string
+		for _, w := range ws {
+			if !slices.ContainsFunc(st.Shards, func(l metastore.ShardLoc) bool { return l.Backend == w.backend }) {
+				continue
 			}
+			if w.wiped {
+				wiped = append(wiped, w.backend)
+				continue
+			}
+			why = append(why, "backend "+w.backend+" "+string(views[w.backend].State))
 		}
 		if d := plan.Stripe(view(st), views); len(why) > 0 && len(d.Rebuild) > 0 {
 			items = append(items, metastore.RepairItem{Stripe: id, Margin: d.Margin, Reason: strings.Join(why, "; ")})
+		}
+		if len(wiped) == 0 {
+			continue
+		}
+		// The planner takes a shard on an up backend for whole, so
+		// the shard the wipe took is named by the reason: the wipe
+		// sweep's own ("backend b6 wiped"), from which the rebuilder
+		// reads the backends (wipedBackends) and Stats the stripe's
+		// shards there, rebuilding those gone; one that landed after
+		// the wipe is found there and nothing is done. (A read
+		// finding's reason would have it Stat every shard, and read
+		// them all when none is gone.) The margin counts them lost,
+		// as the sweep's does.
+		pv := view(st)
+		for _, b := range wiped {
+			markOn(&pv, st, b)
+		}
+		d := plan.Stripe(pv, views)
+		for _, b := range wiped {
+			wipedItems = append(wipedItems, metastore.RepairItem{Stripe: id, Margin: d.Margin, Reason: wipedReason(b)})
 		}
 	}
 	if err == nil {
 		err = h.meta.Enqueue(ctx, items...)
 	}
+	if err == nil {
+		// Joined, one cause per backend: an entry already there (a
+		// degraded write's, or the sweep's for another wiped backend)
+		// keeps what it says and gains this, whatever the margins.
+		err = h.meta.EnqueueJoin(ctx, wipedItems...)
+	}
 	if err != nil {
 		// Looked at again next round.
 		h.mu.Lock()
-		for id, names := range prev {
+		for id, ws := range prev {
 			if _, ok := h.watched[id]; !ok {
-				h.watched[id] = names
+				h.watched[id] = ws
 			}
 		}
 		h.mu.Unlock()
-		return inFlight, fmt.Errorf("queue stripes of writes committed onto down or draining backends: %w", err)
+		return inFlight, fmt.Errorf("queue stripes of writes committed onto down, draining or wiped backends: %w", err)
 	}
-	if len(items) > 0 {
+	if len(items) > 0 || len(wipedItems) > 0 {
 		h.kick()
 	}
 	return inFlight, nil
 }
 
-// watchIntents adds the write intents that name backend to watched. Drain
-// and a backend going down call it before they scan the backend index
-// for its stripes: a write that commits after that scan, before the next
-// round's queueCommitted lists the intents, is then queued all the same.
-func (h *Healer) watchIntents(ctx context.Context, backend string) error {
+// watchIntents adds the write intents that name backend to watched. Drain,
+// a backend going down and one found wiped (wiped set) call it before
+// they scan the backend index for its stripes: a write that commits after
+// that scan, before the next round's queueCommitted lists the intents, is
+// then queued all the same.
+func (h *Healer) watchIntents(ctx context.Context, backend string, wiped bool) error {
 	h.watchMu.Lock()
 	defer h.watchMu.Unlock()
 	var ids [][16]byte
@@ -745,11 +805,12 @@ func (h *Healer) watchIntents(ctx context.Context, backend string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.watched == nil {
-		h.watched = map[[16]byte][]string{}
+		h.watched = map[[16]byte][]watch{}
 	}
+	w := watch{backend: backend, wiped: wiped}
 	for _, id := range ids {
-		if !slices.Contains(h.watched[id], backend) {
-			h.watched[id] = append(h.watched[id], backend)
+		if !slices.Contains(h.watched[id], w) {
+			h.watched[id] = append(h.watched[id], w)
 		}
 	}
 	return nil
@@ -1270,7 +1331,7 @@ func (h *Healer) Drain(ctx context.Context, name string) error {
 	}
 	// Before the index scan: a write committing after it is queued at
 	// the monitor's next round.
-	werr := h.watchIntents(ctx, name)
+	werr := h.watchIntents(ctx, name, false)
 	if err := h.queueBackend(ctx, name, "backend "+name+" draining", false); err != nil {
 		return errors.Join(werr, err)
 	}
