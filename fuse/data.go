@@ -583,8 +583,16 @@ func (st *inodeState) blockSize() uint32 {
 // with st.mu held and one block's charge reserved (released by the
 // caller).
 func (f *filesystem) truncateLocked(ctx context.Context, st *inodeState, size uint64, reserved *int64) error {
-	if err := waitLocked(ctx, st, func() bool { return !st.trimming }); err != nil {
-		return err
+	// A truncate down does not cut the cache file of a block an upload is
+	// reading either: the upload would store the block cut while the
+	// metastore still holds the old size, and a crash of the machine
+	// before the new size is committed would come back at the old size
+	// with the block's tail past the new end, fsynced, reading as zeros.
+	if cutUploadingLocked(st, size) {
+		f.reached("truncate: waiting for the cut block's upload")
+	}
+	if err := waitLocked(ctx, st, func() bool { return !st.trimming && !cutUploadingLocked(st, size) }); err != nil {
+		return fmt.Errorf("truncate inode %d to %d bytes: %w", st.ino, size, err)
 	}
 	old := st.rec.Size
 	st.dataVer++
@@ -599,6 +607,17 @@ func (f *filesystem) truncateLocked(ctx context.Context, st *inodeState, size ui
 		f.setSizeLocked(st, size)
 	}
 	return nil
+}
+
+// cutUploadingLocked says whether a truncate of st down to size would cut
+// a cached block whose upload is in flight. Called with st.mu held.
+func cutUploadingLocked(st *inodeState, size uint64) bool {
+	bs := uint64(st.rec.BlockSize)
+	if size >= st.rec.Size || size%bs == 0 {
+		return false
+	}
+	b := st.blocks[size/bs]
+	return b != nil && b.inflight != 0
 }
 
 // shrinkLocked is a truncate down to size. Its steps are ordered so that a

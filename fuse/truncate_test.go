@@ -2,13 +2,16 @@ package fuse
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -414,5 +417,107 @@ func TestCoreTruncateFailedTrimCommitsOnlyTheSize(t *testing.T) {
 	want := append(bytes.Clone(old[:testBS]), make([]byte, 2*testBS)...)
 	if got := readAll(t, f, st); !bytes.Equal(got, want) {
 		t.Errorf("grown back after a failed trim, the file differs from the cut one padded with zeros at %d", firstDiff(got, want))
+	}
+}
+
+// storedBlobs tells, after each PutBlock that stored its object, which.
+type storedBlobs struct {
+	blobStore
+	stored func(name string)
+}
+
+func (b storedBlobs) PutBlock(ctx context.Context, name string, r io.Reader) error {
+	err := b.blobStore.PutBlock(ctx, name, r)
+	if err == nil {
+		b.stored(name)
+	}
+	return err
+}
+
+// A truncate down does not cut the cache file of a block whose upload is
+// reading it: the upload would store the block cut while the metastore
+// still has the old size, and a crash of the machine before the new size
+// is committed would come back at the old size with the cut block's tail,
+// fsynced, reading as zeros. Here the upload of block 1 (an unsynced
+// overwrite of its head) has started when the truncate to the middle of
+// block 1 comes; the state a machine restart would find once the upload
+// stored its object, the old size still committed, must read as the old
+// file (with or without the overwrite) or the cut one.
+func TestCoreTruncateWaitsForTheCutBlocksUpload(t *testing.T) {
+	e := newCoreEnv(t)
+	f := e.open()
+	st := newFile(t, f, rootIno, "f")
+	target := f.blockName(blockKey{st.ino, 1})
+	stored := make(chan struct{}, 1)
+	f.blobs = storedBlobs{f.blobs, func(name string) {
+		if name == target {
+			select {
+			case stored <- struct{}{}:
+			default:
+			}
+		}
+	}}
+	old := pattern(4*testBS+testBS/2, 1)
+	writeT(t, f, st, old, 0)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	<-stored // from the flush
+	over := pattern(100, 9)
+	writeT(t, f, st, over, testBS)
+	withOver := bytes.Clone(old)
+	copy(withOver[testBS:], over)
+
+	started, release := make(chan struct{}), make(chan struct{})
+	var once, releaseOnce sync.Once
+	hook := func(name string) {
+		if name == target {
+			once.Do(func() { close(started) })
+			<-release
+		}
+	}
+	e.blobs.putHook.Store(&hook)
+	uploaded := make(chan struct{})
+	go func() {
+		defer close(uploaded)
+		f.upload(blockKey{st.ino, 1})
+	}()
+	<-started
+
+	size := uint64(testBS + testBS/2)
+	var states []crashState
+	f.crashPoint = func(step string) {
+		switch step {
+		case "truncate: waiting for the cut block's upload":
+			releaseOnce.Do(func() { close(release) })
+		case "truncate: cache file cut":
+			releaseOnce.Do(func() { close(release) })
+			<-stored
+			states = append(states, takeCrashState(t, e, f, step))
+		}
+	}
+	truncateT(t, f, st, size)
+	f.crashPoint = nil
+	<-uploaded
+	e.blobs.putHook.Store(nil)
+	cut := withOver[:size]
+	if got := readAll(t, f, st); !bytes.Equal(got, cut) {
+		t.Fatal("the truncated file does not read the old content cut")
+	}
+	f.put(st)
+	shutdown(t, f)
+	if len(states) != 1 {
+		t.Fatalf("the truncate passed the cut of the cache file %d times, want once", len(states))
+	}
+
+	e2 := states[0].remount(t, e, string(e.boot)+"-restarted")
+	f2 := e2.open()
+	defer shutdown(t, f2)
+	st2 := lookupT(t, f2, rootIno, "f")
+	defer f2.put(st2)
+	got := readAll(t, f2, st2)
+	if !bytes.Equal(got, old) && !bytes.Equal(got, withOver) && !bytes.Equal(got, cut) {
+		t.Errorf("after a machine restart while the cut block's upload landed, the file reads %d bytes, differing from the old %d bytes at %d (%d with the overwrite) and from the cut %d at %d",
+			len(got), len(old), firstDiff(got, old), firstDiff(got, withOver), len(cut), firstDiff(got, cut))
 	}
 }
