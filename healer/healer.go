@@ -121,10 +121,11 @@ type Healer struct {
 	// swept names the down or draining backends whose stripes this
 	// healer queued after it began watching their writes in flight (the
 	// down event, Drain, or settleBackends' catch-up). One not named, in
-	// a healer just started or a state another process set, is swept at
-	// the next round: what a healer watched before a restart is gone, and
-	// a write it watched may have committed before this one's first
-	// round listed the intents (guarded by mu).
+	// a healer just started (or run again for a new leadership term, see
+	// Run) or a state another process set, is swept at the next round:
+	// what a healer watched before a restart is gone, and a write it
+	// watched may have committed before this one's first round listed
+	// the intents (guarded by mu).
 	swept map[string]bool
 
 	locks [256]sync.Mutex // per-stripe locks (by id hash): rebuild vs GC vs scrub
@@ -321,6 +322,16 @@ func view(st *metastore.Stripe) plan.StripeView {
 // and the census, and returns when ctx ends (nil) or one of them fails
 // for good.
 func (h *Healer) Run(ctx context.Context) error {
+	// A daemon on etcd runs its healer again each time it wins the
+	// maintenance lease back. Another process's healer led in between,
+	// and what it watched is gone with it: a backend this one swept in
+	// an earlier term may have come back and gone down again under the
+	// other, with a write in flight there that committed after the
+	// other's last round. So, as at a restart, every down or draining
+	// backend is swept again at the first round.
+	h.mu.Lock()
+	h.swept = nil
+	h.mu.Unlock()
 	var wg sync.WaitGroup
 	loops := []func(context.Context){h.monitorLoop, h.rebuildLoop, h.gcLoop, h.censusLoop}
 	if h.cfg.LightScrubPeriod > 0 {
