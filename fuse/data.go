@@ -594,6 +594,12 @@ func (f *filesystem) truncateLocked(ctx context.Context, st *inodeState, size ui
 	if err := waitLocked(ctx, st, func() bool { return !st.trimming && !cutUploadingLocked(st, size) }); err != nil {
 		return fmt.Errorf("truncate inode %d to %d bytes: %w", st.ino, size, err)
 	}
+	// The file may have been unlinked and reclaimed meanwhile: a truncate
+	// now would bring a block of it back into the cache, for good (nothing
+	// uploads or drops the blocks of a gone inode), with its budget.
+	if st.gone {
+		return syscall.ENOENT
+	}
 	old := st.rec.Size
 	st.dataVer++
 	st.cuts++

@@ -521,3 +521,93 @@ func TestCoreTruncateWaitsForTheCutBlocksUpload(t *testing.T) {
 			len(got), len(old), firstDiff(got, old), firstDiff(got, withOver), len(cut), firstDiff(got, cut))
 	}
 }
+
+// A truncate that waited (for a trim, or for the upload of the block it
+// cuts) while the file was unlinked and reclaimed fails with ENOENT, as
+// one that comes after does, and leaves nothing of the file behind: no
+// cache file, budget or journal record for an inode that is gone.
+func TestCoreTruncateOfAFileReclaimedWhileItWaits(t *testing.T) {
+	e := newCoreEnv(t)
+	f := e.open()
+	defer shutdown(t, f)
+	st := newFile(t, f, rootIno, "f")
+	defer f.put(st)
+	writeT(t, f, st, pattern(4*testBS+testBS/2, 1), 0)
+	if err := f.flush(st); err != nil {
+		t.Fatal(err)
+	}
+	writeT(t, f, st, pattern(100, 9), testBS)
+
+	// The upload of block 1 is in flight and a trim holds data changes
+	// off when the truncate into block 1 comes; it waits for both.
+	target := f.blockName(blockKey{st.ino, 1})
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hook := func(name string) {
+		if name == target {
+			once.Do(func() { close(started) })
+			<-release
+		}
+	}
+	e.blobs.putHook.Store(&hook)
+	defer e.blobs.putHook.Store(nil)
+	uploaded := make(chan struct{})
+	go func() {
+		defer close(uploaded)
+		f.upload(blockKey{st.ino, 1})
+	}()
+	<-started
+	st.mu.Lock()
+	st.trimming = true // the reap below ends it
+	st.mu.Unlock()
+
+	// While it waits, the file is unlinked; nothing holds it open, so its
+	// data and record are reclaimed.
+	unlinked := make(chan error, 1)
+	f.crashPoint = func(step string) {
+		if step == "truncate: waiting for the cut block's upload" {
+			go func() {
+				unlinked <- f.unlinkEntry(rootIno, "f", false)
+				close(release)
+			}()
+		}
+	}
+	in := &gofuse.SetAttrIn{}
+	in.Valid, in.Size = gofuse.FATTR_SIZE, testBS+testBS/2
+	err := f.setattr(st, in)
+	f.crashPoint = nil
+	<-uploaded
+	select {
+	case uerr := <-unlinked:
+		if uerr != nil {
+			t.Fatalf("unlink: %v", uerr)
+		}
+	default:
+		t.Fatal("the truncate did not wait for the upload of the block it cuts")
+	}
+	f.bgWG.Wait() // the reap
+	if got := f.errno("setattr", err); got != syscall.ENOENT {
+		t.Errorf("a truncate of a file reclaimed while it waited returns %v (%v), want ENOENT", got, err)
+	}
+	st.mu.Lock()
+	blocks := len(st.blocks)
+	st.mu.Unlock()
+	if blocks != 0 {
+		t.Errorf("the reclaimed file has %d blocks in the write-back cache", blocks)
+	}
+	if n := f.budget.inUse(); n != 0 {
+		t.Errorf("%d bytes of cache budget still held after the file was reclaimed", n)
+	}
+	f.journal.mu.Lock()
+	_, size := f.journal.mirror.sizes[st.ino]
+	var dirty []blockKey
+	for k := range f.journal.mirror.dirty {
+		if k.ino == st.ino {
+			dirty = append(dirty, k)
+		}
+	}
+	f.journal.mu.Unlock()
+	if size || len(dirty) > 0 {
+		t.Errorf("the journal holds a size (%v) or dirty blocks %v of the reclaimed file", size, dirty)
+	}
+}
