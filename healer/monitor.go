@@ -315,6 +315,14 @@ func (h *Healer) onEvent(ctx context.Context, name string, ev plan.Event, marker
 // queueBackend queues the stripes with a shard on the backend. With
 // onlyUrgent it queues only those the planner wants rebuilt right now
 // (margin 0 while the backend is suspect).
+//
+// Joined (EnqueueJoin): a stripe may be queued already for a cause only
+// its reason records, a backend found wiped (up again, behind a fresh
+// marker) or a reader's finding. This sweep's margin is often lower (it
+// counts this backend's shard lost, the planner takes the wiped one for
+// whole), and Enqueue would let its reason replace that cause: the
+// rebuilder would rebuild this backend's shard only and leave the wiped
+// one missing until a scrub.
 func (h *Healer) queueBackend(ctx context.Context, name, reason string, onlyUrgent bool) error {
 	views := h.views()
 	var batch []metastore.RepairItem
@@ -322,7 +330,7 @@ func (h *Healer) queueBackend(ctx context.Context, name, reason string, onlyUrge
 		if len(batch) == 0 {
 			return nil
 		}
-		err := h.meta.Enqueue(ctx, batch...)
+		err := h.meta.EnqueueJoin(ctx, batch...)
 		batch = batch[:0]
 		return err
 	}
@@ -547,7 +555,9 @@ func (h *Healer) clearShards(ctx context.Context, id [16]byte, match func(i int,
 			return err
 		}
 		d := plan.Stripe(view(st), h.views())
-		return h.meta.Enqueue(ctx, metastore.RepairItem{Stripe: id, Margin: d.Margin, Reason: reason})
+		// Joined: an entry's cause only its reason records (a wiped
+		// backend, a reader's finding) stays for the rebuilder.
+		return h.meta.EnqueueJoin(ctx, metastore.RepairItem{Stripe: id, Margin: d.Margin, Reason: reason})
 	}
 }
 
@@ -759,7 +769,9 @@ func (h *Healer) queueCommitted(ctx context.Context, check []string) (map[string
 		}
 	}
 	if err == nil {
-		err = h.meta.Enqueue(ctx, items...)
+		// Joined too: an entry already there for a wiped backend or a
+		// reader's finding keeps that cause (see queueBackend).
+		err = h.meta.EnqueueJoin(ctx, items...)
 	}
 	if err == nil {
 		// Joined, one cause per backend: an entry already there (a

@@ -674,7 +674,9 @@ func (h *Healer) recheckTargets(ctx context.Context, st *metastore.Stripe, lande
 	for i, b := range left {
 		why[i] = "backend " + b + " " + string(views[b].State)
 	}
-	if err := h.meta.Enqueue(ctx, metastore.RepairItem{Stripe: st.ID, Margin: d.Margin, Reason: strings.Join(why, "; ")}); err != nil {
+	// Joined: the entry, kept when the repair left work, may name a
+	// wiped backend or a reader's finding the rebuilder still needs.
+	if err := h.meta.EnqueueJoin(ctx, metastore.RepairItem{Stripe: st.ID, Margin: d.Margin, Reason: strings.Join(why, "; ")}); err != nil {
 		h.log.Warn("queue repaired stripe whose target left", "stripe", fmt.Sprintf("%x", st.ID), "err", err)
 		return
 	}

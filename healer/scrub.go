@@ -277,7 +277,9 @@ func (h *Healer) scrubStripe(ctx context.Context, st *metastore.Stripe, deep boo
 		if len(d.Misplaced) > 0 {
 			reason = fmt.Sprintf("scrub: shards %v break the placement invariant", d.Misplaced)
 		}
-		if err := h.meta.Enqueue(ctx, metastore.RepairItem{Stripe: st.ID, Margin: d.Margin, Reason: reason}); err != nil {
+		// Joined: an entry's cause only its reason records (a wiped
+		// backend, a reader's finding) stays for the rebuilder.
+		if err := h.meta.EnqueueJoin(ctx, metastore.RepairItem{Stripe: st.ID, Margin: d.Margin, Reason: reason}); err != nil {
 			return err
 		}
 		p.Queued++
