@@ -244,13 +244,15 @@ func (s *Store) Enqueue(ctx context.Context, items ...RepairItem) error {
 	})
 }
 
-// EnqueueJoin is Enqueue for a finding only the item's reason records (a
-// reader found a shard gone or corrupt that the stripe record still
-// lists): a stripe already queued for another cause keeps that cause and
-// gains this one ("cause; finding"), whatever the margins, so the
-// rebuilder sees both; and an entry whose reason changes while a repair
-// runs stays queued after it (CompleteRepair). Margin, queue time and
-// back-off merge as in Enqueue.
+// EnqueueJoin is Enqueue that never drops a cause: a stripe already queued
+// for another cause keeps that cause and gains this one ("cause; finding"),
+// whatever the margins, so the rebuilder sees both; and an entry whose
+// reason changes while a repair runs stays queued after it
+// (CompleteRepair). Margin, queue time and back-off merge as in Enqueue.
+// It is for a finding only the item's reason records (a reader found a
+// shard gone or corrupt that the stripe record still lists), and for any
+// queueing of a stripe that may already be queued for such a cause (the
+// healer's sweeps: a backend found wiped is named only in the reason).
 func (s *Store) EnqueueJoin(ctx context.Context, items ...RepairItem) error {
 	if len(items) == 0 {
 		return nil
