@@ -156,7 +156,8 @@ func (s *Store) survey(ctx context.Context, rep *RecoverReport) error {
 			rep.DamagedStripes = append(rep.DamagedStripes, ds)
 		}
 		// Queued when shards are gone from listed backends; one short only
-		// of never-placed shards is on the queue already.
+		// of never-placed shards is on the queue already. Joined to what a
+		// queued entry says (a backend found wiped is named only there).
 		if !slices.ContainsFunc(sh.missing, func(i int) bool { return st.Shards[i].Backend != "" }) {
 			continue
 		}
@@ -164,7 +165,7 @@ func (s *Store) survey(ctx context.Context, rep *RecoverReport) error {
 			Reason: "recovery: " + detail})
 	}
 	for i := 0; i < len(repairs); i += 256 {
-		if err := s.meta.Enqueue(ctx, repairs[i:min(i+256, len(repairs))]...); err != nil {
+		if err := s.meta.EnqueueJoin(ctx, repairs[i:min(i+256, len(repairs))]...); err != nil {
 			return err
 		}
 	}

@@ -395,6 +395,12 @@ func TestRecoverNamesMissingShards(t *testing.T) {
 	lost, short := stripe0("lost"), stripe0("short")
 	lose(lost, 0, 2, 5) // 3 of 4 left: unreadable
 	lose(short, 1)      // 5 of 4: queued for repair
+	// A cause only the queue knows (a backend found wiped, now up with
+	// a fresh marker) must outlive the survey's own queueing.
+	wiped := "backend " + short.Shards[3].Backend + " wiped"
+	if err := s.meta.Enqueue(ctx, metastore.RepairItem{Stripe: short.ID, Margin: 2, Queued: time.Now(), Reason: wiped}); err != nil {
+		t.Fatal(err)
+	}
 	sn, err := s.NewSnapshotter(SnapshotConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -446,7 +452,7 @@ func TestRecoverNamesMissingShards(t *testing.T) {
 		want string
 	}{
 		{lost, "recovery: " + wantLost},
-		{short, fmt.Sprintf("recovery: object \"short\" stripe %x: 5 present, 4 needed; missing 1 (%s)", short.ID, on(short, 1))},
+		{short, wiped + "; " + fmt.Sprintf("recovery: object \"short\" stripe %x: 5 present, 4 needed; missing 1 (%s)", short.ID, on(short, 1))},
 	} {
 		it, err := r.meta.GetRepair(ctx, c.st.ID)
 		if err != nil {
