@@ -65,9 +65,9 @@ const (
 	// empty) replaces the entry's whatever the margins, and the back-off
 	// is cleared: what was found makes the entry due now.
 	mergeRecause
-	// mergeJoin: mergeEnqueue, but the new item's reason (when not empty
-	// and not already one of the entry's "; "-separated causes) is joined
-	// to the entry's whatever the margins, never replacing it.
+	// mergeJoin: mergeEnqueue, but each of the new item's "; "-separated
+	// causes that is not already one of the entry's is joined to the
+	// entry's reason whatever the margins, never replacing it.
 	mergeJoin
 )
 
@@ -81,11 +81,20 @@ func merge(old *RepairItem, it RepairItem, mode mergeMode) RepairItem {
 	}
 	lower := it.Margin < out.Margin
 	if mode == mergeJoin {
-		if it.Reason != "" && !slices.Contains(strings.Split(out.Reason, "; "), it.Reason) {
+		// Cause by cause: an item's reason may join several itself
+		// (a sweep's for two backends, a recovery survey's detail),
+		// and compared whole it never matched one of the entry's, so
+		// each queueing appended it again.
+		causes := strings.Split(out.Reason, "; ")
+		for _, c := range strings.Split(it.Reason, "; ") {
+			if c == "" || slices.Contains(causes, c) {
+				continue
+			}
+			causes = append(causes, c)
 			if out.Reason == "" {
-				out.Reason = it.Reason
+				out.Reason = c
 			} else {
-				out.Reason += "; " + it.Reason
+				out.Reason += "; " + c
 			}
 		}
 		if lower {

@@ -51,3 +51,31 @@ func TestEnqueueJoin(t *testing.T) {
 		t.Fatalf("entry %+v %v", it, err)
 	}
 }
+
+// A reason that is itself several causes ("backend b1 down; backend b2
+// draining", as the healer's sweeps build for a stripe with shards on two
+// such backends, or a recovery survey's "...; missing 1 (...)") is joined
+// once: queued again with the same causes, the entry's reason does not
+// grow.
+func TestEnqueueJoinSeveralCausesOnce(t *testing.T) {
+	ctx := context.Background()
+	s := metastore.New(memkv.New())
+	id := [16]byte{1}
+	if err := s.Enqueue(ctx, metastore.RepairItem{Stripe: id, Margin: 1, Reason: "backend b0 wiped"}); err != nil {
+		t.Fatal(err)
+	}
+	both := "backend b1 down; backend b2 draining"
+	for range 3 {
+		if err := s.EnqueueJoin(ctx, metastore.RepairItem{Stripe: id, Margin: 1, Reason: both}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One of them again, and one new beside an old one.
+	if err := s.EnqueueJoin(ctx, metastore.RepairItem{Stripe: id, Margin: 1, Reason: "backend b2 draining; backend b3 down"}); err != nil {
+		t.Fatal(err)
+	}
+	want := "backend b0 wiped; backend b1 down; backend b2 draining; backend b3 down"
+	if it, err := s.GetRepair(ctx, id); err != nil || it.Reason != want {
+		t.Fatalf("entry %+v %v, want reason %q", it, err, want)
+	}
+}
