@@ -176,7 +176,8 @@ func Recover(ctx context.Context, o RecoverOptions) (*RecoverReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("recover: %w", err)
 	}
-	if err := checkEmptyDir(dir); err != nil {
+	existed, err := checkEmptyDir(dir)
+	if err != nil {
 		return nil, err
 	}
 	for i, spec := range o.Backends {
@@ -282,7 +283,7 @@ func Recover(ctx context.Context, o RecoverOptions) (*RecoverReport, error) {
 	ok := false
 	defer func() {
 		if !ok {
-			clearDir(dir)
+			clearDir(dir, !existed)
 		}
 	}()
 	metaDir := filepath.Join(dir, "meta")
@@ -368,29 +369,33 @@ func restoreInto(ctx context.Context, keys *snapshot.Keys, m *snapshot.Manifest,
 	return nil
 }
 
-// checkEmptyDir refuses a target that holds anything.
-func checkEmptyDir(dir string) error {
+// checkEmptyDir refuses a target that holds anything; existed says
+// whether it is there already (empty).
+func checkEmptyDir(dir string) (existed bool, err error) {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("recover: %w", err)
+		return false, fmt.Errorf("recover: %w", err)
 	}
 	if len(ents) > 0 {
-		return fmt.Errorf("recover: %s is not empty; recover into a new or empty directory", dir)
+		return true, fmt.Errorf("recover: %s is not empty; recover into a new or empty directory", dir)
 	}
-	return nil
+	return true, nil
 }
 
-// clearDir removes what a failed recovery put in dir (and dir itself
-// when it is then empty and was made by us: an empty dir is harmless).
-func clearDir(dir string) {
+// clearDir removes what a failed recovery put in dir, and dir itself when
+// recovery made it. A directory the operator gave stays (emptied): its
+// owner and mode, or a mount point, are theirs.
+func clearDir(dir string, made bool) {
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
 		os.RemoveAll(filepath.Join(dir, e.Name()))
 	}
-	os.Remove(dir)
+	if made {
+		os.Remove(dir)
+	}
 }
 
 // writeRecoveredConfig copies the key and secrets into dir and writes a

@@ -647,3 +647,45 @@ func TestSnapshotsStopWithTheStore(t *testing.T) {
 		t.Fatal("the snapshotter runs on after the store closed")
 	}
 }
+
+// A failed recovery into an existing empty directory (one an operator
+// made, with the owner and mode the daemon needs, or a mount point) leaves
+// that directory as it was: empty, but there.
+func TestRecoverFailureKeepsGivenEmptyDir(t *testing.T) {
+	ctx := context.Background()
+	f := newRecoverFixture(t)
+	s := f.open(t)
+	recPutRandom(t, s, rand.New(rand.NewPCG(3, 9)), "x", 2)
+	sn, err := s.NewSnapshotter(SnapshotConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	only, err := sn.Take(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Three of six shards per stripe damaged: the only snapshot does not
+	// read back, so recovery fails after it has started writing.
+	if n := corruptSnapshot(t, f, only.ID, "b1", "b2", "b3"); n < 3 {
+		t.Fatalf("corrupted %d shards", n)
+	}
+	target := filepath.Join(t.TempDir(), "recovered")
+	if err := os.Mkdir(target, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Recover(ctx, RecoverOptions{KeyFile: f.keyFile, Backends: f.specs[:1], Dir: target})
+	if !errors.Is(err, ErrNoSnapshot) {
+		t.Fatalf("damaged snapshot: %v, want ErrNoSnapshot", err)
+	}
+	fi, serr := os.Stat(target)
+	if serr != nil {
+		t.Fatalf("the failed recovery removed the given directory: %v", serr)
+	}
+	if fi.Mode().Perm() != 0o750 {
+		t.Fatalf("target mode %v, was 0750", fi.Mode().Perm())
+	}
+	if ents, _ := os.ReadDir(target); len(ents) != 0 {
+		t.Fatalf("the failed recovery left %d entries in %s", len(ents), target)
+	}
+}
