@@ -120,7 +120,11 @@ dir = %q
 		return "", refusef("init: %s already exists; a store's master key is never replaced "+
 			"(--force writes a new config and keeps this key; a new store needs a new directory)", keyPath)
 	case err == nil:
-		// Force: the config is rewritten, the key kept.
+		// Force: the config is rewritten, the key kept. A key the store
+		// cannot load is refused now, before the config is rewritten.
+		if _, err := LoadMasterKey(keyPath); err != nil {
+			return "", refusef("init: %v; init keeps an existing key, so fix it (or restore it from your backup) first", err)
+		}
 	case !errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("init: %w", err)
 	default:
@@ -206,13 +210,18 @@ keep = %d
 	if err := checkSameBackends(cfgPath, fresh); err != nil {
 		return "", err
 	}
+	// An existing secrets file is kept: one the store could not open is
+	// refused before anything is written.
+	secretsPath := filepath.Join(abs, "secrets.toml")
+	if _, err := readSecrets(secretsPath); err != nil {
+		return "", refusef("init: %v; init keeps an existing secrets file, so fix it first", err)
+	}
 	// Every check passed: write.
 	if newKey {
 		if err := GenerateMasterKey(keyPath); err != nil {
 			return "", fmt.Errorf("init: %w", err)
 		}
 	}
-	secretsPath := filepath.Join(abs, "secrets.toml")
 	if _, err := os.Stat(secretsPath); errors.Is(err, fs.ErrNotExist) {
 		if err := writePrivate(secretsPath, []byte("# healstore secrets: ref = \"secret\" (zdb passwords, S3 secret keys). Keep this file mode 0600.\n")); err != nil {
 			return "", fmt.Errorf("init: %w", err)
