@@ -57,6 +57,7 @@ func TestUsageAndConfigExitCodes(t *testing.T) {
 		{[]string{"--config", filepath.Join(dir, "none.toml"), "mount", "--block-size", "3K", filepath.Join(dir, "mnt")}, exitUsage, "--block-size 3K: must be between 64K and 64M"},
 		{[]string{"mount", "--block-size", "128M", filepath.Join(dir, "mnt")}, exitUsage, "between 64K and 64M"},
 		{[]string{"init", dir}, exitUsage, "already exists"},
+		{[]string{"init", filepath.Join(dir, "wide"), "--k", "300"}, exitUsage, "--k 300 --m 2"},
 		{[]string{"backend", "add", "b1", "--kind", "local", "--path", filepath.Join(dir, "other"), "--node", "n9"}, exitUsage, "backend b1 already exists"},
 		{[]string{"backend", "rm", "nope"}, exitNotFound, "backend nope: no such backend"},
 		{[]string{"backend", "drain", "nope"}, exitNotFound, "backend nope: no such backend"},

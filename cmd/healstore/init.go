@@ -55,6 +55,11 @@ directory with healstore recover.
 			if o.k < 1 || o.m < 1 {
 				return usagef("--k and --m must be at least 1")
 			}
+			pol := encoder.DefaultPolicy()
+			pol.K, pol.M = o.k, o.m
+			if err := pol.Validate(0); err != nil {
+				return usagef("--k %d --m %d: %v", o.k, o.m, err)
+			}
 			if o.provisioner != "local" && o.provisioner != "none" {
 				return usagef("--provisioner %q: use local or none", o.provisioner)
 			}
