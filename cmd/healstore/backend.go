@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -95,6 +96,15 @@ Examples:
 			}
 			if err := o.spec.Validate(); err != nil {
 				return usagef("%v", err)
+			}
+			if o.spec.Kind == backends.KindLocal && !filepath.IsAbs(o.spec.Path) {
+				// Relative to here, as a path argument is; the record must
+				// not depend on where a daemon or the next command runs.
+				p, err := filepath.Abs(o.spec.Path)
+				if err != nil {
+					return usagef("--path %s: %v", o.spec.Path, err)
+				}
+				o.spec.Path = p
 			}
 			if o.secretStdin && o.spec.SecretRef == "" {
 				return usagef("--secret-stdin needs --secret-ref (the name the secret is saved under)")
