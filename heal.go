@@ -2,6 +2,7 @@ package healstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/healstore/healstore/healer/provision"
 	"github.com/healstore/healstore/healer/provision/command"
 	"github.com/healstore/healstore/healer/provision/tfgrid"
+	"github.com/healstore/healstore/metastore"
 )
 
 // HealerOptions adjust the healer NewHealer builds from the store's config.
@@ -192,6 +194,36 @@ func (s *Store) tryBackend(ctx context.Context, spec backends.Spec, secret strin
 		return err
 	}
 	defer b.Close()
-	_, err = b.Probe(ctx)
-	return err
+	if _, err = b.Probe(ctx); err != nil {
+		return err
+	}
+	// A place that already carries a marker is another backend's: adding
+	// it would overwrite that marker (the other backend then looks
+	// foreign, wiped, to the healer), and the two would share every
+	// failure. The same name is an add that failed half way, retried; a
+	// backend removed, retired or replaced holds nothing the store needs.
+	raw, err := b.Get(ctx, MarkerKey)
+	switch {
+	case errors.Is(err, backends.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read its %s: %w", MarkerKey, err)
+	}
+	var m Marker
+	switch {
+	case json.Unmarshal(raw, &m) != nil || m.StoreID != s.storeID:
+		return fmt.Errorf("it holds another store's data (its %s names store %q, this store is %q)", MarkerKey, m.StoreID, s.storeID)
+	case m.Backend == spec.Name:
+		return nil
+	}
+	rec, err := s.meta.GetBackend(ctx, m.Backend)
+	switch {
+	case errors.Is(err, metastore.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("backend %s, named by its %s: %w", m.Backend, MarkerKey, err)
+	case rec.State != metastore.StateRetired && rec.State != metastore.StateReplaced:
+		return fmt.Errorf("it is the place of backend %s of this store (its %s names it); give each backend a place of its own", m.Backend, MarkerKey)
+	}
+	return nil
 }

@@ -26,3 +26,52 @@ func TestBackendAddRelativePath(t *testing.T) {
 		t.Fatalf("status from another directory: exit %d, stderr %q, stdout %s", code, errs, out)
 	}
 }
+
+// TestBackendAddRefusesAnotherBackendsPlace: backend add at the place of
+// a backend of this store (or of another store) is refused, and that
+// backend's identity marker is left as it was. Adopted, the new backend
+// overwrote the marker, so the old one looked foreign to the healer (and
+// wiped), and the two shared one failure domain.
+func TestBackendAddRefusesAnotherBackendsPlace(t *testing.T) {
+	dir, _ := newStore(t)
+	b1 := filepath.Join(dir, "backends", "b1")
+	markers, err := filepath.Glob(filepath.Join(b1, "data", "*", "healstore-marker"))
+	if err != nil || len(markers) != 1 {
+		t.Fatalf("b1's marker: %v %v", markers, err)
+	}
+	before, err := os.ReadFile(markers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := cli(t, "", "backend", "add", "b8", "--kind", "local", "--path", b1, "--node", "n8")
+	if code == 0 || !strings.Contains(errs, "b1") {
+		t.Fatalf("backend add at b1's directory: exit %d, stderr %q; want a refusal naming b1", code, errs)
+	}
+	if after, err := os.ReadFile(markers[0]); err != nil || string(after) != string(before) {
+		t.Fatalf("b1's marker changed: %q -> %q (%v)", before, after, err)
+	}
+	out, _, _ := cli(t, "", "backend", "ls")
+	if strings.Contains(out, "b8") {
+		t.Fatalf("b8 registered:\n%s", out)
+	}
+
+	// A removed backend's place may be used again.
+	x := filepath.Join(t.TempDir(), "x")
+	for _, args := range [][]string{
+		{"backend", "add", "b7", "--kind", "local", "--path", x, "--node", "n7"},
+		{"backend", "drain", "b7"},
+		{"backend", "rm", "b7"},
+		{"backend", "add", "b8", "--kind", "local", "--path", x, "--node", "n8"},
+	} {
+		if _, errs, code := cli(t, "", args...); code != 0 {
+			t.Fatalf("%q: exit %d: %s", args, code, errs)
+		}
+	}
+
+	// Another store's backend.
+	other, _ := newStore(t)
+	_, errs, code = cli(t, "", "backend", "add", "b9", "--kind", "local", "--path", filepath.Join(dir, "backends", "b2"), "--node", "n9")
+	if code == 0 || !strings.Contains(errs, "another store") {
+		t.Fatalf("backend add at another store's backend (store in %s): exit %d, stderr %q", other, code, errs)
+	}
+}
