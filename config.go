@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -482,6 +483,13 @@ func (c *Config) Validate() error {
 		return bad("healer.gc_delay", "is negative")
 	case h.SpareTarget < 0:
 		return bad("healer.spare_target", "is negative")
+	}
+	// The daemon listens here and other commands look for it here: a
+	// typo fails now, naming the key, not only when the daemon starts.
+	if _, port, err := net.SplitHostPort(h.MetricsAddr); err != nil {
+		return bad("healer.metrics_addr", "%q is not host:port (%v), e.g. %s", h.MetricsAddr, err, DefaultMetricsAddr)
+	} else if _, err := net.LookupPort("tcp", port); err != nil {
+		return bad("healer.metrics_addr", "%q is not host:port (port: %v), e.g. %s", h.MetricsAddr, err, DefaultMetricsAddr)
 	}
 	switch sn := c.Snapshots; {
 	case sn.Interval < 0:

@@ -157,6 +157,12 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"too many workers", func(s string) string {
 			return strings.Replace(s, `probe_interval = "5s"`, "probe_interval = \"5s\"\nworkers = 5000", 1)
 		}, "healer.workers", 0, "5000 is more than 1024"},
+		{"metrics address", func(s string) string {
+			return strings.Replace(s, `probe_interval = "5s"`, "probe_interval = \"5s\"\nmetrics_addr = \"notanaddr\"", 1)
+		}, "healer.metrics_addr", 0, `"notanaddr" is not host:port`},
+		{"metrics port", func(s string) string {
+			return strings.Replace(s, `probe_interval = "5s"`, "probe_interval = \"5s\"\nmetrics_addr = \"127.0.0.1:99999\"", 1)
+		}, "healer.metrics_addr", 0, `"127.0.0.1:99999" is not host:port`},
 		{"bad duration", func(s string) string { return strings.Replace(s, `"5s"`, `"5 parsecs"`, 1) }, "healer.probe_interval", 13, "invalid duration"},
 		{"wrong type", func(s string) string { return strings.Replace(s, "k = 2", "k = \"two\"", 1) }, "policy.k", 4, "policy.k: wants an integer, not a string"},
 		{"syntax", func(s string) string { return strings.Replace(s, "m = 1", "m = = 1", 1) }, "", 5, ""},
