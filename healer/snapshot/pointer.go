@@ -71,10 +71,16 @@ type ShardRef struct {
 	Sum     []byte `json:"sum,omitempty"`
 }
 
-// newer orders manifests newest first.
+// newer orders manifests newest first. One sequence number can be taken
+// twice across a leader handover (the old leader still uploading while
+// the new one starts); then, under one change counter, the later position
+// holds every commit the other holds, whatever the two clocks said.
 func newer(a, b *Manifest) bool {
 	if a.Seq != b.Seq {
 		return a.Seq > b.Seq
+	}
+	if a.Counter != "" && a.Counter == b.Counter && a.Position != b.Position {
+		return a.Position > b.Position
 	}
 	if !a.Taken.Equal(b.Taken) {
 		return a.Taken.After(b.Taken)
