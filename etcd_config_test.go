@@ -282,3 +282,16 @@ func TestReadPasswordFile(t *testing.T) {
 		}
 	}
 }
+
+// TestEtcdEndpointWithPassword: user:password@ in an endpoint is refused
+// without showing it. etcd's client does not log in with it, and every
+// error that names the endpoints (a refused connection, a TLS failure)
+// would print the password.
+func TestEtcdEndpointWithPassword(t *testing.T) {
+	for _, ep := range []string{"https://root:hunter2@h:2379", "root:hunter2@h:2379", "http://root:hunter2@h:2379"} {
+		_, ce, err := loadBadConfig(t, goodConfig+"\n[metastore]\nkind = \"etcd\"\nendpoints = [\"h:1\", \""+ep+"\"]\n")
+		if ce.Field != "metastore.endpoints[1]" || !strings.Contains(err.Error(), "metastore.username") || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: %v (field %q); want metastore.endpoints[1] refused, the password not shown", ep, err, ce.Field)
+		}
+	}
+}

@@ -81,6 +81,12 @@ func (m *MetastoreConfig) checkEtcd() (field, msg string) {
 		if strings.TrimSpace(ep) == "" {
 			return fmt.Sprintf("endpoints[%d]", i), "is empty (write host:port or https://host:port)"
 		}
+		if strings.Contains(ep, "@") && !strings.HasPrefix(ep, "unix:") && !strings.HasPrefix(ep, "unixs:") {
+			// user:password@host: etcd's client does not log in with it,
+			// and errors name the endpoints, so it is not shown here either.
+			return fmt.Sprintf("endpoints[%d]", i), "holds a user name or password (user:password@, not shown); " +
+				"write host:port or https://host:port, and log in with metastore.username and metastore.password_file"
+		}
 		bad := fmt.Sprintf("%q is not host:port or https://host:port", ep)
 		switch s := endpointScheme(ep); s {
 		case "":
