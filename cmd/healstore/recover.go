@@ -169,6 +169,11 @@ func printRecoverReport(g *globalOptions, rep *healstore.RecoverReport) {
 	s := rep.Snapshot
 	fmt.Fprintf(w, "recovered store %s from snapshot %s (seq %d, taken %s, %d records)\n",
 		rep.StoreID, s.ID, s.Seq, s.Taken.Format("2006-01-02 15:04:05 MST"), s.Records)
+	// The loss window, said even when no shard was found after the
+	// snapshot: deletes, renames and inline objects leave nothing on the
+	// backends to list.
+	fmt.Fprintf(w, "lost: every change committed after %s (objects written, replaced, deleted or renamed since; inline objects leave no shard to find)\n",
+		s.Taken.Format("2006-01-02 15:04:05 MST"))
 	fmt.Fprintf(w, "config: %s\n", rep.ConfigPath)
 	for _, sk := range rep.Skipped {
 		fmt.Fprintf(w, "skipped newer snapshot %s (seq %d): %s\n", sk.Snapshot.ID, sk.Snapshot.Seq, sk.Error)

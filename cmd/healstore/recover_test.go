@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/healstore/healstore"
 	"github.com/healstore/healstore/backends"
@@ -137,5 +138,21 @@ func TestPrintRecoverReportDamagedStripes(t *testing.T) {
 	}
 	if strings.Contains(text, fmt.Sprintf("stripe %032x", 20)) {
 		t.Errorf("report prints more than 20 stripes:\n%s", text)
+	}
+}
+
+// The text report states the loss window even when recovery found no
+// shard written after the snapshot: an inline object, a delete or a rename
+// committed later leaves nothing on the backends, so "no later shards"
+// must not read as "nothing lost".
+func TestPrintRecoverReportStatesLossWindow(t *testing.T) {
+	taken := time.Date(2026, 12, 1, 6, 53, 34, 0, time.UTC)
+	rep := &healstore.RecoverReport{ConfigPath: "/srv/hs/healstore.toml", Objects: 3,
+		Snapshot: healstore.SnapshotInfo{ID: "cf4b9dec375261a8e5a0ad53de495eaa", Seq: 1, Taken: taken}}
+	var out bytes.Buffer
+	printRecoverReport(&globalOptions{stdout: &out}, rep)
+	want := "lost: every change committed after 2026-12-01 06:53:34 UTC"
+	if !strings.Contains(out.String(), want) {
+		t.Fatalf("report lacks %q:\n%s", want, out.String())
 	}
 }
