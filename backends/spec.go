@@ -3,7 +3,10 @@ package backends
 import (
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
+	"strconv"
+	"strings"
 
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 )
@@ -66,12 +69,23 @@ func (s Spec) Validate() error {
 		if s.Address == "" {
 			return bad("kind zdb needs address (host:port)")
 		}
+		if err := checkAddress(s.Address); err != nil {
+			return bad("%v", err)
+		}
+		if _, port, err := net.SplitHostPort(s.Address); err != nil {
+			return bad("address %q is not host:port: %v", s.Address, err)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return bad("address %q: port %q is not a number from 1 to 65535", s.Address, port)
+		}
 		if s.Namespace == "" {
 			return bad("kind zdb needs namespace")
 		}
 	case KindS3:
 		if s.Address == "" {
 			return bad("kind s3 needs address (endpoint host:port)")
+		}
+		if err := checkAddress(s.Address); err != nil {
+			return bad("%v", err)
 		}
 		if s.Bucket == "" {
 			return bad("kind s3 needs bucket")
@@ -90,6 +104,17 @@ func (s Spec) Validate() error {
 	}
 	if s.Quota < 0 {
 		return bad("quota %d is negative", s.Quota)
+	}
+	return nil
+}
+
+// checkAddress refuses user:password@ in an address without showing it:
+// neither client logs in with it (secrets go in the secrets file), and
+// every error about the backend names its address.
+func checkAddress(addr string) error {
+	if strings.Contains(addr, "@") {
+		return errors.New("address holds a user name or password (user:password@, not shown); " +
+			"write host:port and put the secret in the secrets file, named by secret_ref")
 	}
 	return nil
 }

@@ -113,3 +113,29 @@ func TestErrorFormat(t *testing.T) {
 		t.Fatalf("nil cause: %q", e.Error())
 	}
 }
+
+// TestSpecAddress: a zdb address that is not host:port is a bad spec (it
+// was found only when the backend opened, as an outage), and an address
+// with user:password@ is refused without being shown: neither client logs
+// in with it, and every error about the backend names its address.
+func TestSpecAddress(t *testing.T) {
+	for _, s := range []Spec{
+		{Name: "z", Kind: KindZDB, Address: "nohostport", Namespace: "n"},
+		{Name: "z", Kind: KindZDB, Address: "h:99999", Namespace: "n"},
+		{Name: "z", Kind: KindZDB, Address: "u:hunter2@h:9900", Namespace: "n"},
+		{Name: "s", Kind: KindS3, Address: "AK:hunter2@s3.example.org", Bucket: "bkt"},
+	} {
+		err := s.Validate()
+		if err == nil || !strings.Contains(err.Error(), "address") || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%+v: %v; want the address refused, no password shown", s, err)
+		}
+	}
+	for _, s := range []Spec{
+		{Name: "z", Kind: KindZDB, Address: "[::1]:9900", Namespace: "n"},
+		{Name: "s", Kind: KindS3, Address: "s3.example.org", Bucket: "bkt"},
+	} {
+		if err := s.Validate(); err != nil {
+			t.Errorf("%+v: %v", s, err)
+		}
+	}
+}
