@@ -405,6 +405,14 @@ func (c *Config) fillDefaults() {
 	}
 }
 
+// metadataWhere names the metadata the config opens, for errors.
+func (c *Config) metadataWhere() string {
+	if c.Metastore.Kind == "etcd" {
+		return fmt.Sprintf("etcd %s, prefix %q", joinLimited(c.Metastore.Endpoints, 3), c.Metastore.Prefix)
+	}
+	return "metadata_dir " + c.MetadataDir
+}
+
 // Quorum is the effective write quorum: WriteQuorum, or k+1 capped at k+m.
 func (c *Config) Quorum() int {
 	if c.WriteQuorum > 0 {

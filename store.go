@@ -691,8 +691,10 @@ func (s *Store) writeMarkers(ctx context.Context) error {
 			var m Marker
 			if jerr := json.Unmarshal(got, &m); jerr != nil || m.StoreID != s.storeID {
 				if rec.Marker == "" {
-					return fmt.Errorf("backend %s holds another store's data (its %s names store %q, this store is %q); refusing to use it",
-						h.name, MarkerKey, m.StoreID, s.storeID)
+					return fmt.Errorf("backend %s holds another store's data (its %s names store %q, this store is %q); refusing to use it. "+
+						"Either the backend's place is another store's, or the metadata this config opens (%s) is not its store's: "+
+						"check dir and metadata_dir (or [metastore]), and that their volume is mounted",
+						h.name, MarkerKey, m.StoreID, s.storeID, s.cfg.metadataWhere())
 				}
 				s.log.Error("backend carries a foreign identity marker; not placing shards on it", "backend", h.name, "store", m.StoreID)
 				h.mu.Lock()

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -73,5 +74,29 @@ func TestBackendAddRefusesAnotherBackendsPlace(t *testing.T) {
 	_, errs, code = cli(t, "", "backend", "add", "b9", "--kind", "local", "--path", filepath.Join(dir, "backends", "b2"), "--node", "n9")
 	if code == 0 || !strings.Contains(errs, "another store") {
 		t.Fatalf("backend add at another store's backend (store in %s): exit %d, stderr %q", other, code, errs)
+	}
+}
+
+// TestWrongMetadataDirIsNamed: a config whose dir (so metadata_dir)
+// points away from the store's metadata opens an empty metastore; the
+// store's own backends then look like another store's. The error says
+// which metadata it opened, so the user checks that, not the backends.
+func TestWrongMetadataDirIsNamed(t *testing.T) {
+	_, cfg := newStore(t)
+	raw, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := filepath.Join(t.TempDir(), "elsewhere")
+	edited := strings.Replace(string(raw), `dir = "."`, "dir = "+strconv.Quote(elsewhere), 1)
+	if edited == string(raw) {
+		t.Fatal("no dir line to edit")
+	}
+	if err := os.WriteFile(cfg, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := cli(t, "", "ls")
+	if code == 0 || !strings.Contains(errs, "another store") || !strings.Contains(errs, filepath.Join(elsewhere, "meta")) || !strings.Contains(errs, "metadata_dir") {
+		t.Fatalf("ls with dir pointing elsewhere: exit %d, stderr %q; want the metadata it opened named", code, errs)
 	}
 }
