@@ -152,6 +152,18 @@ func resolveGetTarget(file string) (*getTarget, error) {
 	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		// The temporary file goes next to it: a missing directory is
+		// said here, naming FILE, before the store is opened.
+		dir := filepath.Dir(path)
+		st, derr := os.Stat(dir)
+		switch {
+		case errors.Is(derr, fs.ErrNotExist):
+			return nil, fmt.Errorf("%s: directory %s does not exist", file, dir)
+		case derr != nil:
+			return nil, fmt.Errorf("%s: %w", file, derr)
+		case !st.IsDir():
+			return nil, fmt.Errorf("%s: %s is not a directory", file, dir)
+		}
 		return &getTarget{path: path}, nil
 	case err != nil:
 		return nil, err
