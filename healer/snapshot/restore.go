@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/encoder"
@@ -35,13 +36,14 @@ func Read(ctx context.Context, keys *Keys, m *Manifest, open Opener, fn func(Rec
 	defer cancel()
 	pr, pw := io.Pipe()
 	// fetchErr is set before the pipe closes with it, so a reader error
-	// caused by it reports the fetch failure itself.
-	var fetchErr error
+	// caused by it reports the fetch failure itself. Atomic: the reader
+	// may fail on its own (a malformed stream) while a fetch fails too.
+	var fetchErr atomic.Pointer[error]
 	go func() {
 		for i := range m.Stripes {
 			data, err := fetchBlock(ctx, codec, m, i, open)
 			if err != nil {
-				fetchErr = err
+				fetchErr.Store(&err)
 				pw.CloseWithError(err)
 				return
 			}
@@ -53,8 +55,8 @@ func Read(ctx context.Context, keys *Keys, m *Manifest, open Opener, fn func(Rec
 	}()
 	defer pr.CloseWithError(errors.New("snapshot read ended"))
 	streamErr := func(err error) error {
-		if fetchErr != nil {
-			return fetchErr
+		if ferr := fetchErr.Load(); ferr != nil {
+			return *ferr
 		}
 		return fmt.Errorf("snapshot %s: %w", m.ID, err)
 	}

@@ -342,22 +342,25 @@ func (s *Snapshotter) writePointers(ctx context.Context, members []Member, res *
 // the next writePointers gives it back to them.
 func (s *Snapshotter) checkHolders(ctx context.Context, members []Member) {
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for _, m := range members {
+	// The map is changed after the Stats, not by them: this loop reads it.
+	gone := make([]bool, len(members))
+	for i, m := range members {
 		if m.Backend == nil || !s.holders[m.Name] {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := m.Backend.Stat(ctx, PointerKey); errors.Is(err, backends.ErrNotFound) {
-				mu.Lock()
-				delete(s.holders, m.Name)
-				mu.Unlock()
-			}
+			_, err := m.Backend.Stat(ctx, PointerKey)
+			gone[i] = errors.Is(err, backends.ErrNotFound)
 		}()
 	}
 	wg.Wait()
+	for i, m := range members {
+		if gone[i] {
+			delete(s.holders, m.Name)
+		}
+	}
 }
 
 // upload encodes the spooled view and spreads its stripes.
