@@ -226,6 +226,35 @@ func (s *SecretStore) Set(ref, secret string) error {
 	})
 }
 
+// ErrSecretInUse: a ref already holds another secret.
+var ErrSecretInUse = errors.New("secret ref holds another secret")
+
+// Add stores secret under a new ref, like Set, but refuses (ErrSecretInUse)
+// a ref that holds another secret: a backend may be using it, and would
+// lose its login. The same secret again is not an error.
+func (s *SecretStore) Add(ref, secret string) error {
+	if ref == "" {
+		return errors.New("secret ref is empty")
+	}
+	inUse := false
+	err := s.change(func(m map[string]string) bool {
+		if v, ok := m[ref]; ok {
+			inUse = v != secret
+			return false
+		}
+		m[ref] = secret
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if inUse {
+		return fmt.Errorf("secret ref %q already holds another secret, which a backend may use; "+
+			"choose another secret ref, or change the secret in %s by hand: %w", ref, s.path, ErrSecretInUse)
+	}
+	return nil
+}
+
 // Delete removes ref from the file; a missing ref is not an error.
 func (s *SecretStore) Delete(ref string) error {
 	return s.change(func(m map[string]string) bool {

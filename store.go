@@ -522,8 +522,8 @@ func (s *Store) AddBackend(ctx context.Context, spec backends.Spec, secret strin
 		if spec.SecretRef == "" {
 			return fmt.Errorf("backend %s: a secret was given but the spec has no secret_ref", spec.Name)
 		}
-		if err := s.secrets.Set(spec.SecretRef, secret); err != nil {
-			return err
+		if err := s.secrets.Add(spec.SecretRef, secret); err != nil {
+			return fmt.Errorf("backend %s: %w", spec.Name, err)
 		}
 	}
 	return s.registerBackend(ctx, spec)
