@@ -328,6 +328,29 @@ func tomlError(path string, err error) error {
 // resolvePaths makes relative paths absolute against base and fills the
 // directory defaults.
 func (c *Config) resolvePaths(base string) error {
+	// No shell expands ~ in the file: taken as a relative path, "~/x"
+	// would be made, silently, under the config's directory.
+	home := func(field, p string) error {
+		if p == "~" || strings.HasPrefix(p, "~/") {
+			return &ConfigError{File: c.path, Field: field, Msg: fmt.Sprintf("%q: ~ is not expanded in the config; write the absolute path", p)}
+		}
+		return nil
+	}
+	m := &c.Metastore
+	for _, f := range [][2]string{{"dir", c.Dir}, {"metadata_dir", c.MetadataDir}, {"cache_dir", c.CacheDir},
+		{"master_key_file", c.MasterKeyFile}, {"secrets_file", c.SecretsFile}, {"metastore.ca_file", m.CAFile},
+		{"metastore.cert_file", m.CertFile}, {"metastore.key_file", m.KeyFile}, {"metastore.password_file", m.PasswordFile}} {
+		if err := home(f[0], f[1]); err != nil {
+			return err
+		}
+	}
+	for i, b := range c.Backends {
+		if b.Kind == backends.KindLocal {
+			if err := home(fmt.Sprintf("backends[%d].path", i), b.Path); err != nil {
+				return err
+			}
+		}
+	}
 	abs := func(p string) string {
 		if p == "" || filepath.IsAbs(p) {
 			return p
@@ -342,7 +365,6 @@ func (c *Config) resolvePaths(base string) error {
 	c.CacheDir = abs(c.CacheDir)
 	c.MasterKeyFile = abs(c.MasterKeyFile)
 	c.SecretsFile = abs(c.SecretsFile)
-	m := &c.Metastore
 	m.CAFile, m.CertFile, m.KeyFile, m.PasswordFile = abs(m.CAFile), abs(m.CertFile), abs(m.KeyFile), abs(m.PasswordFile)
 	for i := range c.Backends {
 		if c.Backends[i].Kind == backends.KindLocal {

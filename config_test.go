@@ -163,6 +163,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"metrics port", func(s string) string {
 			return strings.Replace(s, `probe_interval = "5s"`, "probe_interval = \"5s\"\nmetrics_addr = \"127.0.0.1:99999\"", 1)
 		}, "healer.metrics_addr", 0, `"127.0.0.1:99999" is not host:port`},
+		{"home in dir", func(s string) string { return "dir = \"~/store\"\n" + s }, "dir", 0, `"~/store": ~ is not expanded`},
+		{"home in a backend path", func(s string) string { return strings.Replace(s, `path = "backends/a"`, `path = "~/a"`, 1) }, "backends[0].path", 0, "~ is not expanded"},
 		{"bad duration", func(s string) string { return strings.Replace(s, `"5s"`, `"5 parsecs"`, 1) }, "healer.probe_interval", 13, "invalid duration"},
 		{"wrong type", func(s string) string { return strings.Replace(s, "k = 2", "k = \"two\"", 1) }, "policy.k", 4, "policy.k: wants an integer, not a string"},
 		{"syntax", func(s string) string { return strings.Replace(s, "m = 1", "m = = 1", 1) }, "", 5, ""},
