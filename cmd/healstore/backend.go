@@ -180,6 +180,12 @@ the backend is retired (or the wait runs out).
 
 ` + exitCodesHelp,
 		Args: argsBetween(1, 1),
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			if o.wait < 0 {
+				return usagef("%s: --wait %s is negative", cmd.CommandPath(), o.wait)
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			t, err := openHealer(cmd, g)

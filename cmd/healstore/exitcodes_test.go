@@ -61,6 +61,7 @@ func TestUsageAndConfigExitCodes(t *testing.T) {
 		{[]string{"backend", "add", "b1", "--kind", "local", "--path", filepath.Join(dir, "other"), "--node", "n9"}, exitUsage, "backend b1 already exists"},
 		{[]string{"backend", "rm", "nope"}, exitNotFound, "backend nope: no such backend"},
 		{[]string{"backend", "drain", "nope"}, exitNotFound, "backend nope: no such backend"},
+		{[]string{"backend", "drain", "b1", "--wait", "-5s"}, exitUsage, "--wait -5s"},
 	}
 	for _, c := range cases {
 		_, errs, code := cli(t, "", c.args...)
