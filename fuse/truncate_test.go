@@ -483,11 +483,10 @@ func TestCoreTruncateWaitsForTheCutBlocksUpload(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-stored // from the flush
-	over := pattern(100, 9)
-	writeT(t, f, st, over, testBS)
-	withOver := bytes.Clone(old)
-	copy(withOver[testBS:], over)
 
+	// Hooked before the overwrite: a queue entry the flush left may have
+	// a worker upload the block as soon as it is dirty, before the call
+	// below; either upload holds here.
 	started, release := make(chan struct{}), make(chan struct{})
 	var once, releaseOnce sync.Once
 	hook := func(name string) {
@@ -497,6 +496,10 @@ func TestCoreTruncateWaitsForTheCutBlocksUpload(t *testing.T) {
 		}
 	}
 	e.blobs.putHook.Store(&hook)
+	over := pattern(100, 9)
+	writeT(t, f, st, over, testBS)
+	withOver := bytes.Clone(old)
+	copy(withOver[testBS:], over)
 	uploaded := make(chan struct{})
 	go func() {
 		defer close(uploaded)
@@ -556,10 +559,10 @@ func TestCoreTruncateOfAFileReclaimedWhileItWaits(t *testing.T) {
 	if err := f.flush(st); err != nil {
 		t.Fatal(err)
 	}
-	writeT(t, f, st, pattern(100, 9), testBS)
-
 	// The upload of block 1 is in flight and a trim holds data changes
-	// off when the truncate into block 1 comes; it waits for both.
+	// off when the truncate into block 1 comes; it waits for both. Hooked
+	// before the overwrite: a queue entry the flush left may have a
+	// worker upload the block as soon as it is dirty; either upload holds.
 	target := f.blockName(blockKey{st.ino, 1})
 	started, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
@@ -571,6 +574,7 @@ func TestCoreTruncateOfAFileReclaimedWhileItWaits(t *testing.T) {
 	}
 	e.blobs.putHook.Store(&hook)
 	defer e.blobs.putHook.Store(nil)
+	writeT(t, f, st, pattern(100, 9), testBS)
 	uploaded := make(chan struct{})
 	go func() {
 		defer close(uploaded)
