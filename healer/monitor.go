@@ -769,15 +769,10 @@ func (h *Healer) queueCommitted(ctx context.Context, check []string) (map[string
 		}
 	}
 	if err == nil {
-		// Joined too: an entry already there for a wiped backend or a
-		// reader's finding keeps that cause (see queueBackend).
-		err = h.meta.EnqueueJoin(ctx, items...)
-	}
-	if err == nil {
-		// Joined, one cause per backend: an entry already there (a
-		// degraded write's, or the sweep's for another wiped backend)
-		// keeps what it says and gains this, whatever the margins.
-		err = h.meta.EnqueueJoin(ctx, wipedItems...)
+		// Joined, as queueBackend's: an entry already there (a wiped
+		// backend's, a reader's finding, a degraded write's) keeps what
+		// it says and gains these causes, whatever the margins.
+		err = h.meta.EnqueueJoin(ctx, append(items, wipedItems...)...)
 	}
 	if err != nil {
 		// Looked at again next round.
