@@ -87,16 +87,11 @@ func merge(old *RepairItem, it RepairItem, mode mergeMode) RepairItem {
 		// each queueing appended it again.
 		causes := strings.Split(out.Reason, "; ")
 		for _, c := range strings.Split(it.Reason, "; ") {
-			if c == "" || slices.Contains(causes, c) {
-				continue
-			}
-			causes = append(causes, c)
-			if out.Reason == "" {
-				out.Reason = c
-			} else {
-				out.Reason += "; " + c
+			if !slices.Contains(causes, c) {
+				causes = append(causes, c)
 			}
 		}
+		out.Reason = strings.Join(slices.DeleteFunc(causes, func(c string) bool { return c == "" }), "; ")
 		if lower {
 			out.Margin = it.Margin
 			if it.NotBefore.Before(out.NotBefore) {
