@@ -36,7 +36,10 @@ import (
 // job, HEALSTORE_FIO_ROUNDS (3) the rounds, HEALSTORE_FUSE_BLOCK (16M) the
 // filesystem block size (the store's policy block is the same, at most
 // 16 MiB), HEALSTORE_FUSE_ENCRYPTION (aes-256-gcm) the store's encryption,
-// and HEALSTORE_FUSE_KERNEL_WB=0 turns the kernel's write-back cache off.
+// HEALSTORE_FUSE_CACHE (the mount's default) the write-back cache size in
+// MiB, like 256M, HEALSTORE_FUSE_KERNEL_WB=0 turns the kernel's write-back
+// cache off, and HEALSTORE_FIO_JOBS (all) names the jobs to run, comma
+// separated (seq-write-1m,seq-read-1m,randrw-4k).
 // As root the page cache is dropped before each read job, and the mount is
 // remounted, so reads come from the disk. The run ignores b.N.
 func BenchmarkFio(b *testing.B) {
@@ -63,6 +66,13 @@ func BenchmarkFio(b *testing.B) {
 	}
 	st := newStoreWith(b, 10, 4, storeBlock, func(c *healstore.Config) { c.Policy.Encryption = enc })
 	opts := Options{BlockSize: blockSize, NoKernelWriteback: os.Getenv("HEALSTORE_FUSE_KERNEL_WB") == "0"}
+	if v := os.Getenv("HEALSTORE_FUSE_CACHE"); v != "" {
+		mib, err := strconv.Atoi(strings.TrimSuffix(v, "M"))
+		if err != nil {
+			b.Fatalf("HEALSTORE_FUSE_CACHE=%q: give MiB, like 256M", v)
+		}
+		opts.CacheSize = int64(mib) << 20
+	}
 	e := newMount(b, st, opts)
 	plainDir := b.TempDir()
 
@@ -70,6 +80,14 @@ func BenchmarkFio(b *testing.B) {
 		{"seq-write-1m", "seq-write-1m.fio"},
 		{"seq-read-1m", "seq-read-1m.fio"},
 		{"randrw-4k", "randrw-4k.fio"},
+	}
+	if only := os.Getenv("HEALSTORE_FIO_JOBS"); only != "" {
+		jobs = slices.DeleteFunc(jobs, func(j struct{ name, file string }) bool {
+			return !slices.Contains(strings.Split(only, ","), j.name)
+		})
+		if len(jobs) == 0 {
+			b.Fatalf("HEALSTORE_FIO_JOBS=%q names none of the jobs", only)
+		}
 	}
 	fio := func(job, dir string) fioResult {
 		raw := runFio(b, fioJob(b, job), map[string]string{
