@@ -2,8 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,7 +52,9 @@ or a JSON object:
   name=z1,kind=zdb,address=10.0.0.7:9900,namespace=hs1,secret_ref=zdb/z1
   '{"name":"s1","kind":"s3","address":"10.0.0.5:7070","bucket":"healstore","access_key":"AK","secret_ref":"s3/s1"}'
 Secrets (zdb passwords, S3 secret keys) come from --secrets, a file of
-ref = "secret" lines (mode 0600), such as the lost store's secrets.toml.
+ref = "secret" lines (mode 0600), such as the lost store's secrets.toml;
+a --secrets path that names no readable file is refused (nothing is
+written). Without --secrets the new store gets an empty secrets file.
 
 Then: export HEALSTORE_CONFIG=DIR/healstore.toml and start healstore daemon.
 
@@ -61,6 +66,11 @@ Then: export HEALSTORE_CONFIG=DIR/healstore.toml and start healstore daemon.
 			}
 			if len(o.specs) == 0 {
 				return usagef("recover: at least one --backend SPEC is required")
+			}
+			if cmd.Flags().Changed("secrets") {
+				if err := checkSecretsFlag(o.secrets); err != nil {
+					return err
+				}
 			}
 			for _, s := range o.specs {
 				spec, err := parseSpec(s)
@@ -97,6 +107,34 @@ Then: export HEALSTORE_CONFIG=DIR/healstore.toml and start healstore daemon.
 	f.StringVar(&o.snapshot, "snapshot", "", "restore this snapshot id instead of the newest")
 	f.BoolVar(&o.json, "json", false, "print the report as JSON")
 	return cmd
+}
+
+// checkSecretsFlag refuses a --secrets path that names no readable file.
+// The library reads a missing secrets file as an empty one (a store's own
+// may not exist yet), so a mistyped path would recover without the
+// backends' secrets and fail later, far from the cause.
+func checkSecretsFlag(path string) error {
+	if path == "" {
+		return usagef("recover: --secrets is empty; give the secrets file's path, or leave --secrets out when no backend needs a secret")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		// The PathError's cause only: the message names the path itself.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return usagef("recover: --secrets %s: %v", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return usagef("recover: --secrets %s: %v", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return usagef("recover: --secrets %s: not a regular file (a secrets file of ref = \"secret\" lines)", path)
+	}
+	return nil
 }
 
 // parseSpec reads a backend spec given as JSON or as key=value pairs.

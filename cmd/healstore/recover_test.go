@@ -102,6 +102,17 @@ func TestRecoverCommand(t *testing.T) {
 	if code, _, stderr := run1("recover", "--backend", spec, target); code != exitUsage {
 		t.Fatalf("without --key: exit %d (%s)", code, stderr)
 	}
+	// A --secrets path that names no file (a typo) is refused before
+	// anything is written, not read as an empty secrets file.
+	for _, bad := range []string{filepath.Join(dir, "secrets.tmol"), dir, ""} {
+		code, _, stderr := run1("recover", "--key", key, "--backend", spec, "--secrets", bad, target)
+		if code != exitUsage || !strings.Contains(stderr, "--secrets "+bad) {
+			t.Fatalf("--secrets %q: exit %d, stderr %q; want a usage error naming --secrets and the path", bad, code, stderr)
+		}
+		if _, err := os.Stat(target); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("--secrets %q left %s behind", bad, target)
+		}
+	}
 	code, stdout, stderr := run1("recover", "--key", key, "--backend", spec, target)
 	if code != exitOK || !strings.Contains(stdout, "recovered store") || !strings.Contains(stdout, "objects: 1;") {
 		t.Fatalf("recover: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
