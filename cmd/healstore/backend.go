@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -76,7 +78,8 @@ func newBackendAddCmd(g *globalOptions) *cobra.Command {
 do not go in the config file), writes its identity marker and starts using
 it. A zdb password or S3 secret key is read from stdin with --secret-stdin
 and saved in the secrets file under --secret-ref; it never appears in
-arguments, logs or metadata.
+arguments, logs or metadata. A flag of another kind (--bucket with --kind
+local, --path with --kind zdb) is refused, and nothing is added.
 
 Examples:
   healstore backend add b7 --kind local --path /mnt/disk7/healstore --node host3
@@ -87,6 +90,9 @@ Examples:
 		Args: argsBetween(1, 1),
 		PreRunE: func(cmd *cobra.Command, args []string) error {
 			o.spec.Name = args[0]
+			if err := checkKindFlags(cmd, o.spec.Kind); err != nil {
+				return err
+			}
 			if o.quota != "" {
 				q, err := bench.ParseSize(o.quota)
 				if err != nil {
@@ -158,6 +164,44 @@ Examples:
 	f.BoolVar(&s.Spare, "spare", false, "keep as a spare: only rebuilds and retries write to it")
 	f.BoolVar(&o.secretStdin, "secret-stdin", false, "read the secret from the first line of stdin")
 	return cmd
+}
+
+// kindFlags lists the backend add flags that mean something for some
+// kinds only, with those kinds; every other flag applies to all.
+var kindFlags = map[string][]string{
+	"path":         {backends.KindLocal},
+	"address":      {backends.KindZDB, backends.KindS3},
+	"namespace":    {backends.KindZDB},
+	"bucket":       {backends.KindS3},
+	"prefix":       {backends.KindS3},
+	"region":       {backends.KindS3},
+	"tls":          {backends.KindS3},
+	"access-key":   {backends.KindS3},
+	"secret-ref":   {backends.KindZDB, backends.KindS3},
+	"secret-stdin": {backends.KindZDB, backends.KindS3},
+}
+
+// checkKindFlags refuses a flag given for a kind it does not apply to
+// (--bucket for a local backend): the backend would be added without the
+// setting the user believes took effect. An unknown or missing kind is
+// left to Spec.Validate.
+func checkKindFlags(cmd *cobra.Command, kind string) error {
+	switch kind {
+	case backends.KindLocal, backends.KindZDB, backends.KindS3:
+	default:
+		return nil
+	}
+	article := "a"
+	if kind == backends.KindS3 {
+		article = "an"
+	}
+	for _, name := range slices.Sorted(maps.Keys(kindFlags)) {
+		kinds := kindFlags[name]
+		if cmd.Flags().Changed(name) && !slices.Contains(kinds, kind) {
+			return usagef("--%s does not apply to %s %s backend (only to %s)", name, article, kind, strings.Join(kinds, ", "))
+		}
+	}
+	return nil
 }
 
 type backendDrainOptions struct {

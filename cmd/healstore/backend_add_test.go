@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -98,5 +100,70 @@ func TestWrongMetadataDirIsNamed(t *testing.T) {
 	_, errs, code := cli(t, "", "ls")
 	if code == 0 || !strings.Contains(errs, "another store") || !strings.Contains(errs, filepath.Join(elsewhere, "meta")) || !strings.Contains(errs, "metadata_dir") {
 		t.Fatalf("ls with dir pointing elsewhere: exit %d, stderr %q; want the metadata it opened named", code, errs)
+	}
+}
+
+// TestBackendAddRefusesFlagsOfAnotherKind: a flag that means nothing for
+// the kind given (--bucket for a local backend) is a usage error naming
+// the flag and the kind, and nothing is added or saved. Before, the flag
+// was dropped silently and the user believed the setting took effect.
+func TestBackendAddRefusesFlagsOfAnotherKind(t *testing.T) {
+	dir, _ := newStore(t)
+	secrets := filepath.Join(dir, "secrets.toml")
+	secretsBefore, err := os.ReadFile(secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "b7")
+	local := []string{"backend", "add", "b7", "--kind", "local", "--path", path, "--node", "n7"}
+	zdb := []string{"backend", "add", "b7", "--kind", "zdb", "--address", "127.0.0.1:1", "--namespace", "ns", "--node", "n7"}
+	s3 := []string{"backend", "add", "b7", "--kind", "s3", "--address", "127.0.0.1:1", "--bucket", "healstore", "--node", "n7"}
+	for _, c := range []struct {
+		args  []string
+		stdin string
+		want  string
+	}{
+		{append(local, "--bucket", "x"), "", "--bucket does not apply to a local backend"},
+		{append(local, "--tls=false"), "", "--tls does not apply to a local backend"},
+		{append(local, "--address", "127.0.0.1:9900"), "", "--address does not apply to a local backend"},
+		{append(local, "--secret-ref", "r", "--secret-stdin"), "hunter2\n", "--secret-ref does not apply to a local backend"},
+		{append(zdb, "--path", path), "", "--path does not apply to a zdb backend"},
+		{append(zdb, "--access-key", "AK"), "", "--access-key does not apply to a zdb backend"},
+		{append(zdb, "--prefix", "p/"), "", "--prefix does not apply to a zdb backend"},
+		{append(s3, "--namespace", "ns"), "", "--namespace does not apply to an s3 backend"},
+		{append(s3, "--path", path), "", "--path does not apply to an s3 backend"},
+	} {
+		_, errs, code := cli(t, c.stdin, c.args...)
+		if code != exitUsage || !strings.Contains(errs, c.want) {
+			t.Errorf("%q: exit %d, stderr %q; want exit %d and %q", c.args, code, errs, exitUsage, c.want)
+		}
+	}
+	out, _, _ := cli(t, "", "backend", "ls")
+	if strings.Contains(out, "b7") {
+		t.Fatalf("b7 registered:\n%s", out)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the refused local backend's directory was made: %v", err)
+	}
+	if after, err := os.ReadFile(secrets); err != nil || string(after) != string(secretsBefore) {
+		t.Fatalf("secrets file changed: %q -> %q (%v)", secretsBefore, after, err)
+	}
+
+	// The flags of the kind given, and those of every kind, pass.
+	for _, args := range [][]string{
+		{"--kind", "local", "--path", path, "--quota", "1GiB", "--node", "n", "--farm", "f", "--spare"},
+		{"--kind", "zdb", "--address", "h:1", "--namespace", "ns", "--secret-ref", "r", "--secret-stdin", "--quota", "1GiB", "--node", "n", "--farm", "f", "--spare"},
+		{"--kind", "s3", "--address", "h:1", "--bucket", "b", "--prefix", "p", "--region", "r", "--tls", "--access-key", "AK",
+			"--secret-ref", "r", "--secret-stdin", "--quota", "1GiB", "--node", "n", "--farm", "f", "--spare"},
+		{"--kind", "nfs", "--bucket", "b"}, // an unknown kind is Validate's to report
+	} {
+		cmd := newBackendAddCmd(&globalOptions{})
+		if err := cmd.ParseFlags(args); err != nil {
+			t.Fatal(err)
+		}
+		kind, _ := cmd.Flags().GetString("kind")
+		if err := checkKindFlags(cmd, kind); err != nil {
+			t.Errorf("%q: %v", args, err)
+		}
 	}
 }
