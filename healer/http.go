@@ -128,16 +128,15 @@ func (h *Healer) routes() http.Handler {
 		reply(w, map[string]bool{"ok": true}, h.ProbeAll(r.Context()))
 	})
 	mux.HandleFunc("PUT /v1/settings", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Workers   *int   `json:"workers"`
-			RateLimit *int64 `json:"rate_limit"`
-		}
+		var req settingsRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			replyErr(w, http.StatusBadRequest, fmt.Errorf("settings: %w", err))
 			return
 		}
-		if req.RateLimit != nil && *req.RateLimit < 0 {
-			replyErr(w, http.StatusBadRequest, errors.New("rate_limit is negative"))
+		// All checked before any is applied: a refused request changes
+		// nothing.
+		if err := req.check(); err != nil {
+			replyErr(w, http.StatusBadRequest, err)
 			return
 		}
 		if req.Workers != nil {
@@ -173,6 +172,26 @@ func (h *Healer) routes() http.Handler {
 		reply(w, map[string]string{"removed": name}, h.RemoveBackend(r.Context(), name))
 	})
 	return mux
+}
+
+// settingsRequest is the body of PUT /v1/settings; a field left out
+// keeps its value.
+type settingsRequest struct {
+	Workers   *int   `json:"workers"`
+	RateLimit *int64 `json:"rate_limit"`
+}
+
+// check refuses what the config refuses for healer.workers and
+// healer.rate_bytes, naming the field and value. SetWorkers would take
+// 0 or less as 1 and any number above MaxWorkers as is.
+func (q settingsRequest) check() error {
+	if q.Workers != nil && (*q.Workers < 1 || *q.Workers > MaxWorkers) {
+		return fmt.Errorf("settings: workers %d is not from 1 to %d", *q.Workers, MaxWorkers)
+	}
+	if q.RateLimit != nil && *q.RateLimit < 0 {
+		return fmt.Errorf("settings: rate_limit %d is negative (0 is no cap)", *q.RateLimit)
+	}
+	return nil
 }
 
 func reply(w http.ResponseWriter, v any, err error) {
