@@ -42,8 +42,10 @@ missing and corrupt); 3 when NAME does not exist.
 ` + exitCodesHelp,
 		Args: argsBetween(0, 1),
 		PreRunE: func(cmd *cobra.Command, args []string) error {
-			if o.workers < 0 {
-				return usagef("--workers must not be negative")
+			// As the config's healer.workers; the daemon refuses others,
+			// and a healer here would take 0 as 1 and any larger number as is.
+			if cmd.Flags().Changed("workers") && (o.workers < 1 || o.workers > healer.MaxWorkers) {
+				return usagef("--workers %d: must be from 1 to %d", o.workers, healer.MaxWorkers)
 			}
 			if o.rate != "" {
 				n, err := bench.ParseSize(o.rate)
