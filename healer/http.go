@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -30,7 +31,9 @@ import (
 //	POST   /v1/backends/{name}/drain starts draining a backend
 //	DELETE /v1/backends/{name}       forgets an emptied backend
 //
-// Errors come back as {"error": "..."} with a 4xx/5xx status.
+// Errors come back as {"error": "..."} with a 4xx/5xx status. A request
+// body is one JSON object of the fields listed, at most 64 KiB: an unknown
+// field or text after the object is a 400, a larger body a 413.
 //
 // Requests that change something (every method but GET and HEAD) must
 // carry the header ClientHeader and name as Host an IP address, localhost,
@@ -129,8 +132,8 @@ func (h *Healer) routes() http.Handler {
 	})
 	mux.HandleFunc("PUT /v1/settings", func(w http.ResponseWriter, r *http.Request) {
 		var req settingsRequest
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			replyErr(w, http.StatusBadRequest, fmt.Errorf("settings: %w", err))
+		if code, err := decodeBody(w, r, &req); err != nil {
+			replyErr(w, code, fmt.Errorf("settings: %w", err))
 			return
 		}
 		// All checked before any is applied: a refused request changes
@@ -149,12 +152,9 @@ func (h *Healer) routes() http.Handler {
 		reply(w, Settings{Workers: c.Workers, RateLimit: c.RateLimit, Grace: c.Grace.String()}, nil)
 	})
 	mux.HandleFunc("POST /v1/backends", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Spec   backends.Spec `json:"spec"`
-			Secret string        `json:"secret"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			replyErr(w, http.StatusBadRequest, fmt.Errorf("backend: %w", err))
+		var req addBackendRequest
+		if code, err := decodeBody(w, r, &req); err != nil {
+			replyErr(w, code, fmt.Errorf("backend: %w", err))
 			return
 		}
 		if err := req.Spec.Validate(); err != nil {
@@ -172,6 +172,44 @@ func (h *Healer) routes() http.Handler {
 		reply(w, map[string]string{"removed": name}, h.RemoveBackend(r.Context(), name))
 	})
 	return mux
+}
+
+// maxRequestBody bounds a request body. The largest the client sends, a
+// backend spec with its secret, is well under it.
+const maxRequestBody = 64 << 10
+
+// decodeBody decodes r's body, one JSON object, into v, and returns the
+// status to answer with if that fails: 413 for a body over maxRequestBody,
+// 400 for a field v does not have (a misspelt field would be dropped and
+// the request answered as done), for anything but space after the object
+// and for an empty body. The errors name what was wrong, never a value
+// (the body may hold a secret).
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) (int, error) {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		// Only space may follow the object: Token reports EOF then.
+		if _, err = dec.Token(); err == io.EOF {
+			return 0, nil
+		}
+		if !errors.As(err, new(*http.MaxBytesError)) {
+			return http.StatusBadRequest, errors.New("the request body has more after the JSON object")
+		}
+	}
+	if errors.As(err, new(*http.MaxBytesError)) {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("the request body is larger than %d bytes", maxRequestBody)
+	}
+	if err == io.EOF {
+		return http.StatusBadRequest, errors.New("the request body is empty; want a JSON object")
+	}
+	return http.StatusBadRequest, fmt.Errorf("request body: %w", err)
+}
+
+// addBackendRequest is the body of POST /v1/backends.
+type addBackendRequest struct {
+	Spec   backends.Spec `json:"spec"`
+	Secret string        `json:"secret"`
 }
 
 // settingsRequest is the body of PUT /v1/settings; a field left out

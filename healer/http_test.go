@@ -1,6 +1,8 @@
 package healer
 
 import (
+	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -51,4 +53,82 @@ func TestSettingsRefusesBadInput(t *testing.T) {
 			t.Errorf("%s changed the settings to workers %d, rate %d", c.body, cfg.Workers, cfg.RateLimit)
 		}
 	}
+}
+
+// A request body is one JSON object of the fields the route knows, no
+// larger than maxRequestBody. Before, a misspelt field was dropped and
+// the request answered 200 as if done (a backend added without the
+// secret given as "secert"), text after the object was ignored, and the
+// body was read without a bound.
+func TestRequestBodyChecked(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 6})
+	srv := httptest.NewServer(e.h.Handler())
+	defer srv.Close()
+	big := `{"workers":2,"x":"` + strings.Repeat("a", maxRequestBody) + `"}`
+	for _, c := range []struct {
+		method, path, body string
+		code               int
+		want               string
+	}{
+		{"PUT", "/v1/settings", `{"worker":2}`, http.StatusBadRequest, `unknown field \"worker\"`},
+		{"PUT", "/v1/settings", `{"workers":2} {"workers":9}`, http.StatusBadRequest, "after the JSON object"},
+		{"PUT", "/v1/settings", `{"workers":2}]`, http.StatusBadRequest, "after the JSON object"},
+		{"PUT", "/v1/settings", ``, http.StatusBadRequest, "body is empty"},
+		{"PUT", "/v1/settings", big, http.StatusRequestEntityTooLarge, "larger than"},
+		{"POST", "/v1/backends", `{"spec":{"name":"n1","kind":"local","path":"` + e.dir + `/n1"},"secert":"s3cr3t"}`, http.StatusBadRequest, `unknown field \"secert\"`},
+		{"POST", "/v1/backends", `{"spec":{"name":"n1","kind":"local","path":"` + e.dir + `/n1","nod":"x"}}`, http.StatusBadRequest, `unknown field \"nod\"`},
+	} {
+		code, body := apiDo(t, srv, c.method, c.path, c.body)
+		if len(body) > 300 {
+			body = body[:300]
+		}
+		if code != c.code || !strings.Contains(body, c.want) {
+			t.Errorf("%s %s %.60q: %d %s, want %d naming %q", c.method, c.path, c.body, code, body, c.code, c.want)
+		}
+		if strings.Contains(body, "s3cr3t") {
+			t.Errorf("%s %s: the answer shows the secret: %s", c.method, c.path, body)
+		}
+	}
+	if w := e.h.Config().Workers; w == 2 {
+		t.Error("a refused settings request was applied")
+	}
+	if _, err := e.meta.GetBackend(t.Context(), "n1"); err == nil {
+		t.Error("a refused backend request added the backend")
+	}
+	// Whitespace after the object is fine; the client sends a newline.
+	if code, body := apiDo(t, srv, "PUT", "/v1/settings", "{\"workers\":4}\n\t "); code != http.StatusOK {
+		t.Errorf("settings with trailing whitespace: %d %s", code, body)
+	}
+}
+
+// FuzzDecodeBody: whatever the body, decoding a request answers 400 or
+// 413 or decodes one JSON object no larger than the bound, never panics,
+// and a settings request it passes with check is one SetWorkers takes as
+// is.
+func FuzzDecodeBody(f *testing.F) {
+	for _, s := range []string{
+		`{"workers":3,"rate_limit":1000}`, `{"workers":-1}`, `{"workers":1e3}`, `{"rate_limit":9223372036854775808}`,
+		`{"worker":2}`, `{} {}`, `{}]`, `null`, ``, " \n", `[]`, `"x"`, `{"workers":null}`,
+		`{"spec":{"name":"n1","kind":"local","path":"/x"},"secret":"s"}`, `{"spec":{"name":"../x","kind":"s3"}}`,
+		`{"spec":{"quota":-1,"tls":"yes"}}`, `{"secret":"\u0000\ud800"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, v := range []any{&settingsRequest{}, &addBackendRequest{}} {
+			r := httptest.NewRequest("PUT", "/v1/x", bytes.NewReader(body))
+			code, err := decodeBody(httptest.NewRecorder(), r, v)
+			switch {
+			case err == nil && code != 0, err != nil && code != http.StatusBadRequest && code != http.StatusRequestEntityTooLarge:
+				t.Fatalf("%T: code %d with error %v", v, code, err)
+			case err == nil && len(body) > maxRequestBody:
+				t.Fatalf("%T: decoded a body of %d bytes", v, len(body))
+			case err == nil && !json.Valid(body):
+				t.Fatalf("%T: decoded a body that is not JSON: %q", v, body)
+			}
+			if q, ok := v.(*settingsRequest); ok && err == nil && q.check() == nil && q.Workers != nil && (*q.Workers < 1 || *q.Workers > MaxWorkers) {
+				t.Fatalf("check passed workers %d", *q.Workers)
+			}
+		}
+	})
 }
