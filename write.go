@@ -46,7 +46,8 @@ type writeOpts struct {
 func WithMode(mode uint32) WriteOption { return func(o *writeOpts) { o.mode = mode } }
 
 // WithAttrs records small attributes with the object (valid UTF-8 keys and
-// values; a few hundred bytes in all).
+// values, which Put and Create check before reading any data; a few
+// hundred bytes in all).
 func WithAttrs(attrs map[string]string) WriteOption {
 	return func(o *writeOpts) {
 		o.attrs = make(map[string]string, len(attrs))
@@ -54,6 +55,21 @@ func WithAttrs(attrs map[string]string) WriteOption {
 			o.attrs[k] = v
 		}
 	}
+}
+
+// checkAttrs refuses attributes the metadata record cannot hold (it
+// checks again at the commit), so a write fails before its data is read
+// and uploaded, not after.
+func checkAttrs(attrs map[string]string) error {
+	for k, v := range attrs {
+		switch {
+		case !utf8.ValidString(k):
+			return fmt.Errorf("attribute name %q is not valid UTF-8", k)
+		case !utf8.ValidString(v):
+			return fmt.Errorf("attribute %q: value %q is not valid UTF-8", k, v)
+		}
+	}
+	return nil
 }
 
 // CheckName says why name cannot name an object, or nil when it can; Put,
@@ -97,6 +113,9 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader, opts ...Write
 	var o writeOpts
 	for _, fn := range opts {
 		fn(&o)
+	}
+	if err := checkAttrs(o.attrs); err != nil {
+		return nil, fmt.Errorf("put %q: %w", name, err)
 	}
 	info, err := s.write(ctx, name, r, o, nil)
 	if err != nil {
@@ -712,6 +731,9 @@ func (s *Store) Create(ctx context.Context, name string, opts ...WriteOption) (*
 	var o writeOpts
 	for _, fn := range opts {
 		fn(&o)
+	}
+	if err := checkAttrs(o.attrs); err != nil {
+		return nil, fmt.Errorf("create %q: %w", name, err)
 	}
 	pr, pw := io.Pipe()
 	w := &Writer{name: name, pw: pw, done: make(chan struct{})}

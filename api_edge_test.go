@@ -1,0 +1,49 @@
+package healstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/healstore/healstore/metastore"
+)
+
+// untouchedReader fails the test when read: the write should have been
+// refused before reading any data.
+type untouchedReader struct{ t *testing.T }
+
+func (u untouchedReader) Read(p []byte) (int, error) {
+	u.t.Error("the data was read although the write had to be refused")
+	return 0, errors.New("read")
+}
+
+// Attributes the metastore cannot store are refused before any data is
+// read or uploaded: the check ran only at the commit, after every shard
+// of a possibly huge object was written (and then left as garbage).
+func TestWriteRefusesBadAttrsUpFront(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx := context.Background()
+	for _, attrs := range []map[string]string{{"k": "v\xff"}, {"\xfe": "v"}} {
+		_, err := s.Put(ctx, "a", untouchedReader{t}, WithAttrs(attrs))
+		if err == nil || !strings.Contains(err.Error(), "attribute") || !strings.Contains(err.Error(), "UTF-8") {
+			t.Errorf("put with attrs %q: %v, want an error naming the attribute", attrs, err)
+		}
+		w, err := s.Create(ctx, "a", WithAttrs(attrs))
+		if err == nil || !strings.Contains(err.Error(), "UTF-8") {
+			t.Errorf("create with attrs %q: %v, want an error naming the attribute", attrs, err)
+		}
+		if w != nil {
+			w.Abort()
+		}
+	}
+	n := 0
+	s.meta.ListGarbage(ctx, func(metastore.Garbage) error { n++; return nil })
+	if n != 0 {
+		t.Errorf("%d garbage entries: shards were uploaded for a write that had to fail", n)
+	}
+	if _, err := s.Put(ctx, "a", bytes.NewReader([]byte("x")), WithAttrs(map[string]string{"ok": "ü"})); err != nil {
+		t.Fatal(err)
+	}
+}
