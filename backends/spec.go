@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -104,6 +105,73 @@ func (s Spec) Validate() error {
 	}
 	if s.Quota < 0 {
 		return bad("quota %d is negative", s.Quota)
+	}
+	return nil
+}
+
+// KindField is a Spec field that applies to some kinds of backend only.
+// Every field not listed by KindFields applies to all kinds.
+type KindField struct {
+	// Key is the field's TOML and JSON key ("bucket", "access_key").
+	Key string
+	// Kinds are the kinds it applies to.
+	Kinds []string
+	set   func(Spec) bool
+}
+
+// kindFields is the one list of which field belongs to which kind: the
+// backends read nothing else (local never looks at bucket), so a field
+// set for another kind would be dropped silently.
+var kindFields = []KindField{
+	{"path", []string{KindLocal}, func(s Spec) bool { return s.Path != "" }},
+	{"address", []string{KindZDB, KindS3}, func(s Spec) bool { return s.Address != "" }},
+	{"namespace", []string{KindZDB}, func(s Spec) bool { return s.Namespace != "" }},
+	{"bucket", []string{KindS3}, func(s Spec) bool { return s.Bucket != "" }},
+	{"prefix", []string{KindS3}, func(s Spec) bool { return s.Prefix != "" }},
+	{"region", []string{KindS3}, func(s Spec) bool { return s.Region != "" }},
+	{"tls", []string{KindS3}, func(s Spec) bool { return s.TLS }},
+	{"access_key", []string{KindS3}, func(s Spec) bool { return s.AccessKey != "" }},
+	{"secret_ref", []string{KindZDB, KindS3}, func(s Spec) bool { return s.SecretRef != "" }},
+}
+
+// KindFields returns the fields that apply to some kinds only, in the
+// order of Spec.
+func KindFields() []KindField {
+	out := make([]KindField, len(kindFields))
+	for i, f := range kindFields {
+		f.Kinds = slices.Clone(f.Kinds)
+		out[i] = f
+	}
+	return out
+}
+
+// AppliesTo reports whether the field means something for kind.
+func (f KindField) AppliesTo(kind string) bool { return slices.Contains(f.Kinds, kind) }
+
+// NotFor says that the field does not apply to kind, for an error that
+// names the field first: "does not apply to a local backend (only to s3)".
+func (f KindField) NotFor(kind string) string {
+	article := "a"
+	if kind == KindS3 {
+		article = "an"
+	}
+	return fmt.Sprintf("does not apply to %s %s backend (only to %s)", article, kind, strings.Join(f.Kinds, ", "))
+}
+
+// ValidateInput is Validate for a spec given anew (the config file, the
+// CLI, the daemon's API, recover): it also refuses a field of another kind
+// (bucket on a local backend), which the backend would ignore while the
+// user believes the setting took effect. A zero value is not set. Opening a
+// spec checks Validate only, so a record an older build stored with such a
+// field still opens.
+func (s Spec) ValidateInput() error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	for _, f := range kindFields {
+		if f.set(s) && !f.AppliesTo(s.Kind) {
+			return fmt.Errorf("backend %s: %s %s", s.Name, f.Key, f.NotFor(s.Kind))
+		}
 	}
 	return nil
 }
