@@ -102,7 +102,16 @@ func (h *Healer) routes() http.Handler {
 		reply(w, rep, err)
 	})
 	mux.HandleFunc("POST /v1/scrub", func(w http.ResponseWriter, r *http.Request) {
-		deep, _ := strconv.ParseBool(r.URL.Query().Get("deep"))
+		deep := false
+		if v := r.URL.Query().Get("deep"); v != "" {
+			var err error
+			if deep, err = strconv.ParseBool(v); err != nil {
+				// Taken as false, it ran the light scrub in place of the
+				// deep one asked for.
+				replyErr(w, http.StatusBadRequest, fmt.Errorf("scrub: deep %q is not true or false", v))
+				return
+			}
+		}
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		enc := json.NewEncoder(w)
 		fl, _ := w.(http.Flusher)

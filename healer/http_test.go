@@ -132,3 +132,27 @@ func FuzzDecodeBody(f *testing.F) {
 		}
 	})
 }
+
+// POST /v1/scrub?deep= takes a boolean and refuses anything else with
+// 400: before, deep=yes ran a light scrub (no shard read) and answered
+// 200 as if the deep one asked for had run.
+func TestScrubDeepMustBeBool(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 6})
+	srv := httptest.NewServer(e.h.Handler())
+	defer srv.Close()
+	code, body := apiDo(t, srv, "POST", "/v1/scrub?deep=yes", "")
+	if code != http.StatusBadRequest || !strings.Contains(body, `deep \"yes\"`) {
+		t.Fatalf("scrub?deep=yes: %d %s, want 400 naming deep", code, body)
+	}
+	e.h.mu.Lock()
+	ran := len(e.h.scrubs)
+	e.h.mu.Unlock()
+	if ran != 0 {
+		t.Fatal("a refused scrub request ran a scrub")
+	}
+	for _, q := range []string{"", "?deep=1", "?deep=false"} {
+		if code, body := apiDo(t, srv, "POST", "/v1/scrub"+q, ""); code != http.StatusOK || !strings.Contains(body, `"finished"`) {
+			t.Errorf("scrub%s: %d %s", q, code, body)
+		}
+	}
+}
