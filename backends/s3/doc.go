@@ -12,7 +12,11 @@
 // Listings must come in strictly ascending byte order, as ListObjectsV2
 // promises: a key not greater than the one before fails the walk
 // (ErrCorruptReply), so a server repeating a continuation token ends a
-// List or a usage count after one repeated page instead of looping.
+// List or a usage count after one repeated page instead of looping. A
+// listing must also make progress: a continuation token answered with
+// itself, or more than three truncated pages in a row without a key, fails
+// the walk the same way (a real server sends an empty truncated page only
+// now and then).
 //
 // Values are sent in one PUT (no multipart), which S3 makes atomic. Ranged
 // reads use HTTP ranges. Probe is a bucket HEAD; a missing bucket is

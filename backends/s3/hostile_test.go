@@ -240,10 +240,25 @@ func TestListEndlessPage(t *testing.T) {
 	}
 }
 
+// listReply is one ListObjectsV2 answer of listingS3.
+type listReply struct {
+	keys      []string
+	next      string // NextContinuationToken
+	truncated bool   // IsTruncated
+}
+
+// more is a truncated reply with keys and the next token.
+func more(next string, keys ...string) listReply {
+	return listReply{keys: keys, next: next, truncated: true}
+}
+
+// last is the final reply of a listing.
+func last(keys ...string) listReply { return listReply{keys: keys} }
+
 // listingS3 is a fake S3 endpoint whose ListObjectsV2 answers come from
 // page, given the continuation token asked with ("" for the first page).
 // It counts the listing requests.
-func listingS3(t *testing.T, page func(token string) (keys []string, next string)) (*Backend, *atomic.Int32) {
+func listingS3(t *testing.T, page func(token string) listReply) (*Backend, *atomic.Int32) {
 	t.Helper()
 	var lists atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -251,12 +266,15 @@ func listingS3(t *testing.T, page func(token string) (keys []string, next string
 			return
 		}
 		lists.Add(1)
-		keys, next := page(r.URL.Query().Get("continuation-token"))
+		p := page(r.URL.Query().Get("continuation-token"))
 		var body strings.Builder
 		fmt.Fprintf(&body, `<?xml version="1.0" encoding="UTF-8"?>
-<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>bkt</Name><Prefix></Prefix><KeyCount>%d</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>%v</IsTruncated><NextContinuationToken>%s</NextContinuationToken>`,
-			len(keys), next != "", next)
-		for _, k := range keys {
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>bkt</Name><Prefix></Prefix><KeyCount>%d</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>%v</IsTruncated>`,
+			len(p.keys), p.truncated)
+		if p.next != "" {
+			fmt.Fprintf(&body, `<NextContinuationToken>%s</NextContinuationToken>`, p.next)
+		}
+		for _, k := range p.keys {
 			fmt.Fprintf(&body, `<Contents><Key>%s</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>"x"</ETag><Size>1</Size><StorageClass>STANDARD</StorageClass></Contents>`, k)
 		}
 		body.WriteString(`</ListBucketResult>`)
@@ -274,7 +292,7 @@ func listingS3(t *testing.T, page func(token string) (keys []string, next string
 }
 
 // A server that answers IsTruncated with the same continuation token again
-// made minio-go yield the same page for ever. The walk must end at the
+// made the walk take the same page for ever. The walk must end at the
 // first key of the repeated page, with an error naming the server, the
 // bucket and the key, and hand no key on twice.
 func TestListRepeatedToken(t *testing.T) {
@@ -286,7 +304,7 @@ func TestListRepeatedToken(t *testing.T) {
 		"page of one": {[]string{"a"}, `"a" repeated after "a"`},
 	} {
 		t.Run(name, func(t *testing.T) {
-			b, lists := listingS3(t, func(string) ([]string, string) { return c.page, "same-token" })
+			b, lists := listingS3(t, func(string) listReply { return more("same-token", c.page...) })
 			seen := map[string]int{}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -305,12 +323,11 @@ func TestListRepeatedToken(t *testing.T) {
 					t.Fatalf("error does not name %s: %v", want, err)
 				}
 			}
-			// The page and its repeat, and what minio-go's listing
-			// goroutine, up to two keys ahead of the walk, fetched
-			// before the walk's cancel reached it. Without the check
+			// The page and its repeat: the walk fetches the next page
+			// only when it is done with this one. Without the check
 			// the requests go on until the deadline.
-			if n := lists.Load(); n > 4 {
-				t.Fatalf("%d listing requests; want the page, its repeat and at most two more fetched ahead", n)
+			if n := lists.Load(); n != 2 {
+				t.Fatalf("%d listing requests; want the page and its repeat", n)
 			}
 			// The usage count behind a quota walks the same way.
 			if _, err := b.Probe(ctx); !errors.Is(err, backends.ErrCorruptReply) {
@@ -323,27 +340,160 @@ func TestListRepeatedToken(t *testing.T) {
 // A later page that goes back before the previous one fails the same way;
 // pages that ascend, across tokens, pass.
 func TestListPagesAscend(t *testing.T) {
-	pages := map[string]struct {
-		keys []string
-		next string
-	}{
-		"":   {[]string{"shards/0a.1", "shards/0a.10"}, "t1"},
-		"t1": {[]string{"shards/0a.2", "shards/0b.1"}, "t2"},
-		"t2": {[]string{"shards/0c.1"}, ""},
+	pages := map[string]listReply{
+		"":   more("t1", "shards/0a.1", "shards/0a.10"),
+		"t1": more("t2", "shards/0a.2", "shards/0b.1"),
+		"t2": last("shards/0c.1"),
 	}
-	b, _ := listingS3(t, func(tok string) ([]string, string) { return pages[tok].keys, pages[tok].next })
+	b, _ := listingS3(t, func(tok string) listReply { return pages[tok] })
 	var got []string
 	err := b.List(ctx5(t), "", func(k string, n int64) error { got = append(got, k); return nil })
 	if err != nil || strings.Join(got, " ") != "shards/0a.1 shards/0a.10 shards/0a.2 shards/0b.1 shards/0c.1" {
 		t.Fatalf("List of ascending pages: %v, %v", got, err)
 	}
 
-	pages["t2"] = struct {
-		keys []string
-		next string
-	}{[]string{"shards/0a.3"}, ""}
+	pages["t2"] = last("shards/0a.3")
 	err = b.List(ctx5(t), "", func(string, int64) error { return nil })
 	if !errors.Is(err, backends.ErrCorruptReply) || !strings.Contains(err.Error(), `"shards/0a.3" went backwards after "shards/0b.1"`) {
 		t.Fatalf("List of a page going back: %v", err)
+	}
+}
+
+// A server answering IsTruncated with pages that hold no keys, for ever or
+// with its own token again, made the walk send requests until its deadline
+// and report only that the deadline passed. It must end at once with an
+// error naming the server, the bucket and what was wrong; the usage count
+// behind a quota walks the same way.
+func TestListNoProgress(t *testing.T) {
+	for name, c := range map[string]struct {
+		page  func(n int, token string) listReply // n counts the requests from 1
+		lists int32
+		want  string
+	}{
+		"empty pages, new token each time": {
+			page:  func(n int, _ string) listReply { return more(fmt.Sprintf("t%d", n)) },
+			lists: maxEmptyPages + 1,
+			want:  fmt.Sprintf("%d truncated pages in a row held no keys", maxEmptyPages+1),
+		},
+		"empty pages, same token": {
+			page:  func(int, string) listReply { return more("same") },
+			lists: 2,
+			want:  `page 2 answered continuation token "same" with the same token`,
+		},
+		"keys, then the same token on an empty page": {
+			page: func(_ int, token string) listReply {
+				if token == "" {
+					return more("t1", "a", "b")
+				}
+				return more(token)
+			},
+			lists: 2,
+			want:  `page 2 answered continuation token "t1" with the same token`,
+		},
+		"tokens that go round": {
+			page: func(_ int, token string) listReply {
+				if token == "t1" {
+					return more("t2")
+				}
+				return more("t1")
+			},
+			lists: maxEmptyPages + 1,
+			want:  fmt.Sprintf("%d truncated pages in a row held no keys", maxEmptyPages+1),
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var n atomic.Int32
+			b, lists := listingS3(t, func(token string) listReply { return c.page(int(n.Add(1)), token) })
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			var got []string
+			err := b.List(ctx, "", func(k string, _ int64) error { got = append(got, k); return nil })
+			if !errors.Is(err, backends.ErrCorruptReply) || !errors.Is(err, errListStall) || errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("List of a listing that makes no progress: %v (after keys %q, %d requests); want ErrCorruptReply at once", err, got, lists.Load())
+			}
+			for _, want := range []string{b.cl.EndpointURL().Host, "bucket bkt", "made no progress", c.want} {
+				if !strings.Contains(err.Error(), want) {
+					t.Fatalf("error does not name %q: %v", want, err)
+				}
+			}
+			if l := lists.Load(); l != c.lists {
+				t.Fatalf("%d listing requests; want %d", l, c.lists)
+			}
+			n.Store(0)
+			if _, err := b.Probe(ctx); !errors.Is(err, backends.ErrCorruptReply) || !errors.Is(err, errListStall) {
+				t.Fatalf("Probe counting usage over a listing that makes no progress: %v", err)
+			}
+		})
+	}
+}
+
+// A truncated page without a continuation token cannot be followed: the
+// walk fails at once (minio-go checks this one itself).
+func TestListTruncatedWithoutToken(t *testing.T) {
+	b, lists := listingS3(t, func(string) listReply { return listReply{keys: []string{"a"}, truncated: true} })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err := b.List(ctx, "", func(string, int64) error { return nil })
+	if !errors.Is(err, backends.ErrCorruptReply) || errors.Is(err, context.DeadlineExceeded) ||
+		!strings.Contains(err.Error(), "bucket bkt") {
+		t.Fatalf("List of a truncated page without a token: %v", err)
+	}
+	if l := lists.Load(); l != 1 {
+		t.Fatalf("%d listing requests; want 1", l)
+	}
+}
+
+// A real server may answer a truncated page without keys now and then:
+// up to maxEmptyPages of them in a row, between pages of keys, still list
+// every key.
+func TestListEmptyPagesThenKeys(t *testing.T) {
+	pages := map[string]listReply{"": more("e1")}
+	for i := 1; i < maxEmptyPages; i++ {
+		pages[fmt.Sprintf("e%d", i)] = more(fmt.Sprintf("e%d", i+1))
+	}
+	pages[fmt.Sprintf("e%d", maxEmptyPages)] = more("k1", "shards/0a.1", "shards/0a.2")
+	pages["k1"] = more("f1")
+	pages["f1"] = more("k2")
+	pages["k2"] = more("f2", "shards/0b.1")
+	pages["f2"] = last()
+	b, lists := listingS3(t, func(tok string) listReply { return pages[tok] })
+	var got []string
+	err := b.List(ctx5(t), "", func(k string, _ int64) error { got = append(got, k); return nil })
+	if err != nil || strings.Join(got, " ") != "shards/0a.1 shards/0a.2 shards/0b.1" {
+		t.Fatalf("List across empty truncated pages: %q, %v", got, err)
+	}
+	if l := lists.Load(); l != int32(len(pages)) {
+		t.Fatalf("%d listing requests; want %d", l, len(pages))
+	}
+}
+
+// The walk's pages go through a client whose requests minio-go makes
+// without a context: a listing request the server never answers must
+// still end at the walk's deadline.
+func TestListHonoursDeadline(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			return
+		}
+		select { // never answer, until the client gives up
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // before srv.Close waits for the handler
+	spec := backends.Spec{Name: "s3-hostile", Kind: backends.KindS3, Address: strings.TrimPrefix(srv.URL, "http://"),
+		Bucket: "bkt", AccessKey: "access", SecretRef: "s3"}
+	b, err := Open(ctx5(t), spec, "secret-key-value")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = b.List(ctx, "", func(string, int64) error { return nil })
+	if !errors.Is(err, backends.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
+		t.Fatalf("List from a server that never answers: %v after %v", err, time.Since(start))
 	}
 }

@@ -35,6 +35,9 @@ type Backend struct {
 	region string
 	quota  int64
 	cl     *minio.Client
+	// addr and opts make the client of each walk (see lister).
+	addr string
+	opts minio.Options
 	// listPage is the keys asked for per listing page; 0 leaves it to
 	// the server (1000). Tests set it small to walk many pages.
 	listPage int
@@ -69,7 +72,7 @@ func Open(ctx context.Context, spec backends.Spec, secretKey string) (*Backend, 
 	}
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	tr.ResponseHeaderTimeout = 0 // ctx bounds every call
-	cl, err := minio.New(spec.Address, &minio.Options{
+	opts := minio.Options{
 		Creds:     credentials.NewStaticV4(spec.AccessKey, secretKey, ""),
 		Secure:    spec.TLS,
 		Region:    region,
@@ -78,11 +81,13 @@ func Open(ctx context.Context, spec backends.Spec, secretKey string) (*Backend, 
 		// hedges slow reads, and a dead server must fail fast.
 		MaxRetries:   2,
 		BucketLookup: minio.BucketLookupPath,
-	})
+	}
+	cl, err := minio.New(spec.Address, &opts)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: s3 client for %s: %w", spec.Name, spec.Address, err)
 	}
-	b := &Backend{name: spec.Name, bucket: spec.Bucket, region: region, quota: spec.Quota, cl: cl}
+	b := &Backend{name: spec.Name, bucket: spec.Bucket, region: region, quota: spec.Quota, cl: cl,
+		addr: spec.Address, opts: opts}
 	if p := strings.Trim(spec.Prefix, "/"); p != "" {
 		b.prefix = encodeKey(p) + "/"
 	}
@@ -154,11 +159,21 @@ func (b *Backend) Name() string { return b.name }
 var errBadSize = errors.New("bad object size")
 
 // errListOrder marks a listing whose keys do not ascend. ListObjectsV2
-// returns keys in strictly ascending UTF-8 binary order; minio-go follows a
-// server's continuation token without checking it, so a server answering
-// IsTruncated with the same token again would have it yield the same page
-// for ever, and usage counts and the orphan sweep with it.
+// returns keys in strictly ascending UTF-8 binary order; a server answering
+// IsTruncated with the same token again would otherwise have the walk take
+// the same page for ever, and usage counts and the orphan sweep with it.
 var errListOrder = errors.New("listing out of order")
+
+// errListStall marks a listing that goes on without progress: truncated
+// pages that hold no keys, or a continuation token answered with itself.
+// Without it such a server kept a walk sending requests until its deadline.
+var errListStall = errors.New("listing made no progress")
+
+// maxEmptyPages is how many truncated pages without keys a walk takes in a
+// row. ListObjectsV2 lets a page hold fewer keys than asked for, none
+// included, and a real server may send such a page now and then; a run
+// longer than this is a server that will not move on.
+const maxEmptyPages = 3
 
 // maxResponseBody bounds every response body: the largest value and room
 // for a listing page (1000 keys, well under 1 MiB of XML).
@@ -199,7 +214,7 @@ func (b *cappedBody) Close() error { return b.rc.Close() }
 
 // kindOf classifies an error from minio-go.
 func kindOf(err error) error {
-	if errors.Is(err, errBadSize) || errors.Is(err, errListOrder) {
+	if errors.Is(err, errBadSize) || errors.Is(err, errListOrder) || errors.Is(err, errListStall) {
 		return backends.ErrCorruptReply
 	}
 	var er minio.ErrorResponse
@@ -472,47 +487,107 @@ type stopWalk struct{ err error }
 
 func (s stopWalk) Error() string { return s.err.Error() }
 
+// walk calls fn for each object under the server-side prefix for prefix,
+// page by page. It drives the pages itself, not through ListObjects: that
+// follows continuation tokens out of sight and yields only keys, so a
+// server answering truncated pages without keys looped it unseen until the
+// deadline.
 func (b *Backend) walk(ctx context.Context, prefix string, fn func(key string, size int64) error) error {
 	server := b.prefix
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
 		server += encodeKey(prefix[:i]) + "/"
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // stops minio-go's listing goroutine on an early return
-	var prev string
+	core, err := b.lister(ctx)
+	if err != nil {
+		return err
+	}
+	host := b.cl.EndpointURL().Host
+	var prev, token string
 	first := true
-	opts := minio.ListObjectsOptions{Prefix: server, Recursive: true, MaxKeys: b.listPage}
-	for obj := range b.cl.ListObjects(ctx, b.bucket, opts) {
-		if obj.Err != nil {
-			if kindOf(obj.Err) == backends.ErrNotFound {
-				return nil // no bucket: nothing stored
-			}
-			return obj.Err
-		}
-		// Every key must be greater than the one before, so a server
-		// repeating a page (or going back) ends the walk at its first
-		// key instead of feeding fn the same keys without end.
-		if !first && obj.Key <= prev {
-			what := "repeated"
-			if obj.Key < prev {
-				what = "went backwards"
-			}
-			return fmt.Errorf("%w: s3 %s bucket %s: listing key %q %s after %q (keys must ascend; a server repeating a page would loop for ever)",
-				errListOrder, b.cl.EndpointURL().Host, b.bucket, obj.Key, what, prev)
-		}
-		prev, first = obj.Key, false
-		if obj.Size < 0 {
-			return fmt.Errorf("%w: listing gave %s a size of %d", errBadSize, obj.Key, obj.Size)
-		}
-		name, ok := strings.CutPrefix(obj.Key, b.prefix)
-		if !ok || strings.HasSuffix(name, "/") {
-			continue // a "directory" marker some servers list
-		}
-		if err := fn(decodeKey(name), obj.Size); err != nil {
+	empty := 0 // truncated pages in a row without keys
+	for page := 1; ; page++ {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
+		res, err := core.ListObjectsV2(b.bucket, server, "", token, "", b.listPage)
+		if err != nil {
+			if kindOf(err) == backends.ErrNotFound {
+				return nil // no bucket: nothing stored
+			}
+			return fmt.Errorf("s3 listing of bucket %s at %s, page %d: %w", b.bucket, host, page, err)
+		}
+		for _, obj := range res.Contents {
+			// Every key must be greater than the one before, so a
+			// server repeating a page (or going back) ends the walk at
+			// its first key instead of feeding fn the same keys
+			// without end.
+			if !first && obj.Key <= prev {
+				what := "repeated"
+				if obj.Key < prev {
+					what = "went backwards"
+				}
+				return fmt.Errorf("%w: s3 %s bucket %s: listing key %q %s after %q (keys must ascend; a server repeating a page would loop for ever)",
+					errListOrder, host, b.bucket, obj.Key, what, prev)
+			}
+			prev, first = obj.Key, false
+			if obj.Size < 0 {
+				return fmt.Errorf("%w: listing gave %s a size of %d", errBadSize, obj.Key, obj.Size)
+			}
+			name, ok := strings.CutPrefix(obj.Key, b.prefix)
+			if !ok || strings.HasSuffix(name, "/") {
+				continue // a "directory" marker some servers list
+			}
+			if err := fn(decodeKey(name), obj.Size); err != nil {
+				return err
+			}
+		}
+		if !res.IsTruncated {
+			return nil
+		}
+		// minio-go fails a truncated page without a next token itself.
+		// The same token again asks for the same page again: no server
+		// that makes progress answers so, even with keys on the page.
+		if token != "" && res.NextContinuationToken == token {
+			return fmt.Errorf("%w: s3 listing of bucket %s at %s made no progress: page %d answered continuation token %.64q with the same token",
+				errListStall, b.bucket, host, page, token)
+		}
+		if len(res.Contents) == 0 {
+			empty++
+		} else {
+			empty = 0
+		}
+		if empty > maxEmptyPages {
+			return fmt.Errorf("%w: s3 listing of bucket %s at %s made no progress: %d truncated pages in a row held no keys (pages %d to %d)",
+				errListStall, b.bucket, host, empty, page-empty+1, page)
+		}
+		token = res.NextContinuationToken
 	}
-	return ctx.Err()
+}
+
+// lister returns a client for one walk's listing requests. The page-level
+// Core.ListObjectsV2 sends its requests with context.Background(), so the
+// client's transport puts ctx on each one instead: the walk's deadline and
+// cancel still end a request in flight. (minio-go, not seeing ctx, then
+// still waits out its retry backoff, under a second, before it gives up.)
+// The client shares the backend's transport and so its connections.
+func (b *Backend) lister(ctx context.Context) (minio.Core, error) {
+	opts := b.opts
+	opts.Transport = ctxTransport{ctx: ctx, rt: b.opts.Transport}
+	cl, err := minio.New(b.addr, &opts)
+	if err != nil {
+		return minio.Core{}, fmt.Errorf("s3 client for %s: %w", b.addr, err)
+	}
+	return minio.Core{Client: cl}, nil
+}
+
+// ctxTransport sends every request with ctx.
+type ctxTransport struct {
+	ctx context.Context
+	rt  http.RoundTripper
+}
+
+func (t ctxTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return t.rt.RoundTrip(r.WithContext(t.ctx))
 }
 
 // count sums the sizes under the prefix.
