@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 
@@ -45,5 +46,36 @@ func TestWriteRefusesBadAttrsUpFront(t *testing.T) {
 	}
 	if _, err := s.Put(ctx, "a", bytes.NewReader([]byte("x")), WithAttrs(map[string]string{"ok": "ü"})); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Reads after Reader.Close fail with ErrClosed wherever the position is:
+// at the end of the object (or on an empty object) they reported io.EOF,
+// so io.ReadAll after Close returned an empty object and no error.
+func TestReaderClosedAtEOF(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx := context.Background()
+	for _, data := range []string{"", "hello"} {
+		if _, err := s.Put(ctx, "o", strings.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.Open(ctx, "o")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Seek(0, io.SeekEnd); err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		if b, err := io.ReadAll(r); !errors.Is(err, ErrClosed) {
+			t.Errorf("%d-byte object: ReadAll after Close: %q, %v; want ErrClosed", len(data), b, err)
+		}
+		if _, err := r.ReadAt(make([]byte, 1), int64(len(data))); !errors.Is(err, ErrClosed) {
+			t.Errorf("%d-byte object: ReadAt at the end after Close: %v; want ErrClosed", len(data), err)
+		}
+		var buf bytes.Buffer
+		if _, err := r.WriteTo(&buf); !errors.Is(err, ErrClosed) {
+			t.Errorf("%d-byte object: WriteTo after Close: %v; want ErrClosed", len(data), err)
+		}
 	}
 }

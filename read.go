@@ -95,6 +95,18 @@ func (r *Reader) Close() error {
 	return nil
 }
 
+// checkOpen fails once the Reader is closed, before anything else is
+// looked at: at the end of the object a read would otherwise report
+// io.EOF, as if the object had been read in full.
+func (r *Reader) checkOpen() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return fmt.Errorf("read %q: %w", r.obj.Name, ErrClosed)
+	}
+	return nil
+}
+
 // Read implements io.Reader.
 func (r *Reader) Read(p []byte) (int, error) {
 	n, err := r.ReadAt(p, r.off)
@@ -109,6 +121,9 @@ func (r *Reader) Read(p []byte) (int, error) {
 // from the Reader's position, with several blocks fetched and decoded
 // ahead, and no intermediate copy.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	if err := r.checkOpen(); err != nil {
+		return 0, err
+	}
 	var total int64
 	bs := int64(r.pol.BlockSize)
 	for r.off < r.obj.Size {
@@ -173,6 +188,9 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 // ReadAtContext is ReadAt that also gives up when ctx ends (a block fetch
 // that other readers share goes on under the Reader's own context).
 func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if err := r.checkOpen(); err != nil {
+		return 0, err
+	}
 	if off < 0 {
 		return 0, fmt.Errorf("read %q: negative offset %d", r.obj.Name, off)
 	}
