@@ -173,14 +173,33 @@ func (h *Healer) routes() http.Handler {
 		reply(w, map[string]string{"added": req.Spec.Name}, h.AddBackend(r.Context(), req.Spec, req.Secret))
 	})
 	mux.HandleFunc("POST /v1/backends/{name}/drain", func(w http.ResponseWriter, r *http.Request) {
-		name := r.PathValue("name")
+		name, ok := backendName(w, r)
+		if !ok {
+			return
+		}
 		reply(w, map[string]string{"draining": name}, h.Drain(r.Context(), name))
 	})
 	mux.HandleFunc("DELETE /v1/backends/{name}", func(w http.ResponseWriter, r *http.Request) {
-		name := r.PathValue("name")
+		name, ok := backendName(w, r)
+		if !ok {
+			return
+		}
 		reply(w, map[string]string{"removed": name}, h.RemoveBackend(r.Context(), name))
 	})
 	return mux
+}
+
+// backendName is the {name} of a backend route, or false after a 400 if
+// no backend can have it: a '/' (sent as %2F) or NUL the metastore
+// refuses as an invalid argument, which was answered as the daemon's own
+// failure, a 500.
+func backendName(w http.ResponseWriter, r *http.Request) (string, bool) {
+	name := r.PathValue("name")
+	if strings.ContainsAny(name, "/\x00") {
+		replyErr(w, http.StatusBadRequest, fmt.Errorf("backend name %q: no backend has a name with '/' or NUL", name))
+		return "", false
+	}
+	return name, true
 }
 
 // maxRequestBody bounds a request body. The largest the client sends, a
