@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"path/filepath"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -100,7 +98,7 @@ Examples:
 				}
 				o.spec.Quota = q
 			}
-			if err := o.spec.Validate(); err != nil {
+			if err := o.spec.ValidateInput(); err != nil {
 				return usagef("%v", err)
 			}
 			if o.spec.Kind == backends.KindLocal && !filepath.IsAbs(o.spec.Path) {
@@ -166,39 +164,28 @@ Examples:
 	return cmd
 }
 
-// kindFlags lists the backend add flags that mean something for some
-// kinds only, with those kinds; every other flag applies to all.
-var kindFlags = map[string][]string{
-	"path":         {backends.KindLocal},
-	"address":      {backends.KindZDB, backends.KindS3},
-	"namespace":    {backends.KindZDB},
-	"bucket":       {backends.KindS3},
-	"prefix":       {backends.KindS3},
-	"region":       {backends.KindS3},
-	"tls":          {backends.KindS3},
-	"access-key":   {backends.KindS3},
-	"secret-ref":   {backends.KindZDB, backends.KindS3},
-	"secret-stdin": {backends.KindZDB, backends.KindS3},
-}
-
 // checkKindFlags refuses a flag given for a kind it does not apply to
-// (--bucket for a local backend): the backend would be added without the
-// setting the user believes took effect. An unknown or missing kind is
-// left to Spec.Validate.
+// (--bucket for a local backend), even with its default value
+// (--tls=false): the backend would be added without the setting the user
+// believes took effect. Which flag applies to which kind is
+// backends.KindFields, the spec field's key spelt as a flag; --secret-stdin
+// goes with --secret-ref. An unknown or missing kind is left to
+// Spec.Validate.
 func checkKindFlags(cmd *cobra.Command, kind string) error {
 	switch kind {
 	case backends.KindLocal, backends.KindZDB, backends.KindS3:
 	default:
 		return nil
 	}
-	article := "a"
-	if kind == backends.KindS3 {
-		article = "an"
-	}
-	for _, name := range slices.Sorted(maps.Keys(kindFlags)) {
-		kinds := kindFlags[name]
-		if cmd.Flags().Changed(name) && !slices.Contains(kinds, kind) {
-			return usagef("--%s does not apply to %s %s backend (only to %s)", name, article, kind, strings.Join(kinds, ", "))
+	for _, f := range backends.KindFields() {
+		flags := []string{strings.ReplaceAll(f.Key, "_", "-")}
+		if f.Key == "secret_ref" {
+			flags = append(flags, "secret-stdin")
+		}
+		for _, name := range flags {
+			if cmd.Flags().Changed(name) && !f.AppliesTo(kind) {
+				return usagef("--%s %s", name, f.NotFor(kind))
+			}
 		}
 	}
 	return nil

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/healstore/healstore/backends"
 )
 
 // TestBackendAddRelativePath: backend add --path is relative to where the
@@ -164,6 +166,19 @@ func TestBackendAddRefusesFlagsOfAnotherKind(t *testing.T) {
 		kind, _ := cmd.Flags().GetString("kind")
 		if err := checkKindFlags(cmd, kind); err != nil {
 			t.Errorf("%q: %v", args, err)
+		}
+	}
+}
+
+// TestBackendAddKindFlagsExist: checkKindFlags spells each field of
+// backends.KindFields as a flag; every one of those names a flag of
+// backend add, so none is left unchecked by a rename.
+func TestBackendAddKindFlagsExist(t *testing.T) {
+	cmd := newBackendAddCmd(&globalOptions{})
+	for _, f := range backends.KindFields() {
+		name := strings.ReplaceAll(f.Key, "_", "-")
+		if cmd.Flags().Lookup(name) == nil {
+			t.Errorf("field %s: backend add has no --%s", f.Key, name)
 		}
 	}
 }

@@ -147,7 +147,7 @@ func parseSpec(s string) (backends.Spec, error) {
 		if err := dec.Decode(&spec); err != nil {
 			return spec, fmt.Errorf("not a valid JSON spec: %v", err)
 		}
-		return spec, spec.Validate()
+		return spec, spec.ValidateInput()
 	}
 	for _, kv := range strings.Split(s, ",") {
 		k, v, ok := strings.Cut(kv, "=")
@@ -196,7 +196,7 @@ func parseSpec(s string) (backends.Spec, error) {
 			return spec, fmt.Errorf("%s: %v", k, err)
 		}
 	}
-	return spec, spec.Validate()
+	return spec, spec.ValidateInput()
 }
 
 func printRecoverReport(g *globalOptions, rep *healstore.RecoverReport) {

@@ -36,6 +36,9 @@ func TestParseSpec(t *testing.T) {
 		"name=z,kind=zdb,address=h:1,namespace=n,password=hunter2", // secrets never in a spec
 		"name=b1 kind=local",
 		`{"name":"b1","kind":"local","path":"/x","pass":"y"}`,
+		"name=b1,kind=local,path=/x,bucket=b", // a key of another kind
+		"name=b1,kind=local,path=/x,tls=true", //
+		`{"name":"z","kind":"zdb","address":"h:1","namespace":"n","path":"/x"}`,
 	} {
 		if _, err := parseSpec(in); err == nil {
 			t.Errorf("parseSpec(%q) accepted", in)
@@ -111,6 +114,17 @@ func TestRecoverCommand(t *testing.T) {
 		}
 		if _, err := os.Stat(target); !errors.Is(err, fs.ErrNotExist) {
 			t.Fatalf("--secrets %q left %s behind", bad, target)
+		}
+	}
+	// A key of another kind (bucket on a local backend) is refused before
+	// anything is written, naming the key, the backend and its kind.
+	for _, bad := range []string{spec + ",bucket=healstore", `{"name":"` + b3.Name + `","kind":"local","path":"` + b3.Path + `","namespace":"ns"}`} {
+		code, _, stderr := run1("recover", "--key", key, "--backend", bad, target)
+		if code != exitUsage || !strings.Contains(stderr, "backend "+b3.Name+": ") || !strings.Contains(stderr, "does not apply to a local backend") {
+			t.Fatalf("--backend %q: exit %d, stderr %q; want a usage error naming the key", bad, code, stderr)
+		}
+		if _, err := os.Stat(target); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("--backend %q left %s behind", bad, target)
 		}
 	}
 	code, stdout, stderr := run1("recover", "--key", key, "--backend", spec, target)
