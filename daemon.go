@@ -61,6 +61,14 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	}
 	mux.Handle("/", api)
 	mux.HandleFunc("GET "+LossWindowPath, s.serveLossWindow)
+	// Without this, "/" (the healer API) took the path's other methods
+	// and answered 404.
+	mux.HandleFunc(LossWindowPath, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", "GET, HEAD")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf("%s %s: method not allowed; use GET", r.Method, LossWindowPath)})
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()

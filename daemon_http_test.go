@@ -1,0 +1,64 @@
+package healstore
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// startDaemon runs hs's daemon on a free loopback port until the test
+// ends and returns its address.
+func startDaemon(t *testing.T, hs *healStore) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- hs.s.RunDaemon(ctx, DaemonOptions{Addr: "127.0.0.1:0", Ready: func(a string) { addrc <- a }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("daemon: %v", err)
+		}
+	})
+	select {
+	case a := <-addrc:
+		return a
+	case err := <-done:
+		t.Fatalf("daemon: %v", err)
+		return ""
+	}
+}
+
+// The loss window is read with GET (or HEAD); another method is a 405
+// naming the allowed ones. It was a 404, as if the daemon had no loss
+// window to serve.
+func TestDaemonLossWindowMethods(t *testing.T) {
+	hs := newHealStore(t, 6, 4, 2, nil)
+	addr := startDaemon(t, hs)
+	for _, c := range []struct {
+		method string
+		code   int
+	}{{"GET", 200}, {"HEAD", 200}, {"POST", 405}, {"PUT", 405}, {"DELETE", 405}} {
+		req, err := http.NewRequest(c.method, "http://"+addr+LossWindowPath, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Healstore-Client", "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.code {
+			t.Errorf("%s %s: %d %s, want %d", c.method, LossWindowPath, resp.StatusCode, body, c.code)
+		}
+		if c.code == 405 && (resp.Header.Get("Allow") != "GET, HEAD" || !strings.Contains(string(body), c.method)) {
+			t.Errorf("%s %s: Allow %q, body %s; want Allow: GET, HEAD and the method named", c.method, LossWindowPath, resp.Header.Get("Allow"), body)
+		}
+	}
+}
