@@ -545,7 +545,7 @@ func (c *Config) Validate() error {
 	paths := map[string]int{}
 	for i, b := range c.Backends {
 		field := fmt.Sprintf("backends[%d]", i)
-		if err := b.Validate(); err != nil {
+		if err := b.ValidateInput(); err != nil {
 			return bad(field, "%v", err)
 		}
 		if j, dup := names[b.Name]; dup {

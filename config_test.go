@@ -172,6 +172,12 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"quorum too low", func(s string) string { return "write_quorum = 1\n" + s }, "write_quorum", 0, "between k=2"},
 		{"level", func(s string) string { return "placement_level = \"rack\"\n" + s }, "placement_level", 0, "node or farm"},
 		{"backend kind", func(s string) string { return strings.Replace(s, `kind = "local"`, `kind = "nfs"`, 1) }, "backends[0]", 0, "unknown kind"},
+		{"backend key of another kind", func(s string) string {
+			return strings.Replace(s, `kind = "local"`, "kind = \"local\"\nbucket = \"x\"", 1)
+		}, "backends[0]", 0, "backend a: bucket does not apply to a local backend (only to s3)"},
+		{"backend key of another kind, zdb", func(s string) string {
+			return s + "\n[[backends]]\nname = \"z\"\nkind = \"zdb\"\naddress = \"h:9900\"\nnamespace = \"ns\"\nregion = \"eu\"\n"
+		}, "backends[1]", 0, "backend z: region does not apply to a zdb backend (only to s3)"},
 		{"duplicate backend", func(s string) string {
 			return s + "\n[[backends]]\nname = \"a\"\nkind = \"local\"\npath = \"x\"\n"
 		}, "backends[1].name", 0, "also the name"},
