@@ -79,3 +79,48 @@ func TestReaderClosedAtEOF(t *testing.T) {
 		}
 	}
 }
+
+// Readers and writers left open when the Store closes fail with ErrClosed.
+// They failed with what the closing looked like from below: a read with
+// "metastore closed" (not ErrClosed), a write with ErrInsufficientBackends
+// ("0 usable"), which sends an operator after healthy backends; a reader
+// of an inline object went on reading.
+func TestStoreCloseFailsOpenReadersAndWriters(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx := context.Background()
+	if _, err := s.Put(ctx, "small", strings.NewReader("inline")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctx, "big", bytes.NewReader(make([]byte, 300<<10))); err != nil {
+		t.Fatal(err)
+	}
+	small, err := s.Open(ctx, "small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := s.Open(ctx, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, _ := s.Create(ctx, "w-small")
+	ws.Write([]byte("abc"))
+	wb, _ := s.Create(ctx, "w-big")
+	wb.Write(make([]byte, 100<<10))
+	s.Close()
+
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, ErrClosed) || errors.Is(err, ErrInsufficientBackends) {
+			t.Errorf("%s after the store closed: %v; want ErrClosed (and not ErrInsufficientBackends)", what, err)
+		}
+	}
+	_, err = io.ReadAll(small)
+	check("read of an inline object", err)
+	_, err = io.ReadAll(big)
+	check("read", err)
+	_, err = big.WriteTo(io.Discard)
+	check("WriteTo", err)
+	check("close of a small write", ws.Close())
+	wb.Write(make([]byte, 100<<10))
+	check("close of a large write", wb.Close())
+}

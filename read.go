@@ -95,14 +95,18 @@ func (r *Reader) Close() error {
 	return nil
 }
 
-// checkOpen fails once the Reader is closed, before anything else is
-// looked at: at the end of the object a read would otherwise report
-// io.EOF, as if the object had been read in full.
+// checkOpen fails once the Reader or its Store is closed, before anything
+// else is looked at: at the end of the object a read would otherwise
+// report io.EOF, as if the object had been read in full, and an inline
+// object would still be read from the record the Reader holds.
 func (r *Reader) checkOpen() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return fmt.Errorf("read %q: %w", r.obj.Name, ErrClosed)
+	}
+	if err := r.s.checkOpen(); err != nil {
+		return fmt.Errorf("read %q: %w", r.obj.Name, err)
 	}
 	return nil
 }
@@ -324,8 +328,13 @@ func (r *Reader) fetch(ctx context.Context, b uint64) ([]byte, error) {
 // fetchStripe is fetch for a striped block. With dst nil it returns the
 // block in new memory; otherwise it decodes the block into dst, which must
 // be exactly the block's length, and returns dst.
-func (r *Reader) fetchStripe(ctx context.Context, b uint64, dst []byte) ([]byte, error) {
+func (r *Reader) fetchStripe(ctx context.Context, b uint64, dst []byte) (_ []byte, err error) {
 	s := r.s
+	defer func() {
+		if cause := s.closedCause(err); cause != err {
+			err = fmt.Errorf("read %q block %d: %w", r.obj.Name, b, cause)
+		}
+	}()
 	id := r.obj.Stripes[b]
 	st, err := s.meta.GetStripe(ctx, id)
 	if errors.Is(err, metastore.ErrNotFound) {

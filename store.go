@@ -275,6 +275,17 @@ func (s *Store) checkOpen() error {
 	return nil
 }
 
+// closedCause replaces err by ErrClosed once the store is closed: a read
+// or write still under way then fails on closed metadata or on backends
+// that look gone, and saying so (insufficient backends, say) would send
+// the caller after a fault that is not there.
+func (s *Store) closedCause(err error) error {
+	if err != nil && s.closed.Load() && !errors.Is(err, ErrClosed) {
+		return fmt.Errorf("store: %w", ErrClosed)
+	}
+	return err
+}
+
 // Config returns the store's config (read-only by convention).
 func (s *Store) Config() *Config { return s.cfg }
 

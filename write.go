@@ -119,7 +119,7 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader, opts ...Write
 	}
 	info, err := s.write(ctx, name, r, o, nil)
 	if err != nil {
-		return nil, fmt.Errorf("put %q: %w", name, err)
+		return nil, fmt.Errorf("put %q: %w", name, s.closedCause(err))
 	}
 	return info, nil
 }
@@ -739,10 +739,10 @@ func (s *Store) Create(ctx context.Context, name string, opts ...WriteOption) (*
 	w := &Writer{name: name, pw: pw, done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		stop := func(err error) { pr.CloseWithError(fmt.Errorf("write %q: %w", name, err)) }
+		stop := func(err error) { pr.CloseWithError(fmt.Errorf("write %q: %w", name, s.closedCause(err))) }
 		info, err := s.write(ctx, name, pr, o, stop)
 		if err != nil {
-			err = fmt.Errorf("write %q: %w", name, err)
+			err = fmt.Errorf("write %q: %w", name, s.closedCause(err))
 			// Unblock a Write waiting on a reader that stopped.
 			pr.CloseWithError(err)
 		}
