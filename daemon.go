@@ -69,7 +69,7 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 		w.WriteHeader(http.StatusMethodNotAllowed)
 		_ = json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf("%s %s: method not allowed; use GET", r.Method, LossWindowPath)})
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := newDaemonServer(mux)
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
@@ -113,6 +113,17 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 		return fmt.Errorf("daemon: shutdown: %w", shutErr)
 	}
 	return nil
+}
+
+// newDaemonServer is the daemon's HTTP server. ReadHeaderTimeout bounds
+// a client sending its headers slowly (slowloris); IdleTimeout closes a
+// keep-alive connection left idle, which with neither it nor ReadTimeout
+// set waits for its next request for ever. There is no ReadTimeout or
+// WriteTimeout: heal and scrub run for minutes and stream progress, and a
+// ReadTimeout that expires while a handler runs cancels its request's
+// context (net/http's background read fails).
+func newDaemonServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 }
 
 // runLeaderLoops runs the healer and the metadata snapshotter until ctx

@@ -62,3 +62,18 @@ func TestDaemonLossWindowMethods(t *testing.T) {
 		}
 	}
 }
+
+// The daemon's server bounds how long a client may take to send its
+// headers and how long a keep-alive connection may sit idle: without
+// IdleTimeout (and no ReadTimeout, which would cancel long heals) an idle
+// connection held a descriptor and a goroutine for ever. It sets no
+// ReadTimeout or WriteTimeout, which would cut heal and scrub short.
+func TestDaemonServerTimeouts(t *testing.T) {
+	srv := newDaemonServer(http.NotFoundHandler())
+	if srv.ReadHeaderTimeout <= 0 || srv.IdleTimeout <= 0 {
+		t.Errorf("ReadHeaderTimeout %v, IdleTimeout %v: both must be set", srv.ReadHeaderTimeout, srv.IdleTimeout)
+	}
+	if srv.ReadTimeout != 0 || srv.WriteTimeout != 0 {
+		t.Errorf("ReadTimeout %v, WriteTimeout %v would end long heals and scrubs", srv.ReadTimeout, srv.WriteTimeout)
+	}
+}
