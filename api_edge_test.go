@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/healstore/healstore/metastore"
@@ -123,4 +124,52 @@ func TestStoreCloseFailsOpenReadersAndWriters(t *testing.T) {
 	check("close of a small write", ws.Close())
 	wb.Write(make([]byte, 100<<10))
 	check("close of a large write", wb.Close())
+}
+
+// hookKV runs before once, just before the first Get of key.
+type hookKV struct {
+	metastore.KV
+	key    string
+	before func()
+	once   sync.Once
+}
+
+func (h *hookKV) Get(ctx context.Context, key []byte) ([]byte, error) {
+	if string(key) == h.key {
+		h.once.Do(h.before)
+	}
+	return h.KV.Get(ctx, key)
+}
+
+// Rename refuses an existing target atomically: it checked that the
+// target was free and then renamed in a separate commit that replaces any
+// object there, so an object written under the target in between was
+// dropped without a word (its shards given to garbage collection), and
+// Rename reported success.
+func TestRenameDoesNotReplaceAConcurrentWrite(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx := context.Background()
+	if _, err := s.Put(ctx, "tmp", strings.NewReader("mine")); err != nil {
+		t.Fatal(err)
+	}
+	// The rename reads "tmp" after its check found "final" free: another
+	// writer commits "final" just then.
+	hook := &hookKV{KV: s.meta.KV(), key: "obj/tmp"}
+	s.meta = metastore.New(hook, metastore.WithGarbageDelay(s.meta.GarbageDelay()))
+	hook.before = func() {
+		if _, err := s.Put(ctx, "final", strings.NewReader("theirs")); err != nil {
+			t.Error(err)
+		}
+	}
+	// Rename's own reads of "tmp" come after its check of "final".
+	if _, err := s.Stat(ctx, "final"); !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	err := s.Rename(ctx, "tmp", "final")
+	if !errors.Is(err, ErrExists) {
+		t.Errorf("rename onto an object written meanwhile: %v, want ErrExists", err)
+	}
+	if got := readAll(t, s, "final"); string(got) != "theirs" {
+		t.Errorf("final holds %q; the object written there was replaced", got)
+	}
 }

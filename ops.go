@@ -182,20 +182,15 @@ func (s *Store) Rename(ctx context.Context, from, to string) error {
 	if err := checkName(to); err != nil {
 		return fmt.Errorf("rename: %w", err)
 	}
-	if from == to {
-		_, err := s.getObject(ctx, from)
-		return err
-	}
-	if _, err := s.getObject(ctx, to); err == nil {
-		return fmt.Errorf("rename %q: object %q: %w", from, to, ErrExists)
-	} else if !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("rename %q: %w", from, err)
-	}
-	err := s.meta.RenameObject(ctx, from, to)
-	if errors.Is(err, metastore.ErrNotFound) {
+	// One commit checks that to is free and moves the object: an object
+	// written under to after a separate check would be replaced.
+	err := s.meta.RenameObjectNoReplace(ctx, from, to)
+	switch {
+	case errors.Is(err, metastore.ErrNotFound):
 		return fmt.Errorf("rename: object %q: %w", from, ErrNotFound)
-	}
-	if err != nil {
+	case errors.Is(err, metastore.ErrExists):
+		return fmt.Errorf("rename %q: object %q: %w", from, to, ErrExists)
+	case err != nil:
 		return fmt.Errorf("rename %q: %w", from, err)
 	}
 	return nil

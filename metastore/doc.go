@@ -12,6 +12,6 @@
 // specifies the key layout and the record encodings.
 //
 // Errors are wrapped with context; test them with errors.Is against
-// ErrNotFound, ErrConflict, ErrClosed, ErrSchema, ErrUnavailable,
+// ErrNotFound, ErrExists, ErrConflict, ErrClosed, ErrSchema, ErrUnavailable,
 // ErrLocked, ErrTooLarge, ErrCorrupt and ErrInvalid.
 package metastore

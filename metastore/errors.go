@@ -10,6 +10,9 @@ import (
 var (
 	// ErrNotFound: the key or record does not exist.
 	ErrNotFound = errors.New("not found")
+	// ErrExists: the target of an operation that must not replace one
+	// (RenameObjectNoReplace) exists. Nothing was written.
+	ErrExists = errors.New("already exists")
 	// ErrConflict: a batch condition failed (a compare-and-swap lost a
 	// race, or a record changed since it was read). Nothing was written.
 	ErrConflict = errors.New("conflict")

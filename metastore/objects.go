@@ -228,6 +228,18 @@ func (s *Store) DeleteObject(ctx context.Context, name string) error {
 // already under `to` is replaced, as a POSIX rename does: its stripes are
 // dropped and its shards become garbage.
 func (s *Store) RenameObject(ctx context.Context, from, to string) error {
+	return s.renameObject(ctx, from, to, true)
+}
+
+// RenameObjectNoReplace is RenameObject that fails with ErrExists, writing
+// nothing, when an object is under `to`. The check is part of the commit:
+// a check made before it could not see an object written in between, and
+// the rename would drop that object.
+func (s *Store) RenameObjectNoReplace(ctx context.Context, from, to string) error {
+	return s.renameObject(ctx, from, to, false)
+}
+
+func (s *Store) renameObject(ctx context.Context, from, to string, replace bool) error {
 	if from == "" || to == "" {
 		return fmt.Errorf("%w: empty object name", ErrInvalid)
 	}
@@ -251,6 +263,9 @@ func (s *Store) RenameObject(ctx context.Context, from, to string) error {
 		oldRaw, found, err := s.get(ctx, toKey)
 		if err != nil {
 			return err
+		}
+		if found && !replace {
+			return fmt.Errorf("rename object %q: object %q: %w", from, to, ErrExists)
 		}
 		if found {
 			b.ExpectValue(toKey, oldRaw)

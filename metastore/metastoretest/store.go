@@ -563,6 +563,16 @@ func testRenameObject(t *testing.T, f Factory) {
 			t.Fatal(err)
 		}
 	}
+	// Without replacing: an existing target is refused, nothing changes.
+	if err := s.RenameObjectNoReplace(ctx, "a", "b"); !errors.Is(err, metastore.ErrExists) {
+		t.Fatalf("rename onto existing without replacing: %v", err)
+	}
+	if got, err := s.GetObject(ctx, "b"); err != nil || got.ID != b.ID {
+		t.Fatalf("refused rename changed the target: %+v, %v", got, err)
+	}
+	if got, err := s.GetObject(ctx, "a"); err != nil || got.ID != a.ID {
+		t.Fatalf("refused rename changed the source: %+v, %v", got, err)
+	}
 	if err := s.RenameObject(ctx, "a", "c"); err != nil {
 		t.Fatal(err)
 	}
