@@ -35,11 +35,13 @@ type RecoverOptions struct {
 	// Backends are where to start: at least one must be reachable (its
 	// snapshot pointer names the others). A spec given here replaces the
 	// one recorded for the same name (a local path may differ on the new
-	// machine) and goes into the new config.
+	// machine) and goes into the new config. A field that does not apply
+	// to the spec's kind is refused (backends.Spec.ValidateInput).
 	Backends []backends.Spec
 	// SecretsFile resolves the backends' secret refs (zdb passwords, S3
 	// secret keys); it is copied into Dir. Optional when no backend needs
-	// a secret.
+	// a secret; when given, a file that is not there is an error, before
+	// anything is written.
 	SecretsFile string
 	// Dir is the new store directory. It must not exist or be empty.
 	Dir string
@@ -181,13 +183,22 @@ func Recover(ctx context.Context, o RecoverOptions) (*RecoverReport, error) {
 		return nil, err
 	}
 	for i, spec := range o.Backends {
-		if err := spec.Validate(); err != nil {
+		if err := spec.ValidateInput(); err != nil {
 			return nil, fmt.Errorf("recover: backend %d: %w", i+1, err)
 		}
 		if spec.Kind == backends.KindLocal {
 			if o.Backends[i].Path, err = filepath.Abs(spec.Path); err != nil {
 				return nil, fmt.Errorf("recover: %w", err)
 			}
+		}
+	}
+	// A secrets file given must be there: OpenSecrets reads a missing one
+	// as empty (a store's own is written by its first secret), which here
+	// would recover without the backends' secrets, a typo failing later
+	// and far from its cause. "" is no secrets file.
+	if o.SecretsFile != "" {
+		if err := checkPrivate(o.SecretsFile, "secrets file"); err != nil {
+			return nil, fmt.Errorf("recover: %w", err)
 		}
 	}
 	key, err := LoadMasterKey(o.KeyFile)
@@ -424,7 +435,7 @@ func writeRecoveredConfig(dir string, o RecoverOptions, m *snapshot.Manifest) (s
 	}
 	secrets := []byte("# healstore secrets: ref = \"secret\" (zdb passwords, S3 secret keys). Keep this file mode 0600.\n")
 	if o.SecretsFile != "" {
-		if secrets, err = os.ReadFile(o.SecretsFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if secrets, err = os.ReadFile(o.SecretsFile); err != nil {
 			return "", err
 		}
 	}
