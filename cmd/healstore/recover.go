@@ -109,10 +109,11 @@ Then: export HEALSTORE_CONFIG=DIR/healstore.toml and start healstore daemon.
 	return cmd
 }
 
-// checkSecretsFlag refuses a --secrets path that names no readable file.
-// The library reads a missing secrets file as an empty one (a store's own
-// may not exist yet), so a mistyped path would recover without the
-// backends' secrets and fail later, far from the cause.
+// checkSecretsFlag refuses a --secrets path that names no readable file,
+// as a usage error (exit 2) naming the flag. healstore.Recover refuses a
+// missing file too, but as a plain error (exit 1) that names no flag, and
+// takes an empty path for no secrets file, which on the command line is a
+// mistake.
 func checkSecretsFlag(path string) error {
 	if path == "" {
 		return usagef("recover: --secrets is empty; give the secrets file's path, or leave --secrets out when no backend needs a secret")
