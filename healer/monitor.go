@@ -1303,7 +1303,10 @@ func (h *Healer) AddBackend(ctx context.Context, spec backends.Spec, secret stri
 	if _, err := h.meta.GetBackend(ctx, spec.Name); err == nil {
 		return fmt.Errorf("backend %s: %w", spec.Name, ErrBackendExists)
 	}
-	if err := spec.Validate(); err != nil {
+	// An operator's spec is new input: a field of another kind (bucket on
+	// a local backend) would be dropped while they believe it took effect.
+	// (adopt checks only Validate: a provisioner's spec is the program's.)
+	if err := spec.ValidateInput(); err != nil {
 		return err
 	}
 	if h.try != nil {
