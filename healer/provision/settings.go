@@ -60,7 +60,9 @@ func SpareSpecsFromSettings(settings map[string]any, base string) ([]backends.Sp
 		if b.Kind == backends.KindLocal && b.Path != "" && !filepath.IsAbs(b.Path) {
 			b.Path = filepath.Join(base, b.Path)
 		}
-		if err := b.Validate(); err != nil {
+		// Settings are new input: a field of another kind (bucket on a
+		// local spare) is refused, not dropped.
+		if err := b.ValidateInput(); err != nil {
 			return nil, fmt.Errorf("spare provisioner settings: backends[%d]: %w", i, err)
 		}
 	}

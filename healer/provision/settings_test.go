@@ -52,6 +52,14 @@ func TestSpareSpecsFromSettings(t *testing.T) {
 	if _, err := SpareSpecsFromSettings(settings(t, `x = 1`), "/"); err == nil {
 		t.Fatal("unknown key accepted")
 	}
+	// A key of another kind is refused, naming it, not dropped.
+	_, err = SpareSpecsFromSettings(settings(t, `backends = [
+  { name = "s1", kind = "local", path = "spares/1" },
+  { name = "s2", kind = "local", path = "spares/2", bucket = "bkt" },
+]`), "/store")
+	if want := "spare provisioner settings: backends[1]: backend s2: bucket does not apply to a local backend (only to s3)"; err == nil || err.Error() != want {
+		t.Fatalf("local spare with a bucket: %v, want %q", err, want)
+	}
 }
 
 // encoding/json matches keys case-insensitively; the settings table does
