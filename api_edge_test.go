@@ -173,3 +173,39 @@ func TestRenameDoesNotReplaceAConcurrentWrite(t *testing.T) {
 		t.Errorf("final holds %q; the object written there was replaced", got)
 	}
 }
+
+// Health counts the spares' failure domains as the write path does: a
+// write that finds too few regular backends places its shards on spares
+// (Store.place). Health left them out, so with two of six backends down
+// and two spares it said "writes fail" while every write landed at full
+// redundancy.
+func TestHealthCountsSparesAsWritesUseThem(t *testing.T) {
+	s := newTestStore(t, testOpts{spares: 2})
+	ctx := context.Background()
+	for _, b := range []string{"b0", "b1"} {
+		if err := s.meta.UpdateBackend(ctx, b, func(r *metastore.BackendRecord) error {
+			r.State = metastore.StateDown
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := s.Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Put(ctx, "x", bytes.NewReader(make([]byte, 200<<10)))
+	if err != nil {
+		t.Fatalf("write with two backends down and two spares: %v", err)
+	}
+	if info.Redundancy.Degraded != 0 {
+		t.Fatalf("write not at full redundancy: %+v", info.Redundancy)
+	}
+	if !rep.Writable || !rep.FullRedundancy || rep.Domains != 6 {
+		t.Errorf("health: writable %v, full redundancy %v, %d domains; want true, true, 6 (problems: %q)",
+			rep.Writable, rep.FullRedundancy, rep.Domains, rep.Problems)
+	}
+	if p := strings.Join(rep.Problems, "\n"); !strings.Contains(p, "backend b0 is down") || strings.Contains(p, "writes") {
+		t.Errorf("problems %q: want the down backends named and nothing about writes", rep.Problems)
+	}
+}

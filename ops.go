@@ -233,7 +233,8 @@ type HealthReport struct {
 	WriteQuorum    int             `json:"write_quorum"`
 	Backends       []BackendHealth `json:"backends"`
 	// Domains counts distinct failure domains with a reachable, writable
-	// (up or suspect, not full) backend.
+	// (up or suspect, not full) backend, spares included: a write that
+	// finds too few other backends places shards on spares.
 	Domains int `json:"domains"`
 	// Writable: a new stripe reaches the write quorum.
 	Writable bool `json:"writable"`
@@ -289,7 +290,7 @@ func (s *Store) Health(ctx context.Context) (*HealthReport, error) {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("backend %s is %s", b.Name, b.State))
 		case b.Capacity.Known && b.Capacity.Free <= int64(p.MaxShardSize()):
 			rep.Problems = append(rep.Problems, fmt.Sprintf("backend %s is full", b.Name))
-		case !b.Spare:
+		default:
 			domains[b.Domain] = true
 		}
 	}
