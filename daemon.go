@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,15 +62,12 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 		api = s.leaderOnly(api, &leading)
 	}
 	mux.Handle("/", api)
-	mux.HandleFunc("GET "+LossWindowPath, s.serveLossWindow)
-	// Without this, "/" (the healer API) took the path's other methods
-	// and answered 404.
-	mux.HandleFunc(LossWindowPath, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Allow", "GET, HEAD")
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusMethodNotAllowed)
-		_ = json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf("%s %s: method not allowed; use GET", r.Method, LossWindowPath)})
-	})
+	for path, get := range map[string]http.HandlerFunc{LossWindowPath: s.serveLossWindow, StorePath: s.serveStore} {
+		mux.HandleFunc("GET "+path, get)
+		// Without this, "/" (the healer API) took the path's other
+		// methods and answered 404.
+		mux.HandleFunc(path, getOnly)
+	}
 	srv := newDaemonServer(mux)
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -182,6 +181,96 @@ func DaemonLossWindow(ctx context.Context, addr string) (*LossWindow, error) {
 		return nil, fmt.Errorf("daemon at %s: loss window: %w", addr, err)
 	}
 	return &lw, nil
+}
+
+// getOnly answers a request to a GET route with another method.
+func getOnly(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", "GET, HEAD")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusMethodNotAllowed)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf("%s %s: method not allowed; use GET", r.Method, r.URL.Path)})
+}
+
+// StorePath is where a daemon says which store it serves (DaemonStore).
+// Every store's config names 127.0.0.1:9310 unless edited, so the daemon
+// a command finds there may be another store's.
+const StorePath = "/v1/store"
+
+// DaemonStore is what a daemon answers at StorePath.
+type DaemonStore struct {
+	StoreID string `json:"store_id"`
+	// MetadataDir is the embedded metastore's directory; "" on etcd.
+	MetadataDir string `json:"metadata_dir,omitempty"`
+}
+
+func (s *Store) serveStore(w http.ResponseWriter, r *http.Request) {
+	ds := DaemonStore{StoreID: s.storeID}
+	if s.cfg.Metastore.Kind != "etcd" {
+		ds.MetadataDir = s.cfg.MetadataDir
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(ds)
+}
+
+// ErrOtherStore means the daemon asked serves another store than the
+// config's.
+var ErrOtherStore = errors.New("the daemon serves another store")
+
+// CheckDaemonStore returns an error matching ErrOtherStore unless the
+// daemon at addr serves cfg's embedded (pebble) store: the one whose
+// metadata directory is cfg.MetadataDir, however named. A command that
+// finds the store's metadata held by another process talks to the daemon
+// at healer.metrics_addr instead; another store's daemon there would have
+// healed, drained or removed backends of that store in this one's name.
+// A daemon that does not say which store it serves (older than
+// StorePath) is taken as cfg's.
+func CheckDaemonStore(ctx context.Context, addr string, cfg *Config) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+StorePath, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("daemon at %s: which store: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("daemon at %s: which store: %s", addr, resp.Status)
+	}
+	var ds DaemonStore
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ds); err != nil {
+		return fmt.Errorf("daemon at %s: which store: %w", addr, err)
+	}
+	other := func() error {
+		where := "a store on etcd"
+		if ds.MetadataDir != "" {
+			where = "metadata_dir " + ds.MetadataDir
+		}
+		return fmt.Errorf("the daemon at %s serves store %s (%s), not this config's (%s): %w; give each store its own healer.metrics_addr",
+			addr, ds.StoreID, where, cfg.metadataWhere(), ErrOtherStore)
+	}
+	switch {
+	case cfg.Metastore.Kind == "etcd" && ds.MetadataDir == "":
+		// Both on etcd: the caller, which can open the store, compares
+		// the store IDs.
+		return nil
+	case cfg.Metastore.Kind == "etcd" || ds.MetadataDir == "":
+		return other()
+	}
+	theirs, err := os.Stat(ds.MetadataDir)
+	if err != nil {
+		return other()
+	}
+	ours, err := os.Stat(cfg.MetadataDir)
+	if err != nil || !os.SameFile(ours, theirs) {
+		return other()
+	}
+	return nil
 }
 
 // maintenanceRoutes are the healer API's requests that repair, scrub,

@@ -2,8 +2,11 @@ package healstore
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -33,17 +36,20 @@ func startDaemon(t *testing.T, hs *healStore) string {
 	}
 }
 
-// The loss window is read with GET (or HEAD); another method is a 405
-// naming the allowed ones. It was a 404, as if the daemon had no loss
-// window to serve.
+// The loss window and the store the daemon serves are read with GET (or
+// HEAD); another method is a 405 naming the allowed ones. It was a 404,
+// as if the daemon had no loss window to serve.
 func TestDaemonLossWindowMethods(t *testing.T) {
 	hs := newHealStore(t, 6, 4, 2, nil)
 	addr := startDaemon(t, hs)
 	for _, c := range []struct {
-		method string
-		code   int
-	}{{"GET", 200}, {"HEAD", 200}, {"POST", 405}, {"PUT", 405}, {"DELETE", 405}} {
-		req, err := http.NewRequest(c.method, "http://"+addr+LossWindowPath, nil)
+		method, path string
+		code         int
+	}{
+		{"GET", LossWindowPath, 200}, {"HEAD", LossWindowPath, 200}, {"POST", LossWindowPath, 405}, {"PUT", LossWindowPath, 405}, {"DELETE", LossWindowPath, 405},
+		{"GET", StorePath, 200}, {"POST", StorePath, 405},
+	} {
+		req, err := http.NewRequest(c.method, "http://"+addr+c.path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,10 +61,10 @@ func TestDaemonLossWindowMethods(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != c.code {
-			t.Errorf("%s %s: %d %s, want %d", c.method, LossWindowPath, resp.StatusCode, body, c.code)
+			t.Errorf("%s %s: %d %s, want %d", c.method, c.path, resp.StatusCode, body, c.code)
 		}
 		if c.code == 405 && (resp.Header.Get("Allow") != "GET, HEAD" || !strings.Contains(string(body), c.method)) {
-			t.Errorf("%s %s: Allow %q, body %s; want Allow: GET, HEAD and the method named", c.method, LossWindowPath, resp.Header.Get("Allow"), body)
+			t.Errorf("%s %s: Allow %q, body %s; want Allow: GET, HEAD and the method named", c.method, c.path, resp.Header.Get("Allow"), body)
 		}
 	}
 }
@@ -75,5 +81,34 @@ func TestDaemonServerTimeouts(t *testing.T) {
 	}
 	if srv.ReadTimeout != 0 || srv.WriteTimeout != 0 {
 		t.Errorf("ReadTimeout %v, WriteTimeout %v would end long heals and scrubs", srv.ReadTimeout, srv.WriteTimeout)
+	}
+}
+
+// CheckDaemonStore tells a daemon of the config's store, its metadata
+// directory however named, from another store's daemon at the address.
+func TestDaemonCheckStore(t *testing.T) {
+	a := newHealStore(t, 6, 4, 2, nil)
+	b := newHealStore(t, 6, 4, 2, nil)
+	addr := startDaemon(t, a)
+	if err := CheckDaemonStore(t.Context(), addr, a.cfg); err != nil {
+		t.Fatalf("a's daemon for a's config: %v", err)
+	}
+	link := filepath.Join(t.TempDir(), "meta-link")
+	if err := os.Symlink(a.cfg.MetadataDir, link); err != nil {
+		t.Fatal(err)
+	}
+	viaLink := *a.cfg
+	viaLink.MetadataDir = link
+	if err := CheckDaemonStore(t.Context(), addr, &viaLink); err != nil {
+		t.Fatalf("a's daemon for a's config naming its metadata through a link: %v", err)
+	}
+	err := CheckDaemonStore(t.Context(), addr, b.cfg)
+	if !errors.Is(err, ErrOtherStore) || !strings.Contains(err.Error(), a.s.StoreID()) || !strings.Contains(err.Error(), b.cfg.MetadataDir) {
+		t.Fatalf("a's daemon for b's config: %v", err)
+	}
+	etcd := *b.cfg
+	etcd.Metastore.Kind = "etcd"
+	if err := CheckDaemonStore(t.Context(), addr, &etcd); !errors.Is(err, ErrOtherStore) {
+		t.Fatalf("a's daemon for a config on etcd: %v", err)
 	}
 }

@@ -110,6 +110,11 @@ func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
 		c := &healer.Client{Addr: cfg.Healer.MetricsAddr}
 		_, perr := c.Status(ctx)
 		if perr == nil {
+			// Stores made by init share the default address: the daemon
+			// there may be another store's.
+			if err := healstore.CheckDaemonStore(ctx, c.Addr, cfg); err != nil {
+				return nil, fmt.Errorf("%s: another process holds this store's metadata, and %w", cmd.CommandPath(), err)
+			}
 			return &healerTarget{remote: c, cfg: cfg}, nil
 		}
 		if !errors.Is(perr, healer.ErrNoDaemon) {

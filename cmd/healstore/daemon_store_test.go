@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/healstore/healstore/healer"
+)
+
+// signalWriter collects what is written and closes ready once it holds
+// want.
+type signalWriter struct {
+	mu    sync.Mutex
+	b     strings.Builder
+	want  string
+	ready chan struct{}
+	once  sync.Once
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b.Write(p)
+	if strings.Contains(w.b.String(), w.want) {
+		w.once.Do(func() { close(w.ready) })
+	}
+	return len(p), nil
+}
+
+// runDaemon runs `healstore --config cfg daemon args...` in this process
+// until the test ends and returns once it serves.
+func runDaemon(t *testing.T, cfg string, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	errw := &signalWriter{want: "daemon serving", ready: make(chan struct{})}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append([]string{"--config", cfg, "--log-level", "error", "daemon"}, args...), strings.NewReader(""), &strings.Builder{}, errw)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-errw.ready:
+	case code := <-done:
+		t.Fatalf("daemon exited %d: %s", code, errw.b.String())
+	}
+}
+
+// freeAddr is a loopback address nothing listens on just now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Two stores made by init share healer.metrics_addr. With store B's
+// metadata held by its own daemon (on another --addr), a command for B
+// finds store A's daemon at that address: it must refuse it, naming the
+// cause. Before, it drained (healed, removed) A's backend of that name and
+// showed A's status as B's.
+func TestCommandRefusesOtherStoresDaemon(t *testing.T) {
+	dir := t.TempDir()
+	shared := freeAddr(t)
+	cfgs := map[string]string{}
+	for _, n := range []string{"A", "B"} {
+		if _, errs, code := cli(t, "", "init", filepath.Join(dir, n)); code != 0 {
+			t.Fatalf("init %s: %s", n, errs)
+		}
+		cfg := filepath.Join(dir, n, "healstore.toml")
+		raw, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cfg, []byte(strings.Replace(string(raw), "127.0.0.1:9310", shared, 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfgs[n] = cfg
+	}
+	runDaemon(t, cfgs["A"])
+	runDaemon(t, cfgs["B"], "--addr", freeAddr(t))
+
+	for _, args := range [][]string{{"backend", "drain", "b1"}, {"status"}, {"heal"}} {
+		_, errs, code := cli(t, "", append([]string{"--config", cfgs["B"]}, args...)...)
+		if code == 0 || !strings.Contains(errs, "serves store") || !strings.Contains(errs, "healer.metrics_addr") {
+			t.Errorf("%q for B with A's daemon at B's metrics_addr: exit %d, stderr %q", args, code, errs)
+		}
+	}
+	// A's own commands still go to A's daemon.
+	if out, errs, code := cli(t, "", "--config", cfgs["A"], "status"); code != 0 || !strings.Contains(out, "b1") {
+		t.Errorf("status for A through its daemon: exit %d, stderr %q", code, errs)
+	}
+	st, err := (&healer.Client{Addr: shared}).Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range st.Backends {
+		if b.State != "up" {
+			t.Errorf("store A's backend %s is %s after commands for store B", b.Name, b.State)
+		}
+	}
+}
