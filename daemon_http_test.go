@@ -112,3 +112,18 @@ func TestDaemonCheckStore(t *testing.T) {
 		t.Fatalf("a's daemon for a config on etcd: %v", err)
 	}
 }
+
+// StatusFrom with another store's daemon at the config's metrics_addr
+// reports the config's store, opened here; it returned the other store's
+// status as this one's.
+func TestDaemonStatusFromOtherStore(t *testing.T) {
+	a := newHealStore(t, 6, 4, 2, nil)
+	b := newHealStore(t, 7, 4, 2, nil)
+	b.s.Close()
+	cfg := *b.cfg
+	cfg.Healer.MetricsAddr = startDaemon(t, a)
+	st, fromDaemon, err := StatusFrom(t.Context(), &cfg)
+	if err != nil || fromDaemon || st.StoreID == a.s.StoreID() || len(st.Backends) != 7 {
+		t.Fatalf("status of b with a's daemon at b's address: from daemon %v, %v, %+v", fromDaemon, err, st)
+	}
+}

@@ -27,8 +27,8 @@ func DaemonStatus(ctx context.Context, addr string) (*healer.Status, error) {
 }
 
 // StatusFrom reports the store's health from the daemon at the config's
-// healer.metrics_addr when one runs (it holds the store), else by opening
-// the store here. fromDaemon says which.
+// healer.metrics_addr when one of this store runs (it holds the store),
+// else by opening the store here. fromDaemon says which.
 func StatusFrom(ctx context.Context, cfg *Config) (st *healer.Status, fromDaemon bool, err error) {
 	addr := cfg.Healer.MetricsAddr
 	if addr == "" {
@@ -36,9 +36,14 @@ func StatusFrom(ctx context.Context, cfg *Config) (st *healer.Status, fromDaemon
 	}
 	st, err = DaemonStatus(ctx, addr)
 	if err == nil {
-		return st, true, nil
+		// Stores made by init share the default address: the daemon
+		// there may be another store's, whose status is not this one's.
+		err = CheckDaemonStore(ctx, addr, cfg)
+		if err == nil {
+			return st, true, nil
+		}
 	}
-	if !errors.Is(err, healer.ErrNoDaemon) {
+	if !errors.Is(err, healer.ErrNoDaemon) && !errors.Is(err, ErrOtherStore) {
 		return nil, false, err
 	}
 	s, err := Open(ctx, cfg)
