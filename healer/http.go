@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -168,6 +169,12 @@ func (h *Healer) routes() http.Handler {
 		}
 		if err := req.Spec.Validate(); err != nil {
 			replyErr(w, http.StatusBadRequest, err)
+			return
+		}
+		if req.Spec.Kind == backends.KindLocal && !filepath.IsAbs(req.Spec.Path) {
+			// Taken from the daemon's working directory, and from each
+			// process's own that opens the store later.
+			replyErr(w, http.StatusBadRequest, fmt.Errorf("backend %s: path %q is relative; give an absolute path", req.Spec.Name, req.Spec.Path))
 			return
 		}
 		reply(w, map[string]string{"added": req.Spec.Name}, h.AddBackend(r.Context(), req.Spec, req.Secret))

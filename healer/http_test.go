@@ -169,3 +169,21 @@ func TestBadBackendNameIs400(t *testing.T) {
 		}
 	}
 }
+
+// POST /v1/backends refuses a local backend with a relative path: the
+// daemon would take it from its own working directory, and every process
+// opening the store later from its own. It was added (200) under the
+// daemon's working directory.
+func TestAddBackendRelativePath(t *testing.T) {
+	e := newEnv(t, envOpts{backends: 6})
+	srv := httptest.NewServer(e.h.Handler())
+	defer srv.Close()
+	t.Chdir(t.TempDir())
+	code, body := apiDo(t, srv, "POST", "/v1/backends", `{"spec":{"name":"n1","kind":"local","path":"rel/n1","node":"n1"}}`)
+	if code != http.StatusBadRequest || !strings.Contains(body, "rel/n1") || !strings.Contains(body, "absolute") {
+		t.Fatalf("relative path: %d %s, want 400 naming the path", code, body)
+	}
+	if _, err := e.meta.GetBackend(t.Context(), "n1"); err == nil {
+		t.Fatal("the backend was added")
+	}
+}
