@@ -3,6 +3,7 @@ package healer
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -30,8 +31,9 @@ func TestAddBackendRefusesFieldOfAnotherKind(t *testing.T) {
 	srv := httptest.NewServer(e.h.Handler())
 	defer srv.Close()
 	c := &Client{Addr: strings.TrimPrefix(srv.URL, "http://")}
-	if err := c.AddBackend(ctx, spec, ""); err == nil || !strings.Contains(err.Error(), want) {
-		t.Fatalf("AddBackend through the daemon: %v; want %q", err, want)
+	var de *DaemonError
+	if err := c.AddBackend(ctx, spec, ""); !errors.As(err, &de) || de.Status != http.StatusBadRequest || !strings.Contains(err.Error(), want) {
+		t.Fatalf("AddBackend through the daemon: %v; want 400 and %q", err, want)
 	}
 	if _, err := e.meta.GetBackend(ctx, "n1"); !errors.Is(err, metastore.ErrNotFound) {
 		t.Fatalf("refused backend recorded: %v", err)

@@ -167,7 +167,9 @@ func (h *Healer) routes() http.Handler {
 			replyErr(w, code, fmt.Errorf("backend: %w", err))
 			return
 		}
-		if err := req.Spec.Validate(); err != nil {
+		// ValidateInput: a field of another kind (bucket on a local
+		// backend) is the request's fault, 400 like any bad spec.
+		if err := req.Spec.ValidateInput(); err != nil {
 			replyErr(w, http.StatusBadRequest, err)
 			return
 		}
