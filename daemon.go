@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,15 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	if addr == "" {
 		addr = s.cfg.Healer.MetricsAddr
 	}
+	ds := DaemonStore{StoreID: s.storeID}
+	if s.cfg.Metastore.Kind != "etcd" {
+		// Absolute, as this process opened it: a relative --config makes
+		// it relative to this working directory, not the asker's.
+		var err error
+		if ds.MetadataDir, err = filepath.Abs(s.cfg.MetadataDir); err != nil {
+			return fmt.Errorf("daemon: metadata_dir %s: %w", s.cfg.MetadataDir, err)
+		}
+	}
 	h, err := s.NewHealer(ctx, o.Healer)
 	if err != nil {
 		return err
@@ -62,7 +72,11 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 		api = s.leaderOnly(api, &leading)
 	}
 	mux.Handle("/", api)
-	for path, get := range map[string]http.HandlerFunc{LossWindowPath: s.serveLossWindow, StorePath: s.serveStore} {
+	serveStore := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(ds)
+	}
+	for path, get := range map[string]http.HandlerFunc{LossWindowPath: s.serveLossWindow, StorePath: serveStore} {
 		mux.HandleFunc("GET "+path, get)
 		// Without this, "/" (the healer API) took the path's other
 		// methods and answered 404.
@@ -199,17 +213,9 @@ const StorePath = "/v1/store"
 // DaemonStore is what a daemon answers at StorePath.
 type DaemonStore struct {
 	StoreID string `json:"store_id"`
-	// MetadataDir is the embedded metastore's directory; "" on etcd.
+	// MetadataDir is the embedded metastore's directory, absolute; ""
+	// on etcd.
 	MetadataDir string `json:"metadata_dir,omitempty"`
-}
-
-func (s *Store) serveStore(w http.ResponseWriter, r *http.Request) {
-	ds := DaemonStore{StoreID: s.storeID}
-	if s.cfg.Metastore.Kind != "etcd" {
-		ds.MetadataDir = s.cfg.MetadataDir
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(ds)
 }
 
 // ErrOtherStore means the daemon asked serves another store than the

@@ -127,3 +127,34 @@ func TestDaemonStatusFromOtherStore(t *testing.T) {
 		t.Fatalf("status of b with a's daemon at b's address: from daemon %v, %v, %+v", fromDaemon, err, st)
 	}
 }
+
+// A daemon whose config names its metadata directory relatively (a
+// relative --config) says where it is as an absolute path: a command in
+// another working directory took the relative one from its own, and
+// refused the daemon of its own store as another store's.
+func TestDaemonStoreRelativeMetadataDir(t *testing.T) {
+	base := t.TempDir()
+	t.Chdir(base)
+	a := newHealStore(t, 6, 4, 2, func(c *Config) {
+		rel, err := filepath.Rel(base, c.MetadataDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.MetadataDir = rel
+	})
+	addr := startDaemon(t, a)
+	cfg := *a.cfg
+	abs, err := filepath.Abs(cfg.MetadataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MetadataDir = abs
+	elsewhere := filepath.Join(t.TempDir(), "x", "y")
+	if err := os.MkdirAll(elsewhere, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(elsewhere)
+	if err := CheckDaemonStore(t.Context(), addr, &cfg); err != nil {
+		t.Fatalf("the daemon of this store, asked from another directory: %v", err)
+	}
+}
