@@ -112,17 +112,19 @@ func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
 		if perr == nil {
 			// Stores made by init share the default address: the daemon
 			// there may be another store's.
-			if err := healstore.CheckDaemonStore(ctx, c.Addr, cfg); err != nil {
-				return nil, fmt.Errorf("%s: another process holds this store's metadata, and %w", cmd.CommandPath(), err)
+			if perr = healstore.CheckDaemonStore(ctx, c.Addr, cfg); perr == nil {
+				return &healerTarget{remote: c, cfg: cfg}, nil
 			}
-			return &healerTarget{remote: c, cfg: cfg}, nil
 		}
-		if !errors.Is(perr, healer.ErrNoDaemon) {
+		hint := fmt.Sprintf("; no healer answers at %s (healer.metrics_addr) for this command to talk to", cfg.Healer.MetricsAddr)
+		switch {
+		case errors.Is(perr, healstore.ErrOtherStore):
+			hint = "; " + perr.Error()
+		case !errors.Is(perr, healer.ErrNoDaemon):
 			return nil, perr
 		}
-		// No daemon: another command holds the store; wait for it.
-		s, err = openWaiting(ctx, g, cmd.CommandPath(), cfg,
-			fmt.Sprintf("; no healer answers at %s (healer.metrics_addr) for this command to talk to", cfg.Healer.MetricsAddr))
+		// No daemon of this store: another command holds it; wait for it.
+		s, err = openWaiting(ctx, g, cmd.CommandPath(), cfg, hint)
 	}
 	var le *lockedError
 	if errors.As(err, &le) {

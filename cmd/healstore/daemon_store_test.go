@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/healstore/healstore/healer"
 )
@@ -61,11 +62,12 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// Two stores made by init share healer.metrics_addr. With store B's
-// metadata held by its own daemon (on another --addr), a command for B
-// finds store A's daemon at that address: it must refuse it, naming the
-// cause. Before, it drained (healed, removed) A's backend of that name and
-// showed A's status as B's.
+// Two stores made by init share healer.metrics_addr, and store A's
+// daemon serves there. A command for store B, whose metadata another
+// process holds, must not take A's daemon for B's: before, backend drain
+// b1 for B retired A's b1, and status and heal for B showed and healed A.
+// With B held by a daemon it fails at once, naming A's daemon; with B
+// held by a short command it waits for it and works on B.
 func TestCommandRefusesOtherStoresDaemon(t *testing.T) {
 	dir := t.TempDir()
 	shared := freeAddr(t)
@@ -85,19 +87,35 @@ func TestCommandRefusesOtherStoresDaemon(t *testing.T) {
 		cfgs[n] = cfg
 	}
 	runDaemon(t, cfgs["A"])
-	runDaemon(t, cfgs["B"], "--addr", freeAddr(t))
+	a := &healer.Client{Addr: shared}
+	stA, err := a.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 
+	_, release := holdStore(t, cfgs["B"], "healstore", "daemon", "--addr", freeAddr(t))
 	for _, args := range [][]string{{"backend", "drain", "b1"}, {"status"}, {"heal"}} {
 		_, errs, code := cli(t, "", append([]string{"--config", cfgs["B"]}, args...)...)
-		if code == 0 || !strings.Contains(errs, "serves store") || !strings.Contains(errs, "healer.metrics_addr") {
-			t.Errorf("%q for B with A's daemon at B's metrics_addr: exit %d, stderr %q", args, code, errs)
+		if code == 0 || !strings.Contains(errs, "serves store "+stA.StoreID) || !strings.Contains(errs, "healer.metrics_addr") {
+			t.Errorf("%q for B held by a daemon, A's daemon at B's metrics_addr: exit %d, stderr %q", args, code, errs)
 		}
 	}
+	release()
+
+	// B held by a put that ends while the command waits for it.
+	setLockWait(t, 30*time.Second)
+	_, release = holdStore(t, cfgs["B"], "healstore", "put", "x", "y")
+	time.AfterFunc(200*time.Millisecond, release)
+	out, errs, code := cli(t, "", "--config", cfgs["B"], "status")
+	if code != 0 || !strings.Contains(out, "store ") || strings.Contains(out, stA.StoreID) {
+		t.Errorf("status for B once its holder ended: exit %d, stderr %q\n%s", code, errs, out)
+	}
+
 	// A's own commands still go to A's daemon.
-	if out, errs, code := cli(t, "", "--config", cfgs["A"], "status"); code != 0 || !strings.Contains(out, "b1") {
+	if out, errs, code := cli(t, "", "--config", cfgs["A"], "status"); code != 0 || !strings.Contains(out, stA.StoreID) {
 		t.Errorf("status for A through its daemon: exit %d, stderr %q", code, errs)
 	}
-	st, err := (&healer.Client{Addr: shared}).Status(context.Background())
+	st, err := a.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
