@@ -3,10 +3,11 @@ package healstore
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"io"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/healstore/healstore/metastore"
@@ -126,17 +127,18 @@ func TestStoreCloseFailsOpenReadersAndWriters(t *testing.T) {
 	check("close of a large write", wb.Close())
 }
 
-// hookKV runs before once, just before the first Get of key.
+// hookKV runs before once, just before the first Get of key (before may
+// read key itself).
 type hookKV struct {
 	metastore.KV
 	key    string
 	before func()
-	once   sync.Once
+	done   atomic.Bool
 }
 
 func (h *hookKV) Get(ctx context.Context, key []byte) ([]byte, error) {
-	if string(key) == h.key {
-		h.once.Do(h.before)
+	if string(key) == h.key && !h.done.Swap(true) {
+		h.before()
 	}
 	return h.KV.Get(ctx, key)
 }
@@ -207,5 +209,45 @@ func TestHealthCountsSparesAsWritesUseThem(t *testing.T) {
 	}
 	if p := strings.Join(rep.Problems, "\n"); !strings.Contains(p, "backend b0 is down") || strings.Contains(p, "writes") {
 		t.Errorf("problems %q: want the down backends named and nothing about writes", rep.Problems)
+	}
+}
+
+// Stat of an object replaced or deleted while Stat reads its stripes
+// describes the new version, or says ErrNotFound. It failed with the
+// metastore's "stripe ...: not found" (which errors.Is(err, ErrNotFound)
+// does not match), for an object that existed all along.
+func TestStatDuringOverwrite(t *testing.T) {
+	for _, then := range []string{"overwrite", "delete"} {
+		t.Run(then, func(t *testing.T) {
+			s := newTestStore(t, testOpts{edit: func(c *Config) { c.InlineMaxSize = 0 }})
+			ctx := context.Background()
+			if _, err := s.Put(ctx, "x", strings.NewReader("old")); err != nil {
+				t.Fatal(err)
+			}
+			old, err := s.meta.GetObject(ctx, "x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			hook := &hookKV{KV: s.meta.KV(), key: "stripe/" + hex.EncodeToString(old.Stripes[0][:])}
+			s.meta = metastore.New(hook, metastore.WithGarbageDelay(s.meta.GarbageDelay()))
+			hook.before = func() {
+				var err error
+				if then == "overwrite" {
+					_, err = s.Put(ctx, "x", strings.NewReader("newer"))
+				} else {
+					err = s.Delete(ctx, "x")
+				}
+				if err != nil {
+					t.Error(err)
+				}
+			}
+			info, err := s.Stat(ctx, "x")
+			switch {
+			case then == "overwrite" && (err != nil || info.Size != 5):
+				t.Errorf("stat during an overwrite: %+v, %v; want the new version", info, err)
+			case then == "delete" && !errors.Is(err, ErrNotFound):
+				t.Errorf("stat during a delete: %+v, %v; want ErrNotFound", info, err)
+			}
+		})
 	}
 }

@@ -103,6 +103,26 @@ func (s *Store) Stat(ctx context.Context, name string) (*ObjectInfo, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
+	// A stripe gone missing between reading the object and reading the
+	// stripe means the object was replaced or deleted meanwhile: the name
+	// is read again, to describe the new version or say ErrNotFound.
+	for attempt := 1; ; attempt++ {
+		info, err := s.stat(ctx, name)
+		if !errors.Is(err, errStripeGone) || attempt >= statAttempts {
+			return info, err
+		}
+	}
+}
+
+// statAttempts bounds how often Stat reads an object that keeps being
+// replaced under it.
+const statAttempts = 8
+
+// errStripeGone: a stripe the object record named was not found.
+var errStripeGone = errors.New("the object was replaced or deleted while being read")
+
+// stat is one attempt of Stat.
+func (s *Store) stat(ctx context.Context, name string) (*ObjectInfo, error) {
 	o, err := s.getObject(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("stat: %w", err)
@@ -133,6 +153,14 @@ func (s *Store) Stat(ctx context.Context, name string) (*ObjectInfo, error) {
 	var queued []*metastore.Stripe
 	for _, id := range o.Stripes {
 		st, err := s.meta.GetStripe(ctx, id)
+		if errors.Is(err, metastore.ErrNotFound) {
+			// Replaced or deleted meanwhile, unless the same version is
+			// still there: then its record names a stripe that does not
+			// exist, which is damage, not a race.
+			if now, nerr := s.meta.GetObject(ctx, name); nerr != nil || now.ID != o.ID {
+				return nil, fmt.Errorf("stat %q: stripe %x: %w", name, id, errStripeGone)
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("stat %q: stripe %x: %w", name, id, err)
 		}
