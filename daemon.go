@@ -12,8 +12,10 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/healstore/healstore/healer"
 	"github.com/healstore/healstore/healer/snapshot"
 	etcdkv "github.com/healstore/healstore/metastore/etcd"
 )
@@ -218,6 +220,39 @@ type DaemonStore struct {
 	MetadataDir string `json:"metadata_dir,omitempty"`
 }
 
+// AskDaemonStore asks the daemon at addr which store it serves, which
+// takes no census (unlike its status); nil, nil if it does not say (a
+// daemon older than StorePath). An error matches healer.ErrNoDaemon when
+// nothing listens there.
+func AskDaemonStore(ctx context.Context, addr string) (*DaemonStore, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+StorePath, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &op) && op.Op == "dial") {
+			return nil, fmt.Errorf("%w (%s)", healer.ErrNoDaemon, addr)
+		}
+		return nil, fmt.Errorf("daemon at %s: which store: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("daemon at %s: which store: %s", addr, resp.Status)
+	}
+	var ds DaemonStore
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ds); err != nil {
+		return nil, fmt.Errorf("daemon at %s: which store: %w", addr, err)
+	}
+	return &ds, nil
+}
+
 // ErrOtherStore means the daemon asked serves another store than the
 // config's.
 var ErrOtherStore = errors.New("the daemon serves another store")
@@ -231,26 +266,9 @@ var ErrOtherStore = errors.New("the daemon serves another store")
 // A daemon that does not say which store it serves (older than
 // StorePath) is taken as cfg's.
 func CheckDaemonStore(ctx context.Context, addr string, cfg *Config) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+StorePath, nil)
-	if err != nil {
+	ds, err := AskDaemonStore(ctx, addr)
+	if err != nil || ds == nil {
 		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("daemon at %s: which store: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return nil
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("daemon at %s: which store: %s", addr, resp.Status)
-	}
-	var ds DaemonStore
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ds); err != nil {
-		return fmt.Errorf("daemon at %s: which store: %w", addr, err)
 	}
 	other := func() error {
 		where := "a store on etcd"

@@ -136,11 +136,23 @@ func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
 	if cfg.Metastore.Kind == "etcd" {
 		// Several processes share the store; a daemon of this store on
 		// this machine does the work (or names the leader that must).
+		// Asked which store it serves, not for its status: that takes a
+		// census of every stripe, longer than this wait on a large store,
+		// and the command then ran a healer here that waited for the
+		// leadership the daemon holds, and failed.
 		c := &healer.Client{Addr: cfg.Healer.MetricsAddr}
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		st, perr := c.Status(pctx)
+		id := ""
+		if ds, perr := healstore.AskDaemonStore(pctx, c.Addr); perr == nil && ds != nil {
+			id = ds.StoreID
+		} else if perr == nil {
+			// A daemon older than GET /v1/store.
+			if st, perr := c.Status(pctx); perr == nil {
+				id = st.StoreID
+			}
+		}
 		cancel()
-		if perr == nil && st.StoreID == s.StoreID() {
+		if id == s.StoreID() {
 			s.Close()
 			return &healerTarget{remote: c, cfg: cfg}, nil
 		}
