@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/metastore"
 )
 
@@ -249,5 +250,62 @@ func TestStatDuringOverwrite(t *testing.T) {
 				t.Errorf("stat during a delete: %+v, %v; want ErrNotFound", info, err)
 			}
 		})
+	}
+}
+
+// stallBackend holds every Get until its context ends, saying so once on
+// entered.
+type stallBackend struct {
+	backends.Backend
+	entered chan struct{}
+}
+
+func (b stallBackend) Get(ctx context.Context, key string) ([]byte, error) {
+	select {
+	case b.entered <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (b stallBackend) GetRange(ctx context.Context, key string, off, n int64) ([]byte, error) {
+	return b.Get(ctx, key)
+}
+
+// A read under way when its Reader is closed fails with ErrClosed, as
+// reads after Close do; it failed with context.Canceled, which a caller
+// takes for its own context ending.
+func TestReaderClosedDuringRead(t *testing.T) {
+	s := newTestStore(t, testOpts{edit: func(c *Config) { c.InlineMaxSize = 0 }})
+	ctx := context.Background()
+	if _, err := s.Put(ctx, "x", bytes.NewReader(make([]byte, 200<<10))); err != nil {
+		t.Fatal(err)
+	}
+	for _, read := range []struct {
+		name string
+		fn   func(r *Reader) error
+	}{
+		{"ReadAt of whole blocks", func(r *Reader) error { _, err := r.ReadAt(make([]byte, 64<<10), 0); return err }},
+		{"ReadAt in a block", func(r *Reader) error { _, err := r.ReadAt(make([]byte, 10), 5); return err }},
+		{"WriteTo", func(r *Reader) error { _, err := r.WriteTo(io.Discard); return err }},
+	} {
+		// A channel of this read's own: a Get of the one before may
+		// still be ending.
+		entered := make(chan struct{}, 1)
+		for _, b := range s.handleList() {
+			setBackend(t, s, b.name, func(b backends.Backend) backends.Backend { return stallBackend{b, entered} })
+		}
+		r, err := s.Open(ctx, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- read.fn(r) }()
+		<-entered
+		r.Close()
+		if err := <-done; !errors.Is(err, ErrClosed) {
+			t.Errorf("%s when the Reader closed: %v; want ErrClosed", read.name, err)
+		}
 	}
 }

@@ -125,6 +125,11 @@ func (r *Reader) Read(p []byte) (int, error) {
 // from the Reader's position, with several blocks fetched and decoded
 // ahead, and no intermediate copy.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	n, err := r.writeTo(w)
+	return n, r.closedCause(err)
+}
+
+func (r *Reader) writeTo(w io.Writer) (int64, error) {
 	if err := r.checkOpen(); err != nil {
 		return 0, err
 	}
@@ -192,6 +197,24 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 // ReadAtContext is ReadAt that also gives up when ctx ends (a block fetch
 // that other readers share goes on under the Reader's own context).
 func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	n, err := r.readAt(ctx, p, off)
+	return n, r.closedCause(err)
+}
+
+// closedCause replaces the error of a read that the Reader's Close (or the
+// Store's) interrupted by ErrClosed: the read failed on the Reader's own
+// context, and context.Canceled would read as the caller's.
+func (r *Reader) closedCause(err error) error {
+	if err == nil || err == io.EOF || errors.Is(err, ErrClosed) {
+		return err
+	}
+	if cerr := r.checkOpen(); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+func (r *Reader) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := r.checkOpen(); err != nil {
 		return 0, err
 	}
