@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 
 	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/metastore"
@@ -306,6 +307,54 @@ func TestReaderClosedDuringRead(t *testing.T) {
 		r.Close()
 		if err := <-done; !errors.Is(err, ErrClosed) {
 			t.Errorf("%s when the Reader closed: %v; want ErrClosed", read.name, err)
+		}
+	}
+}
+
+// A reader that fails with io.ErrUnexpectedEOF (a truncated HTTP request
+// body says so) fails the Put. Put read it as the end of the data and
+// stored the bytes before it as the whole object, for objects that fit
+// the first block or the inline limit.
+func TestPutRefusesTruncatedReader(t *testing.T) {
+	for _, inline := range []bool{true, false} {
+		s := newTestStore(t, testOpts{edit: func(c *Config) {
+			if !inline {
+				c.InlineMaxSize = 0
+			}
+		}})
+		ctx := context.Background()
+		for _, n := range []int{0, 100, 10 << 10} {
+			r := io.MultiReader(bytes.NewReader(make([]byte, n)), iotest.ErrReader(io.ErrUnexpectedEOF))
+			_, err := s.Put(ctx, "cut", r)
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("inline %v, %d bytes then io.ErrUnexpectedEOF: put returned %v", inline, n, err)
+			}
+			if info, err := s.Stat(ctx, "cut"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("inline %v, %d bytes: the truncated object was stored: %+v, %v", inline, n, info, err)
+				s.Delete(ctx, "cut")
+			}
+		}
+	}
+}
+
+// Data that ends together with io.EOF in the read that fills Put's first
+// buffer (one byte past the inline limit, or past the block size) is
+// stored whole, as one more block or not inline.
+func TestPutDataWithEOFAtBufferEnd(t *testing.T) {
+	s := newTestStore(t, testOpts{})
+	ctx := context.Background()
+	limit, bs := s.inlineLimit(), s.cfg.Policy.BlockSize
+	for _, n := range []int{limit, limit + 1, bs, bs + 1, bs + 2} {
+		data := bytes.Repeat([]byte{7}, n)
+		if _, err := s.Put(ctx, "x", iotest.DataErrReader(bytes.NewReader(data))); err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		if got := readAll(t, s, "x"); !bytes.Equal(got, data) {
+			t.Errorf("%d bytes put, %d read back", n, len(got))
+		}
+		info, err := s.Stat(ctx, "x")
+		if err != nil || info.Inline != (n <= limit) || (!info.Inline && info.Blocks != (n+bs-1)/bs) {
+			t.Errorf("%d bytes: %+v, %v", n, info, err)
 		}
 	}
 }

@@ -54,13 +54,13 @@ func (s *Store) maybeInline(ctx context.Context, name string, r *io.Reader, o wr
 		return nil, false, nil
 	}
 	buf := make([]byte, limit+1)
-	n, err := io.ReadFull(*r, buf)
+	n, ended, err := readFull(*r, buf)
 	switch {
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		info, err := s.putInline(ctx, name, buf[:n], o)
-		return info, true, err
 	case err != nil:
 		return nil, true, err
+	case ended:
+		info, err := s.putInline(ctx, name, buf[:n], o)
+		return info, true, err
 	}
 	*r = io.MultiReader(bytes.NewReader(buf), *r)
 	return nil, false, nil

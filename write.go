@@ -295,15 +295,32 @@ const singleMax = 1 << 20
 // more than blockSize.
 func (s *Store) readFirstBlock(r io.Reader, blockSize int) (buf *[]byte, n int, more bool, err error) {
 	buf = s.bufs.get(blockSize + 1)
-	n, err = io.ReadFull(r, *buf)
-	switch {
-	case err == nil:
-		return buf, n, true, nil
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		return buf, n, false, nil
+	n, ended, err := readFull(r, *buf)
+	if err != nil {
+		s.bufs.put(buf)
+		return nil, 0, false, err
 	}
-	s.bufs.put(buf)
-	return nil, 0, false, err
+	return buf, n, !ended, nil
+}
+
+// readFull reads r into buf until buf is full or r ends first (io.EOF:
+// ended). Any other error of r is returned, io.ErrUnexpectedEOF included:
+// unlike io.ReadFull's own, it comes from a source cut short (a truncated
+// HTTP body says so), and the bytes before it are not the whole object.
+func readFull(r io.Reader, buf []byte) (n int, ended bool, err error) {
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err == io.EOF {
+			// A full buffer is not ended, even when r said EOF with
+			// its last bytes: the caller reads on (and finds EOF again).
+			return n, n < len(buf), nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	return n, false, nil
 }
 
 // putSingle stores an object of one block, the n bytes in buf (given back
