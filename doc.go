@@ -14,7 +14,9 @@
 // `healstore init` writes), then Put/Create, Open, Stat, List, Delete.
 // Errors callers branch on are ErrNotFound, ErrExists,
 // ErrInsufficientBackends (an *InsufficientBackendsError naming what was
-// usable and what was needed), ErrAuth (wrong master key) and ErrBadConfig.
+// usable and what was needed), ErrAuth (wrong master key), ErrBadConfig
+// and ErrClosed (the Reader, or the Store, was closed, also under a read
+// or write still under way).
 //
 // Guarantees (DESIGN.md invariants):
 //   - A Put returns only after its metadata commit is durable; a crash
