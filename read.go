@@ -26,8 +26,11 @@ const (
 // Reader reads one object version. It is an io.ReadSeeker and an
 // io.ReaderAt (ReadAt is safe for concurrent use), fetching only the
 // blocks a read touches, with a small cache and read-ahead for sequential
-// reads. It keeps reading the version it opened even if the name is
-// overwritten meanwhile, until that version's stripes are dropped.
+// reads. It reads the version it opened, never a mix with a later one:
+// a rename keeps that version's stripes, but an overwrite or a delete
+// drops them at once, and a read of a block not already fetched then
+// fails with an error matching ErrNotFound that says the object was
+// replaced or deleted while being read.
 type Reader struct {
 	s      *Store
 	ctx    context.Context
