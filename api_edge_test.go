@@ -358,3 +358,27 @@ func TestPutDataWithEOFAtBufferEnd(t *testing.T) {
 		}
 	}
 }
+
+// Health names a backend refused for carrying another store's identity
+// marker and does not count its failure domain: writes place nothing on
+// it (Store.candidates). Health reported full redundancy and no problem
+// while every write was degraded.
+func TestHealthNamesForeignBackend(t *testing.T) {
+	cfg := testConfig(t, testOpts{})
+	s := openTest(t, cfg)
+	ctx := context.Background()
+	b, _ := s.Backend("b0")
+	if err := b.Put(ctx, MarkerKey, []byte(`{"store_id":"another","backend":"b0"}`)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openTest(t, cfg)
+	rep, err := s.Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.FullRedundancy || rep.Domains != 5 || !strings.Contains(strings.Join(rep.Problems, "\n"), "backend b0 carries another store's identity marker") {
+		t.Errorf("health with b0 foreign: full redundancy %v, %d domains, problems %q; want false, 5, b0 named",
+			rep.FullRedundancy, rep.Domains, rep.Problems)
+	}
+}

@@ -300,8 +300,12 @@ func (s *Store) Health(ctx context.Context) (*HealthReport, error) {
 	rep := &HealthReport{StoreID: s.storeID, Policy: p, PlacementLevel: s.cfg.PlacementLevel, WriteQuorum: s.cfg.Quorum()}
 	hs := s.handleList()
 	rep.Backends = make([]BackendHealth, len(hs))
+	foreign := make([]bool, len(hs))
 	var wg sync.WaitGroup
 	for i, h := range hs {
+		h.mu.Lock()
+		foreign[i] = h.foreign
+		h.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -310,10 +314,13 @@ func (s *Store) Health(ctx context.Context) (*HealthReport, error) {
 	}
 	wg.Wait()
 	domains := map[string]bool{}
-	for _, b := range rep.Backends {
+	for i, b := range rep.Backends {
 		switch {
 		case !b.Reachable:
 			rep.Problems = append(rep.Problems, fmt.Sprintf("backend %s is unreachable: %s", b.Name, b.Error))
+		case foreign[i]:
+			// Writes place nothing there (candidates).
+			rep.Problems = append(rep.Problems, fmt.Sprintf("backend %s carries another store's identity marker (%s); no shards are placed on it", b.Name, MarkerKey))
 		case b.State != string(metastore.StateUp) && b.State != string(metastore.StateSuspect):
 			rep.Problems = append(rep.Problems, fmt.Sprintf("backend %s is %s", b.Name, b.State))
 		case b.Capacity.Known && b.Capacity.Free <= int64(p.MaxShardSize()):
