@@ -382,3 +382,35 @@ func TestHealthNamesForeignBackend(t *testing.T) {
 			rep.FullRedundancy, rep.Domains, rep.Problems)
 	}
 }
+
+// A nil WriteOption (one a caller builds conditionally and leaves unset)
+// is skipped, by Put and by Create, instead of panicking inside the store;
+// the options given beside it still apply.
+func TestNilWriteOptionSkipped(t *testing.T) {
+	s := newTestStore(t, testOpts{k: 2, m: 1})
+	ctx := context.Background()
+	var unset WriteOption
+	if _, err := s.Put(ctx, "put", strings.NewReader("data"), unset, WithMode(0o640)); err != nil {
+		t.Fatalf("Put with a nil option: %v", err)
+	}
+	w, err := s.Create(ctx, "create", unset)
+	if err != nil {
+		t.Fatalf("Create with a nil option: %v", err)
+	}
+	if _, err := w.Write([]byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Stat(ctx, "put")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode != 0o640 {
+		t.Errorf("mode %o, want 640: the option beside the nil one was lost", info.Mode)
+	}
+	if _, err := s.Stat(ctx, "create"); err != nil {
+		t.Errorf("object written through Create with a nil option: %v", err)
+	}
+}

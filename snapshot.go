@@ -231,7 +231,7 @@ func (s *Store) snapshotMembers(ctx context.Context) ([]snapshot.Member, error) 
 	}
 	recs, err := s.meta.ListBackends(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list backends: %w", err)
+		return nil, fmt.Errorf("snapshot members: %w", err) // the metastore names the listing
 	}
 	var out []snapshot.Member
 	for _, rec := range recs {

@@ -545,7 +545,7 @@ func (s *Store) AddBackend(ctx context.Context, spec backends.Spec, secret strin
 func (s *Store) refreshBackends(ctx context.Context) error {
 	recs, err := s.meta.ListBackends(ctx)
 	if err != nil {
-		return fmt.Errorf("list backends: %w", err)
+		return fmt.Errorf("refresh backends: %w", err) // the metastore names the listing
 	}
 	var fresh []*handle
 	seen := map[string]bool{}

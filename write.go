@@ -42,6 +42,19 @@ type writeOpts struct {
 	attrs map[string]string
 }
 
+// applyWriteOpts collects opts. A nil option is skipped: options are often
+// built conditionally (var opt WriteOption; if ... { opt = WithMode(m) }),
+// and such a caller's nil would otherwise panic inside the store.
+func applyWriteOpts(opts []WriteOption) writeOpts {
+	var o writeOpts
+	for _, fn := range opts {
+		if fn != nil {
+			fn(&o)
+		}
+	}
+	return o
+}
+
 // WithMode records a file mode with the object (the FUSE layer uses it).
 func WithMode(mode uint32) WriteOption { return func(o *writeOpts) { o.mode = mode } }
 
@@ -110,10 +123,7 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader, opts ...Write
 	if err := checkName(name); err != nil {
 		return nil, fmt.Errorf("put: %w", err)
 	}
-	var o writeOpts
-	for _, fn := range opts {
-		fn(&o)
-	}
+	o := applyWriteOpts(opts)
 	if err := checkAttrs(o.attrs); err != nil {
 		return nil, fmt.Errorf("put %q: %w", name, err)
 	}
@@ -745,10 +755,7 @@ func (s *Store) Create(ctx context.Context, name string, opts ...WriteOption) (*
 	if err := checkName(name); err != nil {
 		return nil, fmt.Errorf("create: %w", err)
 	}
-	var o writeOpts
-	for _, fn := range opts {
-		fn(&o)
-	}
+	o := applyWriteOpts(opts)
 	if err := checkAttrs(o.attrs); err != nil {
 		return nil, fmt.Errorf("create %q: %w", name, err)
 	}
