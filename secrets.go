@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/healer"
 )
 
 // MasterKeySize is the length of the master key in bytes.
@@ -226,8 +227,10 @@ func (s *SecretStore) Set(ref, secret string) error {
 	})
 }
 
-// ErrSecretInUse: a ref already holds another secret.
-var ErrSecretInUse = errors.New("secret ref holds another secret")
+// ErrSecretInUse: a ref already holds another secret. It is the healer's
+// sentinel, so the daemon's API (which sees it through the healer's
+// Register dependency) answers it as a conflict, not its own failure.
+var ErrSecretInUse = healer.ErrSecretInUse
 
 // Add stores secret under a new ref, like Set, but refuses (ErrSecretInUse)
 // a ref that holds another secret: a backend may be using it, and would

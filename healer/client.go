@@ -57,14 +57,12 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 	}
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()
-		var e struct {
-			Error string `json:"error"`
-		}
+		var e errorReply
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
 			e.Error = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(raw))
 		}
-		return nil, &DaemonError{Status: resp.StatusCode, Msg: e.Error}
+		return nil, &DaemonError{Status: resp.StatusCode, Msg: e.Error, Code: e.Code}
 	}
 	return resp, nil
 }
@@ -73,9 +71,26 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 type DaemonError struct {
 	Status int
 	Msg    string
+	// Code is the reply's machine-readable kind ("backend_exists"), if
+	// any: Is matches the sentinel it stands for (ErrBackendExists), so a
+	// caller tells the cases apart as it does in process.
+	Code string
 }
 
 func (e *DaemonError) Error() string { return "daemon: " + e.Msg }
+
+// Is reports whether target is the sentinel of e's Code.
+func (e *DaemonError) Is(target error) bool {
+	if e.Code == "" {
+		return false
+	}
+	for _, k := range errorKinds {
+		if k.code == e.Code {
+			return target == k.err
+		}
+	}
+	return false
+}
 
 func (c *Client) call(ctx context.Context, method, path string, body, out any) error {
 	resp, err := c.do(ctx, method, path, body)

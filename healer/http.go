@@ -32,7 +32,11 @@ import (
 //	POST   /v1/backends/{name}/drain starts draining a backend
 //	DELETE /v1/backends/{name}       forgets an emptied backend
 //
-// Errors come back as {"error": "..."} with a 4xx/5xx status. A request
+// Errors come back as {"error": "...", "code": "..."} with a 4xx/5xx
+// status; code, when present, names the kind of the request's fault
+// (errorKinds: "backend_exists", "secret_in_use", "backend_retired",
+// "backend_not_empty" are 409s, "backend_unusable" a 422, "not_found" a
+// 404). A 500 is the daemon's own failure. A request
 // body is one JSON object of the fields listed, at most 64 KiB: an unknown
 // field or text after the object is a 400, a larger body a 413.
 //
@@ -269,24 +273,50 @@ func (q settingsRequest) check() error {
 	return nil
 }
 
+// errorKinds are the errors the API answers as the request's fault, with
+// the status and the machine-readable "code" of the reply (Client turns
+// the code back into the sentinel, so errors.Is works on both sides).
+// Anything else is the daemon's own failure, a 500.
+var errorKinds = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{metastore.ErrNotFound, http.StatusNotFound, "not_found"},
+	{ErrBackendExists, http.StatusConflict, "backend_exists"},
+	{ErrSecretInUse, http.StatusConflict, "secret_in_use"},
+	{ErrBackendRetired, http.StatusConflict, "backend_retired"},
+	{ErrBackendNotEmpty, http.StatusConflict, "backend_not_empty"},
+	{ErrBackendUnusable, http.StatusUnprocessableEntity, "backend_unusable"},
+}
+
 func reply(w http.ResponseWriter, v any, err error) {
 	if err != nil {
-		code := http.StatusInternalServerError
-		switch {
-		case errors.Is(err, metastore.ErrNotFound):
-			code = http.StatusNotFound
-		case errors.Is(err, ErrBackendExists):
-			code = http.StatusConflict
+		for _, k := range errorKinds {
+			if errors.Is(err, k.err) {
+				writeErr(w, k.status, k.code, err)
+				return
+			}
 		}
-		replyErr(w, code, err)
+		replyErr(w, http.StatusInternalServerError, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func replyErr(w http.ResponseWriter, code int, err error) {
+func replyErr(w http.ResponseWriter, code int, err error) { writeErr(w, code, "", err) }
+
+// writeErr answers {"error": text, "code": kind}; kind "" is left out.
+func writeErr(w http.ResponseWriter, status int, kind string, err error) {
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(errorReply{Error: err.Error(), Code: kind})
+}
+
+// errorReply is the body of every error answer.
+type errorReply struct {
+	Error string `json:"error"`
+	// Code names the kind of a request's fault (errorKinds), if known.
+	Code string `json:"code,omitempty"`
 }

@@ -1151,6 +1151,35 @@ var ErrNoProvisioner = errors.New("no provisioner configured")
 // already has (in any state, retired ones included).
 var ErrBackendExists = errors.New("a backend of that name already exists")
 
+// The operator's mistakes with backends, which the API answers as the
+// request's fault (4xx) rather than the daemon's (500); see Handler.
+var (
+	// ErrSecretInUse: the Register dependency refused a new backend's
+	// secret because its secret ref already holds another secret (the
+	// store's secret store returns it; healstore.ErrSecretInUse is this).
+	ErrSecretInUse = errors.New("secret ref holds another secret")
+	// ErrBackendUnusable: AddBackend tried the backend (Deps.Try) and it
+	// does not work: it cannot be opened or reached, or it holds another
+	// backend's or store's data.
+	ErrBackendUnusable = errors.New("backend does not work")
+	// ErrBackendRetired: Drain was asked for a backend that is retired
+	// or replaced, which holds nothing and is never used again.
+	ErrBackendRetired = errors.New("backend is retired or replaced")
+	// ErrBackendNotEmpty: RemoveBackend was asked for a backend that still
+	// holds shards (committed, or of writes in flight); drain it first.
+	ErrBackendNotEmpty = errors.New("backend still holds shards")
+)
+
+// kindError is err, with its text unchanged, that errors.Is also matches
+// as kind: one of the sentinels above, for the API to map to a status.
+type kindError struct{ err, kind error }
+
+func (e *kindError) Error() string   { return e.err.Error() }
+func (e *kindError) Unwrap() []error { return []error{e.err, e.kind} }
+
+// withKind tags err (non-nil) as kind.
+func withKind(kind, err error) error { return &kindError{err: err, kind: kind} }
+
 // provision asks the provisioners, in order, for a backend outside every
 // failure domain in use, registers it and marks it. It returns "" without
 // error while a previous failure's back-off lasts.
@@ -1311,7 +1340,7 @@ func (h *Healer) AddBackend(ctx context.Context, spec backends.Spec, secret stri
 	}
 	if h.try != nil {
 		if err := h.try(ctx, spec, secret); err != nil {
-			return fmt.Errorf("backend %s does not work, so it was not added: %w", spec.Name, err)
+			return withKind(ErrBackendUnusable, fmt.Errorf("backend %s does not work, so it was not added: %w", spec.Name, err))
 		}
 	}
 	return h.adopt(ctx, spec, secret, "")
@@ -1326,7 +1355,7 @@ func (h *Healer) Drain(ctx context.Context, name string) error {
 	err := h.meta.UpdateBackend(ctx, name, func(r *metastore.BackendRecord) error {
 		switch r.State {
 		case metastore.StateRetired, metastore.StateReplaced:
-			return fmt.Errorf("backend %s is %s", name, r.State)
+			return withKind(ErrBackendRetired, fmt.Errorf("backend %s is %s; it holds nothing and is never used again", name, r.State))
 		case metastore.StateDraining:
 			return nil
 		}
@@ -1375,14 +1404,14 @@ func (h *Healer) RemoveBackend(ctx context.Context, name string) error {
 		return err
 	}
 	if inFlight[name] {
-		return fmt.Errorf("backend %s holds shards of writes not committed yet; try again once they are (a crashed write's are given up after the orphan delay, an hour by default)", name)
+		return withKind(ErrBackendNotEmpty, fmt.Errorf("backend %s holds shards of writes not committed yet; try again once they are (a crashed write's are given up after the orphan delay, an hour by default)", name))
 	}
 	n, err := h.meta.CountStripesOnBackend(ctx, name)
 	if err != nil {
 		return err
 	}
 	if n > 0 {
-		return fmt.Errorf("backend %s still holds shards of %d stripes; run `healstore backend drain %s` first", name, n, name)
+		return withKind(ErrBackendNotEmpty, fmt.Errorf("backend %s still holds shards of %d stripes; run `healstore backend drain %s` first", name, n, name))
 	}
 	rec, err := h.meta.GetBackend(ctx, name)
 	if err != nil {

@@ -134,11 +134,8 @@ Examples:
 			} else {
 				err = t.local.AddBackend(cmd.Context(), o.spec, secret)
 			}
-			if errors.Is(err, healer.ErrBackendExists) || daemonStatus(err) == http.StatusConflict {
-				return usagef("backend %s already exists; choose another name (healstore backend ls lists them)", o.spec.Name)
-			}
 			if err != nil {
-				return err
+				return backendAddError(o.spec.Name, err)
 			}
 			fmt.Fprintf(g.stdout, "backend %s added (%s)\n", o.spec.Name, o.spec.Domain(t.cfg.PlacementLevel))
 			return nil
@@ -327,6 +324,34 @@ func noSuchBackend(name string, err error) error {
 		return &notFoundError{fmt.Errorf("backend %s: no such backend (healstore backend ls lists them)", name)}
 	}
 	return err
+}
+
+// backendAddError words backend add's error (here or from the daemon) for
+// the user. Only the name taken is worded here: a daemon's 409 may be
+// another conflict (a secret ref holding another secret), and its message
+// says which. The daemon's reply carries the kind as a code, which
+// errors.Is matches (a daemon older than the code is known by its
+// message). A secret ref in use is --secret-ref's fault, so a usage error
+// like the name; a backend that does not work exits 1 (unreachable).
+func backendAddError(name string, err error) error {
+	switch {
+	case errors.Is(err, healer.ErrBackendExists),
+		daemonStatus(err) == http.StatusConflict && daemonCode(err) == "" && strings.Contains(err.Error(), healer.ErrBackendExists.Error()):
+		return usagef("backend %s already exists; choose another name (healstore backend ls lists them)", name)
+	case errors.Is(err, healer.ErrSecretInUse):
+		return &usageError{err}
+	}
+	return err
+}
+
+// daemonCode is the machine-readable kind of an error the daemon
+// answered with, else "".
+func daemonCode(err error) string {
+	var de *healer.DaemonError
+	if errors.As(err, &de) {
+		return de.Code
+	}
+	return ""
 }
 
 // daemonStatus is the HTTP status of an error the daemon answered with,
