@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/backends/placement"
 	"github.com/healstore/healstore/encoder"
 	"github.com/healstore/healstore/healer/shardio"
@@ -527,6 +528,12 @@ func (w *objectWrite) sync(ctx context.Context, batch syncBatch) error {
 	errs := shardio.SyncShards(ctx, w.s, keys)
 	if err := ctx.Err(); err != nil {
 		return context.Cause(ctx)
+	}
+	// A deadline that passed while ctx's timer has not fired yet fails
+	// the syncs it bounded a moment early: the caller's deadline again,
+	// not the backends' fault (see backends.Ended).
+	if err := backends.Ended(ctx); err != nil {
+		return err
 	}
 	if len(errs) == 0 {
 		return nil

@@ -53,7 +53,9 @@ type FetchRequest struct {
 	// are outstanding, one more shard is requested. 0 disables hedging.
 	HedgeAfter time.Duration
 	// OnError, when set, hears every failed backend call, for the monitor.
-	// Not-found answers are reported too (they mean lost data).
+	// Not-found answers are reported too (they mean lost data). Calls cut
+	// short by ctx's end, or by Fetch itself once it has Need shards, are
+	// not: they say nothing about the backend.
 	OnError func(backend string, err error)
 }
 
@@ -279,7 +281,14 @@ func Fetch(ctx context.Context, pool Pool, req FetchRequest) (*FetchResult, erro
 				res.Corrupt = append(res.Corrupt, f.index)
 				res.Errs[f.index] = f.err
 			}
-			if f.kind != kindGood && f.err != nil && req.OnError != nil && ctx.Err() == nil {
+			// A read that ctx's end cut short is the caller's doing
+			// (its deadline, its cancel, its Reader closing), not the
+			// backend's. Ended, not ctx.Err(): a call bounded by a
+			// socket deadline taken from ctx can fail a moment before
+			// ctx.Err() turns non-nil. The reads Fetch cancels itself
+			// once it has Need shards (hedged laggards) end after it
+			// has stopped listening, and are never reported.
+			if f.kind != kindGood && f.err != nil && req.OnError != nil && backends.Ended(ctx) == nil {
 				req.OnError(req.Locs[f.index].Backend, f.err)
 			}
 			// Keep enough requests outstanding to reach Need.
@@ -301,7 +310,7 @@ func Fetch(ctx context.Context, pool Pool, req FetchRequest) (*FetchResult, erro
 	slices.Sort(res.Unreachable)
 	slices.Sort(res.Corrupt)
 	if res.Good < req.Need {
-		if err := ctx.Err(); err != nil {
+		if err := backends.Ended(ctx); err != nil {
 			return res, err
 		}
 		return res, &TooFewError{Stripe: req.Stripe, Need: req.Need, Got: res.Good,

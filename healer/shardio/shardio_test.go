@@ -229,23 +229,177 @@ func TestUploadCancelledBlamesNoBackend(t *testing.T) {
 	}
 }
 
-// A put that outlasts the caller's deadline is reported: the backend may
-// be hung.
-func TestUploadPastDeadlineBlamesTheHungBackend(t *testing.T) {
-	pool, cands, mems := cluster(8, 1)
-	shards, _ := shardsOf(6)
-	mems[2].putDelay = time.Minute
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	var mu sync.Mutex
-	var blamed []string
-	Upload(ctx, pool, [16]byte{3}, shards, cands[:6], UploadOptions{
-		Candidates: cands,
-		OnError:    func(b string, err error) { mu.Lock(); blamed = append(blamed, b); mu.Unlock() },
-	})
-	if fmt.Sprint(blamed) != "[b2]" {
-		t.Fatalf("blamed %v, want the hung b2 only", blamed)
+// blockBackend holds every Put and Get until its ctx ends, as a backend
+// that is slow or hung does, and fails then as a network backend does
+// (ErrUnavailable). Each call says so on entered, if set, when it begins;
+// returned, if set, hears it end.
+type blockBackend struct {
+	backends.Backend
+	entered  chan<- string
+	returned chan<- string
+}
+
+func (b blockBackend) wait(ctx context.Context, op, key string) error {
+	if b.entered != nil {
+		b.entered <- b.Name()
 	}
+	<-ctx.Done()
+	if b.returned != nil {
+		defer func() { b.returned <- b.Name() }()
+	}
+	return backends.Wrap(b.Name(), op, key, backends.ErrUnavailable, ctx.Err())
+}
+
+func (b blockBackend) Put(ctx context.Context, key string, v []byte) error {
+	return b.wait(ctx, "put", key)
+}
+
+func (b blockBackend) Get(ctx context.Context, key string) ([]byte, error) {
+	return nil, b.wait(ctx, "get", key)
+}
+
+// blamer collects the backends an OnError hears of.
+type blamer struct {
+	mu     sync.Mutex
+	blamed []string
+}
+
+func (b *blamer) onError(name string, err error) {
+	b.mu.Lock()
+	b.blamed = append(b.blamed, name)
+	b.mu.Unlock()
+}
+
+func (b *blamer) names() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.blamed...)
+}
+
+// A put the caller's ctx cuts short, cancelled or past its deadline,
+// blames no backend: a user's short deadline or a mount's operation
+// timeout says nothing about backends that were busy writing, and each
+// report keeps a healthy backend out of placement and has it probed. The
+// puts must have reached the backends before ctx ended (an Upload whose
+// ctx had already ended sends nothing: TestUploadCancelledBlamesNoBackend).
+func TestUploadCutShortByCallerBlamesNoBackend(t *testing.T) {
+	for _, how := range []string{"cancel", "deadline"} {
+		t.Run(how, func(t *testing.T) {
+			mpool, cands, _ := cluster(8, 1)
+			entered := make(chan string, len(mpool))
+			pool := MapPool{}
+			for name, b := range mpool {
+				pool[name] = blockBackend{Backend: b, entered: entered}
+			}
+			shards, _ := shardsOf(6)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if how == "deadline" {
+				// Long enough for every put to begin on a loaded machine;
+				// the test waits for them to begin either way.
+				ctx, cancel = context.WithTimeout(ctx, 200*time.Millisecond)
+				defer cancel()
+			}
+			var bl blamer
+			done := make(chan *UploadResult, 1)
+			go func() {
+				done <- Upload(ctx, pool, [16]byte{3}, shards, cands[:6], UploadOptions{Candidates: cands, OnError: bl.onError})
+			}()
+			for range 6 {
+				<-entered
+			}
+			if how == "cancel" {
+				cancel()
+			}
+			res := <-done
+			if res.Count() != 0 {
+				t.Fatalf("landed %d shards on backends that never answer", res.Count())
+			}
+			if got := bl.names(); len(got) != 0 {
+				t.Fatalf("an upload cut short by its caller (%s) blamed %v", how, got)
+			}
+		})
+	}
+}
+
+// A backend that does not answer within the store's own per-call
+// deadline (backends.WithDeadline) while the caller still waits is
+// reported: that is how the data path tells the monitor of a hung
+// backend. The shard goes to another backend.
+func TestUploadBlamesBackendPastItsCallDeadline(t *testing.T) {
+	mpool, cands, _ := cluster(8, 1)
+	pool := MapPool{}
+	for name, b := range mpool {
+		pool[name] = b
+	}
+	pool["b2"] = backends.WithDeadline(blockBackend{Backend: mpool["b2"]}, 50*time.Millisecond)
+	shards, _ := shardsOf(6)
+	var bl blamer
+	res := Upload(context.Background(), pool, [16]byte{4}, shards, cands[:6], UploadOptions{Candidates: cands, OnError: bl.onError})
+	if got := fmt.Sprint(bl.names()); got != "[b2]" {
+		t.Fatalf("blamed %v, want the hung b2 only", got)
+	}
+	if res.Count() != 6 || res.Landed[2] == "b2" {
+		t.Fatalf("landed %v, want shard 2 retried elsewhere", res.Landed)
+	}
+}
+
+// endedCtx is a ctx whose deadline has passed while its timer has not yet
+// fired: Err is still nil. A call bounded by a socket deadline taken from
+// ctx can fail in that moment (see backends.Ended), and the failure is
+// the caller's deadline, not the backend's.
+type endedCtx struct{ context.Context }
+
+func (endedCtx) Deadline() (time.Time, bool) { return time.Now().Add(-time.Second), true }
+
+// lateBackend fails every call whose ctx has ended, deadline included,
+// as a backend with socket deadlines does.
+type lateBackend struct{ backends.Backend }
+
+func (b lateBackend) Put(ctx context.Context, key string, v []byte) error {
+	if err := backends.Ended(ctx); err != nil {
+		return backends.Wrap(b.Name(), "put", key, backends.ErrUnavailable, err)
+	}
+	return b.Backend.Put(ctx, key, v)
+}
+
+func (b lateBackend) Get(ctx context.Context, key string) ([]byte, error) {
+	if err := backends.Ended(ctx); err != nil {
+		return nil, backends.Wrap(b.Name(), "get", key, backends.ErrUnavailable, err)
+	}
+	return b.Backend.Get(ctx, key)
+}
+
+func TestCallerDeadlineBlamesNoBackendBeforeCtxErr(t *testing.T) {
+	ctx := endedCtx{context.Background()}
+	if ctx.Err() != nil || backends.Ended(ctx) == nil {
+		t.Fatal("endedCtx does not model a deadline passed before its timer fired")
+	}
+	t.Run("upload", func(t *testing.T) {
+		mpool, cands, _ := cluster(8, 1)
+		pool := MapPool{}
+		for name, b := range mpool {
+			pool[name] = lateBackend{b}
+		}
+		shards, _ := shardsOf(6)
+		var bl blamer
+		Upload(ctx, pool, [16]byte{5}, shards, cands[:6], UploadOptions{Candidates: cands, OnError: bl.onError})
+		if got := bl.names(); len(got) != 0 {
+			t.Fatalf("an upload past its caller's deadline blamed %v", got)
+		}
+	})
+	t.Run("fetch", func(t *testing.T) {
+		mpool, _, locs, _ := stripeAt(t, 6)
+		pool := MapPool{}
+		for name, b := range mpool {
+			pool[name] = lateBackend{b}
+		}
+		var bl blamer
+		Fetch(ctx, pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 4, Verify: verify, OnError: bl.onError})
+		if got := bl.names(); len(got) != 0 {
+			t.Fatalf("a fetch past its caller's deadline blamed %v", got)
+		}
+	})
 }
 
 // TestUploadDistinctDomainsUnderRetries fails several targets at once and
@@ -444,6 +598,31 @@ func TestFetchHedgesLaggard(t *testing.T) {
 	// Generous bound: the point is not waiting for the stuck backend.
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("fetch waited for the stuck backend: %v", d)
+	}
+}
+
+// A laggard that a hedge made unnecessary is cancelled when Fetch has its
+// shards; that cancellation is Fetch's own doing and blames nobody.
+func TestFetchHedgedLaggardNotBlamed(t *testing.T) {
+	mpool, _, locs, _ := stripeAt(t, 6)
+	pool := MapPool{}
+	for name, b := range mpool {
+		pool[name] = b
+	}
+	returned := make(chan string, 1)
+	pool["b1"] = blockBackend{Backend: mpool["b1"], returned: returned}
+	var bl blamer
+	res, err := Fetch(context.Background(), pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 4, Verify: verify,
+		HedgeAfter: 20 * time.Millisecond, OnError: bl.onError})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Hedges < 1 || res.Shards[1] != nil {
+		t.Fatalf("hedges %d, shard 1 fetched %v", res.Hedges, res.Shards[1] != nil)
+	}
+	<-returned // the laggard's Get has ended: its cancellation is over
+	if got := bl.names(); len(got) != 0 {
+		t.Fatalf("a fetch that hedged around a laggard blamed %v", got)
 	}
 }
 

@@ -36,7 +36,9 @@ type UploadOptions struct {
 	// so that no shard ever exists on a backend the metastore does not know
 	// of. An error abandons that retry (the shard stays missing).
 	BeforeRetry func(ctx context.Context, index int, backend string) error
-	// OnError, when set, hears every failed backend call, for the monitor.
+	// OnError, when set, hears every failed backend call, for the monitor,
+	// except the calls that ctx's end cut short or never sent: those say
+	// nothing about the backend.
 	OnError func(backend string, err error)
 	// Rand drives the weighted choice of retry targets; nil picks the
 	// backend with most free space (deterministic).
@@ -159,7 +161,6 @@ func (u *uploader) one(ctx context.Context, i int, shard []byte, attempts int) {
 				break
 			}
 		}
-		contacted := ctx.Err() == nil // else put refuses without a call
 		err := u.put(ctx, target.Name, key, shard)
 		if err == nil {
 			u.mu.Lock()
@@ -168,17 +169,24 @@ func (u *uploader) one(ctx context.Context, i int, shard []byte, attempts int) {
 			return
 		}
 		lastErr = fmt.Errorf("shard %d: %w", i, err)
-		// A put cut short because the caller cancelled, or never sent
-		// because ctx had ended, says nothing about the backend. One
-		// that outlasted the caller's deadline (a mount's operation
-		// timeout) may be a hung backend: report it.
-		if u.opts.OnError != nil && contacted && !errors.Is(ctx.Err(), context.Canceled) {
+		// A put that the caller's ctx cut short (cancelled, or past its
+		// deadline: a user's short deadline, a mount's operation
+		// timeout), or never sent because ctx had ended, says nothing
+		// about the backend; reporting it would keep a healthy backend
+		// out of placement and have it probed. A hung backend is still
+		// reported: the store bounds every call with a deadline of its
+		// own (backends.WithDeadline), which expires while the caller's
+		// ctx is live. Ended, not ctx.Err(): a call bounded by a socket
+		// deadline taken from ctx can fail a moment before ctx.Err()
+		// turns non-nil.
+		ended := backends.Ended(ctx) != nil
+		if u.opts.OnError != nil && !ended {
 			u.opts.OnError(target.Name, err)
 		}
 		u.mu.Lock()
 		u.failed[target.Name] = true
 		u.res.Tried = append(u.res.Tried, Loc{Backend: target.Name, Key: key})
-		if ctx.Err() != nil || a+1 == attempts {
+		if ended || a+1 == attempts {
 			u.current[i] = placement.Candidate{}
 			u.mu.Unlock()
 			break
@@ -199,7 +207,7 @@ func (u *uploader) one(ctx context.Context, i int, shard []byte, attempts int) {
 }
 
 func (u *uploader) put(ctx context.Context, name, key string, shard []byte) error {
-	if err := ctx.Err(); err != nil {
+	if err := backends.Ended(ctx); err != nil {
 		return backends.Wrap(name, "put", key, backends.ErrUnavailable, err)
 	}
 	b, ok := u.pool.Backend(name)
