@@ -85,6 +85,9 @@ type Healer struct {
 	provs []provision.Provisioner
 	log   *slog.Logger
 	now   func() time.Time
+	// bodyTimeout bounds the reading of an API request's body
+	// (defaultBodyTimeout; tests lower it).
+	bodyTimeout time.Duration
 
 	limiter      *throttle.Limiter
 	scrubLimiter *throttle.Limiter
@@ -170,6 +173,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Healer, error) {
 		provs:        d.Provisioners,
 		log:          log,
 		now:          time.Now,
+		bodyTimeout:  defaultBodyTimeout,
 		limiter:      throttle.New(cfg.RateLimit),
 		scrubLimiter: throttle.New(cfg.ScrubRateLimit),
 		members:      map[string]*member{},

@@ -7,9 +7,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -38,7 +40,9 @@ import (
 // "backend_not_empty" are 409s, "backend_unusable" a 422, "not_found" a
 // 404). A 500 is the daemon's own failure. A request
 // body is one JSON object of the fields listed, at most 64 KiB: an unknown
-// field or text after the object is a 400, a larger body a 413.
+// field or text after the object is a 400, a larger body a 413, and a
+// body that has not all arrived within 30 s of the headers a 408 (the
+// connection is closed).
 //
 // Requests that change something (every method but GET and HEAD) must
 // carry the header ClientHeader and name as Host an IP address, localhost,
@@ -146,7 +150,7 @@ func (h *Healer) routes() http.Handler {
 	})
 	mux.HandleFunc("PUT /v1/settings", func(w http.ResponseWriter, r *http.Request) {
 		var req settingsRequest
-		if code, err := decodeBody(w, r, &req); err != nil {
+		if code, err := h.readBody(w, r, &req); err != nil {
 			replyErr(w, code, fmt.Errorf("settings: %w", err))
 			return
 		}
@@ -167,7 +171,7 @@ func (h *Healer) routes() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/backends", func(w http.ResponseWriter, r *http.Request) {
 		var req addBackendRequest
-		if code, err := decodeBody(w, r, &req); err != nil {
+		if code, err := h.readBody(w, r, &req); err != nil {
 			replyErr(w, code, fmt.Errorf("backend: %w", err))
 			return
 		}
@@ -218,6 +222,33 @@ func backendName(w http.ResponseWriter, r *http.Request) (string, bool) {
 // maxRequestBody bounds a request body. The largest the client sends, a
 // backend spec with its secret, is well under it.
 const maxRequestBody = 64 << 10
+
+// defaultBodyTimeout bounds how long a handler waits for a request's
+// body: the largest is well under maxRequestBody, seconds on any link.
+const defaultBodyTimeout = 30 * time.Second
+
+// readBody is decodeBody with a read deadline of h.bodyTimeout for the
+// body: a client that sends its body a byte at a time held the handler
+// (and its goroutine and connection) for ever. The server has no
+// ReadTimeout, which would cut heal and scrub requests that run for
+// minutes. Nor does this deadline: once the body is read to its end,
+// net/http clears the connection's read deadline as it starts its
+// background read (TestBodyDeadlineLiftedForTheHandler holds it to
+// that), so the handler's work and its request's context go on.
+func (h *Healer) readBody(w http.ResponseWriter, r *http.Request, v any) (int, error) {
+	// ErrNotSupported (a ResponseWriter that is no connection's, as in
+	// tests) leaves the body without a deadline, as before.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.bodyTimeout))
+	code, err := decodeBody(w, r, v)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The rest of the body is never read: the connection closes after
+		// the reply. (The deadline stays, so net/http's own reading of
+		// the rest, to reuse the connection, fails at once too.)
+		w.Header().Set("Connection", "close")
+		return http.StatusRequestTimeout, fmt.Errorf("the request body did not arrive within %s", h.bodyTimeout)
+	}
+	return code, err
+}
 
 // decodeBody decodes r's body, one JSON object, into v, and returns the
 // status to answer with if that fails: 413 for a body over maxRequestBody,
