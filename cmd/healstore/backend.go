@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -204,7 +206,9 @@ backend alone; when it holds nothing, it is retired.
 
 Without a daemon, drain does the work itself and returns when the backend is
 retired. With a daemon, it starts the drain and returns; --wait polls until
-the backend is retired (or the wait runs out).
+the backend is retired (or the wait runs out), asking the daemon's status
+every 2 s at first and less often later, up to every 10 s. Ctrl-C stops the
+waiting at once; the drain goes on in the daemon.
 
 ` + exitCodesHelp,
 		Args: argsBetween(1, 1),
@@ -230,24 +234,10 @@ the backend is retired (or the wait runs out).
 					return noSuchBackend(name, err)
 				}
 				fmt.Fprintf(g.stdout, "draining %s (the daemon moves its shards)\n", name)
-				deadline := time.Now().Add(o.wait)
-				for o.wait > 0 {
-					st, err := t.remote.Status(ctx)
-					if err != nil {
-						return err
-					}
-					for _, b := range st.Backends {
-						if b.Name == name && b.State == "retired" {
-							fmt.Fprintf(g.stdout, "%s retired\n", name)
-							return nil
-						}
-					}
-					if time.Now().After(deadline) {
-						return fmt.Errorf("%s not retired within %s", name, o.wait)
-					}
-					time.Sleep(time.Second)
+				if o.wait == 0 {
+					return nil
 				}
-				return nil
+				return waitRetired(ctx, t.remote.Status, name, o.wait, g.stdout)
 			}
 			h := t.local
 			if err := h.Drain(ctx, name); err != nil {
@@ -280,6 +270,64 @@ the backend is retired (or the wait runs out).
 	cmd.Flags().DurationVar(&o.wait, "wait", 0, "with a daemon: wait this long for the backend to be retired")
 	return cmd
 }
+
+// How often drain --wait asks the daemon: first after drainPollFirst, then
+// twice as long each time, up to drainPollMax.
+const (
+	drainPollFirst = 2 * time.Second
+	drainPollMax   = 10 * time.Second
+)
+
+// waitRetired polls the daemon until backend name is retired, wait runs
+// out, or ctx ends: main's ctx ends at Ctrl-C or SIGTERM
+// (signal.NotifyContext), and the wait stops at once, saying that the
+// drain goes on in the daemon and how to follow it. (It slept a second
+// at a time without noticing, then failed with "context canceled".)
+//
+// The API has no per-backend state: a backend's state shows only in
+// /status, which counts every stripe of the store. So it is asked every
+// 2 s at first and less often as the drain goes on, up to every 10 s: a
+// drain takes minutes to hours, and a census a second loads the daemon
+// and the metastore of a large store for nothing.
+func waitRetired(ctx context.Context, status func(context.Context) (*healer.Status, error), name string, wait time.Duration, stdout io.Writer) error {
+	deadline := time.Now().Add(wait)
+	interrupted := func() error {
+		return fmt.Errorf("stopped waiting for %s to be retired; the drain goes on in the daemon: "+
+			"`healstore backend ls` shows its state and the shards it still holds, `healstore backend drain %s --wait %s` waits again",
+			name, name, wait)
+	}
+	interval := drainPollFirst
+	for {
+		st, err := status(ctx)
+		if ctx.Err() != nil {
+			return interrupted()
+		}
+		if err != nil {
+			return err
+		}
+		for _, b := range st.Backends {
+			if b.Name == name && b.State == "retired" {
+				fmt.Fprintf(stdout, "%s retired\n", name)
+				return nil
+			}
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fmt.Errorf("%s not retired within %s; the drain goes on in the daemon (healstore backend ls shows its state)", name, wait)
+		}
+		tm := time.NewTimer(min(interval, left))
+		select {
+		case <-ctx.Done():
+			tm.Stop()
+			return interrupted()
+		case <-tm.C:
+		}
+		interval = nextDrainPoll(interval)
+	}
+}
+
+// nextDrainPoll is the interval after d: twice as long, up to drainPollMax.
+func nextDrainPoll(d time.Duration) time.Duration { return min(2*d, drainPollMax) }
 
 func newBackendRmCmd(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
