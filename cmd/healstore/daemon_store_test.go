@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/healstore/healstore"
 	"github.com/healstore/healstore/healer"
-	"github.com/healstore/healstore/metastore/metastoretest"
 )
 
 // signalWriter collects what is written and closes ready once it holds
@@ -139,56 +137,20 @@ func TestCommandRefusesOtherStoresDaemon(t *testing.T) {
 // the leadership the daemon holds and failed. Here a stand-in daemon leads
 // the store and answers its status only when the test ends.
 func TestEtcdCommandFindsDaemonWithSlowStatus(t *testing.T) {
-	eps := metastoretest.EtcdEndpoints(t)
-	prefix := metastoretest.EtcdPrefix(t, eps, "hs-cli-slow")
-	store := filepath.Join(t.TempDir(), "store")
-	if _, errs, code := cli(t, "", "init", "--k", "2", "--m", "1", "--backends", "4", store); code != 0 {
-		t.Fatalf("init: %s", errs)
-	}
+	path := etcdStore(t, "hs-cli-slow")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(store, "healstore.toml")
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	etcd := fmt.Sprintf("[metastore]\nkind = \"etcd\"\nendpoints = [%q]\nprefix = %q\n", eps[0], prefix)
-	conf := strings.Replace(string(raw), "[metastore]\nkind = \"pebble\"\n", etcd, 1)
-	conf = strings.Replace(conf, "127.0.0.1:9310", ln.Addr().String(), 1)
+	conf := strings.Replace(string(raw), "127.0.0.1:9310", ln.Addr().String(), 1)
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// init marked the backends as its pebble store's; the etcd store is a
-	// new one.
-	marks, _ := filepath.Glob(filepath.Join(store, "backends", "*", "*"))
-	for _, m := range marks {
-		if err := os.RemoveAll(m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg, err := healstore.LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := healstore.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	ctx, stop := context.WithCancel(context.Background())
-	elected, done := make(chan struct{}), make(chan error, 1)
-	go func() {
-		done <- s.RunAsLeader(ctx, func(ctx context.Context) error { <-ctx.Done(); return nil },
-			healstore.LeaderOptions{TTL: 2 * time.Second, Identity: "daemon-here/1", OnElected: func(string) { close(elected) }})
-	}()
-	defer func() { stop(); <-done }()
-	select {
-	case <-elected:
-	case <-time.After(15 * time.Second):
-		t.Fatal("the stand-in daemon was not elected")
-	}
+	s, _ := standInLeader(t, path, "daemon-here/1")
 
 	healed := make(chan struct{}, 1)
 	testDone := make(chan struct{})

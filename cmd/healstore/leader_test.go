@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,62 +20,14 @@ import (
 // store's maintenance: beside a daemon's healer it is refused, naming the
 // daemon, and it runs once the daemon is gone.
 func TestMaintenanceCommandsWaitForTheLeader(t *testing.T) {
-	eps := metastoretest.EtcdEndpoints(t)
-	prefix := metastoretest.EtcdPrefix(t, eps, "hs-cli-test")
-	dir := t.TempDir()
-	store := filepath.Join(dir, "store")
-	if _, errs, code := cli(t, "", "init", "--k", "2", "--m", "1", "--backends", "4", store); code != 0 {
-		t.Fatalf("init: %s", errs)
-	}
-	path := filepath.Join(store, "healstore.toml")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	etcd := fmt.Sprintf("[metastore]\nkind = \"etcd\"\nendpoints = [%q]\nprefix = %q\n", eps[0], prefix)
-	raw = []byte(strings.Replace(string(raw), "[metastore]\nkind = \"pebble\"\n", etcd, 1))
-	if !strings.Contains(string(raw), prefix) {
-		t.Fatal("the config written by init has no [metastore] kind = \"pebble\" to replace")
-	}
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := etcdStore(t, "hs-cli-test")
 	t.Setenv("HEALSTORE_CONFIG", path)
-	// init marked the backends as its pebble store's; the etcd store is a
-	// new one.
-	marks, _ := filepath.Glob(filepath.Join(store, "backends", "*", "*"))
-	for _, m := range marks {
-		if err := os.RemoveAll(m); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	cfg, err := healstore.LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := healstore.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	ctx, stop := context.WithCancel(context.Background())
-	elected, done := make(chan struct{}), make(chan error, 1)
-	go func() {
-		done <- s.RunAsLeader(ctx, func(ctx context.Context) error { <-ctx.Done(); return nil },
-			healstore.LeaderOptions{TTL: 2 * time.Second, Identity: "daemon-elsewhere/42", OnElected: func(string) { close(elected) }})
-	}()
-	select {
-	case <-elected:
-	case <-time.After(15 * time.Second):
-		t.Fatal("the stand-in daemon was not elected")
-	}
+	s, release := standInLeader(t, path, "daemon-elsewhere/42")
 	_, errs, code := cli(t, "", "heal")
 	if code != exitError || !strings.Contains(errs, "daemon-elsewhere/42") || !strings.Contains(errs, "leads this store's maintenance") {
 		t.Fatalf("heal while a daemon leads: exit %d, stderr %q; want exit %d naming the daemon", code, errs, exitError)
 	}
-	stop()
-	if err := <-done; err != nil {
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	if out, errs, code := cli(t, "", "heal"); code != 0 {
@@ -89,7 +42,7 @@ func TestMaintenanceCommandsWaitForTheLeader(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	raw, _ = os.ReadFile(path)
+	raw, _ := os.ReadFile(path)
 	raw = []byte(strings.Replace(string(raw), `metrics_addr = "127.0.0.1:9310"`, fmt.Sprintf("metrics_addr = %q", addr), 1))
 	if !strings.Contains(string(raw), addr) {
 		t.Fatal("the config has no metrics_addr to replace")
@@ -124,4 +77,73 @@ func TestMaintenanceCommandsWaitForTheLeader(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("heal beside this machine's leading daemon took %s: it waited for the leadership instead of asking the daemon", d)
 	}
+}
+
+// etcdStore makes a store with healstore init and moves its metadata to
+// the test's etcd (under a fresh prefix named after name), returning its
+// config's path.
+func etcdStore(t *testing.T, name string) string {
+	t.Helper()
+	eps := metastoretest.EtcdEndpoints(t)
+	prefix := metastoretest.EtcdPrefix(t, eps, name)
+	store := filepath.Join(t.TempDir(), "store")
+	if _, errs, code := cli(t, "", "init", "--k", "2", "--m", "1", "--backends", "4", store); code != 0 {
+		t.Fatalf("init: %s", errs)
+	}
+	path := filepath.Join(store, "healstore.toml")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcd := fmt.Sprintf("[metastore]\nkind = \"etcd\"\nendpoints = [%q]\nprefix = %q\n", eps[0], prefix)
+	conf := strings.Replace(string(raw), "[metastore]\nkind = \"pebble\"\n", etcd, 1)
+	if !strings.Contains(conf, prefix) {
+		t.Fatal("the config written by init has no [metastore] kind = \"pebble\" to replace")
+	}
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// init marked the backends as its pebble store's; the etcd store is a
+	// new one.
+	marks, _ := filepath.Glob(filepath.Join(store, "backends", "*", "*"))
+	for _, m := range marks {
+		if err := os.RemoveAll(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return path
+}
+
+// standInLeader opens the store of the config at path and holds its
+// maintenance leadership as identity, as a daemon elsewhere would, until
+// release (or the test's end). release returns what RunAsLeader returned.
+func standInLeader(t *testing.T, path, identity string) (*healstore.Store, func() error) {
+	t.Helper()
+	cfg, err := healstore.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := healstore.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	elected, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- s.RunAsLeader(ctx, func(ctx context.Context) error { <-ctx.Done(); return nil },
+			healstore.LeaderOptions{TTL: 2 * time.Second, Identity: identity, OnElected: func(string) { close(elected) }})
+	}()
+	var once sync.Once
+	var runErr error
+	release := func() error {
+		once.Do(func() { stop(); runErr = <-done })
+		return runErr
+	}
+	t.Cleanup(func() { release(); s.Close() })
+	select {
+	case <-elected:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the stand-in daemon was not elected")
+	}
+	return s, release
 }
