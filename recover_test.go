@@ -120,6 +120,19 @@ func recReadBack(t *testing.T, s *Store, want map[string][]byte) {
 
 // destroyFrontend deletes the store's metadata and cache, as losing the
 // machine would.
+// snapshotAndClose takes one metadata snapshot of s and closes it.
+func snapshotAndClose(t *testing.T, s *Store) {
+	t.Helper()
+	sn, err := s.NewSnapshotter(SnapshotConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Take(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
+
 func (f *recoverFixture) destroyFrontend(t *testing.T) {
 	t.Helper()
 	for _, d := range []string{"meta", "cache"} {
@@ -401,14 +414,7 @@ func TestRecoverNamesMissingShards(t *testing.T) {
 	if err := s.meta.Enqueue(ctx, metastore.RepairItem{Stripe: short.ID, Margin: 2, Queued: time.Now(), Reason: wiped}); err != nil {
 		t.Fatal(err)
 	}
-	sn, err := s.NewSnapshotter(SnapshotConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sn.Take(ctx, false); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
+	snapshotAndClose(t, s)
 	f.destroyFrontend(t)
 
 	rep, err := Recover(ctx, RecoverOptions{KeyFile: f.keyFile, Backends: f.specs, Dir: filepath.Join(t.TempDir(), "recovered")})
@@ -497,21 +503,14 @@ func TestRecoverWrongKeyWritesNothing(t *testing.T) {
 	f := newRecoverFixture(t)
 	s := f.open(t)
 	recPutRandom(t, s, rand.New(rand.NewPCG(1, 9)), "x", 2)
-	sn, err := s.NewSnapshotter(SnapshotConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sn.Take(ctx, false); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
+	snapshotAndClose(t, s)
 
 	wrong := filepath.Join(t.TempDir(), "other.key")
 	if err := GenerateMasterKey(wrong); err != nil {
 		t.Fatal(err)
 	}
 	target := filepath.Join(t.TempDir(), "recovered")
-	_, err = Recover(ctx, RecoverOptions{KeyFile: wrong, Backends: f.specs[:1], Dir: target})
+	_, err := Recover(ctx, RecoverOptions{KeyFile: wrong, Backends: f.specs[:1], Dir: target})
 	if !errors.Is(err, ErrAuth) {
 		t.Fatalf("wrong key: %v, want ErrAuth", err)
 	}
@@ -563,19 +562,12 @@ func TestRecoverRefusesBadInput(t *testing.T) {
 	f := newRecoverFixture(t)
 	s := f.open(t)
 	recPutRandom(t, s, rand.New(rand.NewPCG(5, 9)), "x", 2)
-	sn, err := s.NewSnapshotter(SnapshotConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sn.Take(ctx, false); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
+	snapshotAndClose(t, s)
 	f.destroyFrontend(t)
 
 	target := filepath.Join(t.TempDir(), "recovered")
 	typo := filepath.Join(t.TempDir(), "secrets.tmol")
-	_, err = Recover(ctx, RecoverOptions{KeyFile: f.keyFile, Backends: f.specs[:1], SecretsFile: typo, Dir: target})
+	_, err := Recover(ctx, RecoverOptions{KeyFile: f.keyFile, Backends: f.specs[:1], SecretsFile: typo, Dir: target})
 	if err == nil || !strings.Contains(err.Error(), "secrets file "+typo) || !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing secrets file: %v; want an error naming %s", err, typo)
 	}
