@@ -266,8 +266,9 @@ func TestHTTPHandler(t *testing.T) {
 	if code, body = do("POST", "/v1/backends/b0/drain", ""); code != 200 || e.state("b0") != metastore.StateDraining {
 		t.Fatalf("drain %d %s", code, body)
 	}
-	if code, _ = do("DELETE", "/v1/backends/b1", ""); code != 500 {
-		t.Fatalf("removing a backend with shards: %d", code)
+	// An operator's mistake, not the server's: 409 saying to drain first.
+	if code, body = do("DELETE", "/v1/backends/b1", ""); code != 409 || !strings.Contains(string(body), "backend_not_empty") {
+		t.Fatalf("removing a backend with shards: %d %s; want 409 backend_not_empty", code, body)
 	}
 }
 
