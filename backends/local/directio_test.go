@@ -124,7 +124,7 @@ func TestDirectIO(t *testing.T) {
 	ctx := context.Background()
 	rnd := rand.New(rand.NewPCG(3, 4))
 	for _, forceBuffered := range []bool{false, true} {
-		b := openT(t, 0)
+		b := filesOnly(openT(t, 0))
 		direct, residency := pageCacheProbe(t, t.TempDir())
 		direct = direct && !forceBuffered
 		b.noDirect.Store(forceBuffered)

@@ -37,6 +37,8 @@ type Backend struct {
 
 	deferred syncState // PutNoSync and Sync (sync.go)
 
+	packs *packs // values of at most packs.max bytes (packs.go)
+
 	noDirect atomic.Bool // the file system refused O_DIRECT once: stop trying (directio.go)
 
 	// dirMu guards dirGen and rootGen, which say whether the root
@@ -89,6 +91,11 @@ func Open(spec backends.Spec) (*Backend, error) {
 	if err != nil {
 		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
 	}
+	packs, used, err := openPacks(b.root, defaultPackMax, defaultPackLimit)
+	if err != nil {
+		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
+	}
+	b.packs, b.used = packs, b.used+used
 	return b, nil
 }
 
@@ -175,7 +182,7 @@ func kindOf(err error) error {
 	switch {
 	case errors.Is(err, errRootGone):
 		return backends.ErrUnavailable
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, errTorn):
 		return backends.ErrNotFound
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return backends.ErrFull
@@ -243,6 +250,9 @@ func (b *Backend) put(key string, value []byte, durable bool) error {
 		return backends.Errorf(b.name, "put", key, backends.ErrTooLarge,
 			"%d bytes, the limit is %d", len(value), MaxValueSize)
 	}
+	if len(value) <= b.packs.max {
+		return b.putPacked(key, value, durable)
+	}
 	dir := b.dirOf(key)
 	final := filepath.Join(dir, fileName(key))
 	var old int64
@@ -259,7 +269,69 @@ func (b *Backend) put(key string, value []byte, durable bool) error {
 		b.reserve(key, -delta) // give the reservation back; never fails
 		return b.fail("put", key, err)
 	}
+	// A packed value of the key (it was smaller before) is replaced now.
+	if l, ok := b.packs.remove(key); ok {
+		b.account(-int64(l.n))
+	}
 	return nil
+}
+
+// putPacked appends value to the backend's pack (packs.go).
+func (b *Backend) putPacked(key string, value []byte, durable bool) error {
+	// The quota counts value bytes, as for files (not the records'
+	// headers and padding).
+	size := int64(len(value))
+	var guess int64 // the value the new one replaces, as far as known now
+	if l, ok := b.packs.known(key); ok {
+		guess = int64(l.n)
+	}
+	if err := b.reserve(key, size-guess); err != nil {
+		return err
+	}
+	old, had, err := b.packs.append(key, value, durable)
+	if err != nil {
+		b.reserve(key, guess-size)
+		return b.fail("put", key, err)
+	}
+	freed := int64(0)
+	if had {
+		b.packs.release(old)
+		freed = int64(old.n)
+	}
+	b.account(guess - freed)
+	// A value of the key in a file of its own (written before packs
+	// existed, or when it was larger) is replaced now.
+	b.removeFile(key)
+	return nil
+}
+
+// account moves the quota's count by delta without checking the quota.
+func (b *Backend) account(delta int64) {
+	if b.quota > 0 && delta != 0 {
+		b.mu.Lock()
+		b.used += delta
+		b.mu.Unlock()
+	}
+}
+
+// removeFile removes key's file, if there is one, and says whether it
+// was there.
+func (b *Backend) removeFile(key string) (bool, error) {
+	p := b.pathOf(key)
+	var size int64
+	if b.quota > 0 {
+		if fi, err := os.Stat(p); err == nil {
+			size = fi.Size()
+		}
+	}
+	if err := os.Remove(p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		return false, err
+	}
+	b.account(-size)
+	return true, nil
 }
 
 // writeFile writes value to a temporary file in dir and renames it to
@@ -386,11 +458,24 @@ func (b *Backend) GetBuf(ctx context.Context, key string, alloc func(n int) []by
 	if err := b.begin(ctx, "get", key, true); err != nil {
 		return nil, err
 	}
+	if v, ok, err := b.getPacked(key, alloc); ok {
+		return v, err
+	}
 	v, err := b.readWhole(b.pathOf(key), alloc)
 	if err != nil {
 		return nil, b.fail("get", key, err)
 	}
 	return v, nil
+}
+
+// getPacked reads key's value from its pack; ok is false when the key has
+// no packed value.
+func (b *Backend) getPacked(key string, alloc func(n int) []byte) (v []byte, ok bool, err error) {
+	v, ok, err = b.packs.read(key, alloc)
+	if err != nil {
+		err = b.fail("get", key, err)
+	}
+	return v, ok, err
 }
 
 // readWhole reads a file into a buffer of exactly its size with one read
@@ -456,6 +541,15 @@ func (b *Backend) GetRange(ctx context.Context, key string, off, length int64) (
 	if off < 0 || length < 0 {
 		return nil, backends.Errorf(b.name, "get", key, backends.ErrInvalidKey, "negative range %d+%d (offset and length must be >= 0)", off, length)
 	}
+	if v, ok, err := b.getPacked(key, nil); ok {
+		if err != nil {
+			return nil, err
+		}
+		// Packed values are small (packs.max): read whole, the value's
+		// checksum vouches for the range too.
+		v = v[min(off, int64(len(v))):]
+		return v[:min(length, int64(len(v)))], nil
+	}
 	f, err := os.Open(b.pathOf(key))
 	if err != nil {
 		return nil, b.fail("get", key, err)
@@ -484,6 +578,12 @@ func (b *Backend) Stat(ctx context.Context, key string) (int64, error) {
 	if err := b.begin(ctx, "stat", key, true); err != nil {
 		return 0, err
 	}
+	if l, ok := b.packs.get(key); ok {
+		if l.p.gone() {
+			return 0, b.fail("stat", key, fs.ErrNotExist)
+		}
+		return int64(l.n), nil
+	}
 	fi, err := os.Stat(b.pathOf(key))
 	if err != nil {
 		return 0, b.fail("stat", key, err)
@@ -497,22 +597,13 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 	if err := b.begin(ctx, "delete", key, true); err != nil {
 		return err
 	}
-	p := b.pathOf(key)
-	var size int64
-	if b.quota > 0 {
-		if fi, err := os.Stat(p); err == nil {
-			size = fi.Size()
-		}
+	if l, ok := b.packs.remove(key); ok {
+		b.account(-int64(l.n))
 	}
-	if err := os.Remove(p); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			b.deferred.forget(key)
-			return nil
-		}
+	if _, err := b.removeFile(key); err != nil {
 		return b.fail("delete", key, err)
 	}
 	b.deferred.forget(key)
-	b.reserve(key, -size)
 	return nil
 }
 
@@ -559,12 +650,30 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(key string, s
 	if err := b.begin(ctx, "list", prefix, false); err != nil {
 		return err
 	}
-	err := b.walk(func(_, name string, info fs.FileInfo) error {
+	packed, err := b.packs.list(prefix)
+	if err != nil {
+		return b.fail("list", prefix, err)
+	}
+	for key, size := range packed {
+		if err := ctx.Err(); err != nil {
+			return b.fail("list", prefix, err)
+		}
+		if err := fn(key, size); err != nil {
+			return err
+		}
+	}
+	err = b.walk(func(_, name string, info fs.FileInfo) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		key, ok := keyName(name)
 		if !ok || !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		if _, dup := packed[key]; dup {
+			// A crash came between storing one and removing the other
+			// (the key moved between a file and a pack): Get serves the
+			// packed value, so List names that one.
 			return nil
 		}
 		if err := fn(key, info.Size()); err != nil {
@@ -629,6 +738,7 @@ func (b *Backend) Close() error {
 	b.closed = true
 	b.mu.Unlock()
 	b.deferred.close()
+	b.packs.closeAll()
 	return nil
 }
 
@@ -641,6 +751,10 @@ var _ backends.Prefetcher = (*Backend)(nil)
 // given first.
 func (b *Backend) Prefetch(ctx context.Context, key string) {
 	if b.begin(ctx, "get", key, true) != nil {
+		return
+	}
+	if l, ok := b.packs.known(key); ok {
+		withFd(l.p.f, func(fd int) error { return unix.Fadvise(fd, l.valueOff(), int64(l.n), unix.FADV_WILLNEED) })
 		return
 	}
 	fd, err := openRetry(b.pathOf(key))

@@ -28,6 +28,15 @@ func openT(t *testing.T, quota int64) *Backend {
 	return b
 }
 
+// filesOnly turns packs off: every value gets a file of its own, as
+// values over packs.max do (the tests of that path use small values).
+func filesOnly(b *Backend) *Backend {
+	if b != nil {
+		b.packs.max = -1
+	}
+	return b
+}
+
 func TestConformance(t *testing.T) {
 	backendtest.Run(t, backendtest.Factory{
 		Open:          func(t *testing.T) backends.Backend { return openT(t, 0) },
@@ -37,8 +46,19 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestConformanceFiles runs the suite with packs off, so the file of each
+// value (the layout of values over packs.max) is checked with every size.
+func TestConformanceFiles(t *testing.T) {
+	backendtest.Run(t, backendtest.Factory{
+		Open:          func(t *testing.T) backends.Backend { return filesOnly(openT(t, 0)) },
+		OpenLimited:   func(t *testing.T, limit int64) backends.Backend { return filesOnly(openT(t, limit)) },
+		MaxValueSize:  MaxValueSize,
+		CapacityKnown: true,
+	})
+}
+
 func TestLayoutFansOut(t *testing.T) {
-	b := openT(t, 0)
+	b := filesOnly(openT(t, 0))
 	ctx := context.Background()
 	dirs := map[string]bool{}
 	for i := 0; i < 200; i++ {
@@ -84,6 +104,7 @@ func TestInterruptedPutLeavesNoKey(t *testing.T) {
 	dir := t.TempDir()
 	spec := backends.Spec{Name: "loc", Kind: backends.KindLocal, Path: dir, Quota: 1 << 20}
 	b, err := Open(spec)
+	filesOnly(b)
 	if err != nil {
 		t.Fatal(err)
 	}

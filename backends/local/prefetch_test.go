@@ -12,7 +12,7 @@ import (
 // Prefetch brings an evicted value back into the page cache without a
 // read, and is a no-op for keys that are bad or absent.
 func TestPrefetchLoadsPageCache(t *testing.T) {
-	b := openT(t, 0)
+	b := filesOnly(openT(t, 0))
 	ctx := context.Background()
 	if err := b.Put(ctx, "shard", make([]byte, 256<<10)); err != nil {
 		t.Fatal(err)
@@ -62,7 +62,7 @@ func TestPrefetchLoadsPageCache(t *testing.T) {
 // healstore's) reads back cut short, one byte past the limit: enough to
 // fail its checksum, without reading it all into memory.
 func TestGetOversizedFileIsCut(t *testing.T) {
-	b := openT(t, 0)
+	b := filesOnly(openT(t, 0))
 	ctx := context.Background()
 	if err := b.Put(ctx, "big", []byte("x")); err != nil {
 		t.Fatal(err)

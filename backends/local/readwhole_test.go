@@ -14,7 +14,7 @@ import (
 // return EINTR when Go's preemption signal arrives) is retried, as
 // os.File.Stat did, not reported as the backend failing.
 func TestGetRetriesInterruptedFstat(t *testing.T) {
-	b := openT(t, 0)
+	b := filesOnly(openT(t, 0))
 	ctx := context.Background()
 	if err := b.Put(ctx, "k", []byte("value")); err != nil {
 		t.Fatal(err)

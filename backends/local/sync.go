@@ -64,9 +64,19 @@ func (b *Backend) Sync(ctx context.Context, keys []string) error {
 // and the round reports only when all are done. When fan-out directories
 // were made since the root was last fsynced, the root is fsynced too (their
 // entries in it).
-func (b *Backend) fsyncValues(keys []string) map[string]error {
+func (b *Backend) fsyncValues(all []string) map[string]error {
 	dirs := map[string][]string{}
-	paths := make([]string, 0, 2*len(keys)+1)
+	paths := make([]string, 0, 2*len(all)+1)
+	// Packed values need their pack fsynced: one fsync for all of them.
+	packed := map[string][]string{}
+	keys := make([]string, 0, len(all))
+	for _, k := range all {
+		if l, ok := b.packs.known(k); ok {
+			packed[l.p.path] = append(packed[l.p.path], k)
+			continue
+		}
+		keys = append(keys, k)
+	}
 	for _, k := range keys {
 		d := b.dirOf(k)
 		dirs[d] = append(dirs[d], k)
@@ -83,6 +93,12 @@ func (b *Backend) fsyncValues(keys []string) map[string]error {
 	b.dirMu.Unlock()
 	if rootDue {
 		paths = append(paths, b.root)
+	}
+	nfile := len(paths)
+	packKeys := make([][]string, 0, len(packed))
+	for p, ks := range packed {
+		paths = append(paths, p)
+		packKeys = append(packKeys, ks)
 	}
 	perrs := b.syncPaths(paths)
 	errs := map[string]error{}
@@ -103,8 +119,13 @@ func (b *Backend) fsyncValues(keys []string) map[string]error {
 			fail(err, ks...)
 		}
 	}
+	for j, ks := range packKeys {
+		if err := perrs[nfile+j]; err != nil {
+			fail(err, ks...)
+		}
+	}
 	if rootDue {
-		if err := perrs[len(paths)-1]; err != nil {
+		if err := perrs[nfile-1]; err != nil {
 			// A failure fails every value of the round (which of them
 			// sit in a new directory is not tracked); the next round
 			// tries the root again.

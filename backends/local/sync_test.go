@@ -28,12 +28,19 @@ func (d deferredView) Put(ctx context.Context, key string, value []byte) error {
 }
 
 func TestConformanceDeferred(t *testing.T) {
-	backendtest.Run(t, backendtest.Factory{
-		Open:          func(t *testing.T) backends.Backend { return deferredView{openT(t, 0)} },
-		OpenLimited:   func(t *testing.T, limit int64) backends.Backend { return deferredView{openT(t, limit)} },
-		MaxValueSize:  MaxValueSize,
-		CapacityKnown: true,
-	})
+	for _, layout := range []struct {
+		name string
+		set  func(*Backend) *Backend
+	}{{"packs", func(b *Backend) *Backend { return b }}, {"files", filesOnly}} {
+		t.Run(layout.name, func(t *testing.T) {
+			backendtest.Run(t, backendtest.Factory{
+				Open:          func(t *testing.T) backends.Backend { return deferredView{layout.set(openT(t, 0))} },
+				OpenLimited:   func(t *testing.T, limit int64) backends.Backend { return deferredView{layout.set(openT(t, limit))} },
+				MaxValueSize:  MaxValueSize,
+				CapacityKnown: true,
+			})
+		})
+	}
 }
 
 // rounds stands in for a backend's flush: it records the keys of each
@@ -90,7 +97,7 @@ func (b *Backend) pendingLen() int {
 }
 
 func TestSyncRounds(t *testing.T) {
-	b := openT(t, 0)
+	b := filesOnly(openT(t, 0))
 	r := hookRounds(b, false)
 	ctx := context.Background()
 
@@ -299,7 +306,7 @@ func TestSyncHonoursContext(t *testing.T) {
 
 // The real fsyncs: a value's file and directory, and a failure to open one.
 func TestFsyncValues(t *testing.T) {
-	b := openT(t, 0)
+	b := filesOnly(openT(t, 0))
 	ctx := context.Background()
 	for _, k := range []string{"one", "two"} {
 		if err := b.PutNoSync(ctx, k, []byte(k)); err != nil {
@@ -341,7 +348,7 @@ func keyInNewDir(t *testing.T, b *Backend, prefix string) string {
 // entry); a round whose root fsync fails loses its values, and the next
 // round fsyncs the root again.
 func TestRoundSyncsRootForNewDirs(t *testing.T) {
-	b := openT(t, 0)
+	b := filesOnly(openT(t, 0))
 	ctx := context.Background()
 	var mu sync.Mutex
 	var synced []string
