@@ -138,6 +138,10 @@ func (s *packs) refresh(always bool) error {
 		}
 		var ids []uint32
 		for _, e := range ents {
+			if always && strings.HasPrefix(e.Name(), tmpPrefix) {
+				removeAbandoned(filepath.Join(s.dir, e.Name()))
+				continue
+			}
 			if id, ok := packID(e.Name()); ok {
 				if p, known := s.byID[id]; known && p.gone() {
 					s.purge(p) // a new file of the same number is read as new
@@ -149,7 +153,7 @@ func (s *packs) refresh(always bool) error {
 		}
 		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 		for _, id := range ids {
-			p, err := s.openPack(id, false)
+			p, err := s.openPack(id)
 			if errors.Is(err, fs.ErrNotExist) {
 				continue // removed since the listing
 			}
@@ -170,6 +174,25 @@ func (s *packs) refresh(always bool) error {
 		}
 	}
 	return nil
+}
+
+// removeAbandoned removes a pack made under a temporary name by an
+// instance that stopped before giving it its number: nobody holds it, and
+// it is old (its maker locks it right after making it, so a new one may
+// be unlocked for a moment).
+func removeAbandoned(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || time.Since(fi.ModTime()) < 10*time.Minute {
+		return
+	}
+	if tryLock(f) {
+		os.Remove(path)
+	}
 }
 
 func packID(name string) (uint32, bool) {
@@ -215,30 +238,94 @@ func unlock(f *os.File) {
 	withFd(f, func(fd int) error { return unix.Flock(fd, unix.LOCK_UN) })
 }
 
-// openPack opens pack id; create makes it (and the packs directory) and
-// takes its lock.
-func (s *packs) openPack(id uint32, create bool) (*pack, error) {
-	p := &pack{id: id, path: filepath.Join(s.dir, fmt.Sprintf("%08x%s", id, packSuffix))}
-	flag := os.O_RDWR
-	if create {
-		flag |= os.O_CREATE | os.O_EXCL
-	}
-	f, err := os.OpenFile(p.path, flag, 0o644)
+// openPack opens pack id, made by another instance or an earlier one.
+func (s *packs) openPack(id uint32) (*pack, error) {
+	p := &pack{id: id, path: s.packPath(id)}
+	f, err := os.OpenFile(p.path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}
 	p.f = f
-	if create {
-		// Another instance's refresh may see the file before the lock
-		// and, finding it empty, remove it: appends then find it gone
-		// (see append) and make another.
-		if !tryLock(f) {
-			f.Close()
-			return nil, fmt.Errorf("%s: locked by another instance as it was made", p.path)
-		}
-		p.mine, p.settled = true, true
-	}
 	s.byID[id] = p
+	return p, nil
+}
+
+func (s *packs) packPath(id uint32) string {
+	return filepath.Join(s.dir, fmt.Sprintf("%08x%s", id, packSuffix))
+}
+
+// newPack makes a pack for this instance to append to. It is made under
+// a temporary name and locked before it gets its number (a link, which
+// fails when the number is taken, as O_EXCL would), so no other instance
+// ever sees it unlocked and, finding it empty, removes it. Called with
+// s.mu held.
+func (s *packs) newPack() (*pack, error) {
+	if err := s.makeDir(); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(s.dir, tmpPrefix+"*"+packSuffix)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The packs directory was removed behind the backend: make it
+		// again if the data directory is there.
+		s.noDir = true
+		if err = s.makeDir(); err == nil {
+			f, err = os.CreateTemp(s.dir, tmpPrefix+"*"+packSuffix)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+			return nil, fmt.Errorf("%s: %w", s.root, errRootGone)
+		}
+		return nil, err
+	}
+	p := &pack{f: f, mine: true, settled: true}
+	ok := false
+	defer func() {
+		if !ok {
+			if p.w != nil {
+				p.w.Close()
+			}
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if !tryLock(f) {
+		return nil, fmt.Errorf("%s: locked by another instance as it was made", f.Name())
+	}
+	if p.w, err = openAppend(f.Name()); err != nil {
+		return nil, err
+	}
+	nextID := func() uint32 {
+		id := uint32(0)
+		for pid := range s.byID {
+			id = max(id, pid+1)
+		}
+		return id
+	}
+	p.id = nextID()
+	for tries := 0; ; tries++ {
+		p.path = s.packPath(p.id)
+		err := os.Link(f.Name(), p.path)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrExist) || tries >= 16 {
+			return nil, err
+		}
+		// Another instance took the number: read the packs made since,
+		// and take the number after them.
+		if err := s.refresh(true); err != nil {
+			return nil, err
+		}
+		p.id = max(p.id+1, nextID())
+	}
+	os.Remove(f.Name())
+	if err := syncDir(s.dir); err != nil {
+		os.Remove(p.path)
+		return nil, err
+	}
+	ok = true
+	s.byID[p.id] = p
 	return p, nil
 }
 
@@ -555,57 +642,8 @@ func (s *packs) append(key string, value []byte, durable bool) (old packLoc, had
 // startPack makes the next pack and appends to it from now on. Called
 // with s.mu held; it does I/O, once per limit bytes appended.
 func (s *packs) startPack() error {
-	if err := s.makeDir(); err != nil {
-		return err
-	}
-	nextID := func() uint32 {
-		id := uint32(0)
-		for pid := range s.byID {
-			id = max(id, pid+1)
-		}
-		return id
-	}
-	id := nextID()
-	var p *pack
-	for tries := 0; ; tries++ {
-		var err error
-		p, err = s.openPack(id, true)
-		if err == nil {
-			break
-		}
-		if errors.Is(err, fs.ErrExist) && tries < 16 {
-			// Another instance made it: read the packs made since, and
-			// take the number after them.
-			if err := s.refresh(true); err != nil {
-				return err
-			}
-			id = max(id+1, nextID())
-			continue
-		}
-		if errors.Is(err, fs.ErrNotExist) {
-			// The packs directory was removed behind the backend:
-			// make it again if the data directory is there.
-			s.noDir = true
-			if tries < 1 {
-				if err := s.makeDir(); err == nil {
-					continue
-				}
-			}
-			return fmt.Errorf("%s: %w", s.root, errRootGone)
-		}
-		return err
-	}
-	var err error
-	if p.w, err = openAppend(p.path); err == nil {
-		err = syncDir(s.dir)
-	}
+	p, err := s.newPack()
 	if err != nil {
-		if p.w != nil {
-			p.w.Close()
-		}
-		os.Remove(p.path)
-		p.f.Close()
-		delete(s.byID, p.id)
 		return err
 	}
 	if old := s.cur; old != nil {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/healstore/healstore/backends"
 	"golang.org/x/sys/unix"
@@ -531,4 +532,85 @@ func BenchmarkOpenPacks(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/value")
 	b.ReportMetric(float64(heap)/n, "heap-bytes/value")
+}
+
+// TestPacksMadeAtOnce starts several instances on one new directory that
+// all make their first pack at the same moment: none may take another's
+// number, nor find another's new pack empty and remove it under its
+// writer (two frontends starting together did).
+func TestPacksMadeAtOnce(t *testing.T) {
+	for round := range 30 {
+		dir := t.TempDir()
+		var insts []*Backend
+		for range 3 {
+			b, err := Open(specFor(dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			insts = append(insts, b)
+		}
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		for i, b := range insts {
+			wg.Go(func() {
+				key := fmt.Sprintf("k%d", i)
+				if err := b.PutNoSync(ctx, key, []byte(key)); err != nil {
+					t.Errorf("round %d: %v", round, err)
+					return
+				}
+				if err := b.Sync(ctx, []string{key}); err != nil {
+					t.Errorf("round %d: sync: %v", round, err)
+				}
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+		check, err := Open(specFor(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range insts {
+			key := fmt.Sprintf("k%d", i)
+			mustGetLocal(t, check, key, []byte(key))
+		}
+		check.Close()
+	}
+}
+
+// TestAbandonedPackRemoved checks that Open removes a pack its maker left
+// under its temporary name (it stopped before numbering it), and only an
+// old one: a new one may be about to be locked by its maker.
+func TestAbandonedPackRemoved(t *testing.T) {
+	dir := t.TempDir()
+	pd := filepath.Join(dir, "data", "packs")
+	if err := os.MkdirAll(pd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old, fresh := filepath.Join(pd, tmpPrefix+"1"+packSuffix), filepath.Join(pd, tmpPrefix+"2"+packSuffix)
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, record("k", []byte("v"), 1), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(old, long, long); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := os.Stat(old); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("an hour-old abandoned pack is still there: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Fatalf("a pack just made was removed: %v", err)
+	}
+	if _, err := b.Get(context.Background(), "k"); !errors.Is(err, backends.ErrNotFound) {
+		t.Fatalf("a record of an unnumbered pack was read: %v", err)
+	}
 }
