@@ -541,14 +541,11 @@ func (b *Backend) GetRange(ctx context.Context, key string, off, length int64) (
 	if off < 0 || length < 0 {
 		return nil, backends.Errorf(b.name, "get", key, backends.ErrInvalidKey, "negative range %d+%d (offset and length must be >= 0)", off, length)
 	}
-	if v, ok, err := b.getPacked(key, nil); ok {
+	if v, ok, err := b.packs.readRange(key, off, length); ok {
 		if err != nil {
-			return nil, err
+			return nil, b.fail("get", key, err)
 		}
-		// Packed values are small (packs.max): read whole, the value's
-		// checksum vouches for the range too.
-		v = v[min(off, int64(len(v))):]
-		return v[:min(length, int64(len(v)))], nil
+		return v, nil
 	}
 	f, err := os.Open(b.pathOf(key))
 	if err != nil {

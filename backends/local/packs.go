@@ -474,7 +474,9 @@ var errTorn = errors.New("the value fails its checksum in its pack (a write torn
 
 // read returns key's value. A record found punched or replaced since the
 // index was made (by this instance or another) is dropped and the packs
-// looked at again.
+// looked at again. A key rewritten as fast as it is read (a Put punches
+// the record it replaces at once) takes a few tries; staleTries bounds
+// them.
 func (s *packs) read(key string, alloc func(n int) []byte) ([]byte, bool, error) {
 	l, ok := s.get(key)
 	for try := 0; ok; try++ {
@@ -482,18 +484,50 @@ func (s *packs) read(key string, alloc func(n int) []byte) ([]byte, bool, error)
 		if err == nil {
 			return v, true, nil
 		}
-		if try > 2 || s.holds(l) {
+		if try >= staleTries || s.holds(l) {
 			return nil, true, err // the record is there: torn, or the disk failed
 		}
-		s.mu.Lock()
-		if now, ok := s.index[key]; ok && now == l {
-			delete(s.index, key)
-			l.p.live--
-		}
-		l, ok = s.lookup(key)
-		s.mu.Unlock()
+		l, ok = s.stale(key, l)
 	}
 	return nil, false, nil
+}
+
+// readRange returns length bytes of key's value from off (less at its
+// end). Unlike read it does not check the value's checksum, which covers
+// the whole value (a shard's own header has its checksum); it checks that
+// the record was not punched while it read.
+func (s *packs) readRange(key string, off, length int64) ([]byte, bool, error) {
+	l, ok := s.get(key)
+	for try := 0; ok; try++ {
+		n := int64(l.n)
+		buf := make([]byte, max(0, min(length, n-off)))
+		_, err := l.p.f.ReadAt(buf, l.valueOff()+min(off, n))
+		if s.holds(l) {
+			return buf, true, err
+		}
+		if try >= staleTries {
+			return nil, true, fmt.Errorf("%s: record at %d replaced while read: %w", l.p.path, l.off, errTorn)
+		}
+		l, ok = s.stale(key, l)
+	}
+	return nil, false, nil
+}
+
+// staleTries bounds the records a read tries when each is replaced while
+// it reads: a writer's append takes far longer than a read, so a reader
+// wins within a few tries even against many writers of one key.
+const staleTries = 100
+
+// stale drops record l of key from the index (punched or replaced
+// behind this instance) and looks key up again.
+func (s *packs) stale(key string, l packLoc) (packLoc, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now, ok := s.index[key]; ok && now == l {
+		delete(s.index, key)
+		l.p.live--
+	}
+	return s.lookup(key)
 }
 
 // holds says whether the record at l is still there (its header intact).

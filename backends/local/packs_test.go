@@ -614,3 +614,30 @@ func TestAbandonedPackRemoved(t *testing.T) {
 		t.Fatalf("a record of an unnumbered pack was read: %v", err)
 	}
 }
+
+// TestPackReadsWhileRewritten has many goroutines rewrite one key and
+// read it back at once: a Put punches the record it replaced at once, so
+// a reader often finds the record it looked up gone, and must then read
+// a newer one, never fail nor return a mix.
+func TestPackReadsWhileRewritten(t *testing.T) {
+	b := deferredView{openT(t, 0)} // with sync rounds, as the store writes
+	defer b.Close()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Go(func() {
+			for range 16 {
+				if err := b.Put(ctx, "hot", bytes.Repeat([]byte{byte(w)}, 1000)); err != nil {
+					t.Error(err)
+					return
+				}
+				got, err := b.Get(ctx, "hot")
+				if err != nil || len(got) != 1000 || !bytes.Equal(got, bytes.Repeat(got[:1], 1000)) {
+					t.Errorf("Get of a key being rewritten: %d bytes, %v", len(got), err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
