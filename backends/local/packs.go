@@ -456,7 +456,19 @@ func (s *packs) purge(p *pack) {
 	if s.cur == p {
 		s.cur = nil
 	}
-	// Closed with the backend: an append may still be writing to it.
+	if p.busy == 0 {
+		// Closed now, letting go of its lock: the directory may come
+		// back (a volume mounted again), and other instances should find
+		// the pack settled.
+		if p.w != nil {
+			p.w.Close()
+			p.w = nil
+		}
+		p.f.Close()
+		return
+	}
+	// An append is still writing to it: closed with the backend, its
+	// lock let go when that append ends (finishRetire).
 	s.purged = append(s.purged, p)
 }
 

@@ -641,3 +641,38 @@ func TestPackReadsWhileRewritten(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestPacksComeBackWithTheirDirectory moves a backend's data directory
+// away and back, as an unmounted and remounted volume does: meanwhile its
+// values are not found and writes fail as unavailable; afterwards the
+// values read again, and new writes work.
+func TestPacksComeBackWithTheirDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "b")
+	b, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	if err := b.Put(ctx, "k1", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	if err := os.Rename(data, data+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Get(ctx, "k1"); !errors.Is(err, backends.ErrNotFound) {
+		t.Fatalf("Get while the directory is away: %v", err)
+	}
+	if err := b.Put(ctx, "k2", []byte("two")); !errors.Is(err, backends.ErrUnavailable) {
+		t.Fatalf("Put while the directory is away: %v", err)
+	}
+	if err := os.Rename(data+".away", data); err != nil {
+		t.Fatal(err)
+	}
+	mustGetLocal(t, b, "k1", []byte("one"))
+	if err := b.Put(ctx, "k2", []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	mustGetLocal(t, reopen(t, b), "k2", []byte("two"))
+}
