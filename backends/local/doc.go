@@ -6,7 +6,8 @@
 // sequence number (packrecord.go). Making a value durable then costs an
 // fsync of one pack file, shared by every value a sync round covers, where
 // a file of its own costs a new inode, a rename and fsyncs of the file and
-// its directory. The index from key to record is in memory, built at Open
+// its directory. The index from key to record is in memory, read at Open
+// from the file the last instance to close left (packindex.go), or built
 // from the records' headers. Delete punches the record out of its pack
 // (its space is free at once); a pack left empty is removed. A pack is
 // appended to only by the instance that made it and holds its lock, so

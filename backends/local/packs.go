@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -84,15 +85,18 @@ type packs struct {
 
 	bufs sync.Pool // *[]byte, aligned record buffers
 
-	mu       sync.Mutex
-	index    map[string]packLoc
-	byID     map[uint32]*pack
-	cur      *pack     // the pack appended to; nil until the first append
-	seq      uint64    // last sequence number given or seen
-	dirMtime time.Time // of dir when it was last listed
-	purged   []*pack   // packs forgotten as gone, closed with the backend
-	noDir    bool      // dir does not exist yet
-	closed   bool
+	mu        sync.Mutex
+	index     map[string]packLoc
+	byID      map[uint32]*pack
+	cur       *pack       // the pack appended to; nil until the first append
+	seq       uint64      // last sequence number given or seen
+	dirMtime  time.Time   // of dir when it was last listed
+	purged    []*pack     // packs forgotten as gone, closed with the backend
+	lock      *os.File    // packs/lock, held shared while open (packindex.go)
+	noPunch   atomic.Bool // a punch fell back to zeroing a header
+	fromIndex bool        // Open read the index a closed instance left
+	noDir     bool        // dir does not exist yet
+	closed    bool
 }
 
 // openPacks indexes the packs under root and returns them with the bytes
@@ -102,6 +106,23 @@ func openPacks(root string, max int, limit int64) (*packs, int64, error) {
 		index: map[string]packLoc{}, byID: map[uint32]*pack{}}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if ents, err := os.ReadDir(s.dir); err == nil {
+		s.lockShared()
+		var ids []uint32
+		for _, e := range ents {
+			if id, ok := packID(e.Name()); ok {
+				ids = append(ids, id)
+			}
+		}
+		indexed, err := s.loadIndex(ids)
+		if err != nil {
+			s.closeAllLocked()
+			return nil, 0, err
+		}
+		if !indexed {
+			s.reset()
+		}
+	}
 	if err := s.refresh(true); err != nil {
 		s.closeAllLocked()
 		return nil, 0, err
@@ -716,6 +737,9 @@ func (s *packs) makeDir() error {
 		return err
 	}
 	s.noDir = false
+	if s.lock == nil {
+		s.lockShared()
+	}
 	return nil
 }
 
@@ -787,6 +811,7 @@ func (s *packs) punch(l packLoc) {
 		return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, l.off, l.size())
 	})
 	if err != nil && !errors.Is(err, os.ErrClosed) {
+		s.noPunch.Store(true)
 		var zero [recHeader]byte
 		l.p.f.WriteAt(zero[:], l.off) // best effort: a record left is garbage collected again
 	}
@@ -862,11 +887,18 @@ func (s *packs) list(prefix string) (map[string]int64, error) {
 func (s *packs) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.closed {
+		s.saveIndex() // best effort: without it the next Open reads the packs
+	}
 	s.closeAllLocked()
 }
 
 func (s *packs) closeAllLocked() {
 	s.closed = true
+	if s.lock != nil {
+		s.lock.Close()
+		s.lock = nil
+	}
 	for _, p := range append(s.purged, mapValues(s.byID)...) {
 		if p.w != nil {
 			p.w.Close()
@@ -881,4 +913,16 @@ func mapValues(m map[uint32]*pack) []*pack {
 		out = append(out, p)
 	}
 	return out
+}
+
+// reset forgets every pack and record (closing the packs): an index found
+// stale at Open is dropped for a reading of the packs.
+func (s *packs) reset() {
+	for _, p := range s.byID {
+		p.f.Close()
+	}
+	s.byID = map[uint32]*pack{}
+	s.index = map[string]packLoc{}
+	s.seq = 0
+	s.fromIndex = false
 }
