@@ -25,11 +25,13 @@ import (
 // gets the lock exclusively (no other instance is open), after reading
 // what other instances appended while it was open and dropping the
 // records they punched (their space is a hole now: one lseek each). Open
-// takes the shared lock (waiting for an index being written), trusts the
-// index only if every pack it names is there with the size it recorded,
-// no other pack is, and nobody appends to any of them, and removes it
-// (durably) before the backend changes anything: an index never describes
-// packs that changed after it, and a crash leaves none.
+// takes the shared lock (waiting for an index being written), and trusts
+// the index only if every pack it names is there with the size it
+// recorded, no other pack is, and nobody appends to any of them. The file
+// stays while nothing changes: the first change by any instance (an
+// append, a punch, a pack removed) removes it durably first (touch), so
+// an index never describes packs that changed after it, a crash after a
+// change leaves none, and a session that only reads leaves it in place.
 //
 // Layout (integers little-endian):
 //
@@ -80,6 +82,12 @@ const lockWait = 10 * time.Second
 func (s *packs) saveIndex() error {
 	if s.lock == nil || s.noDir || s.noPunch.Load() {
 		return nil // without holes, punched records could not be told
+	}
+	if s.indexOnDisk {
+		if _, err := os.Stat(filepath.Join(s.dir, indexName)); err == nil {
+			return nil // nothing changed since it was read
+		}
+		s.indexOnDisk = false // another instance changed the packs
 	}
 	s.lock.Close() // this instance's shared lock
 	s.lock = nil
@@ -305,9 +313,10 @@ func readIndex(r io.Reader, max int) (*indexFile, error) {
 	return ix, nil
 }
 
-// loadIndex reads packs/index, if there is one, removes it durably, and
-// says whether it describes the packs ids exactly as they are now; then
-// it has indexed them. Called with s.mu held, before anything else.
+// loadIndex reads packs/index, if there is one, and says whether it
+// describes the packs ids exactly as they are now; then it has indexed
+// them. An index that does not is removed. Called with s.mu held, before
+// anything else.
 func (s *packs) loadIndex(ids []uint32) (bool, error) {
 	path := filepath.Join(s.dir, indexName)
 	f, err := os.Open(path)
@@ -319,21 +328,16 @@ func (s *packs) loadIndex(ids []uint32) (bool, error) {
 	}
 	ix, rerr := readIndex(f, s.max)
 	f.Close()
-	// From here on the backend may change the packs: the index goes
-	// first, whatever it held.
-	if err := os.Remove(path); err != nil {
-		return false, err
-	}
-	if err := syncDir(s.dir); err != nil {
-		return false, err
-	}
+	// An index not trusted goes at once; a trusted one with the first
+	// change (touch).
+	s.indexOnDisk = true
 	if rerr != nil || len(ix.sizes) != len(ids) {
-		return false, nil
+		return false, s.touch()
 	}
 	for _, id := range ids {
 		want, ok := ix.sizes[id]
 		if !ok {
-			return false, nil
+			return false, s.touch()
 		}
 		p, err := s.openPack(id)
 		if err != nil {
@@ -344,7 +348,7 @@ func (s *packs) loadIndex(ids []uint32) (bool, error) {
 			return false, err
 		}
 		if fi.Size() != want || !tryLock(p.f) {
-			return false, nil // changed since, or appended to now
+			return false, s.touch() // changed since, or appended to now
 		}
 		unlock(p.f)
 		p.settled, p.scanned = true, want
@@ -358,4 +362,27 @@ func (s *packs) loadIndex(ids []uint32) (bool, error) {
 	s.seq = ix.seq
 	s.fromIndex = true
 	return true, nil
+}
+
+// touch removes the index left on disk, durably, before this instance
+// changes the packs for the first time. Called with s.mu held.
+//
+// An instance that could not take the shared lock (lockShared gave up)
+// is invisible to a closing one, which may write an index while it is
+// open: it looks for one before every change.
+func (s *packs) touch() error {
+	if !s.indexOnDisk && (s.lock != nil || s.noDir) {
+		return nil
+	}
+	err := os.Remove(filepath.Join(s.dir, indexName))
+	if err == nil {
+		err = syncDir(s.dir)
+	} else if errors.Is(err, os.ErrNotExist) {
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	s.indexOnDisk = false
+	return nil
 }

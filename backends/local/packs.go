@@ -85,18 +85,19 @@ type packs struct {
 
 	bufs sync.Pool // *[]byte, aligned record buffers
 
-	mu        sync.Mutex
-	index     map[string]packLoc
-	byID      map[uint32]*pack
-	cur       *pack       // the pack appended to; nil until the first append
-	seq       uint64      // last sequence number given or seen
-	dirMtime  time.Time   // of dir when it was last listed
-	purged    []*pack     // packs forgotten as gone, closed with the backend
-	lock      *os.File    // packs/lock, held shared while open (packindex.go)
-	noPunch   atomic.Bool // a punch fell back to zeroing a header
-	fromIndex bool        // Open read the index a closed instance left
-	noDir     bool        // dir does not exist yet
-	closed    bool
+	mu          sync.Mutex
+	index       map[string]packLoc
+	byID        map[uint32]*pack
+	cur         *pack       // the pack appended to; nil until the first append
+	seq         uint64      // last sequence number given or seen
+	dirMtime    time.Time   // of dir when it was last listed
+	purged      []*pack     // packs forgotten as gone, closed with the backend
+	lock        *os.File    // packs/lock, held shared while open (packindex.go)
+	noPunch     atomic.Bool // a punch fell back to zeroing a header
+	fromIndex   bool        // Open read the index a closed instance left
+	indexOnDisk bool        // and it is still there: nothing changed since (packindex.go)
+	noDir       bool        // dir does not exist yet
+	closed      bool
 }
 
 // openPacks indexes the packs under root and returns them with the bytes
@@ -477,6 +478,9 @@ func (s *packs) purge(p *pack) {
 	if s.cur == p {
 		s.cur = nil
 	}
+	// List the directory on the next look, whatever its time says: the
+	// pack may come back with it (a volume mounted again) unchanged.
+	s.dirMtime = time.Time{}
 	if p.busy == 0 {
 		// Closed now, letting go of its lock: the directory may come
 		// back (a volume mounted again), and other instances should find
@@ -650,6 +654,10 @@ func (s *packs) append(key string, value []byte, durable bool) (old packLoc, had
 		s.mu.Unlock()
 		return packLoc{}, false, errors.New("backend is closed")
 	}
+	if err := s.touch(); err != nil {
+		s.mu.Unlock()
+		return packLoc{}, false, err
+	}
 	if s.cur != nil && s.cur.gone() {
 		// Removed behind the backend (a wiped disk, an unmounted
 		// volume): appends to it would be lost. startPack makes a new one
@@ -807,6 +815,7 @@ func (s *packs) releaseLocked(l packLoc) {
 // system cannot punch holes, the header is zeroed instead so no later
 // Open finds the record.
 func (s *packs) punch(l packLoc) {
+	s.touch() // failing, the index left may name this record: reads find it punched
 	err := withFd(l.p.f, func(fd int) error {
 		return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, l.off, l.size())
 	})
@@ -847,6 +856,9 @@ func (s *packs) maybeDropLocked(p *pack, locked bool) {
 
 // dropPack forgets p and removes its file. Called with s.mu held.
 func (s *packs) dropPack(p *pack) {
+	if s.touch() != nil {
+		return // kept: the index left on disk names it
+	}
 	delete(s.byID, p.id)
 	if p.w != nil {
 		p.w.Close()

@@ -667,6 +667,15 @@ func TestPacksComeBackWithTheirDirectory(t *testing.T) {
 	if err := b.Put(ctx, "k1", []byte("one")); err != nil {
 		t.Fatal(err)
 	}
+	// The packs directory unchanged for an hour, and seen so: coming back
+	// the same, it must still be looked at again.
+	long := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, "data", "packs"), long, long); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Get(ctx, "nothing"); !errors.Is(err, backends.ErrNotFound) {
+		t.Fatal(err)
+	}
 	data := filepath.Join(dir, "data")
 	if err := os.Rename(data, data+".away"); err != nil {
 		t.Fatal(err)
@@ -726,8 +735,14 @@ func TestPackIndexAtClose(t *testing.T) {
 	if !b.packs.fromIndex {
 		t.Fatal("Open read the packs, not the index the last Close left")
 	}
-	if _, err := os.Stat(index); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("the index is still there after Open: %v", err)
+	// A session that only reads leaves the index as it is.
+	mustGetLocal(t, b, "k01", want["k01"])
+	b = reopen(t, b)
+	if !b.packs.fromIndex {
+		t.Fatal("a session that only read lost the index")
+	}
+	if _, err := os.Stat(index); err != nil {
+		t.Fatalf("the index is gone after a session that only read: %v", err)
 	}
 	check := func(b *Backend) {
 		t.Helper()
@@ -749,11 +764,30 @@ func TestPackIndexAtClose(t *testing.T) {
 		}
 	}
 	check(b)
-	// New records after an index-read Open number after the old ones.
+	// New records after an index-read Open number after the old ones;
+	// the first change removes the index, so a crash now leaves none
+	// that would miss it.
+	want["new"] = []byte("first")
+	if err := b.PutNoSync(ctx, "new", want["new"]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(index); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the index is still there after a Put: %v", err)
+	}
+	total += int64(len(want["new"]))
 	want["k02"] = []byte("again")
 	if err := b.Put(ctx, "k02", want["k02"]); err != nil {
 		t.Fatal(err)
 	}
+	crashed, err := Open(specFor(dir)) // as after a crash: b never closes first
+	if err != nil {
+		t.Fatal(err)
+	}
+	if crashed.packs.fromIndex {
+		t.Fatal("an index was read after a change")
+	}
+	mustGetLocal(t, crashed, "k02", want["k02"])
+	crashed.Close() // b is open: no index
 	total += int64(len("again")) - int64(len(bytes.Repeat([]byte{2}, 2100)))
 	check(reopen(t, b))
 }
