@@ -31,14 +31,15 @@ func smallFS(t *testing.T, size int) string {
 	return dir
 }
 
-// TestFullDisk fills a real file system until it refuses a value, through
-// both write paths (direct I/O for large values, the page cache for small
-// ones; tmpfs takes O_DIRECT only since Linux 6.6, so on older kernels the
-// large values fall back to the page cache too), and checks that the refusal is ErrFull, that it leaves nothing
-// behind (no value, no temporary file), that every value stored before
-// reads back intact, and that deleting makes room again.
+// TestFullDisk fills a real file system until it refuses a value, in both
+// layouts (a file of its own for a value over defaultPackMax, written
+// with direct I/O; packs for the others; tmpfs takes O_DIRECT only since
+// Linux 6.6, so on older kernels both fall back to the page cache), and
+// checks that the refusal is ErrFull, that it leaves nothing behind (no
+// value, no temporary file), that every value stored before reads back
+// intact, and that deleting makes room again.
 func TestFullDisk(t *testing.T) {
-	for _, size := range []int{1 << 20, 20 << 10} {
+	for _, size := range []int{defaultPackMax + 64<<10, 1 << 20, 20 << 10} {
 		t.Run(fmt.Sprintf("values=%d", size), func(t *testing.T) {
 			root := smallFS(t, 8<<20)
 			b, err := Open(specFor(root))
