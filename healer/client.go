@@ -113,6 +113,12 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return &s, c.call(ctx, "GET", "/status", nil, &s)
 }
 
+// Backend fetches one backend's status (GET /v1/backends/{name}).
+func (c *Client) Backend(ctx context.Context, name string) (*BackendStatus, error) {
+	var b BackendStatus
+	return &b, c.call(ctx, "GET", "/v1/backends/"+url.PathEscape(name), nil, &b)
+}
+
 // Heal asks for a repair of everything queued, or of one object.
 func (c *Client) Heal(ctx context.Context, object string) (RepairReport, error) {
 	var r RepairReport

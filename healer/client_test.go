@@ -14,14 +14,20 @@ import (
 	"github.com/healstore/healstore/metastore"
 )
 
-func TestClient(t *testing.T) {
+// servedEnv is a healer of seven backends holding n objects of size
+// bytes, probed, with its API served for the test, and a client of it.
+func servedEnv(t *testing.T, n, size int) (*env, map[string][]byte, *httptest.Server, *Client) {
 	e := newEnv(t, envOpts{backends: 7, cfg: Config{Grace: 0, SuspectAfter: 1}})
-	objs := e.fill(6, 20<<10)
+	objs := e.fill(n, size)
 	e.probe()
 	srv := httptest.NewServer(e.h.Handler())
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return e, objs, srv, &Client{Addr: strings.TrimPrefix(srv.URL, "http://")}
+}
+
+func TestClient(t *testing.T) {
+	e, objs, srv, c := servedEnv(t, 6, 20<<10)
 	ctx := context.Background()
-	c := &Client{Addr: strings.TrimPrefix(srv.URL, "http://")}
 
 	e.kill("b2")
 	e.probe()
@@ -156,5 +162,35 @@ func TestDialAddr(t *testing.T) {
 	c := &Client{Addr: ":" + port}
 	if _, err := c.SetSettings(context.Background(), &w, nil); err != nil {
 		t.Fatalf("SetSettings through %q: %v", c.Addr, err)
+	}
+}
+
+// TestBackendStatus: GET /v1/backends/{name} (Client.Backend) answers one
+// backend's state and the shards it holds, counted from the backend's own
+// index, as /status does with a census of every stripe; an unknown name
+// is a 404 that Client turns back into metastore.ErrNotFound.
+func TestBackendStatus(t *testing.T) {
+	e, _, _, c := servedEnv(t, 6, 20<<10)
+	ctx := context.Background()
+	e.kill("b3")
+	e.probe()
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range st.Backends {
+		got, err := c.Backend(ctx, want.Name)
+		if err != nil {
+			t.Fatalf("Backend %s: %v", want.Name, err)
+		}
+		if got.Name != want.Name || got.State != want.State || got.Shards != want.Shards || got.Shards != e.onBackend(want.Name) {
+			t.Fatalf("Backend %s: %+v; /status says %+v, the stripes %d shards", want.Name, got, want, e.onBackend(want.Name))
+		}
+	}
+	if b3, _ := c.Backend(ctx, "b3"); b3.State == "up" {
+		t.Fatalf("b3 killed and probed, still %q", b3.State)
+	}
+	if _, err := c.Backend(ctx, "nope"); !errors.Is(err, metastore.ErrNotFound) {
+		t.Fatalf("Backend of an unknown name: %v, want not found", err)
 	}
 }

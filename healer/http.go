@@ -31,6 +31,7 @@ import (
 //	POST   /v1/probe                 one monitor round
 //	PUT    /v1/settings              {"workers":N,"rate_limit":BYTES} (either may be omitted)
 //	POST   /v1/backends              {"spec":{...},"secret":"..."} adds a backend
+//	GET    /v1/backends/{name}       one backend's BackendStatus (404 if unknown)
 //	POST   /v1/backends/{name}/drain starts draining a backend
 //	DELETE /v1/backends/{name}       forgets an emptied backend
 //
@@ -195,6 +196,14 @@ func (h *Healer) routes() http.Handler {
 			return
 		}
 		reply(w, map[string]string{"draining": name}, h.Drain(r.Context(), name))
+	})
+	mux.HandleFunc("GET /v1/backends/{name}", func(w http.ResponseWriter, r *http.Request) {
+		name, ok := backendName(w, r)
+		if !ok {
+			return
+		}
+		bs, err := h.Backend(r.Context(), name)
+		reply(w, bs, err)
 	})
 	mux.HandleFunc("DELETE /v1/backends/{name}", func(w http.ResponseWriter, r *http.Request) {
 		name, ok := backendName(w, r)

@@ -163,7 +163,7 @@ func TestBadBackendNameIs400(t *testing.T) {
 	e := newEnv(t, envOpts{backends: 6})
 	srv := httptest.NewServer(e.h.Handler())
 	defer srv.Close()
-	for _, c := range [][2]string{{"POST", "/v1/backends/..%2Fx/drain"}, {"DELETE", "/v1/backends/..%2Fx"}, {"DELETE", "/v1/backends/a%00b"}} {
+	for _, c := range [][2]string{{"POST", "/v1/backends/..%2Fx/drain"}, {"DELETE", "/v1/backends/..%2Fx"}, {"DELETE", "/v1/backends/a%00b"}, {"GET", "/v1/backends/..%2Fx"}} {
 		if code, body := apiDo(t, srv, c[0], c[1], ""); code != http.StatusBadRequest || !strings.Contains(body, "backend name") {
 			t.Errorf("%s %s: %d %s, want 400 naming the name", c[0], c[1], code, body)
 		}

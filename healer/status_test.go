@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -184,11 +183,7 @@ func TestMetricsAndStatusMatchState(t *testing.T) {
 // The HTTP handler serves metrics, status (with the fields scripts rely
 // on) and the operator's actions.
 func TestHTTPHandler(t *testing.T) {
-	e := newEnv(t, envOpts{backends: 7, cfg: Config{Grace: 0, SuspectAfter: 1}})
-	e.fill(8, 30<<10)
-	e.probe()
-	srv := httptest.NewServer(e.h.Handler())
-	defer srv.Close()
+	e, _, srv, _ := servedEnv(t, 8, 30<<10)
 	do := func(method, path, body string) (int, []byte) {
 		t.Helper()
 		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))

@@ -237,7 +237,7 @@ waiting at once; the drain goes on in the daemon.
 				if o.wait == 0 {
 					return nil
 				}
-				return waitRetired(ctx, t.remote.Status, name, o.wait, g.stdout)
+				return waitRetired(ctx, backendStatusFrom(t.remote), name, o.wait, g.stdout)
 			}
 			h := t.local
 			if err := h.Drain(ctx, name); err != nil {
@@ -283,13 +283,11 @@ const (
 // (signal.NotifyContext), and the wait stops at once, saying that the
 // drain goes on in the daemon and how to follow it. (It slept a second
 // at a time without noticing, then failed with "context canceled".)
+// Each time the shards left on the backend change, it says how many.
 //
-// The API has no per-backend state: a backend's state shows only in
-// /status, which counts every stripe of the store. So it is asked every
-// 2 s at first and less often as the drain goes on, up to every 10 s: a
-// drain takes minutes to hours, and a census a second loads the daemon
-// and the metastore of a large store for nothing.
-func waitRetired(ctx context.Context, status func(context.Context) (*healer.Status, error), name string, wait time.Duration, stdout io.Writer) error {
+// It asks every 2 s at first and less often as the drain goes on, up to
+// every 10 s: a drain takes minutes to hours.
+func waitRetired(ctx context.Context, backend func(context.Context, string) (*healer.BackendStatus, error), name string, wait time.Duration, stdout io.Writer) error {
 	deadline := time.Now().Add(wait)
 	interrupted := func() error {
 		return fmt.Errorf("stopped waiting for %s to be retired; the drain goes on in the daemon: "+
@@ -297,25 +295,28 @@ func waitRetired(ctx context.Context, status func(context.Context) (*healer.Stat
 			name, name, wait)
 	}
 	interval := drainPollFirst
+	left := -1
 	for {
-		st, err := status(ctx)
+		bs, err := backend(ctx, name)
 		if ctx.Err() != nil {
 			return interrupted()
 		}
 		if err != nil {
 			return err
 		}
-		for _, b := range st.Backends {
-			if b.Name == name && b.State == "retired" {
-				fmt.Fprintf(stdout, "%s retired\n", name)
-				return nil
-			}
+		if bs.State == "retired" {
+			fmt.Fprintf(stdout, "%s retired\n", name)
+			return nil
 		}
-		left := time.Until(deadline)
-		if left <= 0 {
+		if bs.Shards != left {
+			left = bs.Shards
+			fmt.Fprintf(stdout, "%s %s: %d shards left\n", name, bs.State, left)
+		}
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
 			return fmt.Errorf("%s not retired within %s; the drain goes on in the daemon (healstore backend ls shows its state)", name, wait)
 		}
-		tm := time.NewTimer(min(interval, left))
+		tm := time.NewTimer(min(interval, remaining))
 		select {
 		case <-ctx.Done():
 			tm.Stop()
@@ -323,6 +324,29 @@ func waitRetired(ctx context.Context, status func(context.Context) (*healer.Stat
 		case <-tm.C:
 		}
 		interval = nextDrainPoll(interval)
+	}
+}
+
+// backendStatusFrom asks the daemon for one backend's status, and a daemon
+// older than GET /v1/backends/{name} (which answers that route 405: only
+// DELETE was there) for its whole status, which counts every stripe.
+func backendStatusFrom(c *healer.Client) func(context.Context, string) (*healer.BackendStatus, error) {
+	return func(ctx context.Context, name string) (*healer.BackendStatus, error) {
+		bs, err := c.Backend(ctx, name)
+		var de *healer.DaemonError
+		if !errors.As(err, &de) || de.Status != http.StatusMethodNotAllowed {
+			return bs, err
+		}
+		st, err := c.Status(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range st.Backends {
+			if b.Name == name {
+				return &b, nil
+			}
+		}
+		return nil, fmt.Errorf("backend %s: %w", name, metastore.ErrNotFound)
 	}
 }
 

@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +14,7 @@ import (
 	"time"
 
 	"github.com/healstore/healstore/healer"
+	"github.com/healstore/healstore/metastore"
 )
 
 // TestDrainWaitStopsAtInterrupt: Ctrl-C (or SIGTERM; main's context ends
@@ -69,21 +74,22 @@ func TestDrainWaitStopsAtInterrupt(t *testing.T) {
 	}
 }
 
-// TestDrainWaitPollsLessOften: waitRetired asks the status first after
+// TestDrainWaitPollsLessOften: waitRetired asks the daemon first after
 // drainPollFirst (2 s; it asked every second), then twice as long each
-// time up to 10 s, and returns once the backend is retired.
+// time up to 10 s, says how many shards are left when that changes, and
+// returns once the backend is retired.
 func TestDrainWaitPollsLessOften(t *testing.T) {
 	var calls []time.Time
-	status := func(ctx context.Context) (*healer.Status, error) {
+	backend := func(ctx context.Context, name string) (*healer.BackendStatus, error) {
 		calls = append(calls, time.Now())
-		st := &healer.Status{Backends: []healer.BackendStatus{{Name: "b7", State: "draining"}}}
+		bs := &healer.BackendStatus{Name: name, State: "draining", Shards: 5}
 		if len(calls) == 2 {
-			st.Backends[0].State = "retired"
+			bs.State, bs.Shards = "retired", 0
 		}
-		return st, nil
+		return bs, nil
 	}
 	var out strings.Builder
-	if err := waitRetired(context.Background(), status, "b7", time.Hour, &out); err != nil || out.String() != "b7 retired\n" {
+	if err := waitRetired(context.Background(), backend, "b7", time.Hour, &out); err != nil || out.String() != "b7 draining: 5 shards left\nb7 retired\n" {
 		t.Fatalf("waitRetired: %v, %q", err, out.String())
 	}
 	if len(calls) != 2 || calls[1].Sub(calls[0]) < 2*time.Second {
@@ -98,10 +104,33 @@ func TestDrainWaitPollsLessOften(t *testing.T) {
 	}
 
 	// The wait running out ends it, saying the drain goes on.
-	err := waitRetired(context.Background(), func(ctx context.Context) (*healer.Status, error) {
-		return &healer.Status{}, nil
+	err := waitRetired(context.Background(), func(ctx context.Context, name string) (*healer.BackendStatus, error) {
+		return &healer.BackendStatus{Name: name, State: "draining"}, nil
 	}, "b7", time.Millisecond, &out)
 	if err == nil || !strings.Contains(err.Error(), "b7 not retired within 1ms") || !strings.Contains(err.Error(), "goes on") {
 		t.Fatalf("wait run out: %v", err)
+	}
+}
+
+// TestDrainWaitOlderDaemon: a daemon without GET /v1/backends/{name} (it
+// answers 405: only DELETE had that route) is asked for its whole status
+// instead, and a backend missing there is not found.
+func TestDrainWaitOlderDaemon(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/status" {
+			json.NewEncoder(w).Encode(healer.Status{Backends: []healer.BackendStatus{{Name: "b7", State: "retired"}}})
+			return
+		}
+		w.Header().Set("Allow", "DELETE")
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+	}))
+	defer srv.Close()
+	backend := backendStatusFrom(&healer.Client{Addr: strings.TrimPrefix(srv.URL, "http://")})
+	ctx := context.Background()
+	if bs, err := backend(ctx, "b7"); err != nil || bs.State != "retired" {
+		t.Fatalf("b7 from an older daemon: %+v, %v", bs, err)
+	}
+	if _, err := backend(ctx, "b9"); !errors.Is(err, metastore.ErrNotFound) {
+		t.Fatalf("b9 from an older daemon: %v, want not found", err)
 	}
 }
