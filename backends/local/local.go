@@ -41,6 +41,11 @@ type Backend struct {
 
 	noDirect atomic.Bool // the file system refused O_DIRECT once: stop trying (directio.go)
 
+	// files says a value may be in a file of its own: one was found by
+	// Open or written since. Until then a packed Put has no file of its
+	// key to remove, and skips the unlink.
+	files atomic.Bool
+
 	// dirMu guards dirGen and rootGen, which say whether the root
 	// directory must be fsynced for the fan-out directories made so far
 	// (see makeDir and syncRoot).
@@ -85,6 +90,7 @@ func Open(spec backends.Spec) (*Backend, error) {
 		if strings.HasPrefix(name, tmpPrefix) {
 			return os.Remove(filepath.Join(dir, name))
 		}
+		b.files.Store(true)
 		b.used += info.Size()
 		return nil
 	})
@@ -265,6 +271,7 @@ func (b *Backend) put(key string, value []byte, durable bool) error {
 	if err := b.reserve(key, delta); err != nil {
 		return err
 	}
+	b.files.Store(true)
 	if err := b.writeFile(dir, final, value, durable); err != nil {
 		b.reserve(key, -delta) // give the reservation back; never fails
 		return b.fail("put", key, err)
@@ -300,8 +307,12 @@ func (b *Backend) putPacked(key string, value []byte, durable bool) error {
 	}
 	b.account(guess - freed)
 	// A value of the key in a file of its own (written before packs
-	// existed, or when it was larger) is replaced now.
-	b.removeFile(key)
+	// existed, or when it was larger) is replaced now. (A file another
+	// process writes after this one opened is not known here; Get and
+	// List serve the packed value over it.)
+	if b.files.Load() {
+		b.removeFile(key)
+	}
 	return nil
 }
 
@@ -575,10 +586,7 @@ func (b *Backend) Stat(ctx context.Context, key string) (int64, error) {
 	if err := b.begin(ctx, "stat", key, true); err != nil {
 		return 0, err
 	}
-	if l, ok := b.packs.get(key); ok {
-		if l.p.gone() {
-			return 0, b.fail("stat", key, fs.ErrNotExist)
-		}
+	if l, ok := b.packs.get(key); ok { // get forgets packs found gone
 		return int64(l.n), nil
 	}
 	fi, err := os.Stat(b.pathOf(key))

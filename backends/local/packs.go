@@ -448,17 +448,18 @@ func (s *packs) add(key string, l packLoc, readWhole bool) {
 func (s *packs) get(key string) (packLoc, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.lookup(key)
+	return s.lookup(key, false)
 }
 
-// lookup is get with s.mu held.
-func (s *packs) lookup(key string) (packLoc, bool) {
+// lookup is get with s.mu held; fresh looks at the packs again even when
+// the index has key (another instance may hold a later record of it).
+func (s *packs) lookup(key string, fresh bool) (packLoc, bool) {
 	l, ok := s.index[key]
 	if ok && l.p.gone() {
 		s.purge(l.p)
 		ok = false
 	}
-	if !ok && s.refresh(false) == nil {
+	if (fresh || !ok) && s.refresh(false) == nil {
 		l, ok = s.index[key]
 	}
 	return l, ok
@@ -564,7 +565,7 @@ func (s *packs) stale(key string, l packLoc) (packLoc, bool) {
 		delete(s.index, key)
 		l.p.live--
 	}
-	return s.lookup(key)
+	return s.lookup(key, false)
 }
 
 // holds says whether the record at l is still there (its header intact).
@@ -785,8 +786,7 @@ func (s *packs) finishRetire(p *pack) {
 func (s *packs) remove(key string) (packLoc, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.refresh(false)
-	l, ok := s.lookup(key)
+	l, ok := s.lookup(key, true)
 	if ok {
 		delete(s.index, key)
 		l.p.live--
