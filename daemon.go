@@ -32,15 +32,22 @@ type DaemonOptions struct {
 	Ready func(addr string)
 }
 
-// shutdownGrace bounds how long in-flight HTTP requests may take to finish
-// at shutdown.
+// shutdownGrace bounds how long in-flight HTTP requests may take to answer
+// at shutdown, once their contexts have ended.
 const shutdownGrace = 10 * time.Second
+
+// errDaemonStopping is why the requests in flight when the daemon stops
+// end: a heal or scrub asked through the API answers with it.
+var errDaemonStopping = errors.New("the daemon is stopping")
 
 // RunDaemon runs the healer (monitor, rebuilder, scrubbers, garbage
 // collection, census) and serves /metrics, /status and the healer API
-// (see healer.Handler) until ctx ends; then it stops taking requests, lets
-// running ones finish, stops the loops and the provisioners' processes,
-// and returns nil. The caller closes the Store afterwards.
+// (see healer.Handler) until ctx ends; then it stops taking requests,
+// ends the work of running ones (a heal or scrub asked through the API
+// stops where it is, like the loops: a stripe whose repair is cut short
+// stays queued) and waits for them to answer, stops the loops and the
+// provisioners' processes, and returns nil. The caller closes the Store
+// afterwards.
 func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	addr := o.Addr
 	if addr == "" {
@@ -87,6 +94,15 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	srv := newDaemonServer(mux)
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
+	// Requests run under their own context, ended (with a cause the
+	// healer API's replies name) when the daemon stops: a heal or scrub
+	// asked through the API then stops where it is, as the healer's own
+	// loops do, instead of the shutdown waiting for it (under a rate cap,
+	// for as long as shutdownGrace, after which the store was closed
+	// under it).
+	reqCtx, endRequests := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer endRequests(nil)
+	srv.BaseContext = func(net.Listener) context.Context { return reqCtx }
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 1)
 	wg.Add(2)
@@ -114,6 +130,7 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	}
 	<-runCtx.Done()
 	s.log.Info("daemon stopping")
+	endRequests(errDaemonStopping)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
 	shutErr := srv.Shutdown(sctx)

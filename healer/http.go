@@ -1,6 +1,7 @@
 package healer
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -102,14 +103,14 @@ func (h *Healer) routes() http.Handler {
 	mux.HandleFunc("POST /v1/heal", func(w http.ResponseWriter, r *http.Request) {
 		if name := r.URL.Query().Get("object"); name != "" {
 			rep, err := h.HealObject(r.Context(), name)
-			reply(w, rep, err)
+			reply(w, rep, stoppedWork(r, err))
 			return
 		}
 		if err := h.ProbeAll(r.Context()); err != nil {
 			h.log.Warn("probe before heal", "err", err)
 		}
 		rep, err := h.RepairAll(r.Context(), nil)
-		reply(w, rep, err)
+		reply(w, rep, stoppedWork(r, err))
 	})
 	mux.HandleFunc("POST /v1/scrub", func(w http.ResponseWriter, r *http.Request) {
 		deep := false
@@ -137,7 +138,7 @@ func (h *Healer) routes() http.Handler {
 			}
 		}})
 		if err != nil {
-			_ = enc.Encode(map[string]string{"error": err.Error()})
+			_ = enc.Encode(map[string]string{"error": stoppedWork(r, err).Error()})
 			return
 		}
 		_ = enc.Encode(p)
@@ -226,6 +227,20 @@ func backendName(w http.ResponseWriter, r *http.Request) (string, bool) {
 		return "", false
 	}
 	return name, true
+}
+
+// stoppedWork names why a request's work ended when the server ended its
+// context with a cause (the daemon does as it stops): the user asking for
+// a heal reads that the daemon is stopping, not a bare "context canceled".
+func stoppedWork(r *http.Request, err error) error {
+	ctx := r.Context()
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() && !errors.Is(err, cause) {
+		return fmt.Errorf("%w: %w", cause, err)
+	}
+	return err
 }
 
 // maxRequestBody bounds a request body. The largest the client sends, a
