@@ -6,9 +6,10 @@
 // sequence number (packrecord.go). Making a value durable then costs an
 // fsync of one pack file, shared by every value a sync round covers, where
 // a file of its own costs a new inode, a rename and fsyncs of the file and
-// its directory. The index from key to record is in memory, read at Open
-// from the file the last instance to close left (packindex.go), or built
-// from the records' headers. Delete punches the record out of its pack
+// its directory. The index from key to record is in memory; Open reads
+// the checkpoint of it the backend writes at Close and every
+// max(1024, n/16) appends (packindex.go), then the headers of the records
+// appended after it, or every header when there is none. Delete punches the record out of its pack
 // (its space is free at once); a pack left empty is removed. A pack is
 // appended to only by the instance that made it and holds its lock, so
 // several instances (processes) can share a directory; each looks at the

@@ -8,35 +8,46 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/healstore/healstore/backends"
 	"golang.org/x/sys/unix"
 )
 
-// The last instance to close a backend leaves its index in packs/index,
-// so the next Open reads one file instead of one header per value (20,000
-// values took 2.3-3.3 s to index from cold packs on the test VM).
+// A backend leaves a checkpoint of its index in packs/index, so the next
+// Open reads one file and the records appended since, instead of one
+// header per value (20,000 values took 2.3-3.3 s to index from cold packs
+// on the test VM). It is written at Close and, while the backend is open,
+// each time max(ckptMin, values/16) records were appended since the last
+// one, so after a crash (SIGKILL, power loss) Open reads at most about a
+// sixteenth of the headers again.
 //
-// Every instance holds a shared flock on packs/lock while it is open. At
-// Close, an instance lets go of it and writes the index only if it then
-// gets the lock exclusively (no other instance is open), after reading
-// what other instances appended while it was open and dropping the
-// records they punched (their space is a hole now: one lseek each). Open
-// takes the shared lock (waiting for an index being written), and trusts
-// the index only if every pack it names is there with the size it
-// recorded, no other pack is, and nobody appends to any of them. The file
-// stays while nothing changes: the first change by any instance (an
-// append, a punch, a pack removed) removes it durably first (touch), so
-// an index never describes packs that changed after it, a crash after a
-// change leaves none, and a session that only reads leaves it in place.
+// A checkpoint is a base, never the whole truth: for every pack it names
+// the offset its records were indexed up to and the pack file's identity
+// (inode and birth time). Open takes its records only for a pack that is
+// still the same file and at least that long; reads on from that offset
+// (appends since, by any instance, torn ones stepped over as in a full
+// reading); drops each record whose first block is a hole now (punched
+// since: deleted or replaced); and reads whole every pack it does not
+// name, or names but finds changed (made again under the same number,
+// shorter). A later record of a key read that way beats the checkpoint's
+// by sequence number, as two records found in the packs do. So any
+// instance may write one at any time from its own view, and an old one
+// costs only a longer reading.
+//
+// Checkpoints need holes (a punched record must be told from a live one)
+// and birth times; on a file system without either none is written, and
+// Open reads the packs.
 //
 // Layout (integers little-endian):
 //
-//	magic "HSPIDX01"
-//	uint32 packs, then per pack: uint32 id, int64 size
+//	magic "HSPIDX02"
+//	uint32 packs, then per pack: uint32 id, int64 indexed up to, uint64
+//	inode, int64 birth time seconds, uint32 birth time nanoseconds
 //	uint64 the last sequence number given
 //	uint32 records, then per record: uint16 key length, key, uint32 pack
 //	id, int64 offset, uint32 value length, uint32 value CRC-32C, uint64
@@ -44,100 +55,149 @@ import (
 //	uint32 CRC-32C of everything before it
 const (
 	indexName  = "index"
-	indexMagic = "HSPIDX01"
-	lockName   = "lock"
+	indexMagic = "HSPIDX02"
+	// ckptMin is the fewest appends between two checkpoints of an open
+	// backend (more for a large index: a sixteenth of its records).
+	ckptMin = 1024
 )
 
-// lockShared opens packs/lock and takes its shared lock, waiting at most
-// lockWait for an instance writing the index. Called with s.mu held.
-func (s *packs) lockShared() {
-	f, err := os.OpenFile(filepath.Join(s.dir, lockName), os.O_RDONLY|os.O_CREATE, 0o644)
-	if err != nil {
-		return // no index will be written by this instance
-	}
-	for deadline := time.Now().Add(lockWait); ; {
-		err := withFd(f, func(fd int) error { return unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB) })
-		if err == nil {
-			s.lock = f
-			return
-		}
-		if time.Now().After(deadline) {
-			// Go on without: the index written meanwhile is read (or
-			// found stale) by the Open below, and this instance writes
-			// none.
-			f.Close()
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+// packIdent tells a pack file from another made later under its number.
+type packIdent struct {
+	ino       uint64
+	btimeSec  int64
+	btimeNsec uint32
 }
 
-// lockWait bounds how long Open waits for another instance writing its
-// index at Close.
-const lockWait = 10 * time.Second
+// identOf returns f's identity, false where the file system has no birth
+// times.
+func identOf(f *os.File) (packIdent, bool) {
+	var stx unix.Statx_t
+	err := withFd(f, func(fd int) error {
+		return unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_INO|unix.STATX_BTIME, &stx)
+	})
+	if err != nil || stx.Mask&unix.STATX_BTIME == 0 {
+		return packIdent{}, false
+	}
+	return packIdent{ino: stx.Ino, btimeSec: stx.Btime.Sec, btimeNsec: stx.Btime.Nsec}, true
+}
 
-// saveIndex writes the index of the last instance of a backend to close.
-// Failing is harmless: the next Open reads the packs. Called with s.mu
-// held, before the packs are closed.
-func (s *packs) saveIndex() error {
-	if s.lock == nil || s.noDir || s.noPunch.Load() {
-		return nil // without holes, punched records could not be told
+// indexPack is a pack as a checkpoint names it.
+type indexPack struct {
+	upto  int64 // its records before this offset are in the checkpoint
+	ident packIdent
+	p     *pack // when writing: the pack, synced before the checkpoint is written
+}
+
+// indexSnap is a checkpoint taken under s.mu, written without it.
+type indexSnap struct {
+	packs map[uint32]indexPack
+	seq   uint64
+	recs  map[string]packLoc
+}
+
+// snapshot copies what a checkpoint holds, or says none can be taken now:
+// an append is in flight (its record's place is taken, its bytes maybe
+// not written), or the file system lacks holes or birth times. Called
+// with s.mu held.
+func (s *packs) snapshot() (*indexSnap, bool) {
+	if s.noDir || s.noPunch.Load() || !s.punchable() {
+		return nil, false
 	}
-	if s.indexOnDisk {
-		if _, err := os.Stat(filepath.Join(s.dir, indexName)); err == nil {
-			return nil // nothing changed since it was read
-		}
-		s.indexOnDisk = false // another instance changed the packs
-	}
-	s.lock.Close() // this instance's shared lock
-	s.lock = nil
-	excl, err := os.Open(filepath.Join(s.dir, lockName))
-	if err != nil {
-		return err
-	}
-	defer excl.Close()
-	if !tryLock(excl) {
-		return nil // another instance is open: the last to close writes it
-	}
-	if err := s.refresh(true); err != nil {
-		return err
-	}
-	sizes := map[uint32]int64{}
+	snap := &indexSnap{packs: make(map[uint32]indexPack, len(s.byID)), seq: s.seq, recs: make(map[string]packLoc, len(s.index))}
 	for id, p := range s.byID {
-		if p.busy > 0 || (!p.mine && !p.settled) {
-			return nil // an append in flight, here or in a stopped instance's pack
+		upto := p.scanned // another instance's pack: its whole records read so far
+		if p.mine {
+			if p.busy > 0 {
+				return nil, false
+			}
+			upto = p.end
 		}
-		// The records the index names must be on the disk before it is.
-		if err := p.f.Sync(); err != nil {
-			return err
+		ident, ok := identOf(p.f)
+		if !ok {
+			return nil, false
 		}
+		snap.packs[id] = indexPack{upto: upto, ident: ident, p: p}
+	}
+	for k, l := range s.index {
+		snap.recs[k] = l
+	}
+	return snap, true
+}
+
+// punchable says whether the packs' file system punches holes, asking it
+// once (a punch past the end of an empty range changes nothing).
+func (s *packs) punchable() bool {
+	if s.punchChecked {
+		return s.punchOK
+	}
+	for _, p := range s.byID {
 		fi, err := p.f.Stat()
 		if err != nil {
-			return err
+			return false
 		}
-		sizes[id] = fi.Size()
-	}
-	// Records other instances punched (deleted or replaced) while this one
-	// was open are holes now.
-	for key, l := range s.index {
-		var data int64
-		err := withFd(l.p.f, func(fd int) (err error) {
-			data, err = unix.Seek(fd, l.off, unix.SEEK_DATA)
-			return err
+		err = withFd(p.f, func(fd int) error {
+			return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, alignUp(fi.Size()), recAlign)
 		})
-		switch {
-		case errors.Is(err, unix.ENXIO) || (err == nil && data != l.off):
-			delete(s.index, key)
-		case err != nil:
-			return err // never drop a record on a doubt: the next Open reads the packs
+		s.punchChecked, s.punchOK = true, err == nil
+		return s.punchOK
+	}
+	return false // no pack to ask: nothing to checkpoint either
+}
+
+// maybeCheckpoint starts writing a checkpoint in the background when
+// enough records were appended since the last. Called with s.mu held.
+func (s *packs) maybeCheckpoint() {
+	if s.ckptRunning || s.closed || s.appended < max(s.ckptMin, len(s.index)/16) {
+		return
+	}
+	snap, ok := s.snapshot()
+	if !ok {
+		return // tried again after a later append
+	}
+	s.appended, s.ckptRunning = 0, true
+	s.ckptWG.Add(1)
+	go func() {
+		defer s.ckptWG.Done()
+		err := s.writeCheckpoint(snap)
+		s.mu.Lock()
+		s.ckptRunning = false
+		if err != nil {
+			s.appended += s.ckptMin // try again soon
+		}
+		s.mu.Unlock()
+	}()
+}
+
+// saveIndex writes a checkpoint at Close, unless nothing changed since
+// the one Open read. Called with s.mu held; s.closed is set, so no
+// background checkpoint starts any more, and none is running.
+func (s *packs) saveIndex() error {
+	if !s.changed && s.fromIndex {
+		return nil // a session that only read: the checkpoint is current
+	}
+	snap, ok := s.snapshot()
+	if !ok || len(snap.packs) == 0 {
+		return nil
+	}
+	return s.writeCheckpoint(snap)
+}
+
+// writeCheckpoint makes the records snap names durable in their packs,
+// then writes snap to packs/index, atomically. Failing is harmless: the
+// next Open reads more of the packs. It runs without s.mu; a pack closed
+// meanwhile (removed: empty, or gone) is skipped, and Open finds it gone.
+func (s *packs) writeCheckpoint(snap *indexSnap) error {
+	for _, ip := range snap.packs {
+		if err := ip.p.f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+			return err
 		}
 	}
-	tmp := filepath.Join(s.dir, indexName+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	f, err := os.CreateTemp(s.dir, indexName+".*"+indexTmpSuffix)
 	if err != nil {
 		return err
 	}
-	err = writeIndex(f, sizes, s.seq, s.index)
+	tmp := f.Name()
+	err = writeIndex(f, snap.packs, snap.seq, snap.recs)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -156,17 +216,24 @@ func (s *packs) saveIndex() error {
 	return err
 }
 
-func writeIndex(w io.Writer, sizes map[uint32]int64, seq uint64, index map[string]packLoc) error {
+// indexTmpSuffix ends the names checkpoints are written under before
+// they take their place; Open removes old ones (a writer that stopped).
+const indexTmpSuffix = ".tmp"
+
+func writeIndex(w io.Writer, packs map[uint32]indexPack, seq uint64, index map[string]packLoc) error {
 	crc := crc32.New(castagnoli)
 	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 256<<10)
 	var b [32]byte
 	bw.WriteString(indexMagic)
-	binary.LittleEndian.PutUint32(b[:], uint32(len(sizes)))
+	binary.LittleEndian.PutUint32(b[:], uint32(len(packs)))
 	bw.Write(b[:4])
-	for id, size := range sizes {
+	for id, ip := range packs {
 		binary.LittleEndian.PutUint32(b[:], id)
-		binary.LittleEndian.PutUint64(b[4:], uint64(size))
-		bw.Write(b[:12])
+		binary.LittleEndian.PutUint64(b[4:], uint64(ip.upto))
+		binary.LittleEndian.PutUint64(b[12:], ip.ident.ino)
+		binary.LittleEndian.PutUint64(b[20:], uint64(ip.ident.btimeSec))
+		binary.LittleEndian.PutUint32(b[28:], ip.ident.btimeNsec)
+		bw.Write(b[:32])
 	}
 	binary.LittleEndian.PutUint64(b[:], seq)
 	binary.LittleEndian.PutUint32(b[8:], uint32(len(index)))
@@ -192,7 +259,7 @@ func writeIndex(w io.Writer, sizes map[uint32]int64, seq uint64, index map[strin
 
 // indexFile is a parsed index.
 type indexFile struct {
-	sizes   map[uint32]int64
+	packs   map[uint32]indexPack // without their *pack
 	seq     uint64
 	records map[string]indexRecord
 }
@@ -236,20 +303,24 @@ func readIndex(r io.Reader, max int) (*indexFile, error) {
 		return nil, fmt.Errorf("not a pack index (magic %q)", h[:len(indexMagic)])
 	}
 	npacks := binary.LittleEndian.Uint32(h[len(indexMagic):])
-	ix := &indexFile{sizes: map[uint32]int64{}, records: map[string]indexRecord{}}
+	ix := &indexFile{packs: map[uint32]indexPack{}, records: map[string]indexRecord{}}
 	for range npacks {
-		p, err := read(12)
+		p, err := read(32)
 		if err != nil {
 			return nil, err
 		}
-		id, size := binary.LittleEndian.Uint32(p), int64(binary.LittleEndian.Uint64(p[4:]))
-		if size < 0 {
-			return nil, fmt.Errorf("pack %08x: size %d", id, size)
+		id, upto := binary.LittleEndian.Uint32(p), int64(binary.LittleEndian.Uint64(p[4:]))
+		if upto < 0 || upto%recAlign != 0 {
+			return nil, fmt.Errorf("pack %08x: indexed up to %d", id, upto)
 		}
-		if _, dup := ix.sizes[id]; dup {
+		if _, dup := ix.packs[id]; dup {
 			return nil, fmt.Errorf("pack %08x named twice", id)
 		}
-		ix.sizes[id] = size
+		ix.packs[id] = indexPack{upto: upto, ident: packIdent{
+			ino:       binary.LittleEndian.Uint64(p[12:]),
+			btimeSec:  int64(binary.LittleEndian.Uint64(p[20:])),
+			btimeNsec: binary.LittleEndian.Uint32(p[28:]),
+		}}
 	}
 	p, err := read(12)
 	if err != nil {
@@ -284,7 +355,8 @@ func readIndex(r io.Reader, max int) (*indexFile, error) {
 			crc:    binary.LittleEndian.Uint32(p[16:]),
 			seq:    binary.LittleEndian.Uint64(p[20:]),
 		}}
-		size, ok := ix.sizes[rec.pack]
+		ip, ok := ix.packs[rec.pack]
+		size := ip.upto
 		switch {
 		case !ok:
 			return nil, fmt.Errorf("key %s in pack %08x, which the index does not name", key, rec.pack)
@@ -313,76 +385,83 @@ func readIndex(r io.Reader, max int) (*indexFile, error) {
 	return ix, nil
 }
 
-// loadIndex reads packs/index, if there is one, and says whether it
-// describes the packs ids exactly as they are now; then it has indexed
-// them. An index that does not is removed. Called with s.mu held, before
-// anything else.
-func (s *packs) loadIndex(ids []uint32) (bool, error) {
-	path := filepath.Join(s.dir, indexName)
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
+// loadIndex takes the records of packs/index, if there is one, for the
+// packs it names that are still the same files (ids: the packs there now),
+// and sets where reading each of them goes on from (see the top of this
+// file). A pack it does not take stays to be read whole; an index that
+// cannot be read is ignored. Called with s.mu held, before anything else.
+func (s *packs) loadIndex(ids []uint32) error {
+	f, err := os.Open(filepath.Join(s.dir, indexName))
 	if err != nil {
-		return false, err
+		return nil // none, or unreadable: the packs are read
 	}
 	ix, rerr := readIndex(f, s.max)
 	f.Close()
-	// An index not trusted goes at once; a trusted one with the first
-	// change (touch).
-	s.indexOnDisk = true
-	if rerr != nil || len(ix.sizes) != len(ids) {
-		return false, s.touch()
+	if rerr != nil {
+		return nil
 	}
+	there := map[uint32]bool{}
 	for _, id := range ids {
-		want, ok := ix.sizes[id]
-		if !ok {
-			return false, s.touch()
+		there[id] = true
+	}
+	taken := map[uint32]*pack{}
+	for id, ip := range ix.packs {
+		if !there[id] {
+			continue // removed since (emptied, or gone with its records)
 		}
 		p, err := s.openPack(id)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
-			return false, err
+			return err
 		}
 		fi, err := p.f.Stat()
 		if err != nil {
-			return false, err
+			return err
 		}
-		if fi.Size() != want || !tryLock(p.f) {
-			return false, s.touch() // changed since, or appended to now
+		if ident, ok := identOf(p.f); !ok || ident != ip.ident || fi.Size() < ip.upto {
+			continue // another file under the number, or cut short: read whole
 		}
-		unlock(p.f)
-		p.settled, p.scanned = true, want
+		p.scanned = ip.upto
+		taken[id] = p
 	}
 	for key, r := range ix.records {
+		p := taken[r.pack]
+		if p == nil {
+			continue
+		}
+		var data int64
+		err := withFd(p.f, func(fd int) (err error) {
+			data, err = unix.Seek(fd, r.loc.off, unix.SEEK_DATA)
+			return err
+		})
+		switch {
+		case errors.Is(err, unix.ENXIO) || (err == nil && data != r.loc.off):
+			continue // punched since: deleted or replaced
+		case err != nil:
+			return err // never keep a record on a doubt: the caller reads the packs
+		}
 		l := r.loc
-		l.p = s.byID[r.pack]
-		l.p.live++
+		l.p = p
 		s.index[key] = l
+		p.live++
 	}
-	s.seq = ix.seq
-	s.fromIndex = true
-	return true, nil
+	s.seq = max(s.seq, ix.seq)
+	s.fromIndex = len(taken) > 0
+	return nil
 }
 
-// touch removes the index left on disk, durably, before this instance
-// changes the packs for the first time. Called with s.mu held.
-//
-// An instance that could not take the shared lock (lockShared gave up)
-// is invisible to a closing one, which may write an index while it is
-// open: it looks for one before every change.
-func (s *packs) touch() error {
-	if !s.indexOnDisk && (s.lock != nil || s.noDir) {
-		return nil
+// removeOldIndexTemps removes checkpoints left half-written by a writer
+// that stopped (older than any write takes). Called with s.mu held.
+func (s *packs) removeOldIndexTemps(ents []os.DirEntry) {
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, indexName+".") || !strings.HasSuffix(name, indexTmpSuffix) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > 10*time.Minute {
+			os.Remove(filepath.Join(s.dir, name))
+		}
 	}
-	err := os.Remove(filepath.Join(s.dir, indexName))
-	if err == nil {
-		err = syncDir(s.dir)
-	} else if errors.Is(err, os.ErrNotExist) {
-		err = nil
-	}
-	if err != nil {
-		return err
-	}
-	s.indexOnDisk = false
-	return nil
 }

@@ -92,35 +92,39 @@ type packs struct {
 	seq         uint64      // last sequence number given or seen
 	dirMtime    time.Time   // of dir when it was last listed
 	purged      []*pack     // packs forgotten as gone, closed with the backend
-	lock        *os.File    // packs/lock, held shared while open (packindex.go)
 	noPunch     atomic.Bool // a punch fell back to zeroing a header
-	fromIndex   bool        // Open read the index a closed instance left
-	indexOnDisk bool        // and it is still there: nothing changed since (packindex.go)
 	noDir       bool        // dir does not exist yet
 	closed      bool
+	headersRead int // record headers read by scan (tests)
+
+	// Checkpoints of the index (packindex.go), under mu.
+	fromIndex    bool // Open took records from a checkpoint
+	changed      bool // an append, punch or pack removal since Open
+	appended     int  // records appended since the last checkpoint was taken
+	ckptMin      int  // appends between checkpoints, at least (ckptMin; tests lower it)
+	ckptRunning  bool
+	ckptWG       sync.WaitGroup
+	punchChecked bool
+	punchOK      bool
 }
 
 // openPacks indexes the packs under root and returns them with the bytes
 // of the values indexed.
 func openPacks(root string, max int, limit int64) (*packs, int64, error) {
 	s := &packs{dir: filepath.Join(root, "packs"), root: root, max: max, limit: limit,
-		index: map[string]packLoc{}, byID: map[uint32]*pack{}}
+		index: map[string]packLoc{}, byID: map[uint32]*pack{}, ckptMin: ckptMin}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ents, err := os.ReadDir(s.dir); err == nil {
-		s.lockShared()
+		s.removeOldIndexTemps(ents)
 		var ids []uint32
 		for _, e := range ents {
 			if id, ok := packID(e.Name()); ok {
 				ids = append(ids, id)
 			}
 		}
-		indexed, err := s.loadIndex(ids)
-		if err != nil {
-			s.closeAllLocked()
-			return nil, 0, err
-		}
-		if !indexed {
+		if err := s.loadIndex(ids); err != nil {
+			// Read the packs whole instead.
 			s.reset()
 		}
 	}
@@ -128,6 +132,9 @@ func openPacks(root string, max int, limit int64) (*packs, int64, error) {
 		s.closeAllLocked()
 		return nil, 0, err
 	}
+	// Records read beyond a checkpoint are worth the next one (at Close,
+	// if not before).
+	s.changed = s.headersRead > 0
 	var used int64
 	for _, l := range s.index {
 		used += int64(l.n)
@@ -387,6 +394,7 @@ func (s *packs) scan(p *pack, from, size int64, inFlight bool) (int64, error) {
 		if err != nil && !errors.Is(err, io.EOF) {
 			return off, err
 		}
+		s.headersRead++
 		h, err := parseHeader(buf[:n], s.max)
 		l := packLoc{p: p, off: off, keyLen: uint16(len(h.key)), n: h.n, crc: h.crc, seq: h.seq}
 		whole := err == nil && off+l.size() <= size
@@ -655,10 +663,6 @@ func (s *packs) append(key string, value []byte, durable bool) (old packLoc, had
 		s.mu.Unlock()
 		return packLoc{}, false, errors.New("backend is closed")
 	}
-	if err := s.touch(); err != nil {
-		s.mu.Unlock()
-		return packLoc{}, false, err
-	}
 	if s.cur != nil && s.cur.gone() {
 		// Removed behind the backend (a wiped disk, an unmounted
 		// volume): appends to it would be lost. startPack makes a new one
@@ -697,11 +701,14 @@ func (s *packs) append(key string, value []byte, durable bool) (old packLoc, had
 		s.release(l) // whatever part of it reached the file
 		return packLoc{}, false, err
 	}
+	s.appended++
+	s.changed = true
 	old, had = s.index[key]
 	if had && old.seq > l.seq {
 		// A Put of the same key that began later finished first: it
 		// wins, and this record is what the caller releases.
 		s.finishRetire(p)
+		s.maybeCheckpoint()
 		s.mu.Unlock()
 		return l, true, nil
 	}
@@ -711,6 +718,7 @@ func (s *packs) append(key string, value []byte, durable bool) (old packLoc, had
 		old.p.live--
 	}
 	s.finishRetire(p)
+	s.maybeCheckpoint()
 	s.mu.Unlock()
 	return old, had, nil
 }
@@ -746,9 +754,6 @@ func (s *packs) makeDir() error {
 		return err
 	}
 	s.noDir = false
-	if s.lock == nil {
-		s.lockShared()
-	}
 	return nil
 }
 
@@ -815,7 +820,7 @@ func (s *packs) releaseLocked(l packLoc) {
 // system cannot punch holes, the header is zeroed instead so no later
 // Open finds the record.
 func (s *packs) punch(l packLoc) {
-	s.touch() // failing, the index left may name this record: reads find it punched
+	s.changed = true
 	err := withFd(l.p.f, func(fd int) error {
 		return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, l.off, l.size())
 	})
@@ -856,9 +861,7 @@ func (s *packs) maybeDropLocked(p *pack, locked bool) {
 
 // dropPack forgets p and removes its file. Called with s.mu held.
 func (s *packs) dropPack(p *pack) {
-	if s.touch() != nil {
-		return // kept: the index left on disk names it
-	}
+	s.changed = true
 	delete(s.byID, p.id)
 	if p.w != nil {
 		p.w.Close()
@@ -898,19 +901,20 @@ func (s *packs) list(prefix string) (map[string]int64, error) {
 // fail.
 func (s *packs) closeAll() {
 	s.mu.Lock()
+	was := s.closed
+	s.closed = true // no checkpoint starts from now on
+	s.mu.Unlock()
+	s.ckptWG.Wait() // and the one running ends (it takes s.mu at its end)
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.closed {
-		s.saveIndex() // best effort: without it the next Open reads the packs
+	if !was {
+		s.saveIndex() // best effort: without it the next Open reads more of the packs
 	}
 	s.closeAllLocked()
 }
 
 func (s *packs) closeAllLocked() {
 	s.closed = true
-	if s.lock != nil {
-		s.lock.Close()
-		s.lock = nil
-	}
 	for _, p := range append(s.purged, mapValues(s.byID)...) {
 		if p.w != nil {
 			p.w.Close()

@@ -41,12 +41,7 @@ func valueFiles(t *testing.T, b *Backend) int {
 func reopen(t *testing.T, b *Backend) *Backend {
 	t.Helper()
 	b.Close()
-	nb, err := Open(backends.Spec{Name: b.name, Kind: backends.KindLocal, Path: filepath.Dir(b.root), Quota: b.quota})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nb.Close() })
-	return nb
+	return openAgain(t, b)
 }
 
 func mustGetLocal(t *testing.T, b *Backend, key string, want []byte) {
@@ -696,9 +691,38 @@ func TestPacksComeBackWithTheirDirectory(t *testing.T) {
 	mustGetLocal(t, reopen(t, b), "k2", []byte("two"))
 }
 
-// TestPackIndexAtClose checks the index a backend leaves when it closes:
-// the next Open reads it instead of the packs, removes it before changing
-// anything, and sees exactly what a reading of the packs would.
+// crashClose lets go of b as a killed process would: its descriptors and
+// locks, without the checkpoint Close writes.
+func crashClose(b *Backend) {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	s := b.packs
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.ckptWG.Wait()
+	s.mu.Lock()
+	s.closeAllLocked()
+	s.mu.Unlock()
+}
+
+// openAgain opens the backend at b's path anew.
+func openAgain(t *testing.T, b *Backend) *Backend {
+	t.Helper()
+	nb, err := Open(backends.Spec{Name: b.name, Kind: backends.KindLocal, Path: filepath.Dir(b.root), Quota: b.quota})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nb.Close() })
+	return nb
+}
+
+// TestPackIndexAtClose checks the checkpoint Close leaves: the next Open
+// reads it and no record header, sees exactly what a reading of the packs
+// would, and a session that only reads leaves it as it is. After changes
+// and a crash (no Close), Open takes the checkpoint and reads only the
+// records appended since, and drops the ones deleted since.
 func TestPackIndexAtClose(t *testing.T) {
 	dir := t.TempDir()
 	b, err := Open(backends.Spec{Name: "loc", Kind: backends.KindLocal, Path: dir, Quota: 1 << 30})
@@ -732,17 +756,21 @@ func TestPackIndexAtClose(t *testing.T) {
 	}
 	index := filepath.Join(dir, "data", "packs", indexName)
 	b = reopen(t, b)
-	if !b.packs.fromIndex {
-		t.Fatal("Open read the packs, not the index the last Close left")
+	if !b.packs.fromIndex || b.packs.headersRead != 0 {
+		t.Fatalf("Open after a Close: from the index %v, %d headers read; want the index alone", b.packs.fromIndex, b.packs.headersRead)
 	}
 	// A session that only reads leaves the index as it is.
+	before, err := os.Stat(index)
+	if err != nil {
+		t.Fatal(err)
+	}
 	mustGetLocal(t, b, "k01", want["k01"])
 	b = reopen(t, b)
-	if !b.packs.fromIndex {
+	if !b.packs.fromIndex || b.packs.headersRead != 0 {
 		t.Fatal("a session that only read lost the index")
 	}
-	if _, err := os.Stat(index); err != nil {
-		t.Fatalf("the index is gone after a session that only read: %v", err)
+	if after, err := os.Stat(index); err != nil || !after.ModTime().Equal(before.ModTime()) {
+		t.Fatalf("a session that only read rewrote the index: %v", err)
 	}
 	check := func(b *Backend) {
 		t.Helper()
@@ -764,37 +792,90 @@ func TestPackIndexAtClose(t *testing.T) {
 		}
 	}
 	check(b)
-	// New records after an index-read Open number after the old ones;
-	// the first change removes the index, so a crash now leaves none
-	// that would miss it.
+	// Changes after the checkpoint, then a crash: new records number
+	// after the old ones, and the next Open reads only them.
 	want["new"] = []byte("first")
 	if err := b.PutNoSync(ctx, "new", want["new"]); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(index); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("the index is still there after a Put: %v", err)
+	if err := b.Sync(ctx, []string{"new"}); err != nil {
+		t.Fatal(err)
 	}
 	total += int64(len(want["new"]))
+	total += int64(len("again")) - int64(len(want["k02"]))
 	want["k02"] = []byte("again")
 	if err := b.Put(ctx, "k02", want["k02"]); err != nil {
 		t.Fatal(err)
 	}
-	crashed, err := Open(specFor(dir)) // as after a crash: b never closes first
+	total -= int64(len(want["k05"]))
+	delete(want, "k05")
+	if err := b.Delete(ctx, "k05"); err != nil {
+		t.Fatal(err)
+	}
+	crashClose(b)
+	crashed := openAgain(t, b)
+	if !crashed.packs.fromIndex || crashed.packs.headersRead != 2 {
+		t.Fatalf("Open after a crash: from the index %v, %d headers read; want the index and the 2 records appended since",
+			crashed.packs.fromIndex, crashed.packs.headersRead)
+	}
+	if _, err := crashed.Get(ctx, "k05"); !errors.Is(err, backends.ErrNotFound) {
+		t.Fatalf("Get of a key deleted after the checkpoint: %v", err)
+	}
+	check(crashed)
+	check(reopen(t, crashed))
+}
+
+// TestPackCheckpointWhileOpen checks that an open backend writes
+// checkpoints as it appends, so a crash after many appends costs the
+// next Open only the records since the last.
+func TestPackCheckpointWhileOpen(t *testing.T) {
+	dir := t.TempDir()
+	b, err := Open(specFor(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if crashed.packs.fromIndex {
-		t.Fatal("an index was read after a change")
+	b.packs.mu.Lock()
+	b.packs.ckptMin = 8
+	b.packs.mu.Unlock()
+	ctx := context.Background()
+	want := map[string][]byte{}
+	for i := range 100 {
+		key := fmt.Sprintf("k%03d", i)
+		want[key] = bytes.Repeat([]byte{byte(i), 'v'}, 50+i*37)
+		if err := b.Put(ctx, key, want[key]); err != nil {
+			t.Fatal(err)
+		}
+		if i%7 == 3 {
+			old := fmt.Sprintf("k%03d", i-3)
+			if err := b.Delete(ctx, old); err != nil {
+				t.Fatal(err)
+			}
+			delete(want, old)
+		}
 	}
-	mustGetLocal(t, crashed, "k02", want["k02"])
-	crashed.Close() // b is open: no index
-	total += int64(len("again")) - int64(len(bytes.Repeat([]byte{2}, 2100)))
-	check(reopen(t, b))
+	crashClose(b)
+	nb := openAgain(t, b)
+	// Checkpoints come every 8 appends, one at a time: one running when
+	// 8 more were appended leaves up to about 16.
+	if !nb.packs.fromIndex || nb.packs.headersRead > 16 {
+		t.Fatalf("Open after a crash: from a checkpoint %v, %d headers read of 100 records; want at most 16",
+			nb.packs.fromIndex, nb.packs.headersRead)
+	}
+	n := 0
+	nb.List(ctx, "", func(string, int64) error { n++; return nil })
+	if n != len(want) {
+		t.Fatalf("List: %d keys, want %d", n, len(want))
+	}
+	for k, v := range want {
+		mustGetLocal(t, nb, k, v)
+	}
 }
 
-// TestPackIndexNotTrusted checks the indexes Open must not believe: one
-// whose packs changed since (a pack grew), one damaged, and one an
-// instance wrote while another had punched records it still indexed.
+// TestPackIndexNotTrusted checks what Open must not take from a
+// checkpoint, and what it must read beyond it: a pack that grew since (its
+// new records), a damaged index, records another instance punched after
+// the index was taken, a pack made again under the same number, and a
+// pack cut short.
 func TestPackIndexNotTrusted(t *testing.T) {
 	ctx := context.Background()
 	fill := func(t *testing.T) (string, *Backend) {
@@ -811,8 +892,16 @@ func TestPackIndexNotTrusted(t *testing.T) {
 		return dir, b
 	}
 	index := func(dir string) string { return filepath.Join(dir, "data", "packs", indexName) }
+	notFound := func(t *testing.T, b *Backend, keys ...string) {
+		t.Helper()
+		for _, k := range keys {
+			if _, err := b.Get(ctx, k); !errors.Is(err, backends.ErrNotFound) {
+				t.Fatalf("Get %s: %v, want not found", k, err)
+			}
+		}
+	}
 	t.Run("pack grew", func(t *testing.T) {
-		dir, b := fill(t)
+		_, b := fill(t)
 		b.Close()
 		p := packFiles(t, b)[0]
 		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
@@ -820,14 +909,15 @@ func TestPackIndexNotTrusted(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.Write(record("late", []byte("appended after the index"), 1<<62))
+		f.Write(record("k3", []byte("k3 again"), 1<<62+1))
 		f.Close()
-		nb := reopen(t, b)
-		if nb.packs.fromIndex {
-			t.Fatal("an index older than its packs was read")
+		nb := openAgain(t, b)
+		if !nb.packs.fromIndex || nb.packs.headersRead != 2 {
+			t.Fatalf("from the index %v, %d headers read; want the index and the 2 records after it", nb.packs.fromIndex, nb.packs.headersRead)
 		}
 		mustGetLocal(t, nb, "late", []byte("appended after the index"))
-		mustGetLocal(t, nb, "k3", []byte{3})
-		_ = dir
+		mustGetLocal(t, nb, "k3", []byte("k3 again"))
+		mustGetLocal(t, nb, "k4", []byte{4})
 	})
 	t.Run("damaged", func(t *testing.T) {
 		dir, b := fill(t)
@@ -840,7 +930,7 @@ func TestPackIndexNotTrusted(t *testing.T) {
 		if err := os.WriteFile(index(dir), raw, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		nb := reopen(t, b)
+		nb := openAgain(t, b)
 		if nb.packs.fromIndex {
 			t.Fatal("a damaged index was read")
 		}
@@ -855,34 +945,61 @@ func TestPackIndexNotTrusted(t *testing.T) {
 		if err := b.Delete(ctx, "k4"); err != nil {
 			t.Fatal(err)
 		}
-		a.Close() // b is still open: no index
-		if _, err := os.Stat(index(dir)); !errors.Is(err, fs.ErrNotExist) {
-			t.Fatalf("an instance wrote the index while another was open: %v", err)
-		}
 		c, err := Open(specFor(dir))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Delete(ctx, "k5"); err != nil { // b still indexes k5
+		if err := c.Delete(ctx, "k5"); err != nil { // a and b still index k5
 			t.Fatal(err)
 		}
 		c.Close()
-		b.Close() // the last: writes the index, without k5
-		nb := reopen(t, b)
+		crashClose(b)
+		a.Close() // the last index written: a's, which still names k4 and k5
+		nb := openAgain(t, a)
 		if !nb.packs.fromIndex {
-			t.Fatal("the last instance to close left no index")
+			t.Fatal("no index left")
 		}
-		// List first: a Get of a punched record drops it from the index.
 		n := 0
 		nb.List(ctx, "", func(string, int64) error { n++; return nil })
 		if n != 8 {
 			t.Fatalf("List: %d keys, want 8", n)
 		}
-		for _, k := range []string{"k4", "k5"} {
-			if _, err := nb.Get(ctx, k); !errors.Is(err, backends.ErrNotFound) {
-				t.Fatalf("Get %s, deleted by another instance: %v", k, err)
-			}
+		notFound(t, nb, "k4", "k5")
+	})
+	t.Run("pack made again", func(t *testing.T) {
+		dir, b := fill(t)
+		b.Close()
+		p := packFiles(t, b)
+		if len(p) != 1 {
+			t.Fatalf("%d packs, want 1", len(p))
 		}
+		id, _ := packID(filepath.Base(p[0]))
+		os.Remove(p[0])
+		// Another file under the same number, with a record where the
+		// index has k0's and as long as the old pack.
+		writePack(t, dir, int(id), record("other", []byte{0}, 1), record("more", bytes.Repeat([]byte{1}, 50000), 2))
+		nb := openAgain(t, b)
+		if nb.packs.fromIndex {
+			t.Fatal("the index's records were taken for another file under the pack's number")
+		}
+		mustGetLocal(t, nb, "other", []byte{0})
+		notFound(t, nb, "k0", "k9")
+	})
+	t.Run("pack cut short", func(t *testing.T) {
+		_, b := fill(t)
+		b.Close()
+		p := packFiles(t, b)[0]
+		if err := os.Truncate(p, 5*recAlign); err != nil {
+			t.Fatal(err)
+		}
+		nb := openAgain(t, b)
+		if nb.packs.fromIndex {
+			t.Fatal("the index's records were taken for a pack shorter than it says")
+		}
+		for i := range 5 {
+			mustGetLocal(t, nb, fmt.Sprintf("k%d", i), []byte{byte(i)})
+		}
+		notFound(t, nb, "k5", "k9")
 	})
 }
 
@@ -892,7 +1009,7 @@ func TestPackIndexNotTrusted(t *testing.T) {
 func FuzzReadIndex(f *testing.F) {
 	p := &pack{id: 3}
 	var good bytes.Buffer
-	writeIndex(&good, map[uint32]int64{3: 1 << 20}, 99, map[string]packLoc{
+	writeIndex(&good, map[uint32]indexPack{3: {upto: 1 << 20, ident: packIdent{ino: 12, btimeSec: 1796293996, btimeNsec: 5}}}, 99, map[string]packLoc{
 		"shards/a.1": {p: p, off: 4096, keyLen: 10, n: 100, crc: 7, seq: 5},
 	})
 	f.Add(good.Bytes())
@@ -904,9 +1021,9 @@ func FuzzReadIndex(f *testing.F) {
 			return
 		}
 		for key, r := range ix.records {
-			size, ok := ix.sizes[r.pack]
-			if backends.CheckKey(key) != nil || !ok || r.loc.off+r.loc.size() > alignUp(size)+recAlign || r.loc.seq > ix.seq {
-				t.Fatalf("accepted record %q %+v in packs %v", key, r, ix.sizes)
+			ip, ok := ix.packs[r.pack]
+			if backends.CheckKey(key) != nil || !ok || r.loc.off+r.loc.size() > alignUp(ip.upto)+recAlign || r.loc.seq > ix.seq {
+				t.Fatalf("accepted record %q %+v in packs %v", key, r, ix.packs)
 			}
 		}
 	})
