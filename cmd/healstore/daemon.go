@@ -97,6 +97,24 @@ func (t *healerTarget) Close() {
 	}
 }
 
+// daemonAnswerWait is how long a command waits for the daemon at
+// healer.metrics_addr to say which store it serves, its first contact
+// with the daemon; later calls (a status, a heal) have no bound.
+var daemonAnswerWait = 3 * time.Second
+
+// askHoldingDaemon asks the daemon at addr, within daemonAnswerWait,
+// whether it serves cfg's store (healstore.CheckDaemonStore). silent
+// reports that it did not answer in time: something accepts connections
+// there and says nothing.
+func askHoldingDaemon(ctx context.Context, addr string, cfg *healstore.Config) (silent bool, err error) {
+	pctx, cancel := context.WithTimeout(ctx, daemonAnswerWait)
+	defer cancel()
+	err = healstore.CheckDaemonStore(pctx, addr, cfg)
+	silent = err != nil && pctx.Err() != nil && ctx.Err() == nil &&
+		!errors.Is(err, healer.ErrNoDaemon) && !errors.Is(err, healstore.ErrOtherStore)
+	return silent, err
+}
+
 // openHealer opens the store and its healer here, or, when a daemon
 // holds the store (its metadata is locked), connects to the daemon.
 func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
@@ -108,16 +126,32 @@ func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
 	s, err := healstore.Open(ctx, cfg)
 	if errors.Is(err, metastore.ErrLocked) {
 		c := &healer.Client{Addr: cfg.Healer.MetricsAddr}
-		_, perr := c.Status(ctx)
+		// Asked first, and within daemonAnswerWait, which store it
+		// serves (quick, no census): a daemon that is hung or stopped
+		// accepts the connection and never answers, and the command
+		// waited for it forever without a word. Stores made by init
+		// share the default address, so the daemon there may also be
+		// another store's.
+		silent, perr := askHoldingDaemon(ctx, c.Addr, cfg)
 		if perr == nil {
-			// Stores made by init share the default address: the daemon
-			// there may be another store's.
-			if perr = healstore.CheckDaemonStore(ctx, c.Addr, cfg); perr == nil {
+			// It answers. Its status takes a census of every stripe,
+			// which may take long on a large store: no bound on it.
+			if _, perr = c.Status(ctx); perr == nil {
 				return &healerTarget{remote: c, cfg: cfg}, nil
 			}
 		}
 		hint := fmt.Sprintf("; no healer answers at %s (healer.metrics_addr) for this command to talk to", cfg.Healer.MetricsAddr)
 		switch {
+		case silent:
+			h := findLockHolder(cfg.MetadataDir)
+			if h.command == "" || h.command == "daemon" || (h.command == "mount" && h.withHealer) {
+				return nil, &lockedError{msg: silentDaemonMessage(cmd.CommandPath(), cfg, h, daemonAnswerWait), err: perr}
+			}
+			// The holder serves no API (a short command, or a mount
+			// without the healer): whatever is silent at the address is
+			// not this store's daemon. Wait for the holder as when
+			// nothing listens there.
+			hint = fmt.Sprintf("; the process at %s (healer.metrics_addr) does not answer", cfg.Healer.MetricsAddr)
 		case errors.Is(perr, healstore.ErrOtherStore):
 			hint = "; " + perr.Error()
 		case !errors.Is(perr, healer.ErrNoDaemon):
@@ -141,7 +175,7 @@ func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
 		// and the command then ran a healer here that waited for the
 		// leadership the daemon holds, and failed.
 		c := &healer.Client{Addr: cfg.Healer.MetricsAddr}
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		pctx, cancel := context.WithTimeout(ctx, daemonAnswerWait)
 		id := ""
 		if ds, perr := healstore.AskDaemonStore(pctx, c.Addr); perr == nil && ds != nil {
 			id = ds.StoreID

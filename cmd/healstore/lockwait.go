@@ -44,6 +44,7 @@ type lockHolder struct {
 	command    string // the holder's healstore command: "daemon", "mount", ...; "" if unknown
 	withHealer bool   // a mount running the healer
 	mountpoint string // a mount's MOUNTPOINT
+	stopped    bool   // stopped by a signal (SIGSTOP, Ctrl-Z) or a debugger
 }
 
 // longRunning reports whether waiting for the holder is pointless: it
@@ -149,6 +150,33 @@ func lockedMessage(cmdPath string, cfg *healstore.Config, h lockHolder, waited t
 	return b.String()
 }
 
+// silentDaemonMessage says that the store's metadata is held by h, whose
+// healer API at healer.metrics_addr did not answer within wait, and what
+// the user can do: the command cannot open the store, nor talk to the
+// process holding it.
+func silentDaemonMessage(cmdPath string, cfg *healstore.Config, h lockHolder, wait time.Duration) string {
+	var b strings.Builder
+	addr := cfg.Healer.MetricsAddr
+	fmt.Fprintf(&b, "%s: the store's metadata (%s) is held by %s", cmdPath, cfg.MetadataDir, h.who())
+	if h.longRunning() {
+		fmt.Fprintf(&b, ", whose healer API at %s (healer.metrics_addr) does not answer within %s", addr, wait)
+	} else {
+		fmt.Fprintf(&b, ", and the healer API at %s (healer.metrics_addr) does not answer within %s", addr, wait)
+	}
+	switch {
+	case h.stopped:
+		fmt.Fprintf(&b, ": the process is stopped (SIGSTOP, Ctrl-Z or a debugger). Resume it (kill -CONT %d); "+
+			"to stop it instead, kill %d and then kill -CONT %d, so that it sees the signal", h.pid, h.pid, h.pid)
+	case h.pid != 0 && !h.self:
+		fmt.Fprintf(&b, ": the daemon may be stuck. Check it (`systemctl status` of its unit, or ps -p %d); "+
+			"if it stays silent, stop it (kill %d; kill -9 %d if it does not end) and start it again", h.pid, h.pid, h.pid)
+	default:
+		b.WriteString(": the daemon may be stuck. Check it (`systemctl status` of its unit, or ps aux | grep healstore); " +
+			"if it stays silent, stop it (kill PID; kill -9 PID if it does not end) and start it again")
+	}
+	return b.String()
+}
+
 // findLockHolder finds the process holding the pebble LOCK file in dir
 // (Linux: /proc/locks) and which healstore command it runs.
 func findLockHolder(dir string) lockHolder {
@@ -179,7 +207,24 @@ func findLockHolder(dir string) lockHolder {
 		h.cmdline = h.cmdline[:97] + "..."
 	}
 	h.command, h.withHealer, h.mountpoint = healstoreCommand(args[1:])
+	h.stopped = processStopped(h.pid)
 	return h
+}
+
+// processStopped reports whether the process pid is stopped (state T or
+// t in /proc/PID/stat): it holds its locks and its listening socket, the
+// kernel accepts connections for it, and it answers none of them.
+func processStopped(pid int) bool {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...; comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(raw), ')')
+	if i < 0 || i+2 >= len(raw) {
+		return false
+	}
+	return raw[i+2] == 'T' || raw[i+2] == 't'
 }
 
 // lockOwner returns the pid holding a POSIX lock on the file with device
