@@ -283,10 +283,23 @@ var ErrOtherStore = errors.New("the daemon serves another store")
 // A daemon that does not say which store it serves (older than
 // StorePath) is taken as cfg's.
 func CheckDaemonStore(ctx context.Context, addr string, cfg *Config) error {
+	_, err := DaemonServes(ctx, addr, cfg)
+	return err
+}
+
+// DaemonServes is CheckDaemonStore, and says whether the daemon said which
+// store it serves: one that did is known to be there and cfg's, one older
+// than StorePath only to be something that answers HTTP.
+func DaemonServes(ctx context.Context, addr string, cfg *Config) (said bool, err error) {
 	ds, err := AskDaemonStore(ctx, addr)
 	if err != nil || ds == nil {
-		return err
+		return false, err
 	}
+	return true, checkServes(ds, addr, cfg)
+}
+
+// checkServes is CheckDaemonStore given the daemon's answer.
+func checkServes(ds *DaemonStore, addr string, cfg *Config) error {
 	other := func() error {
 		where := "a store on etcd"
 		if ds.MetadataDir != "" {

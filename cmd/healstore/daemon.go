@@ -103,16 +103,17 @@ func (t *healerTarget) Close() {
 var daemonAnswerWait = 3 * time.Second
 
 // askHoldingDaemon asks the daemon at addr, within daemonAnswerWait,
-// whether it serves cfg's store (healstore.CheckDaemonStore). silent
-// reports that it did not answer in time: something accepts connections
-// there and says nothing.
-func askHoldingDaemon(ctx context.Context, addr string, cfg *healstore.Config) (silent bool, err error) {
+// whether it serves cfg's store (healstore.DaemonServes). said reports
+// that it said so (a daemon older than GET /v1/store does not); silent
+// that it did not answer in time: something accepts connections there
+// and says nothing.
+func askHoldingDaemon(ctx context.Context, addr string, cfg *healstore.Config) (said, silent bool, err error) {
 	pctx, cancel := context.WithTimeout(ctx, daemonAnswerWait)
 	defer cancel()
-	err = healstore.CheckDaemonStore(pctx, addr, cfg)
+	said, err = healstore.DaemonServes(pctx, addr, cfg)
 	silent = err != nil && pctx.Err() != nil && ctx.Err() == nil &&
 		!errors.Is(err, healer.ErrNoDaemon) && !errors.Is(err, healstore.ErrOtherStore)
-	return silent, err
+	return said, silent, err
 }
 
 // openHealer opens the store and its healer here, or, when a daemon
@@ -132,10 +133,15 @@ func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
 		// waited for it forever without a word. Stores made by init
 		// share the default address, so the daemon there may also be
 		// another store's.
-		silent, perr := askHoldingDaemon(ctx, c.Addr, cfg)
+		said, silent, perr := askHoldingDaemon(ctx, c.Addr, cfg)
+		if perr == nil && said {
+			return &healerTarget{remote: c, cfg: cfg}, nil
+		}
 		if perr == nil {
-			// It answers. Its status takes a census of every stripe,
-			// which may take long on a large store: no bound on it.
+			// An older daemon, which does not say which store it serves:
+			// its status says it is a healer. That takes a census of
+			// every stripe, which may take long on a large store: no
+			// bound on it.
 			if _, perr = c.Status(ctx); perr == nil {
 				return &healerTarget{remote: c, cfg: cfg}, nil
 			}

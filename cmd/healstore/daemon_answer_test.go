@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -201,6 +202,7 @@ func TestCommandUsesDaemonWithSlowStatus(t *testing.T) {
 				t.Fatal(err)
 			}
 			healed := make(chan struct{}, 1)
+			var censuses atomic.Int32
 			mux := http.NewServeMux()
 			if !old {
 				mux.HandleFunc("GET "+healstore.StorePath, func(w http.ResponseWriter, r *http.Request) {
@@ -208,6 +210,7 @@ func TestCommandUsesDaemonWithSlowStatus(t *testing.T) {
 				})
 			}
 			mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+				censuses.Add(1)
 				// A census of a large store: many times daemonAnswerWait.
 				select {
 				case <-r.Context().Done():
@@ -234,6 +237,12 @@ func TestCommandUsesDaemonWithSlowStatus(t *testing.T) {
 			case <-healed:
 			default:
 				t.Fatal("heal did not go to the daemon")
+			}
+			// A daemon that says which store it serves is known to be
+			// there: no census before the heal. An older one's status is
+			// what tells.
+			if n, want := censuses.Load(), map[bool]int32{false: 0, true: 1}[old]; n != want {
+				t.Fatalf("heal asked the daemon for its status %d times, want %d", n, want)
 			}
 		})
 	}
