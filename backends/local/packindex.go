@@ -106,6 +106,9 @@ func (s *packs) snapshot() (*indexSnap, bool) {
 	snap := &indexSnap{packs: make(map[uint32]indexPack, len(s.byID)), seq: s.seq, recs: make(map[string]packLoc, len(s.index))}
 	for id, p := range s.byID {
 		upto := p.scanned // another instance's pack: its whole records read so far
+		if p.gapped {
+			upto = min(upto, p.gap) // a record may be written there yet
+		}
 		if p.mine {
 			if p.busy > 0 {
 				return nil, false

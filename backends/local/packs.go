@@ -61,6 +61,15 @@ type pack struct {
 	end     int64 // where this instance's next record goes (mine)
 	live    int   // records of the index in this pack
 	busy    int   // appends reserved in this pack and not yet indexed
+
+	// An append of the other instance may end before an earlier one has
+	// written its record, which is then a hole below a whole record: a
+	// punched record to a scan, which steps over it. gapped says a scan
+	// did, first at gap, while the pack was still appended to; that
+	// record may be read only once the pack is settled (catchUp reads it
+	// again from there) and no checkpoint names the pack past gap.
+	gapped bool
+	gap    int64
 }
 
 // packLoc is where a key's value is.
@@ -246,13 +255,17 @@ func (s *packs) catchUp(p *pack) error {
 	if err != nil {
 		return fmt.Errorf("read %s: %w", p.path, err)
 	}
-	scanned, err := s.scan(p, p.scanned, fi.Size(), !settled)
+	from := p.scanned
+	if settled && p.gapped {
+		from = min(from, p.gap) // the appends in flight then have ended
+	}
+	scanned, err := s.scan(p, from, fi.Size(), !settled)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", p.path, err)
 	}
 	p.scanned = scanned
 	if settled {
-		p.settled = true
+		p.settled, p.gapped = true, false
 		s.maybeDropLocked(p, true)
 	}
 	return nil
@@ -384,6 +397,9 @@ func (s *packs) scan(p *pack, from, size int64, inFlight bool) (int64, error) {
 			data, err = unix.Seek(fd, off, unix.SEEK_DATA)
 			return err
 		})
+		if inFlight && (errors.Is(err, unix.ENXIO) || (err == nil && data > off)) && !p.gapped {
+			p.gapped, p.gap = true, off // maybe an append not written yet
+		}
 		if errors.Is(err, unix.ENXIO) {
 			return size, nil // only holes from here on
 		}
