@@ -122,7 +122,11 @@ func (s *packs) snapshot() (*indexSnap, bool) {
 		snap.packs[id] = indexPack{upto: upto, ident: ident, p: p}
 	}
 	for k, l := range s.index {
-		snap.recs[k] = l
+		// A record at or past where its pack is named up to is read
+		// again from there (readIndex takes no record past it).
+		if ip, ok := snap.packs[l.p.id]; ok && ip.p == l.p && l.off+l.size() <= ip.upto {
+			snap.recs[k] = l
+		}
 	}
 	return snap, true
 }

@@ -87,6 +87,9 @@ func TestPackCheckpointOfAppendsInFlightAtCrash(t *testing.T) {
 	}
 	release()
 	nb := openAgain(t, a)
+	if !nb.packs.fromIndex {
+		t.Fatal("the checkpoint was not taken")
+	}
 	for k, v := range map[string]string{"k0": "zero", "k1": "one", "k2": "two"} {
 		mustGetLocal(t, nb, k, []byte(v))
 	}
