@@ -462,8 +462,15 @@ func (s *packs) add(key string, l packLoc, readWhole bool) {
 		l.p.live++
 		s.index[key] = win
 	}
-	if lose.p.settled || lose.p.mine || (lose.p == l.p && readWhole) {
+	switch {
+	case lose.p.settled || lose.p.mine || (lose.p == l.p && readWhole):
 		s.punch(lose)
+	case lose.p != l.p && tryLock(lose.p.f):
+		// Nobody appends to it, though it is not read on yet: a pack a
+		// checkpoint named, at Open. Left, its record would come back
+		// when the pack is read whole again (the key deleted meanwhile).
+		s.punch(lose)
+		unlock(lose.p.f)
 	}
 }
 

@@ -1,9 +1,13 @@
 package local
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/healstore/healstore/backends"
 
 	"golang.org/x/sys/unix"
 )
@@ -97,3 +101,38 @@ func TestPackCheckpointOfAppendsInFlightAtCrash(t *testing.T) {
 
 var _ = filepath.Join
 var _ = unix.SEEK_DATA
+
+// TestPackCheckpointLoserPunched checks a key whose record a checkpoint
+// names was written again after it, to a pack the checkpoint does not
+// name, by an instance that died before punching the old record: Open
+// serves the new value, and once the key is deleted the old one never
+// comes back (here: when its pack is read again as its last other record
+// is deleted).
+func TestPackCheckpointLoserPunched(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	writePack(t, dir, 0, record("k", []byte("old"), 1), record("x", []byte("x"), 2))
+	a, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close() // the checkpoint names k's record in pack 0
+	writePack(t, dir, 1, record("k", []byte("new"), 3))
+	b := openAgain(t, a)
+	if !b.packs.fromIndex {
+		t.Fatal("the checkpoint was not taken")
+	}
+	mustGetLocal(t, b, "k", []byte("new"))
+	if err := b.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := b.Get(ctx, "k"); !errors.Is(err, backends.ErrNotFound) {
+		t.Fatalf("Get of a deleted key: %q, %v; want not found", v, err)
+	}
+	if v, err := reopen(t, b).Get(ctx, "k"); !errors.Is(err, backends.ErrNotFound) {
+		t.Fatalf("Get of a deleted key after a reopen: %q, %v; want not found", v, err)
+	}
+}
