@@ -132,23 +132,24 @@ func (s *packs) snapshot() (*indexSnap, bool) {
 }
 
 // punchable says whether the packs' file system punches holes, asking it
-// once (a punch past the end of an empty range changes nothing).
+// once, on a file of its own: a pack may be appended to by another
+// instance at any moment, and a punch past the end it was seen to have
+// could land on a record just written there.
 func (s *packs) punchable() bool {
 	if s.punchChecked {
 		return s.punchOK
 	}
-	for _, p := range s.byID {
-		fi, err := p.f.Stat()
-		if err != nil {
-			return false
-		}
-		err = withFd(p.f, func(fd int) error {
-			return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, alignUp(fi.Size()), recAlign)
-		})
-		s.punchChecked, s.punchOK = true, err == nil
-		return s.punchOK
+	f, err := os.CreateTemp(s.dir, indexName+".*"+indexTmpSuffix)
+	if err != nil {
+		return false // asked again at the next checkpoint
 	}
-	return false // no pack to ask: nothing to checkpoint either
+	defer os.Remove(f.Name())
+	defer f.Close()
+	err = withFd(f, func(fd int) error {
+		return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, recAlign)
+	})
+	s.punchChecked, s.punchOK = true, err == nil
+	return s.punchOK
 }
 
 // maybeCheckpoint starts writing a checkpoint in the background when

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -134,5 +135,53 @@ func TestPackCheckpointLoserPunched(t *testing.T) {
 	}
 	if v, err := reopen(t, b).Get(ctx, "k"); !errors.Is(err, backends.ErrNotFound) {
 		t.Fatalf("Get of a deleted key after a reopen: %q, %v; want not found", v, err)
+	}
+}
+
+// TestPunchProbeLeavesPacksAlone checks that asking whether the file
+// system punches holes never punches a pack: another instance appends to
+// its end at any moment, and a probe past the end it saw can land on a
+// record just written there.
+func TestPunchProbeLeavesPacksAlone(t *testing.T) {
+	dir := t.TempDir()
+	path := writePack(t, dir, 0, record("k0", []byte("zero"), 1))
+	w, release := holdPack(t, path) // the other instance, appending
+	defer release()
+	s := &packs{dir: filepath.Dir(path), max: defaultPackMax, index: map[string]packLoc{}, byID: map[uint32]*pack{}}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s.byID[0] = &pack{id: 0, path: path, f: f}
+	rec := record("k1", bytes.Repeat([]byte{1}, 100), 2)
+	done := make(chan int64)
+	go func() {
+		off := int64(recAlign)
+		for range 2000 {
+			if _, err := w.WriteAt(rec, off); err != nil {
+				t.Error(err)
+			}
+			off += int64(len(rec))
+		}
+		done <- off
+	}()
+	var end int64
+	for end == 0 {
+		select {
+		case end = <-done:
+		default:
+			s.punchChecked = false
+			s.punchable()
+		}
+	}
+	buf := make([]byte, len(rec))
+	for off := int64(recAlign); off < end; off += int64(len(rec)) {
+		if _, err := w.ReadAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf, rec) {
+			t.Fatalf("the record at %d of %d was changed by the probe", off, end)
+		}
 	}
 }
