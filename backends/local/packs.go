@@ -97,12 +97,13 @@ type packs struct {
 	mu          sync.Mutex
 	index       map[string]packLoc
 	byID        map[uint32]*pack
-	cur         *pack       // the pack appended to; nil until the first append
-	seq         uint64      // last sequence number given or seen
-	dirMtime    time.Time   // of dir when it was last listed
-	purged      []*pack     // packs forgotten as gone, closed with the backend
-	noPunch     atomic.Bool // a punch fell back to zeroing a header
-	noDir       bool        // dir does not exist yet
+	cur         *pack                                         // the pack appended to; nil until the first append
+	seq         uint64                                        // last sequence number given or seen
+	dirMtime    time.Time                                     // of dir when it was last listed
+	purged      []*pack                                       // packs forgotten as gone, closed with the backend
+	noPunch     atomic.Bool                                   // a punch fell back to zeroing the record
+	fallocate   func(fd int, mode uint32, off, n int64) error // unix.Fallocate; tests make it fail
+	noDir       bool                                          // dir does not exist yet
 	closed      bool
 	headersRead int // record headers read by scan (tests)
 
@@ -113,6 +114,7 @@ type packs struct {
 	ckptMin      int  // appends between checkpoints, at least (ckptMin; tests lower it)
 	ckptRunning  bool
 	ckptWG       sync.WaitGroup
+	ckptMu       sync.Mutex // a checkpoint's rename into place, against punch's removal of the index
 	punchChecked bool
 	punchOK      bool
 }
@@ -121,7 +123,7 @@ type packs struct {
 // of the values indexed.
 func openPacks(root string, max int, limit int64) (*packs, int64, error) {
 	s := &packs{dir: filepath.Join(root, "packs"), root: root, max: max, limit: limit,
-		index: map[string]packLoc{}, byID: map[uint32]*pack{}, ckptMin: ckptMin}
+		index: map[string]packLoc{}, byID: map[uint32]*pack{}, ckptMin: ckptMin, fallocate: unix.Fallocate}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ents, err := os.ReadDir(s.dir); err == nil {
@@ -845,12 +847,25 @@ func (s *packs) releaseLocked(l packLoc) {
 func (s *packs) punch(l packLoc) {
 	s.changed = true
 	err := withFd(l.p.f, func(fd int) error {
-		return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, l.off, l.size())
+		return s.fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, l.off, l.size())
 	})
 	if err != nil && !errors.Is(err, os.ErrClosed) {
+		// A file system without holes, or one that needs space to make
+		// one (ext4 splitting an extent on a full disk). The whole record
+		// is overwritten in place (no new space), so neither a reading of
+		// the packs (its header is gone) nor a checkpoint that names it
+		// (its value fails its checksum) brings it back; the checkpoint
+		// goes too, as it would list the key until then, and none is
+		// written from now on (snapshot).
 		s.noPunch.Store(true)
-		var zero [recHeader]byte
-		l.p.f.WriteAt(zero[:], l.off) // best effort: a record left is garbage collected again
+		s.ckptMu.Lock()
+		os.Remove(filepath.Join(s.dir, indexName))
+		s.ckptMu.Unlock()
+		zero := make([]byte, min(l.size(), 1<<20))
+		for off := l.off; off < l.off+l.size(); off += int64(len(zero)) {
+			n := min(int64(len(zero)), l.off+l.size()-off)
+			l.p.f.WriteAt(zero[:n], off) // best effort: a record left is garbage collected again
+		}
 	}
 }
 

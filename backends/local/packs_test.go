@@ -1009,8 +1009,8 @@ func TestPackIndexNotTrusted(t *testing.T) {
 func FuzzReadIndex(f *testing.F) {
 	p := &pack{id: 3}
 	var good bytes.Buffer
-	writeIndex(&good, map[uint32]indexPack{3: {upto: 1 << 20, ident: packIdent{ino: 12, btimeSec: 1796293996, btimeNsec: 5}}}, 99, map[string]packLoc{
-		"shards/a.1": {p: p, off: 4096, keyLen: 10, n: 100, crc: 7, seq: 5},
+	writeIndex(&good, map[uint32]indexPack{3: {upto: 1 << 20, ident: packIdent{ino: 12, btimeSec: 1796293996, btimeNsec: 5}}}, 99, []indexEntry{
+		{"shards/a.1", packLoc{p: p, off: 4096, keyLen: 10, n: 100, crc: 7, seq: 5}},
 	})
 	f.Add(good.Bytes())
 	f.Add([]byte(indexMagic))
