@@ -842,8 +842,8 @@ func (s *packs) releaseLocked(l packLoc) {
 }
 
 // punch gives a record's space back to the file system. Where the file
-// system cannot punch holes, the header is zeroed instead so no later
-// Open finds the record.
+// system cannot punch a hole, the record is zeroed instead (see below),
+// so no later Open finds it.
 func (s *packs) punch(l packLoc) {
 	s.changed = true
 	err := withFd(l.p.f, func(fd int) error {
