@@ -277,7 +277,11 @@ func (b *Backend) put(key string, value []byte, durable bool) error {
 		return b.fail("put", key, err)
 	}
 	// A packed value of the key (it was smaller before) is replaced now.
-	if l, ok := b.packs.remove(key); ok {
+	l, ok, err := b.packs.remove(key)
+	if err != nil {
+		return b.fail("put", key, err)
+	}
+	if ok {
 		b.account(-int64(l.n))
 	}
 	return nil
@@ -602,7 +606,11 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 	if err := b.begin(ctx, "delete", key, true); err != nil {
 		return err
 	}
-	if l, ok := b.packs.remove(key); ok {
+	l, ok, err := b.packs.remove(key)
+	if err != nil {
+		return b.fail("delete", key, err)
+	}
+	if ok {
 		b.account(-int64(l.n))
 	}
 	if _, err := b.removeFile(key); err != nil {

@@ -686,7 +686,7 @@ func (s *packs) append(key string, value []byte, durable bool) (old packLoc, had
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return packLoc{}, false, errors.New("backend is closed")
+		return packLoc{}, false, errPacksClosed
 	}
 	if s.cur != nil && s.cur.gone() {
 		// Removed behind the backend (a wiped disk, an unmounted
@@ -813,17 +813,25 @@ func (s *packs) finishRetire(p *pack) {
 // remove drops key from the index and punches its record, after looking
 // at the packs again (another instance may hold a later record of it).
 // It returns what was removed.
-func (s *packs) remove(key string) (packLoc, bool) {
+func (s *packs) remove(key string) (packLoc, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		// Closed after the caller's check: the packs' descriptors are
+		// gone, and a punch through them would do nothing, silently.
+		return packLoc{}, false, errPacksClosed
+	}
 	l, ok := s.lookup(key, true)
 	if ok {
 		delete(s.index, key)
 		l.p.live--
 		s.releaseLocked(l)
 	}
-	return l, ok
+	return l, ok, nil
 }
+
+// errPacksClosed fails a pack operation that raced the backend's Close.
+var errPacksClosed = errors.New("backend is closed")
 
 // release punches a record that the index no longer holds and removes
 // its pack if that was the pack's last record.

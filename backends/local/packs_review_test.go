@@ -224,3 +224,25 @@ func TestFailedPunchDeletesForGood(t *testing.T) {
 	}
 	mustGetLocal(t, nb, "keep", bytes.Repeat([]byte("keep"), 3000))
 }
+
+// TestDeleteRacingClose checks a Delete that passed the backend's check
+// just before Close closed the packs: it must fail as unavailable, not
+// report a delete whose punch went nowhere (the value is there on the
+// next Open).
+func TestDeleteRacingClose(t *testing.T) {
+	dir := t.TempDir()
+	b, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := b.Put(ctx, "k", []byte("value")); err != nil {
+		t.Fatal(err)
+	}
+	b.packs.closeAll() // Close, between Delete's check and its punch
+	if err := b.Delete(ctx, "k"); !errors.Is(err, backends.ErrUnavailable) {
+		t.Fatalf("Delete after the packs closed: %v, want unavailable", err)
+	}
+	b.Close()
+	mustGetLocal(t, openAgain(t, b), "k", []byte("value"))
+}
