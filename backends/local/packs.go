@@ -601,11 +601,16 @@ func (s *packs) stale(key string, l packLoc) (packLoc, bool) {
 	return s.lookup(key, false)
 }
 
-// holds says whether the record at l is still there (its header intact).
+// holds says whether the record at l may still be there: its header is
+// intact, or cannot be read for an error of the disk (EIO and the like:
+// dropping the record from the index then would hide a value the next
+// reading of the packs finds, and a checkpoint would leave it out for
+// good). A hole (punched: zeros), the pack's end, or a pack closed (it
+// was removed) say it is gone.
 func (s *packs) holds(l packLoc) bool {
 	buf := make([]byte, recHeader+int(l.keyLen))
 	if _, err := l.p.f.ReadAt(buf, l.off); err != nil {
-		return false
+		return !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed)
 	}
 	h, err := parseHeader(buf, s.max)
 	return err == nil && h.seq == l.seq && len(h.key) == int(l.keyLen)

@@ -246,3 +246,37 @@ func TestDeleteRacingClose(t *testing.T) {
 	b.Close()
 	mustGetLocal(t, openAgain(t, b), "k", []byte("value"))
 }
+
+// TestReadErrorKeepsRecord checks that a read the disk fails (here: a
+// descriptor that cannot read) returns the error and leaves the record in
+// the index, so the value reads again once the disk does, and a
+// checkpoint still names it.
+func TestReadErrorKeepsRecord(t *testing.T) {
+	dir := t.TempDir()
+	b, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := b.Put(ctx, "k", []byte("value")); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := b.packs.known("k")
+	wo, err := os.OpenFile(l.p.path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.packs.mu.Lock()
+	good := l.p.f
+	l.p.f = wo // every read fails (EBADF), as a failing disk's would
+	b.packs.mu.Unlock()
+	if _, err := b.Get(ctx, "k"); err == nil || errors.Is(err, backends.ErrNotFound) {
+		t.Fatalf("Get through a failing read: %v, want the read's error", err)
+	}
+	b.packs.mu.Lock()
+	l.p.f = good
+	b.packs.mu.Unlock()
+	wo.Close()
+	mustGetLocal(t, b, "k", []byte("value"))
+	mustGetLocal(t, reopen(t, b), "k", []byte("value"))
+}
