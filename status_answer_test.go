@@ -2,47 +2,12 @@ package healstore
 
 import (
 	"context"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-)
 
-// silentAddr is a loopback address where connections are accepted and
-// never answered, like a hung or stopped (SIGSTOP) daemon's.
-func silentAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
+	"github.com/healstore/healstore/backends/backendtest"
+)
 
 // statusFromWithin calls StatusFrom and fails the test if it has not
 // returned within limit.
@@ -76,7 +41,7 @@ func TestStatusFromSilentDaemon(t *testing.T) {
 	t.Cleanup(func() { daemonAnswerWait = old })
 
 	hs := newHealStore(t, 6, 4, 2, nil)
-	addr := silentAddr(t)
+	addr := backendtest.HangingServer(t)
 	// A copy: the open store reads its own config.
 	cfg := *hs.cfg
 	cfg.Healer.MetricsAddr = addr

@@ -4,18 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/healstore/healstore"
+	"github.com/healstore/healstore/backends/backendtest"
 	"github.com/healstore/healstore/healer"
 )
 
@@ -23,43 +22,6 @@ func setDaemonAnswerWait(t *testing.T, d time.Duration) {
 	old := daemonAnswerWait
 	daemonAnswerWait = d
 	t.Cleanup(func() { daemonAnswerWait = old })
-}
-
-// silentListener accepts connections on a loopback port and never
-// answers on them, like a daemon that is hung or stopped (SIGSTOP): the
-// kernel still completes the TCP handshake. Its connections close when
-// the test ends.
-func silentListener(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
 }
 
 // setMetricsAddr points the config's healer.metrics_addr at addr.
@@ -110,7 +72,7 @@ func cliWithin(t *testing.T, limit time.Duration, args ...string) (string, strin
 func TestCommandFailsWhenDaemonDoesNotAnswer(t *testing.T) {
 	setDaemonAnswerWait(t, 300*time.Millisecond)
 	_, cfg := newStore(t)
-	addr := silentListener(t)
+	addr := backendtest.HangingServer(t)
 	setMetricsAddr(t, cfg, addr)
 	pid, _ := holdStore(t, cfg, "healstore", "daemon") // released when the test ends
 
@@ -180,7 +142,7 @@ func TestCommandWaitsForShortHolderPastSilentAddress(t *testing.T) {
 	setDaemonAnswerWait(t, 300*time.Millisecond)
 	setLockWait(t, 30*time.Second)
 	_, cfg := newStore(t)
-	setMetricsAddr(t, cfg, silentListener(t))
+	setMetricsAddr(t, cfg, backendtest.HangingServer(t))
 	_, release := holdStore(t, cfg, "healstore", "put", "x", "-")
 	time.AfterFunc(500*time.Millisecond, release)
 	out, errs, code := cliWithin(t, 20*time.Second, "--config", cfg, "status")
