@@ -149,26 +149,8 @@ func TestDaemonStopsPromptlyDuringCappedHeal(t *testing.T) {
 	hs, objs, stripes := cappedRebuildStore(t)
 	loseAndQueue(t, hs, stripes, time.Now().Add(time.Hour))
 
-	reg := prometheus.NewRegistry()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	addrc := make(chan string, 1)
-	go func() {
-		done <- hs.s.RunDaemon(ctx, DaemonOptions{Addr: "127.0.0.1:0", Ready: func(a string) { addrc <- a },
-			Healer: HealerOptions{Registry: reg, Tune: func(c *healer.Config) {
-				// Scrubs would queue the lost shards afresh, for the
-				// daemon's own rebuilder.
-				c.ScrubPeriod, c.LightScrubPeriod = -1, -1
-				c.CensusInterval = healer.Duration(time.Hour)
-			}}})
-	}()
-	var addr string
-	select {
-	case addr = <-addrc:
-	case err := <-done:
-		t.Fatal(err)
-	}
+	d := startCappedDaemon(t, hs)
+	addr := d.addr
 	healed := make(chan error, 1)
 	go func() {
 		_, err := (&healer.Client{Addr: addr}).Heal(context.Background(), "")
@@ -176,31 +158,7 @@ func TestDaemonStopsPromptlyDuringCappedHeal(t *testing.T) {
 	}()
 	// The queued entries' back-off keeps the daemon's rebuilder off
 	// them, so bytes read for a rebuild are the heal's: it is under way.
-	deadline := time.Now().Add(30 * time.Second)
-	for counterValue(t, reg, "healstore_rebuild_read_bytes_total") == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the heal read nothing")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	start := time.Now()
-	cancel()
-	var stopErr error
-	select {
-	case stopErr = <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon did not stop")
-	}
-	took := time.Since(start)
-	t.Logf("daemon stopped %v after its context ended", took)
-	if stopErr != nil {
-		t.Errorf("daemon stopped with %v", stopErr)
-	}
-	// Well above a prompt stop (milliseconds) on a loaded machine, well
-	// below a capped stripe's rebuild (over a second) and the grace.
-	if took > time.Second {
-		t.Errorf("daemon took %v to stop during a capped heal; want under 1s", took)
-	}
+	d.stopOnceRebuilding(t, "heal")
 	select {
 	case err := <-healed:
 		if err == nil || !strings.Contains(err.Error(), "the daemon is stopping") {
@@ -223,37 +181,68 @@ func TestDaemonStopsPromptlyDuringCappedRebuild(t *testing.T) {
 	hs, objs, stripes := cappedRebuildStore(t)
 	loseAndQueue(t, hs, stripes, time.Time{})
 
-	reg := prometheus.NewRegistry()
+	d := startCappedDaemon(t, hs)
+	// Once the first stripe's sources are read, its worker waits on the
+	// cap to write and the others to read theirs.
+	d.stopOnceRebuilding(t, "rebuild")
+	repaired, queued := checkDoneOrQueued(t, hs, stripes)
+	t.Logf("%d stripes repaired, %d left queued", repaired, queued)
+	if queued == 0 {
+		t.Error("nothing left queued: the rebuild was not cut short")
+	}
+	hs.check(objs)
+}
+
+// cappedDaemon is a daemon run by a test, stopped by ending its context.
+type cappedDaemon struct {
+	addr   string
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startCappedDaemon runs hs's daemon with scrubs off (they would queue
+// the lost shards afresh, for the daemon's own rebuilder) and no census.
+func startCappedDaemon(t *testing.T, hs *healStore) *cappedDaemon {
+	t.Helper()
+	d := &cappedDaemon{reg: prometheus.NewRegistry(), done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	ready := make(chan struct{})
+	d.cancel = cancel
+	t.Cleanup(cancel)
+	addrc := make(chan string, 1)
 	go func() {
-		done <- hs.s.RunDaemon(ctx, DaemonOptions{Addr: "127.0.0.1:0", Ready: func(string) { close(ready) },
-			Healer: HealerOptions{Registry: reg, Tune: func(c *healer.Config) {
+		d.done <- hs.s.RunDaemon(ctx, DaemonOptions{Addr: "127.0.0.1:0", Ready: func(a string) { addrc <- a },
+			Healer: HealerOptions{Registry: d.reg, Tune: func(c *healer.Config) {
 				c.ScrubPeriod, c.LightScrubPeriod = -1, -1
 				c.CensusInterval = healer.Duration(time.Hour)
 			}}})
 	}()
 	select {
-	case <-ready:
-	case err := <-done:
+	case d.addr = <-addrc:
+	case err := <-d.done:
 		t.Fatal(err)
 	}
-	// Once the first stripe's sources are read, its worker waits on the
-	// cap to write and the others to read theirs.
+	return d
+}
+
+// stopOnceRebuilding waits until a rebuild (what) has read bytes, stops
+// the daemon, and checks that it returned nil within a second: well above
+// a prompt stop (milliseconds) on a loaded machine, well below a capped
+// stripe's rebuild (over a second) and the shutdown grace.
+func (d *cappedDaemon) stopOnceRebuilding(t *testing.T, what string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for counterValue(t, reg, "healstore_rebuild_read_bytes_total") == 0 {
+	for counterValue(t, d.reg, "healstore_rebuild_read_bytes_total") == 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("the rebuilder read nothing")
+			t.Fatalf("the %s read nothing", what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	start := time.Now()
-	cancel()
+	d.cancel()
 	var stopErr error
 	select {
-	case stopErr = <-done:
+	case stopErr = <-d.done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("daemon did not stop")
 	}
@@ -263,12 +252,6 @@ func TestDaemonStopsPromptlyDuringCappedRebuild(t *testing.T) {
 		t.Errorf("daemon stopped with %v", stopErr)
 	}
 	if took > time.Second {
-		t.Errorf("daemon took %v to stop during a capped rebuild; want under 1s", took)
+		t.Errorf("daemon took %v to stop during a capped %s; want under 1s", took, what)
 	}
-	repaired, queued := checkDoneOrQueued(t, hs, stripes)
-	t.Logf("%d stripes repaired, %d left queued", repaired, queued)
-	if queued == 0 {
-		t.Error("nothing left queued: the rebuild was not cut short")
-	}
-	hs.check(objs)
 }
