@@ -36,16 +36,14 @@ func holdPack(t *testing.T, path string) (*os.File, func()) {
 	return f, release
 }
 
-// TestPackCheckpointOfAppendsInFlight checks a checkpoint of a pack that
-// another instance appends to while two of its appends end out of order:
-// the later one is whole, the earlier one not written yet (a hole before
-// a record). Neither this instance, once the other lets go, nor the next
-// Open from its checkpoint may lose the earlier record.
-func TestPackCheckpointOfAppendsInFlight(t *testing.T) {
+// inFlightPack makes another instance's pack holding k0, then a hole
+// where k1's append is reserved but not yet written, then k2 written
+// (two appends ending out of order), and opens an instance a on it that
+// has read k2. finish writes k1 and lets the other instance go.
+func inFlightPack(t *testing.T) (a *Backend, finish func()) {
+	t.Helper()
 	dir := t.TempDir()
 	k0, k1, k2 := record("k0", []byte("zero"), 10), record("k1", []byte("one"), 11), record("k2", []byte("two"), 12)
-	// The other instance's pack: k0, k1's place reserved but not yet
-	// written (a hole), k2 written.
 	path := writePack(t, dir, 0, k0)
 	f, release := holdPack(t, path)
 	if _, err := f.WriteAt(k2, int64(len(k0)+len(k1))); err != nil {
@@ -56,17 +54,33 @@ func TestPackCheckpointOfAppendsInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustGetLocal(t, a, "k2", []byte("two"))
-	// k1's append ends, and the other instance closes.
-	if _, err := f.WriteAt(k1, int64(len(k0))); err != nil {
-		t.Fatal(err)
+	return a, func() {
+		if _, err := f.WriteAt(k1, int64(len(k0))); err != nil {
+			t.Fatal(err)
+		}
+		release()
 	}
-	release()
+}
+
+// mustHoldAll checks the three records of inFlightPack.
+func mustHoldAll(t *testing.T, b *Backend) {
+	t.Helper()
+	for k, v := range map[string]string{"k0": "zero", "k1": "one", "k2": "two"} {
+		mustGetLocal(t, b, k, []byte(v))
+	}
+}
+
+// TestPackCheckpointOfAppendsInFlight checks a checkpoint of a pack that
+// another instance appends to while two of its appends end out of order:
+// the later one is whole, the earlier one not written yet (a hole before
+// a record). Neither this instance, once the other lets go, nor the next
+// Open from its checkpoint may lose the earlier record.
+func TestPackCheckpointOfAppendsInFlight(t *testing.T) {
+	a, finish := inFlightPack(t)
+	finish() // k1's append ends, and the other instance closes
 	mustGetLocal(t, a, "k1", []byte("one"))
 	a.Close()
-	nb := openAgain(t, a)
-	for k, v := range map[string]string{"k0": "zero", "k1": "one", "k2": "two"} {
-		mustGetLocal(t, nb, k, []byte(v))
-	}
+	mustHoldAll(t, openAgain(t, a))
 }
 
 // TestPackCheckpointOfAppendsInFlightAtCrash is the same with the
@@ -74,34 +88,15 @@ func TestPackCheckpointOfAppendsInFlight(t *testing.T) {
 // that instance then killed after its last append: the next Open must read
 // the pack from before the hole, not from past it.
 func TestPackCheckpointOfAppendsInFlightAtCrash(t *testing.T) {
-	dir := t.TempDir()
-	k0, k1, k2 := record("k0", []byte("zero"), 10), record("k1", []byte("one"), 11), record("k2", []byte("two"), 12)
-	path := writePack(t, dir, 0, k0)
-	f, release := holdPack(t, path)
-	if _, err := f.WriteAt(k2, int64(len(k0)+len(k1))); err != nil {
-		t.Fatal(err)
-	}
-	a, err := Open(specFor(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustGetLocal(t, a, "k2", []byte("two"))
+	a, finish := inFlightPack(t)
 	a.Close() // the checkpoint: the other instance still appends
-	if _, err := f.WriteAt(k1, int64(len(k0))); err != nil {
-		t.Fatal(err)
-	}
-	release()
+	finish()
 	nb := openAgain(t, a)
 	if !nb.packs.fromIndex {
 		t.Fatal("the checkpoint was not taken")
 	}
-	for k, v := range map[string]string{"k0": "zero", "k1": "one", "k2": "two"} {
-		mustGetLocal(t, nb, k, []byte(v))
-	}
+	mustHoldAll(t, nb)
 }
-
-var _ = filepath.Join
-var _ = unix.SEEK_DATA
 
 // TestPackCheckpointLoserPunched checks a key whose record a checkpoint
 // names was written again after it, to a pack the checkpoint does not
