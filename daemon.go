@@ -283,19 +283,30 @@ var ErrOtherStore = errors.New("the daemon serves another store")
 // A daemon that does not say which store it serves (older than
 // StorePath) is taken as cfg's.
 func CheckDaemonStore(ctx context.Context, addr string, cfg *Config) error {
-	_, err := DaemonServes(ctx, addr, cfg)
-	return err
-}
-
-// DaemonServes is CheckDaemonStore, and says whether the daemon said which
-// store it serves: one that did is known to be there and cfg's, one older
-// than StorePath only to be something that answers HTTP.
-func DaemonServes(ctx context.Context, addr string, cfg *Config) (said bool, err error) {
 	ds, err := AskDaemonStore(ctx, addr)
 	if err != nil || ds == nil {
-		return false, err
+		return err
 	}
-	return true, checkServes(ds, addr, cfg)
+	return checkServes(ds, addr, cfg)
+}
+
+// DaemonServes is CheckDaemonStore asked within wait, a caller's first
+// contact with the daemon (what follows, a status or a heal, may take
+// long). said reports that the daemon said which store it serves: one
+// that did is known to be there and cfg's, one older than StorePath only
+// to answer HTTP. silent reports that nothing answered within wait though
+// something accepts connections there: a hung or stopped (SIGSTOP)
+// daemon, which would otherwise be waited for without end.
+func DaemonServes(ctx context.Context, addr string, cfg *Config, wait time.Duration) (said, silent bool, err error) {
+	pctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	ds, err := AskDaemonStore(pctx, addr)
+	if err == nil && ds != nil {
+		said, err = true, checkServes(ds, addr, cfg)
+	}
+	silent = err != nil && pctx.Err() != nil && ctx.Err() == nil &&
+		!errors.Is(err, healer.ErrNoDaemon) && !errors.Is(err, ErrOtherStore)
+	return said, silent, err
 }
 
 // checkServes is CheckDaemonStore given the daemon's answer.

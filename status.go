@@ -50,11 +50,7 @@ func StatusFrom(ctx context.Context, cfg *Config) (st *healer.Status, fromDaemon
 	// Which store it serves first, a quick question: stores made by init
 	// share the default address, so the daemon there may be another
 	// store's, whose status is not this one's.
-	pctx, cancel := context.WithTimeout(ctx, daemonAnswerWait)
-	err = CheckDaemonStore(pctx, addr, cfg)
-	silent := err != nil && pctx.Err() != nil && ctx.Err() == nil &&
-		!errors.Is(err, healer.ErrNoDaemon) && !errors.Is(err, ErrOtherStore)
-	cancel()
+	_, silent, err := DaemonServes(ctx, addr, cfg, daemonAnswerWait)
 	if err == nil {
 		st, err = DaemonStatus(ctx, addr)
 		if err == nil {

@@ -102,20 +102,6 @@ func (t *healerTarget) Close() {
 // with the daemon; later calls (a status, a heal) have no bound.
 var daemonAnswerWait = 3 * time.Second
 
-// askHoldingDaemon asks the daemon at addr, within daemonAnswerWait,
-// whether it serves cfg's store (healstore.DaemonServes). said reports
-// that it said so (a daemon older than GET /v1/store does not); silent
-// that it did not answer in time: something accepts connections there
-// and says nothing.
-func askHoldingDaemon(ctx context.Context, addr string, cfg *healstore.Config) (said, silent bool, err error) {
-	pctx, cancel := context.WithTimeout(ctx, daemonAnswerWait)
-	defer cancel()
-	said, err = healstore.DaemonServes(pctx, addr, cfg)
-	silent = err != nil && pctx.Err() != nil && ctx.Err() == nil &&
-		!errors.Is(err, healer.ErrNoDaemon) && !errors.Is(err, healstore.ErrOtherStore)
-	return said, silent, err
-}
-
 // openHealer opens the store and its healer here, or, when a daemon
 // holds the store (its metadata is locked), connects to the daemon.
 func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
@@ -133,7 +119,7 @@ func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
 		// waited for it forever without a word. Stores made by init
 		// share the default address, so the daemon there may also be
 		// another store's.
-		said, silent, perr := askHoldingDaemon(ctx, c.Addr, cfg)
+		said, silent, perr := healstore.DaemonServes(ctx, c.Addr, cfg, daemonAnswerWait)
 		if perr == nil && said {
 			return &healerTarget{remote: c, cfg: cfg}, nil
 		}
