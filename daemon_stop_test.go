@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/healstore/healstore/backends"
-	"github.com/healstore/healstore/encoder"
 	"github.com/healstore/healstore/healer"
 	"github.com/healstore/healstore/metastore"
 )
@@ -43,20 +42,10 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // and writes 256 KiB, so rebuilding them all takes about 10 s.
 func cappedRebuildStore(t *testing.T) (*healStore, map[string][]byte, []*metastore.Stripe) {
 	t.Helper()
-	dir := t.TempDir()
-	path, err := Init(dir, InitOptions{Backends: 6, Policy: encoder.Policy{K: 4, M: 2, BlockSize: 1 << 20,
-		Compression: encoder.CompressionNone, Encryption: encoder.EncryptionAESGCM, Checksum: encoder.ChecksumXXH3}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Healer.GCDelay = 0
-	cfg.Healer.RateBytes = 1 << 20
-	hs := &healStore{t: t, dir: dir, cfg: cfg}
-	hs.open()
+	hs := newHealStore(t, 6, 4, 2, func(cfg *Config) {
+		cfg.Policy.BlockSize = 1 << 20
+		cfg.Healer.RateBytes = 1 << 20
+	})
 	objs := map[string][]byte{"big": healRandBytes(rand.New(rand.NewPCG(7, 7)), 8<<20)}
 	for n, d := range objs {
 		hs.put(n, d)
