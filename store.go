@@ -397,6 +397,23 @@ func (s *Store) Backend(name string) (backends.Backend, bool) {
 	return h.b, h.b != nil
 }
 
+// OpenError says why backend name is not open: the error of its last
+// attempt to open, or nil when it is open or unknown.
+func (s *Store) OpenError(name string) error {
+	s.bmu.Lock()
+	h := s.handles[name]
+	s.bmu.Unlock()
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.b != nil {
+		return nil
+	}
+	return h.openErr
+}
+
 var _ shardio.Pool = (*Store)(nil)
 
 // openHandle opens h's backend and probes it once for capacity.

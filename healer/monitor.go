@@ -58,6 +58,12 @@ func (h *Healer) monitorLoop(ctx context.Context) {
 // capacity may get when nothing else changes.
 const persistProbeEvery = 30 * time.Second
 
+// openErrorer is a pool that remembers why a backend did not open (the
+// store's does): a probe reports that rather than only "not open".
+type openErrorer interface {
+	OpenError(name string) error
+}
+
 // probeResult is one probe's outcome.
 type probeResult struct {
 	name   string
@@ -72,8 +78,32 @@ type probeResult struct {
 // what changed (queue repairs, find replacements) and completes drains and
 // replacements whose backends hold nothing any more.
 func (h *Healer) ProbeAll(ctx context.Context) error {
-	if err := h.refresh(ctx); err != nil {
+	results, err := h.probeEvery(ctx, true)
+	if err != nil {
 		return err
+	}
+	var errs []error
+	for _, r := range results {
+		if err := h.apply(ctx, r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := h.settleBackends(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := h.ensureCapacity(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	h.metrics.observeBackends(h)
+	return errors.Join(errs...)
+}
+
+// probeEvery probes every backend that is not retired or replaced, in
+// parallel, after re-reading the backend records. mark lets a probe write
+// the identity marker of a backend never marked (see probe).
+func (h *Healer) probeEvery(ctx context.Context, mark bool) ([]probeResult, error) {
+	if err := h.refresh(ctx); err != nil {
+		return nil, err
 	}
 	h.mu.Lock()
 	var names []string
@@ -94,32 +124,64 @@ func (h *Healer) ProbeAll(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = h.probe(ctx, name, recs[name])
+			results[i] = h.probe(ctx, name, recs[name], mark)
 		}()
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// Look probes every backend once, as a monitor round does, and keeps what
+// it saw in this healer's memory only: whether each backend answers, its
+// capacity, and the error of one that does not. It records nothing,
+// changes no state, queues nothing and writes no marker, so it is safe
+// for a command that only looks while no daemon runs.
+//
+// Without it such a command's Status shows the states and capacity last
+// recorded, possibly by a daemon that stopped days ago: a backend lost
+// since then shows as up and its shards as healthy. After Look, one that
+// does not answer, or answers without its identity marker (wiped), counts
+// as unreachable: the census counts its shards as missing, as the daemon
+// would until it decides.
+func (h *Healer) Look(ctx context.Context) error {
+	results, err := h.probeEvery(ctx, false)
+	if err != nil {
 		return err
 	}
-	var errs []error
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	for _, r := range results {
-		if err := h.apply(ctx, r); err != nil {
-			errs = append(errs, err)
+		m := h.members[r.name]
+		if m == nil {
+			continue
 		}
+		m.rec.LastProbe = r.obs.At
+		if r.obs.OK {
+			m.rec.Capacity = metastore.Capacity(r.cap)
+		}
+		switch {
+		case r.obs.OK && r.obs.Marker == plan.MarkerOK:
+			m.health.Failures = 0
+			m.rec.LastError = ""
+			continue
+		case r.err != nil:
+			m.rec.LastError = r.err.Error()
+		default:
+			m.rec.LastError = fmt.Sprintf("backend %s answers without its identity marker: it lost what it held (wiped, or a new disk)", r.name)
+		}
+		m.health.Failures++
+		m.rec.ProbeFailures = m.health.Failures
 	}
-	if err := h.settleBackends(ctx); err != nil {
-		errs = append(errs, err)
-	}
-	if err := h.ensureCapacity(ctx); err != nil {
-		errs = append(errs, err)
-	}
-	h.metrics.observeBackends(h)
-	return errors.Join(errs...)
+	return nil
 }
 
 // probe checks one backend: Probe for reachability and capacity, then the
-// identity marker.
-func (h *Healer) probe(ctx context.Context, name string, rec metastore.BackendRecord) (r probeResult) {
+// identity marker. A backend never marked, which holds what the metadata
+// places on it, is marked now when mark is set, else taken as marked.
+func (h *Healer) probe(ctx context.Context, name string, rec metastore.BackendRecord, mark bool) (r probeResult) {
 	r.name = name
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.ProbeTimeout.D())
 	defer cancel()
@@ -127,6 +189,11 @@ func (h *Healer) probe(ctx context.Context, name string, rec metastore.BackendRe
 	b, ok := h.pool.Backend(name)
 	if !ok {
 		r.err = fmt.Errorf("backend %s is not open", name)
+		if p, ok := h.pool.(openErrorer); ok {
+			if err := p.OpenError(name); err != nil {
+				r.err = err
+			}
+		}
 		return r
 	}
 	pr, err := b.Probe(ctx)
@@ -150,6 +217,10 @@ func (h *Healer) probe(ctx context.Context, name string, rec metastore.BackendRe
 			}
 			if lost {
 				r.obs.OK, r.obs.Marker = true, plan.MarkerMissing
+				return r
+			}
+			if !mark {
+				r.obs.OK, r.obs.Marker = true, plan.MarkerOK
 				return r
 			}
 			if werr := h.writeMarker(ctx, b); werr != nil {

@@ -240,5 +240,10 @@ func (t *healerTarget) status(ctx context.Context) (*healer.Status, error) {
 	if t.remote != nil {
 		return t.remote.Status(ctx)
 	}
+	// No daemon keeps the recorded states current: probe every backend
+	// now, so one lost since the daemon last ran does not show as up.
+	if err := t.local.Look(ctx); err != nil {
+		return nil, fmt.Errorf("probe backends: %w", err)
+	}
 	return t.local.Status(ctx)
 }

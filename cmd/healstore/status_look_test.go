@@ -1,0 +1,107 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestStatusWithoutDaemonProbes: with no daemon running, status probes
+// every backend instead of showing the states last recorded. A backend
+// whose directory is gone, and one wiped of everything, show their error,
+// and the stripes they held count as degraded. Before, both showed as up
+// and the store as at full redundancy, while the same command warned on
+// stderr that one of them was unreachable.
+func TestStatusWithoutDaemonProbes(t *testing.T) {
+	dir, _ := newStore(t)
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.WriteFile(src, make([]byte, 100_000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := cli(t, "", "put", "obj", src); code != 0 {
+		t.Fatalf("put: exit %d: %s", code, errs)
+	}
+	var queued int
+	var states []string
+	status := func() (map[string]string, map[string]float64, int) {
+		t.Helper()
+		out, errs, code := cli(t, "", "status", "--json")
+		if code != 0 {
+			t.Fatalf("status: exit %d: %s", code, errs)
+		}
+		var st struct {
+			Degraded int `json:"degraded_stripes"`
+			Queue    struct {
+				Depth int `json:"depth"`
+			} `json:"queue"`
+			Backends []struct {
+				Name      string  `json:"name"`
+				State     string  `json:"state"`
+				LastError string  `json:"last_error"`
+				Known     bool    `json:"capacity_known"`
+				Free      float64 `json:"free"`
+			} `json:"backends"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("status --json: %v\n%s", err, out)
+		}
+		errsBy, free := map[string]string{}, map[string]float64{}
+		queued, states = st.Queue.Depth, nil
+		for _, b := range st.Backends {
+			states = append(states, b.State)
+			errsBy[b.Name] = b.LastError
+			if b.Known {
+				free[b.Name] = b.Free
+			}
+		}
+		return errsBy, free, st.Degraded
+	}
+
+	lastErr, free, degraded := status()
+	if degraded != 0 || len(free) != 6 {
+		t.Fatalf("healthy store: %d degraded, capacity known for %d backends (want 0 and 6); errors %v", degraded, len(free), lastErr)
+	}
+	for name, e := range lastErr {
+		if e != "" {
+			t.Fatalf("healthy store: %s shows error %q", name, e)
+		}
+	}
+
+	b2 := filepath.Join(dir, "backends", "b2", "data")
+	entries, err := os.ReadDir(b2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(b2, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "backends", "b3")); err != nil {
+		t.Fatal(err)
+	}
+	lastErr, free, degraded = status()
+	if degraded == 0 {
+		t.Fatalf("b2 wiped and b3 gone, status says no stripe is degraded; errors %v", lastErr)
+	}
+	if !strings.Contains(lastErr["b2"], "identity marker") {
+		t.Errorf("wiped b2's error: %q", lastErr["b2"])
+	}
+	if !strings.Contains(lastErr["b3"], "gone") {
+		t.Errorf("missing b3's error: %q", lastErr["b3"])
+	}
+	if _, ok := free["b3"]; ok {
+		t.Errorf("capacity of unreachable b3 reported as known")
+	}
+	// Looking records nothing: deciding is the daemon's.
+	if queued != 0 || strings.Join(states, ",") != "up,up,up,up,up,up" {
+		t.Errorf("status changed the store: queue depth %d, states %v", queued, states)
+	}
+	for _, name := range []string{"b1", "b4", "b5", "b6"} {
+		if lastErr[name] != "" {
+			t.Errorf("%s shows error %q", name, lastErr[name])
+		}
+	}
+}
