@@ -38,8 +38,10 @@ type ObjectInfo struct {
 
 // Redundancy summarises how safe an object's stripes are. A shard counts
 // as healthy when it has a location on a backend that is up, suspect or
-// draining, and the repair queue does not record it lost (found missing or
-// corrupt by a read, a write or a repair, or on a backend found wiped).
+// draining, that this store could open (and does not carry another
+// store's marker), and the repair queue does not record it lost (found
+// missing or corrupt by a read, a write or a repair, or on a backend found
+// wiped).
 type Redundancy struct {
 	// MinMargin is the lowest margin (healthy shards minus k) among the
 	// object's stripes; below 0 the object cannot be read in full.
@@ -50,8 +52,8 @@ type Redundancy struct {
 	// shards).
 	Unreadable int `json:"unreadable_stripes"`
 	// MissingShards counts shards that are not healthy: without a
-	// location, on a backend that is down, replaced or retired,
-	// or recorded lost by the repair queue.
+	// location, on a backend that is down, replaced or retired or that
+	// the store cannot open, or recorded lost by the repair queue.
 	MissingShards int `json:"missing_shards"`
 }
 
@@ -93,6 +95,11 @@ func (s *Store) usable(name string) bool {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if (h.b == nil && h.openErr != nil) || h.foreign {
+		// Known lost to this process, whatever its recorded state says
+		// (which only a healer changes, and none may run).
+		return false
+	}
 	return h.rec.State == metastore.StateUp || h.rec.State == metastore.StateSuspect || h.rec.State == metastore.StateDraining
 }
 

@@ -9,7 +9,8 @@ import (
 )
 
 // TestStatusWithoutDaemonProbes: with no daemon running, status probes
-// every backend instead of showing the states last recorded. A backend
+// every backend instead of showing the states last recorded, and stat
+// counts shards on a backend that could not be opened as missing. A backend
 // whose directory is gone, and one wiped of everything, show their error,
 // and the stripes they held count as degraded. Before, both showed as up
 // and the store as at full redundancy, while the same command warned on
@@ -94,6 +95,24 @@ func TestStatusWithoutDaemonProbes(t *testing.T) {
 	}
 	if _, ok := free["b3"]; ok {
 		t.Errorf("capacity of unreachable b3 reported as known")
+	}
+	// stat counts the shards on b3, which this process could not open,
+	// as missing (it contacts no backend, so wiped b2 goes unnoticed).
+	out, errs, code := cli(t, "", "stat", "obj", "--json")
+	if code != 0 {
+		t.Fatalf("stat: exit %d: %s", code, errs)
+	}
+	var info struct {
+		Redundancy struct {
+			MinMargin int `json:"min_margin"`
+			Missing   int `json:"missing_shards"`
+		} `json:"redundancy"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		t.Fatalf("stat --json: %v\n%s", err, out)
+	}
+	if info.Redundancy.MinMargin > 1 || info.Redundancy.Missing == 0 {
+		t.Errorf("stat with b3 gone: %s", out)
 	}
 	// Looking records nothing: deciding is the daemon's.
 	if queued != 0 || strings.Join(states, ",") != "up,up,up,up,up,up" {
