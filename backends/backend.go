@@ -67,4 +67,10 @@ type Capacity struct {
 	Used  int64 `json:"used"`
 	Limit int64 `json:"limit"`
 	Free  int64 `json:"free"`
+	// Device names the space this capacity is of when other backends may
+	// share it (local directories on one file system report the same
+	// Device, and the same free space): whoever sums capacities counts
+	// each Device once. Empty for space of the backend's own (a quota,
+	// a bucket, a namespace).
+	Device string `json:"device,omitempty"`
 }

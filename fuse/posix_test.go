@@ -299,14 +299,19 @@ func TestPOSIX(t *testing.T) {
 		if sfs.Blocks == 0 || sfs.Bfree == 0 || sfs.Bfree > sfs.Blocks || sfs.Bsize == 0 {
 			t.Fatalf("statfs %+v", sfs)
 		}
-		// The local backends share one disk: the store's usable space is
-		// k/(k+m) of the sum of what each reports.
+		// The six local backends share one disk, counted once: the
+		// store's usable space is k/(k+m) of that disk, not of six.
 		var disk unix.Statfs_t
 		unix.Statfs(e.st.dir, &disk)
-		want := disk.Blocks * uint64(disk.Bsize) * 6 * 4 / 6
+		want := disk.Blocks * uint64(disk.Bsize) * 4 / 6
 		got := sfs.Blocks * uint64(sfs.Bsize)
 		if got < want*9/10 || got > want*11/10 {
-			t.Fatalf("statfs total %d bytes, want about %d", got, want)
+			t.Fatalf("statfs total %d bytes, want about %d (4/6 of the one disk)", got, want)
+		}
+		wantFree := disk.Bavail * uint64(disk.Bsize) * 4 / 6
+		gotFree := sfs.Bavail * uint64(sfs.Bsize)
+		if gotFree > wantFree*11/10 || gotFree < wantFree*9/10 {
+			t.Fatalf("statfs available %d bytes, want about %d (4/6 of the one disk's)", gotFree, wantFree)
 		}
 	})
 

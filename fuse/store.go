@@ -134,8 +134,11 @@ func (b storeBlobs) ListBlocks(ctx context.Context, prefix, after string, fn fun
 }
 
 // Capacity sums what the store's reachable, non-spare backends report and
-// scales it by k/(k+m): the file bytes that fit. Backends sharing one disk
-// (local directories) each report that disk, so the sum overstates it.
+// scales it by k/(k+m): the file bytes that fit. Backends that share one
+// file system (local directories on one disk, as healstore init makes
+// them) report the same Device and are counted once: each of them sees
+// the whole disk, and summing them told df several times the free space
+// there is.
 func (b storeBlobs) Capacity(ctx context.Context) (capacity, error) {
 	rep, err := b.s.Health(ctx)
 	if err != nil {
@@ -143,6 +146,7 @@ func (b storeBlobs) Capacity(ctx context.Context) (capacity, error) {
 	}
 	c := capacity{Known: true}
 	n := 0
+	seen := map[string]bool{}
 	for _, be := range rep.Backends {
 		if !be.Reachable || be.Spare {
 			continue
@@ -151,6 +155,12 @@ func (b storeBlobs) Capacity(ctx context.Context) (capacity, error) {
 		if !be.Capacity.Known {
 			c.Known = false
 			continue
+		}
+		if d := be.Capacity.Device; d != "" {
+			if seen[d] {
+				continue
+			}
+			seen[d] = true
 		}
 		total := be.Capacity.Limit
 		if total <= 0 {

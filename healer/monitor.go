@@ -58,6 +58,11 @@ func (h *Healer) monitorLoop(ctx context.Context) {
 // capacity may get when nothing else changes.
 const persistProbeEvery = 30 * time.Second
 
+// recordCapacity is what a backend record keeps of a probe's capacity.
+func recordCapacity(c backends.Capacity) metastore.Capacity {
+	return metastore.Capacity{Known: c.Known, Used: c.Used, Limit: c.Limit, Free: c.Free}
+}
+
 // openErrorer is a pool that remembers why a backend did not open (the
 // store's does): a probe reports that rather than only "not open".
 type openErrorer interface {
@@ -160,7 +165,7 @@ func (h *Healer) Look(ctx context.Context) error {
 		}
 		m.rec.LastProbe = r.obs.At
 		if r.obs.OK {
-			m.rec.Capacity = metastore.Capacity(r.cap)
+			m.rec.Capacity = recordCapacity(r.cap)
 		}
 		switch {
 		case r.obs.OK && r.obs.Marker == plan.MarkerOK:
@@ -304,7 +309,7 @@ func (h *Healer) apply(ctx context.Context, r probeResult) error {
 	if !changed && r.obs.At.Sub(rec0.LastProbe) < persistProbeEvery {
 		h.mu.Lock()
 		if m := h.members[r.name]; m != nil && r.obs.OK {
-			m.rec.Capacity = metastore.Capacity(r.cap)
+			m.rec.Capacity = recordCapacity(r.cap)
 		}
 		h.mu.Unlock()
 		return nil
@@ -320,7 +325,7 @@ func (h *Healer) apply(ctx context.Context, r probeResult) error {
 			rec.LastError = lastErr
 		}
 		if r.obs.OK {
-			rec.Capacity = metastore.Capacity(r.cap)
+			rec.Capacity = recordCapacity(r.cap)
 		}
 		if r.marker != "" {
 			rec.Marker = r.marker
@@ -337,7 +342,7 @@ func (h *Healer) apply(ctx context.Context, r probeResult) error {
 			m.rec.LastError = lastErr
 		}
 		if r.obs.OK {
-			m.rec.Capacity = metastore.Capacity(r.cap)
+			m.rec.Capacity = recordCapacity(r.cap)
 		}
 		if r.marker != "" {
 			m.rec.Marker = r.marker
@@ -1380,7 +1385,7 @@ func (h *Healer) adopt(ctx context.Context, spec backends.Spec, secret, by strin
 		r.Spare = spec.Spare
 		r.LastProbe = now
 		if perr == nil {
-			r.Capacity = metastore.Capacity(pr.Capacity)
+			r.Capacity = recordCapacity(pr.Capacity)
 		}
 		return nil
 	})

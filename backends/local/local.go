@@ -728,6 +728,13 @@ func (b *Backend) Probe(ctx context.Context) (backends.ProbeResult, error) {
 	total := int64(st.Blocks) * bs
 	avail := int64(st.Bavail) * bs
 	c := backends.Capacity{Known: true, Limit: total, Free: avail, Used: total - int64(st.Bfree)*bs}
+	if st.Fsid.Val != [2]int32{} {
+		// Several local backends on one file system (the default store
+		// of healstore init) each see all of its space: the file
+		// system's id lets a sum count it once. Some file systems
+		// report no id; those are counted per backend.
+		c.Device = fmt.Sprintf("fsid:%x:%x", uint32(st.Fsid.Val[0]), uint32(st.Fsid.Val[1]))
+	}
 	if b.quota > 0 {
 		b.mu.Lock()
 		used := b.used
