@@ -140,17 +140,19 @@ func (h *Healer) probeEvery(ctx context.Context, mark bool) ([]probeResult, erro
 }
 
 // Look probes every backend once, as a monitor round does, and keeps what
-// it saw in this healer's memory only: whether each backend answers, its
-// capacity, and the error of one that does not. It records nothing,
-// changes no state, queues nothing and writes no marker, so it is safe
-// for a command that only looks while no daemon runs.
+// it saw in this healer's memory only: each backend's state as the
+// monitor would now decide it, its capacity, and the error of one that
+// does not answer. It records nothing, queues nothing and writes no
+// marker, so it is safe for a command that only looks while no daemon
+// runs.
 //
 // Without it such a command's Status shows the states and capacity last
 // recorded, possibly by a daemon that stopped days ago: a backend lost
-// since then shows as up and its shards as healthy. After Look, one that
-// does not answer, or answers without its identity marker (wiped), counts
-// as unreachable: the census counts its shards as missing, as the daemon
-// would until it decides.
+// since then shows as up and its shards as healthy, and one that came
+// back stays suspect. After Look, one that does not answer, or answers
+// without its identity marker (wiped), counts as unreachable: the census
+// counts its shards as missing, as the daemon would until it has rebuilt
+// them.
 func (h *Healer) Look(ctx context.Context) error {
 	results, err := h.probeEvery(ctx, false)
 	if err != nil {
@@ -163,22 +165,22 @@ func (h *Healer) Look(ctx context.Context) error {
 		if m == nil {
 			continue
 		}
-		m.rec.LastProbe = r.obs.At
+		next, _ := plan.Observe(m.health, r.obs, plan.MonitorPolicy{SuspectAfter: h.cfg.SuspectAfter, Grace: h.cfg.Grace.D()})
+		m.rec.LastProbe, m.rec.LastError = r.obs.At, ""
 		if r.obs.OK {
 			m.rec.Capacity = recordCapacity(r.cap)
 		}
 		switch {
-		case r.obs.OK && r.obs.Marker == plan.MarkerOK:
-			m.health.Failures = 0
-			m.rec.LastError = ""
-			continue
 		case r.err != nil:
 			m.rec.LastError = r.err.Error()
-		default:
+		case r.obs.OK && r.obs.Marker == plan.MarkerMissing:
+			// Observe keeps a wiped backend up (it may take new shards);
+			// what it held is gone, which the daemon would queue.
+			next.Failures++
 			m.rec.LastError = fmt.Sprintf("backend %s answers without its identity marker: it lost what it held (wiped, or a new disk)", r.name)
 		}
-		m.health.Failures++
-		m.rec.ProbeFailures = m.health.Failures
+		m.health = next
+		m.rec.ProbeFailures = next.Failures
 	}
 	return nil
 }

@@ -29,9 +29,9 @@ func newStatusCmd(g *globalOptions) *cobra.Command {
 shards held), how many stripes sit at each margin (shards they can still
 lose), the repair queue with its rate and ETA, repair totals and scrub
 progress. It asks the daemon when one runs, else reads the store directly
-and probes every backend once: states are then those last recorded, but a
-backend that does not answer now (or answers wiped) shows its error under
-LAST ERROR and its shards count as missing in the margins.
+and probes every backend once: a backend that does not answer now (or
+answers wiped) shows its error under LAST ERROR and its shards count as
+missing in the margins. Nothing is recorded; the daemon acts.
 
 --json prints one object with at least "backends" (each with "name" and
 "state"), "degraded_stripes" (stripes below full redundancy) and

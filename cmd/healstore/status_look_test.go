@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/healstore/healstore"
+	"github.com/healstore/healstore/metastore"
 )
 
 // TestStatusWithoutDaemonProbes: with no daemon running, status probes
@@ -14,9 +19,10 @@ import (
 // whose directory is gone, and one wiped of everything, show their error,
 // and the stripes they held count as degraded. Before, both showed as up
 // and the store as at full redundancy, while the same command warned on
-// stderr that one of them was unreachable.
+// stderr that one of them was unreachable; and one that came back after a
+// daemon recorded it suspect stayed suspect, its shards missing.
 func TestStatusWithoutDaemonProbes(t *testing.T) {
-	dir, _ := newStore(t)
+	dir, cfg := newStore(t)
 	src := filepath.Join(t.TempDir(), "src")
 	if err := os.WriteFile(src, make([]byte, 100_000), 0o644); err != nil {
 		t.Fatal(err)
@@ -60,7 +66,28 @@ func TestStatusWithoutDaemonProbes(t *testing.T) {
 		return errsBy, free, st.Degraded
 	}
 
+	// b1 was suspect when the last daemon stopped, and answers now.
+	conf, err := healstore.LoadConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := healstore.Open(context.Background(), conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Meta().UpdateBackend(context.Background(), "b1", func(rec *metastore.BackendRecord) error {
+		rec.State, rec.Since = metastore.StateSuspect, time.Now()
+		return nil
+	})
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	lastErr, free, degraded := status()
+	if states[0] != "up" {
+		t.Errorf("b1 answers, status shows it %s", states[0])
+	}
 	if degraded != 0 || len(free) != 6 {
 		t.Fatalf("healthy store: %d degraded, capacity known for %d backends (want 0 and 6); errors %v", degraded, len(free), lastErr)
 	}
@@ -117,6 +144,14 @@ func TestStatusWithoutDaemonProbes(t *testing.T) {
 	// Looking records nothing: deciding is the daemon's.
 	if queued != 0 || strings.Join(states, ",") != "up,up,up,up,up,up" {
 		t.Errorf("status changed the store: queue depth %d, states %v", queued, states)
+	}
+	if s, err = healstore.Open(context.Background(), conf); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Meta().GetBackend(context.Background(), "b1")
+	s.Close()
+	if err != nil || rec.State != metastore.StateSuspect {
+		t.Errorf("b1's recorded state changed by status: %v %v", rec, err)
 	}
 	for _, name := range []string{"b1", "b4", "b5", "b6"} {
 		if lastErr[name] != "" {
