@@ -42,7 +42,8 @@ var errDaemonStopping = errors.New("the daemon is stopping")
 
 // RunDaemon runs the healer (monitor, rebuilder, scrubbers, garbage
 // collection, census) and serves /metrics, /status and the healer API
-// (see healer.Handler) until ctx ends; then it stops taking requests,
+// (see healer.Handler), and on an embedded store the objects API on a
+// socket in the metadata directory (see DialDaemonObjects), until ctx ends; then it stops taking requests,
 // ends the work of running ones (a heal or scrub asked through the API
 // stops where it is, like the loops: a stripe whose repair is cut short
 // stays queued) and waits for them to answer, stops the loops and the
@@ -92,6 +93,16 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 		mux.HandleFunc(path, getOnly)
 	}
 	srv := newDaemonServer(mux)
+	objLn, objects, err := s.listenObjects()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	var objSrv *http.Server
+	if objects {
+		objSrv = newDaemonServer(s.objectsHandler())
+		defer os.Remove(objLn.Addr().String())
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	// Requests run under their own context, ended (with a cause the
@@ -104,15 +115,21 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	defer endRequests(nil)
 	srv.BaseContext = func(net.Listener) context.Context { return reqCtx }
 	var wg sync.WaitGroup
-	serveErr := make(chan error, 1)
-	wg.Add(2)
-	go func() {
+	serveErr := make(chan error, 2)
+	serve := func(srv *http.Server, ln net.Listener) {
 		defer wg.Done()
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			serveErr <- err
 			stop()
 		}
-	}()
+	}
+	wg.Add(2)
+	go serve(srv, ln)
+	if objSrv != nil {
+		objSrv.BaseContext = srv.BaseContext
+		wg.Add(1)
+		go serve(objSrv, objLn)
+	}
 	go func() {
 		defer wg.Done()
 		// On etcd several daemons share one metastore: only the holder of
@@ -134,6 +151,9 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
 	shutErr := srv.Shutdown(sctx)
+	if objSrv != nil {
+		shutErr = errors.Join(shutErr, objSrv.Shutdown(sctx))
+	}
 	stop()
 	wg.Wait()
 	select {

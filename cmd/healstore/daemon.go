@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -48,13 +50,19 @@ at --log-level (info unless given).
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, _, err := openStore(cmd, g)
+			s, cfg, err := openStore(cmd, g)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
 			return s.RunDaemon(cmd.Context(), healstore.DaemonOptions{Addr: o.addr, Ready: func(addr string) {
-				fmt.Fprintf(g.stderr, "healstore: daemon serving on http://%s (metrics, status); stop with SIGTERM\n", addr)
+				objects := ""
+				if sock := filepath.Join(cfg.MetadataDir, healstore.ObjectsSocketName); cfg.Metastore.Kind != "etcd" {
+					if _, err := os.Stat(sock); err == nil {
+						objects = fmt.Sprintf(", objects for put, get, ls, stat and rm on %s", sock)
+					}
+				}
+				fmt.Fprintf(g.stderr, "healstore: daemon serving on http://%s (metrics, status)%s; stop with SIGTERM\n", addr, objects)
 			}})
 		},
 	}

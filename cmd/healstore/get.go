@@ -57,7 +57,7 @@ anything is read.`,
 					return fmt.Errorf("get %s: %w", name, err)
 				}
 			}
-			s, _, err := openStore(cmd, g)
+			s, err := openObjects(cmd, g)
 			if err != nil {
 				return err
 			}

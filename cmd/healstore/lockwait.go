@@ -135,8 +135,8 @@ func lockedMessage(cmdPath string, cfg *healstore.Config, h lockHolder, waited t
 	case h.command == "mount":
 		fmt.Fprintf(&b, "Use the data through the mount, or unmount it (%s) to run this command", umount)
 	case h.command == "daemon":
-		b.WriteString("A daemon serves no data commands: stop it to run this one, or run the healer " +
-			"inside a mount (healstore mount --with-healer) and use the data there")
+		b.WriteString("Stop it to run this command (put, get, ls, stat and rm reach a daemon through its socket, " +
+			healstore.ObjectsSocketName + " in the metadata directory, when it serves one)")
 	case h.command != "":
 		b.WriteString("Try again when it has finished")
 	default:

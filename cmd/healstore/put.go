@@ -50,7 +50,7 @@ is, the object is stored degraded and its missing shards are queued for repair.`
 				}
 				in = f
 			}
-			s, _, err := openStore(cmd, g)
+			s, err := openObjects(cmd, g)
 			if err != nil {
 				return err
 			}

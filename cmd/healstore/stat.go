@@ -25,7 +25,7 @@ func newStatCmd(g *globalOptions) *cobra.Command {
 			return checkNames(cmd, args[0])
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, _, err := openStore(cmd, g)
+			s, err := openObjects(cmd, g)
 			if err != nil {
 				return err
 			}
