@@ -142,7 +142,10 @@ func TestDaemonStopsPromptlyDuringCappedHeal(t *testing.T) {
 	addr := d.addr
 	healed := make(chan error, 1)
 	go func() {
-		_, err := (&healer.Client{Addr: addr}).Heal(context.Background(), "")
+		token, err := DaemonToken(hs.cfg)
+		if err == nil {
+			_, err = (&healer.Client{Addr: addr, Token: token}).Heal(context.Background(), "")
+		}
 		healed <- err
 	}()
 	// The queued entries' back-off keeps the daemon's rebuilder off

@@ -27,6 +27,10 @@ type Client struct {
 	Addr string
 	// HTTP is the client to use; nil means a plain one.
 	HTTP *http.Client
+	// Token is the daemon's API token, sent with requests that change
+	// something (the daemon writes it in its store's dir; see
+	// healstore.DaemonToken).
+	Token string
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
@@ -43,6 +47,9 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 		return nil, err
 	}
 	req.Header.Set(ClientHeader, "1")
+	if c.Token != "" && method != http.MethodGet && method != http.MethodHead {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
 	hc := c.HTTP
 	if hc == nil {
 		hc = http.DefaultClient

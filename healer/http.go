@@ -49,8 +49,9 @@ import (
 // Requests that change something (every method but GET and HEAD) must
 // carry the header ClientHeader and name as Host an IP address, localhost,
 // or the host of one of listenAddrs (the address the server listens on, as
-// configured: "storage1.lan:9310"). The API has no authentication, so this
-// is what keeps a web page in a browser on the same machine out: a page
+// configured: "storage1.lan:9310"). The daemon adds a token on top
+// (healstore's requireToken); this is what keeps a web page in a browser
+// on the same machine out, whatever it knows: a page
 // cannot add a custom header to a cross-origin request without a CORS
 // preflight, which is never approved, and a page that rebinds its own
 // domain name to 127.0.0.1 still sends that name as Host.

@@ -120,7 +120,7 @@ func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
 	ctx := cmd.Context()
 	s, err := healstore.Open(ctx, cfg)
 	if errors.Is(err, metastore.ErrLocked) {
-		c := &healer.Client{Addr: cfg.Healer.MetricsAddr}
+		c := daemonClient(cfg)
 		// Asked first, and within daemonAnswerWait, which store it
 		// serves (quick, no census): a daemon that is hung or stopped
 		// accepts the connection and never answers, and the command
@@ -174,7 +174,7 @@ func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
 		// census of every stripe, longer than this wait on a large store,
 		// and the command then ran a healer here that waited for the
 		// leadership the daemon holds, and failed.
-		c := &healer.Client{Addr: cfg.Healer.MetricsAddr}
+		c := daemonClient(cfg)
 		pctx, cancel := context.WithTimeout(ctx, daemonAnswerWait)
 		id := ""
 		if ds, perr := healstore.AskDaemonStore(pctx, c.Addr); perr == nil && ds != nil {
@@ -254,4 +254,12 @@ func (t *healerTarget) status(ctx context.Context) (*healer.Status, error) {
 		return nil, fmt.Errorf("probe backends: %w", err)
 	}
 	return t.local.Status(ctx)
+}
+
+// daemonClient talks to the daemon at cfg's healer.metrics_addr, with the
+// daemon's API token when this user can read it. One that cannot gets
+// the daemon's own refusal, which says what to do, at its first change.
+func daemonClient(cfg *healstore.Config) *healer.Client {
+	token, _ := healstore.DaemonToken(cfg)
+	return &healer.Client{Addr: cfg.Healer.MetricsAddr, Token: token}
 }

@@ -174,7 +174,11 @@ func runDemo(ctx context.Context, g *globalOptions, o *demoOptions) (err error) 
 		}
 	}()
 	d.say("healer daemon running; metrics at http://%s/metrics, status at http://%s/status", addr, addr)
-	client := &healer.Client{Addr: addr}
+	token, err := healstore.DaemonToken(cfg)
+	if err != nil {
+		return err
+	}
+	client := &healer.Client{Addr: addr, Token: token}
 	time.Sleep(600 * time.Millisecond) // a probe round or two: every backend up and marked
 
 	// Disaster: up to m backends lost at once.
