@@ -135,8 +135,9 @@ func lockedMessage(cmdPath string, cfg *healstore.Config, h lockHolder, waited t
 	case h.command == "mount":
 		fmt.Fprintf(&b, "Use the data through the mount, or unmount it (%s) to run this command", umount)
 	case h.command == "daemon":
-		b.WriteString("Stop it to run this command (put, get, ls, stat and rm reach a daemon through its socket, " +
-			healstore.ObjectsSocketName + " in the metadata directory, when it serves one)")
+		b.WriteString("Stop it to run this command, or run the healer inside a mount (healstore mount --with-healer) " +
+			"instead of a separate daemon; put, get, ls, stat and rm reach a running daemon through its socket (" +
+			healstore.ObjectsSocketName + " in the metadata directory)")
 	case h.command != "":
 		b.WriteString("Try again when it has finished")
 	default:

@@ -171,7 +171,7 @@ func TestLongRunningHolderNamed(t *testing.T) {
 			[]string{"a healstore mount", "healstore umount /mnt/plain"},
 			[]string{"already runs the healer", "run the healer inside"}},
 		{[]string{"healstore", "daemon"},
-			[]string{"the healstore daemon", "Stop it", "daemon.sock"},
+			[]string{"the healstore daemon", "Stop it", "healstore mount --with-healer", "daemon.sock"},
 			nil},
 	}
 	for _, c := range cases {
