@@ -39,6 +39,7 @@ var (
 	_ fs.NodeRenamer    = (*node)(nil)
 	_ fs.NodeReaddirer  = (*node)(nil)
 	_ fs.NodeStatfser   = (*node)(nil)
+	_ fs.NodeLseeker    = (*node)(nil)
 )
 
 // handle is an open file.
@@ -239,6 +240,15 @@ func (n *node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 		n.f.put(h.st)
 	}
 	return 0
+}
+
+// Lseek answers ENOSYS, so the kernel stops asking and answers SEEK_DATA
+// and SEEK_HOLE itself from its own size (the whole file is data, the one
+// hole is at the end; POSIX allows that). go-fuse's own answer uses the
+// size this process knows, which lags the kernel's while writes sit in its
+// write-back cache: a SEEK_DATA into data just written failed with ENXIO.
+func (n *node) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	return 0, syscall.ENOSYS
 }
 
 func (n *node) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
