@@ -76,12 +76,11 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	// maintenance asked through their API beside it.
 	var leading atomic.Bool
 	_, shared := snapshot.Unwrap(s.meta.KV()).(*etcdkv.KV)
-	token, err := writeDaemonToken(s.cfg)
+	token, err := daemonToken(s.cfg)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("daemon: %w", err)
 	}
-	defer removeDaemonToken(s.cfg, token)
 	mux := http.NewServeMux()
 	api := requireToken(h.Handler(addr), token, daemonTokenPath(s.cfg))
 	if shared {

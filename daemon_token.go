@@ -18,61 +18,77 @@ import (
 // settings, backend add, drain and rm) for whoever can reach that address:
 // every user of the machine on loopback, every host of the network on a
 // private address. So requests that change something must carry the
-// daemon's token, which it writes at start to DaemonTokenFile in the
-// store's dir, mode 0600: only the daemon's user (who can read the master
+// daemon's token, kept in DaemonTokenFile in the store's dir, mode 0600: only the daemon's user (who can read the master
 // key anyway) can act through the API. Reading (metrics, status) needs no
 // token, so Prometheus scrapes as before.
 
-// DaemonTokenFile holds the running daemon's API token, in the config's
-// dir.
+// DaemonTokenFile holds the daemon's API token, in the config's dir.
 const DaemonTokenFile = "daemon.token"
 
 // daemonTokenPath is where cfg's daemon keeps its token.
 func daemonTokenPath(cfg *Config) string { return filepath.Join(cfg.Dir, DaemonTokenFile) }
 
-// writeDaemonToken makes a new token and writes it where the store's
-// commands read it (replacing an old daemon's), mode 0600.
-func writeDaemonToken(cfg *Config) (string, error) {
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		return "", fmt.Errorf("daemon token: %w", err)
-	}
-	token := hex.EncodeToString(raw)
+// daemonToken returns the token in cfg's token file, making the file
+// (mode 0600) when there is none yet. The token stays across restarts, so
+// a command that read it keeps working when the daemon restarts, and
+// daemons that share a dir (frontends of an etcd store on one machine)
+// share it; to change it, remove the file and restart the daemons.
+func daemonToken(cfg *Config) (string, error) {
 	path := daemonTokenPath(cfg)
-	f, err := os.CreateTemp(filepath.Dir(path), DaemonTokenFile+".tmp*")
-	if err != nil {
-		return "", fmt.Errorf("daemon token: %w", err)
+	for range 3 {
+		raw, err := os.ReadFile(path)
+		switch old := strings.TrimSpace(string(raw)); {
+		case err == nil && len(old) == 2*tokenBytes:
+			return old, nil
+		case err == nil:
+			// Damaged (cut short, edited): replaced.
+			os.Remove(path)
+		case !errors.Is(err, fs.ErrNotExist):
+			return "", fmt.Errorf("daemon token %s: %w", path, err)
+		}
+		buf := make([]byte, tokenBytes)
+		if _, err := rand.Read(buf); err != nil {
+			return "", fmt.Errorf("daemon token: %w", err)
+		}
+		token := hex.EncodeToString(buf)
+		f, err := os.CreateTemp(filepath.Dir(path), DaemonTokenFile+".tmp*")
+		if err != nil {
+			return "", fmt.Errorf("daemon token: %w", err)
+		}
+		// CreateTemp makes it 0600 already; said again for whoever
+		// changes that.
+		err = f.Chmod(0o600)
+		if err == nil {
+			_, err = f.WriteString(token + "\n")
+		}
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			// A link, not a rename: of two daemons starting at once,
+			// the second finds the first's token and takes it.
+			err = os.Link(f.Name(), path)
+		}
+		os.Remove(f.Name())
+		switch {
+		case err == nil:
+			return token, nil
+		case !errors.Is(err, fs.ErrExist):
+			return "", fmt.Errorf("daemon token %s: %w", path, err)
+		}
 	}
-	defer os.Remove(f.Name())
-	// CreateTemp makes it 0600 already; said again for whoever changes it.
-	err = f.Chmod(0o600)
-	if err == nil {
-		_, err = f.WriteString(token + "\n")
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		return "", fmt.Errorf("daemon token %s: %w", path, err)
-	}
-	return token, nil
+	return "", fmt.Errorf("daemon token %s: made and replaced again and again", path)
 }
 
-// removeDaemonToken removes cfg's token file if it still holds token (a
-// daemon started since keeps its own).
-func removeDaemonToken(cfg *Config, token string) {
-	path := daemonTokenPath(cfg)
-	if raw, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(raw)) == token {
-		os.Remove(path)
-	}
-}
+// tokenBytes is the length of a token, before its hex encoding.
+const tokenBytes = 32
 
-// DaemonToken reads the token of cfg's running daemon, for a client's
-// requests that change something. "" with no error when there is none (no
-// daemon, or one older than tokens, which asks for none). An error when
+// DaemonToken reads the token of cfg's daemon, for a client's requests
+// that change something. "" with no error when there is none (no daemon
+// ran yet, or one older than tokens, which asks for none). An error when
 // the file is there but cannot be read: another user's daemon.
 func DaemonToken(cfg *Config) (string, error) {
 	raw, err := os.ReadFile(daemonTokenPath(cfg))

@@ -11,17 +11,12 @@ import (
 )
 
 // TestDaemonAPINeedsToken: the daemon's API changes the store only for a
-// client with its token, which it writes 0600 in the store's dir; reading
+// client with its token, which it keeps 0600 in the store's dir; reading
 // (status, metrics) needs none. Before, any user of the machine (or host
 // of the network, on a private address) could drain, add and remove
 // backends of the store.
 func TestDaemonAPINeedsToken(t *testing.T) {
 	hs := newHealStore(t, 6, 4, 2, nil)
-	t.Cleanup(func() { // after the daemon stopped
-		if _, err := os.Stat(filepath.Join(hs.cfg.Dir, DaemonTokenFile)); !os.IsNotExist(err) {
-			t.Errorf("token file left after the daemon stopped: %v", err)
-		}
-	})
 	addr := startDaemon(t, hs)
 	ctx := context.Background()
 	path := filepath.Join(hs.cfg.Dir, DaemonTokenFile)
@@ -47,5 +42,36 @@ func TestDaemonAPINeedsToken(t *testing.T) {
 	}
 	if _, err := (&healer.Client{Addr: addr, Token: token}).SetSettings(ctx, nil, nil); err != nil {
 		t.Fatalf("settings with the token: %v", err)
+	}
+}
+
+// TestDaemonTokenKept: the token is made once and kept, so a daemon that
+// restarts (or a second one sharing the dir) takes the same one; a damaged
+// token file is replaced.
+func TestDaemonTokenKept(t *testing.T) {
+	cfg := &Config{Dir: t.TempDir()}
+	first, err := daemonToken(cfg)
+	if err != nil || len(first) != 64 {
+		t.Fatalf("first token %q: %v", first, err)
+	}
+	if again, err := daemonToken(cfg); err != nil || again != first {
+		t.Fatalf("token at restart %q (%v), want %q", again, err, first)
+	}
+	path := filepath.Join(cfg.Dir, DaemonTokenFile)
+	if err := os.WriteFile(path, []byte(first[:10]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := daemonToken(cfg)
+	if err != nil || len(fresh) != 64 || fresh == first {
+		t.Fatalf("token after damage %q: %v", fresh, err)
+	}
+	if read, err := DaemonToken(cfg); err != nil || read != fresh {
+		t.Fatalf("DaemonToken %q (%v), want %q", read, err, fresh)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v %v", fi, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(cfg.Dir, DaemonTokenFile+".tmp*")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
 	}
 }

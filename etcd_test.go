@@ -234,6 +234,12 @@ func TestEtcdDaemonMaintenanceOnlyOnLeader(t *testing.T) {
 			t.Fatal(err)
 		}
 		req.Header.Set(healer.ClientHeader, "1")
+		// The two daemons share one dir, and so one token.
+		token, err := DaemonToken(s1.cfg)
+		if err != nil || token == "" {
+			t.Fatalf("daemon token %q: %v", token, err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
