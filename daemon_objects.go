@@ -60,19 +60,54 @@ func (s *Store) listenObjects() (ln net.Listener, ok bool, err error) {
 		s.log.Warn("daemon: metadata_dir's path is too long for a socket; put, get, ls, stat and rm cannot reach this daemon", "socket", path)
 		return nil, false, nil
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, false, fmt.Errorf("daemon: remove old socket %s: %w", path, err)
+	// Bound in a directory only this user can enter, made 0600 there,
+	// then renamed into place (over one a crashed daemon left). Bound at
+	// its path directly, the socket has the umask's mode (0777 under
+	// umask 0) until a chmod, and a connection made in that window stays
+	// open after it. The directory's name is shorter than the socket's,
+	// so a path that fits the limit fits while bound there too.
+	priv := filepath.Join(filepath.Dir(path), ".sock")
+	if err := os.RemoveAll(priv); err != nil {
+		return nil, false, fmt.Errorf("daemon: remove %s: %w", priv, err)
 	}
-	ln, err = net.Listen("unix", path)
+	if err := os.Mkdir(priv, 0o700); err != nil {
+		return nil, false, fmt.Errorf("daemon: socket directory: %w", err)
+	}
+	defer os.RemoveAll(priv)
+	tmp := filepath.Join(priv, "s")
+	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
 		return nil, false, fmt.Errorf("daemon: listen on %s: %w", path, err)
 	}
-	// Made with the umask's mode; the data it serves is the owner's only.
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
+	// Unlinked at path when closed (objectsListener), not at tmp.
+	ul.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		ul.Close()
 		return nil, false, fmt.Errorf("daemon: socket %s: %w", path, err)
 	}
-	return ln, true, nil
+	if err := os.Rename(tmp, path); err != nil {
+		ul.Close()
+		return nil, false, fmt.Errorf("daemon: socket %s: %w", path, err)
+	}
+	return &objectsListener{UnixListener: ul, path: path}, true, nil
+}
+
+// objectsListener is the objects socket's listener, bound under another
+// name and renamed: its address is the socket's path, and closing it
+// removes the socket there, as a Unix listener does its own.
+type objectsListener struct {
+	*net.UnixListener
+	path string
+}
+
+func (l *objectsListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
+
+func (l *objectsListener) Close() error {
+	err := l.UnixListener.Close()
+	if rerr := os.Remove(l.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
+		err = rerr
+	}
+	return err
 }
 
 // objectsHandler serves the objects API over s.
