@@ -2,6 +2,7 @@ package healstore
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -126,6 +127,10 @@ func (s *Store) objectsHandler() http.Handler {
 		defer rd.Close()
 		info := rd.Info()
 		raw, _ := json.Marshal(info)
+		// JSON escapes the other control bytes but leaves DEL, which a
+		// header value must not hold (the client refuses the reply); it
+		// can only be in a string, where \u007f says the same.
+		raw = bytes.ReplaceAll(raw, []byte{0x7f}, []byte(`\u007f`))
 		w.Header().Set(objectInfoHeader, string(raw))
 		w.Header().Set("Content-Type", "application/octet-stream")
 		if r.Header.Get("Range") != "" || r.Method == http.MethodHead {
