@@ -468,6 +468,16 @@ func (d *differ) step(i int) {
 		d.sameFD(fmt.Sprintf("fallocate mode %d %d+%d", mode, off, n), p, func(fd int) (string, error) {
 			return "", unix.Fallocate(fd, mode, off, n)
 		})
+	case r < 44 && d.rnd.IntN(3) == 0:
+		// Through the descriptor, which may be all that is left of the
+		// file.
+		mode, uid := d.mode(false), []int{0, 1000}[d.rnd.IntN(2)]
+		d.sameFD(fmt.Sprintf("fchmod %o, fchown %d", mode, uid), p, func(fd int) (string, error) {
+			if err := unix.Fchmod(fd, mode); err != nil {
+				return "", err
+			}
+			return "", unix.Fchown(fd, uid, -1)
+		})
 	case r < 44:
 		d.sameFD("fstat", p, func(fd int) (string, error) {
 			var st unix.Stat_t
