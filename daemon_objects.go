@@ -247,7 +247,9 @@ type DaemonObjects struct {
 // socket at all): callers then open the store themselves.
 func DialDaemonObjects(ctx context.Context, cfg *Config, wait time.Duration) (*DaemonObjects, error) {
 	if cfg.Metastore.Kind == "etcd" {
-		return nil, errors.New("a store on etcd is opened by every process itself")
+		// No socket, as for a daemon that does not run: the caller opens
+		// the store itself, and has nothing to say about a daemon.
+		return nil, fmt.Errorf("a store on etcd has no objects socket; every process opens it itself: %w", os.ErrNotExist)
 	}
 	path := objectsSocket(cfg)
 	if _, err := os.Stat(path); err != nil {

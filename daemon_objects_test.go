@@ -213,3 +213,15 @@ func TestDaemonObjectsAnyName(t *testing.T) {
 		}
 	}
 }
+
+// TestDaemonObjectsNoneOnEtcd: a store on etcd has no objects socket, and
+// dialing one says so as for a store whose daemon does not run (the error
+// matches os.ErrNotExist): a command opens the store itself, and its
+// errors are not followed by a line about a daemon that did not answer.
+func TestDaemonObjectsNoneOnEtcd(t *testing.T) {
+	cfg := &Config{MetadataDir: t.TempDir()}
+	cfg.Metastore.Kind = "etcd"
+	if _, err := DialDaemonObjects(context.Background(), cfg, time.Second); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("dial on etcd: %v, want an error matching os.ErrNotExist", err)
+	}
+}
