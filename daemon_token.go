@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // The daemon's API on healer.metrics_addr changes the store (heal, scrub,
@@ -35,6 +37,15 @@ func daemonTokenPath(cfg *Config) string { return filepath.Join(cfg.Dir, DaemonT
 // share it; to change it, remove the file and restart the daemons.
 func daemonToken(cfg *Config) (string, error) {
 	path := daemonTokenPath(cfg)
+	// Daemons sharing the dir that start together replace a damaged
+	// token one at a time: each removing it and linking its own, one
+	// removed another's fresh token, and that daemon then held a token no
+	// command could read. Best effort: a file system without flock on a
+	// directory keeps the link below, which settles a token made where
+	// there was none.
+	if unlock, err := lockDir(filepath.Dir(path)); err == nil {
+		defer unlock()
+	}
 	for range 3 {
 		raw, err := os.ReadFile(path)
 		switch old := strings.TrimSpace(string(raw)); {
@@ -81,6 +92,25 @@ func daemonToken(cfg *Config) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("daemon token %s: made and replaced again and again", path)
+}
+
+// lockDir takes an exclusive flock on directory dir, released by unlock.
+func lockDir(dir string) (unlock func(), err error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
 }
 
 // tokenBytes is the length of a token, before its hex encoding.

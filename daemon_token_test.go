@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/healstore/healstore/healer"
@@ -73,5 +74,41 @@ func TestDaemonTokenKept(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(cfg.Dir, DaemonTokenFile+".tmp*")); len(left) != 0 {
 		t.Fatalf("temporary files left: %v", left)
+	}
+}
+
+// TestDaemonTokenReplacedOnceByDaemonsStartingTogether: daemons sharing a
+// dir that start together and find its token damaged all take the one
+// token the file then holds. Each removed the damaged file and made its
+// own: one could remove another's fresh token and link its own, and that
+// daemon then refused every command that read the file (401).
+func TestDaemonTokenReplacedOnceByDaemonsStartingTogether(t *testing.T) {
+	for round := range 150 {
+		cfg := &Config{Dir: t.TempDir()}
+		if err := os.WriteFile(filepath.Join(cfg.Dir, DaemonTokenFile), []byte("cut sh"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		toks, errs := make([]string, 4), make([]error, 4)
+		for i := range toks {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				toks[i], errs[i] = daemonToken(cfg)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		file, err := DaemonToken(cfg)
+		if err != nil || len(file) != 64 {
+			t.Fatalf("round %d: token file %q: %v", round, file, err)
+		}
+		for i := range toks {
+			if errs[i] != nil || toks[i] != file {
+				t.Fatalf("round %d: daemon %d holds %q (%v), the file %q", round, i, toks[i], errs[i], file)
+			}
+		}
 	}
 }
