@@ -2,6 +2,7 @@ package fuse
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -78,6 +79,7 @@ func runDifferential(t *testing.T, seed uint64, nops int, opts Options) {
 		t:       t,
 		rnd:     rand.New(rand.NewPCG(seed, 0x5eed)),
 		seed:    seed,
+		m:       e,
 		mntTop:  e.dir,
 		diskTop: t.TempDir(),
 	}
@@ -141,6 +143,54 @@ func (d *differ) regressions() {
 	d.same("unlink a", func(root string) (string, error) {
 		return "", unix.Unlink(filepath.Join(root, "a"))
 	})
+
+	// A FIFO unlinked while open: the mount deleted its inode at once (a
+	// special file has no FUSE handle to keep it), so fchmod, fchown and
+	// fstat through the descriptor failed with ENOENT.
+	d.same("mkfifo f 644", func(root string) (string, error) {
+		return "", unix.Mkfifo(filepath.Join(root, "f"), 0o644)
+	})
+	d.openPath("f", unix.O_RDWR|unix.O_NONBLOCK, 0)
+	p = d.fds[len(d.fds)-1]
+	d.same("unlink f", func(root string) (string, error) {
+		return "", unix.Unlink(filepath.Join(root, "f"))
+	})
+	d.sameFD("fchmod 600, fchown 1000", p, func(fd int) (string, error) {
+		if err := unix.Fchmod(fd, 0o600); err != nil {
+			return "", err
+		}
+		return "", unix.Fchown(fd, 1000, -1)
+	})
+	d.sameFD("fstat", p, func(fd int) (string, error) {
+		var st unix.Stat_t
+		err := unix.Fstat(fd, &st)
+		return statString(&st), err
+	})
+	var fifo unix.Stat_t
+	if err := unix.Fstat(p.mnt, &fifo); err != nil {
+		d.fail("fstat: %v", err)
+	}
+	d.closeAll()
+	// Once closed, the kernel forgets it and the mount deletes it; so
+	// too a symlink unlinked while nothing holds it.
+	d.same("symlink s -> nowhere", func(root string) (string, error) {
+		return "", unix.Symlink("nowhere", filepath.Join(root, "s"))
+	})
+	var link unix.Stat_t
+	if err := unix.Lstat(filepath.Join(d.mnt, "s"), &link); err != nil {
+		d.fail("lstat: %v", err)
+	}
+	d.same("unlink s", func(root string) (string, error) {
+		return "", unix.Unlink(filepath.Join(root, "s"))
+	})
+	for _, ino := range []uint64{fifo.Ino, link.Ino} {
+		if !waitFor(10*time.Second, func() bool {
+			_, err := d.m.m.f.kv.Get(context.Background(), inodeKey(ino))
+			return errors.Is(err, errNoKey)
+		}) {
+			d.fail("the record of unlinked inode %d remains", ino)
+		}
+	}
 	d.log("--- random calls ---")
 }
 
@@ -149,6 +199,7 @@ type differ struct {
 	t    *testing.T
 	rnd  *rand.Rand
 	seed uint64
+	m    *mountEnv
 	// mntTop is the mount, diskTop a directory on the local disk; the
 	// calls work in mnt and disk below them.
 	mntTop, diskTop string

@@ -332,7 +332,10 @@ func (f *filesystem) unlinkEntry(parent uint64, name string, dir bool) error {
 	if dir {
 		cst.rec.Nlink = 0
 	}
-	if orphan && cst.open == 0 {
+	// A special file or symlink has no FUSE handle to keep it: the
+	// kernel may still hold it open (a FIFO), so it goes when the kernel
+	// forgets it (node.OnForget).
+	if orphan && cst.open == 0 && cst.rec.isReg() {
 		f.reapAsync(cst.ino)
 	}
 	return nil
@@ -508,7 +511,7 @@ func (f *filesystem) rename(oldParent uint64, oldName string, newParent uint64, 
 	if exists && t.removed[dst] {
 		dst.rec.Nlink = 0
 	}
-	if orphan && dst.open == 0 {
+	if orphan && dst.open == 0 && dst.rec.isReg() { // others: node.OnForget
 		f.reapAsync(dst.ino)
 	}
 	return nil

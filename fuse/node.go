@@ -18,28 +18,29 @@ type node struct {
 }
 
 var (
-	_ fs.NodeLookuper   = (*node)(nil)
-	_ fs.NodeGetattrer  = (*node)(nil)
-	_ fs.NodeSetattrer  = (*node)(nil)
-	_ fs.NodeOpener     = (*node)(nil)
-	_ fs.NodeCreater    = (*node)(nil)
-	_ fs.NodeReader     = (*node)(nil)
-	_ fs.NodeWriter     = (*node)(nil)
-	_ fs.NodeFlusher    = (*node)(nil)
-	_ fs.NodeFsyncer    = (*node)(nil)
-	_ fs.NodeReleaser   = (*node)(nil)
-	_ fs.NodeAllocater  = (*node)(nil)
-	_ fs.NodeMkdirer    = (*node)(nil)
-	_ fs.NodeMknoder    = (*node)(nil)
-	_ fs.NodeSymlinker  = (*node)(nil)
-	_ fs.NodeReadlinker = (*node)(nil)
-	_ fs.NodeLinker     = (*node)(nil)
-	_ fs.NodeUnlinker   = (*node)(nil)
-	_ fs.NodeRmdirer    = (*node)(nil)
-	_ fs.NodeRenamer    = (*node)(nil)
-	_ fs.NodeReaddirer  = (*node)(nil)
-	_ fs.NodeStatfser   = (*node)(nil)
-	_ fs.NodeLseeker    = (*node)(nil)
+	_ fs.NodeLookuper    = (*node)(nil)
+	_ fs.NodeGetattrer   = (*node)(nil)
+	_ fs.NodeSetattrer   = (*node)(nil)
+	_ fs.NodeOpener      = (*node)(nil)
+	_ fs.NodeCreater     = (*node)(nil)
+	_ fs.NodeReader      = (*node)(nil)
+	_ fs.NodeWriter      = (*node)(nil)
+	_ fs.NodeFlusher     = (*node)(nil)
+	_ fs.NodeFsyncer     = (*node)(nil)
+	_ fs.NodeReleaser    = (*node)(nil)
+	_ fs.NodeAllocater   = (*node)(nil)
+	_ fs.NodeMkdirer     = (*node)(nil)
+	_ fs.NodeMknoder     = (*node)(nil)
+	_ fs.NodeSymlinker   = (*node)(nil)
+	_ fs.NodeReadlinker  = (*node)(nil)
+	_ fs.NodeLinker      = (*node)(nil)
+	_ fs.NodeUnlinker    = (*node)(nil)
+	_ fs.NodeRmdirer     = (*node)(nil)
+	_ fs.NodeRenamer     = (*node)(nil)
+	_ fs.NodeReaddirer   = (*node)(nil)
+	_ fs.NodeStatfser    = (*node)(nil)
+	_ fs.NodeLseeker     = (*node)(nil)
+	_ fs.NodeOnForgetter = (*node)(nil)
 )
 
 // handle is an open file.
@@ -240,6 +241,28 @@ func (n *node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 		n.f.put(h.st)
 	}
 	return 0
+}
+
+// OnForget reclaims a special file or symlink unlinked while the kernel
+// held it: a FIFO open in a process keeps working (fstat, fchmod) until
+// closed, as on a local disk, and the kernel forgets it only after that.
+// (Regular files go at their last release instead.) An orphan whose state
+// left memory meanwhile is reclaimed at the next mount.
+func (n *node) OnForget() {
+	if m := n.StableAttr().Mode; m == syscall.S_IFREG || m == syscall.S_IFDIR {
+		return
+	}
+	st := n.f.lookupLive(n.ino)
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	orphan := st.rec.Nlink == 0 && !st.gone
+	st.mu.Unlock()
+	n.f.put(st)
+	if orphan {
+		n.f.reapAsync(n.ino)
+	}
 }
 
 // Lseek answers ENOSYS, so the kernel stops asking and answers SEEK_DATA
