@@ -100,8 +100,10 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	srv := newDaemonServer(mux)
 	objLn, objects, err := s.listenObjects()
 	if err != nil {
-		ln.Close()
-		return err
+		// The socket is a convenience; the healer is what the daemon is
+		// for, so it runs without one, as when the path is too long.
+		s.log.Warn("daemon: no objects socket; put, get, ls, stat and rm cannot reach this daemon", "err", err)
+		objects = false
 	}
 	var objSrv *http.Server
 	if objects {

@@ -5,13 +5,17 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/healstore/healstore/healer"
 )
 
 // TestDaemonObjects: a daemon serves the objects of the store it holds on
@@ -223,5 +227,54 @@ func TestDaemonObjectsNoneOnEtcd(t *testing.T) {
 	cfg.Metastore.Kind = "etcd"
 	if _, err := DialDaemonObjects(context.Background(), cfg, time.Second); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("dial on etcd: %v, want an error matching os.ErrNotExist", err)
+	}
+}
+
+// TestDaemonHealsWithoutObjectsSocket: a daemon that cannot serve its
+// objects socket (a metadata directory on a file system without sockets,
+// or something else at its path) still runs the healer and its API, as one
+// whose socket path is too long does, and says why put, get, ls, stat and
+// rm cannot reach it. It refused to start: the socket, a convenience, cost
+// the store its healing.
+func TestDaemonHealsWithoutObjectsSocket(t *testing.T) {
+	var logMu sync.Mutex
+	var logs bytes.Buffer
+	hs := newHealStore(t, 6, 4, 2, func(cfg *Config) {
+		cfg.Logger = slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
+	})
+	sock := filepath.Join(hs.cfg.MetadataDir, ObjectsSocketName)
+	if err := os.MkdirAll(filepath.Join(sock, "in the way"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Not startDaemon: its cleanup waits for a daemon that failed to
+	// start, for ever.
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan string, 1), make(chan error, 1)
+	go func() {
+		done <- hs.s.RunDaemon(ctx, DaemonOptions{Addr: "127.0.0.1:0", Ready: func(a string) { ready <- a }})
+	}()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("daemon did not start: %v", err)
+	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("daemon: %v", err)
+		}
+	}()
+	if st, err := (&healer.Client{Addr: addr}).Status(context.Background()); err != nil || st.StoreID == "" {
+		t.Fatalf("daemon status: %+v %v", st, err)
+	}
+	if _, err := DialDaemonObjects(context.Background(), hs.cfg, time.Second); err == nil {
+		t.Fatal("dialed a socket that is a directory")
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if !bytes.Contains(logs.Bytes(), []byte("cannot reach this daemon")) {
+		t.Fatalf("no warning logged: %s", logs.Bytes())
 	}
 }
