@@ -244,7 +244,7 @@ type DaemonObjects struct {
 // DialDaemonObjects connects to the objects socket of cfg's daemon and
 // checks, within wait, that it answers. Any error means no daemon serves
 // the store's objects now (it matches os.ErrNotExist when there is no
-// socket at all): callers then open the store themselves.
+// socket at all, as on etcd): callers then open the store themselves.
 func DialDaemonObjects(ctx context.Context, cfg *Config, wait time.Duration) (*DaemonObjects, error) {
 	if cfg.Metastore.Kind == "etcd" {
 		// No socket, as for a daemon that does not run: the caller opens
