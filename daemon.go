@@ -76,13 +76,14 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	// maintenance asked through their API beside it.
 	var leading atomic.Bool
 	_, shared := snapshot.Unwrap(s.meta.KV()).(*etcdkv.KV)
-	token, err := daemonToken(s.cfg)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("daemon: %w", err)
+	// A daemon that cannot keep its token (a read-only dir on etcd)
+	// still heals; its API only reads.
+	token, tokenErr := daemonToken(s.cfg)
+	if tokenErr != nil {
+		s.log.Warn("daemon: no API token: heal, scrub and backend commands cannot reach this daemon", "err", tokenErr)
 	}
 	mux := http.NewServeMux()
-	api := requireToken(h.Handler(addr), token, daemonTokenPath(s.cfg))
+	api := requireToken(h.Handler(addr), token, daemonTokenPath(s.cfg), tokenErr)
 	if shared {
 		api = s.leaderOnly(api, &leading)
 	}

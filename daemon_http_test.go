@@ -31,6 +31,7 @@ func startDaemon(t *testing.T, hs *healStore) string {
 	case a := <-addrc:
 		return a
 	case err := <-done:
+		done <- err // for the cleanup, which waits for it
 		t.Fatalf("daemon: %v", err)
 		return ""
 	}

@@ -20,15 +20,24 @@ import (
 // settings, backend add, drain and rm) for whoever can reach that address:
 // every user of the machine on loopback, every host of the network on a
 // private address. So requests that change something must carry the
-// daemon's token, kept in DaemonTokenFile in the store's dir, mode 0600: only the daemon's user (who can read the master
-// key anyway) can act through the API. Reading (metrics, status) needs no
-// token, so Prometheus scrapes as before.
+// daemon's token, kept in DaemonTokenFile, mode 0600: only the daemon's
+// user (who can read the master key anyway) can act through the API.
+// Reading (metrics, status) needs no token, so Prometheus scrapes as
+// before.
 
-// DaemonTokenFile holds the daemon's API token, in the config's dir.
+// DaemonTokenFile holds the daemon's API token: in the metadata directory
+// of an embedded store, in the config's dir for one on etcd.
 const DaemonTokenFile = "daemon.token"
 
-// daemonTokenPath is where cfg's daemon keeps its token.
-func daemonTokenPath(cfg *Config) string { return filepath.Join(cfg.Dir, DaemonTokenFile) }
+// daemonTokenPath is where cfg's daemon keeps its token. An embedded
+// store's metadata directory is writable wherever the daemon runs at all;
+// dir may be a read-only /etc next to the config file.
+func daemonTokenPath(cfg *Config) string {
+	if cfg.Metastore.Kind != "etcd" {
+		return filepath.Join(cfg.MetadataDir, DaemonTokenFile)
+	}
+	return filepath.Join(cfg.Dir, DaemonTokenFile)
+}
 
 // daemonToken returns the token in cfg's token file, making the file
 // (mode 0600) when there is none yet. The token stays across restarts, so
@@ -132,16 +141,20 @@ func DaemonToken(cfg *Config) (string, error) {
 }
 
 // requireToken lets through requests that only read (GET, HEAD), and the
-// others only with "Authorization: Bearer token".
-func requireToken(next http.Handler, token, path string) http.Handler {
+// others only with "Authorization: Bearer token"; with no token (the
+// daemon could not keep one), none of them.
+func requireToken(next http.Handler, token, path string, tokenErr error) http.Handler {
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead &&
-			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			(token == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1) {
+			msg := fmt.Sprintf("%s %s needs the daemon's API token (in %s, readable by the daemon's user only): run the command as that user", r.Method, r.URL.Path, path)
+			if token == "" {
+				msg = fmt.Sprintf("%s %s: this daemon takes no changes through its API, as it could not keep a token (%v); stop it to run the command", r.Method, r.URL.Path, tokenErr)
+			}
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
-			_ = json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf(
-				"%s %s needs the daemon's API token (in %s, readable by the daemon's user only): run the command as that user", r.Method, r.URL.Path, path)})
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -20,7 +20,7 @@ func TestDaemonAPINeedsToken(t *testing.T) {
 	hs := newHealStore(t, 6, 4, 2, nil)
 	addr := startDaemon(t, hs)
 	ctx := context.Background()
-	path := filepath.Join(hs.cfg.Dir, DaemonTokenFile)
+	path := daemonTokenPath(hs.cfg)
 	fi, err := os.Stat(path)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("token file: %v %v", fi, err)
@@ -50,7 +50,7 @@ func TestDaemonAPINeedsToken(t *testing.T) {
 // restarts (or a second one sharing the dir) takes the same one; a damaged
 // token file is replaced.
 func TestDaemonTokenKept(t *testing.T) {
-	cfg := &Config{Dir: t.TempDir()}
+	cfg := &Config{MetadataDir: t.TempDir()}
 	first, err := daemonToken(cfg)
 	if err != nil || len(first) != 64 {
 		t.Fatalf("first token %q: %v", first, err)
@@ -58,7 +58,7 @@ func TestDaemonTokenKept(t *testing.T) {
 	if again, err := daemonToken(cfg); err != nil || again != first {
 		t.Fatalf("token at restart %q (%v), want %q", again, err, first)
 	}
-	path := filepath.Join(cfg.Dir, DaemonTokenFile)
+	path := daemonTokenPath(cfg)
 	if err := os.WriteFile(path, []byte(first[:10]), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestDaemonTokenKept(t *testing.T) {
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("token file: %v %v", fi, err)
 	}
-	if left, _ := filepath.Glob(filepath.Join(cfg.Dir, DaemonTokenFile+".tmp*")); len(left) != 0 {
+	if left, _ := filepath.Glob(daemonTokenPath(cfg) + ".tmp*"); len(left) != 0 {
 		t.Fatalf("temporary files left: %v", left)
 	}
 }
@@ -84,8 +84,8 @@ func TestDaemonTokenKept(t *testing.T) {
 // daemon then refused every command that read the file (401).
 func TestDaemonTokenReplacedOnceByDaemonsStartingTogether(t *testing.T) {
 	for round := range 150 {
-		cfg := &Config{Dir: t.TempDir()}
-		if err := os.WriteFile(filepath.Join(cfg.Dir, DaemonTokenFile), []byte("cut sh"), 0o600); err != nil {
+		cfg := &Config{MetadataDir: t.TempDir()}
+		if err := os.WriteFile(daemonTokenPath(cfg), []byte("cut sh"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		var wg sync.WaitGroup
@@ -110,5 +110,25 @@ func TestDaemonTokenReplacedOnceByDaemonsStartingTogether(t *testing.T) {
 				t.Fatalf("round %d: daemon %d holds %q (%v), the file %q", round, i, toks[i], errs[i], file)
 			}
 		}
+	}
+}
+
+// TestDaemonWithoutTokenStillHeals: a daemon that cannot keep its token
+// (dir read-only on an etcd store; here, a directory in the token file's
+// place) runs, serves status, and refuses every change through its API
+// saying why, instead of not starting: the store kept healing before
+// tokens existed.
+func TestDaemonWithoutTokenStillHeals(t *testing.T) {
+	hs := newHealStore(t, 6, 4, 2, nil)
+	if err := os.Mkdir(daemonTokenPath(hs.cfg), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	addr := startDaemon(t, hs)
+	c := &healer.Client{Addr: addr, Token: strings.Repeat("0", 64)}
+	if _, err := c.Status(context.Background()); err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	if err := c.Drain(context.Background(), "b1"); err == nil || !strings.Contains(err.Error(), "could not keep a token") {
+		t.Fatalf("drain: %v, want a refusal saying the daemon has no token", err)
 	}
 }

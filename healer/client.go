@@ -52,7 +52,10 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 	}
 	hc := c.HTTP
 	if hc == nil {
-		hc = http.DefaultClient
+		// No proxy: HTTP_PROXY set for the outside world would carry the
+		// API token to the proxy for a daemon on a network address (Go
+		// never proxies loopback). A command makes few requests: no pool.
+		hc = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
