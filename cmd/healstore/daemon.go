@@ -58,7 +58,7 @@ at --log-level (info unless given).
 			return s.RunDaemon(cmd.Context(), healstore.DaemonOptions{Addr: o.addr, Ready: func(addr string) {
 				objects := ""
 				if sock := filepath.Join(cfg.MetadataDir, healstore.ObjectsSocketName); cfg.Metastore.Kind != "etcd" {
-					if _, err := os.Stat(sock); err == nil {
+					if fi, err := os.Stat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
 						objects = fmt.Sprintf(", objects for put, get, ls, stat and rm on %s", sock)
 					}
 				}
