@@ -139,6 +139,15 @@ type member struct {
 	rec    metastore.BackendRecord
 	spec   backends.Spec
 	health plan.Health
+	// device is the Capacity.Device of the last probe that answered: the
+	// record keeps no device, which a probe knows anew each time.
+	device string
+}
+
+// setCapacity takes the capacity a probe reported. Called with h.mu held.
+func (m *member) setCapacity(c backends.Capacity) {
+	m.rec.Capacity = recordCapacity(c)
+	m.device = c.Device
 }
 
 // New builds a healer. It reads the backend records once; it starts

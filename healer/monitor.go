@@ -168,7 +168,7 @@ func (h *Healer) Look(ctx context.Context) error {
 		next, _ := plan.Observe(m.health, r.obs, plan.MonitorPolicy{SuspectAfter: h.cfg.SuspectAfter, Grace: h.cfg.Grace.D()})
 		m.rec.LastProbe, m.rec.LastError = r.obs.At, ""
 		if r.obs.OK {
-			m.rec.Capacity = recordCapacity(r.cap)
+			m.setCapacity(r.cap)
 		}
 		switch {
 		case r.err != nil:
@@ -311,7 +311,7 @@ func (h *Healer) apply(ctx context.Context, r probeResult) error {
 	if !changed && r.obs.At.Sub(rec0.LastProbe) < persistProbeEvery {
 		h.mu.Lock()
 		if m := h.members[r.name]; m != nil && r.obs.OK {
-			m.rec.Capacity = recordCapacity(r.cap)
+			m.setCapacity(r.cap)
 		}
 		h.mu.Unlock()
 		return nil
@@ -344,7 +344,7 @@ func (h *Healer) apply(ctx context.Context, r probeResult) error {
 			m.rec.LastError = lastErr
 		}
 		if r.obs.OK {
-			m.rec.Capacity = recordCapacity(r.cap)
+			m.setCapacity(r.cap)
 		}
 		if r.marker != "" {
 			m.rec.Marker = r.marker

@@ -288,6 +288,9 @@ type BackendStatus struct {
 	Used          int64     `json:"used"`
 	Free          int64     `json:"free"`
 	Limit         int64     `json:"limit"`
+	// Device names the file system the capacity is of, when backends may
+	// share one (see backends.Capacity): count each Device's Free once.
+	Device string `json:"device,omitempty"`
 	// Shards held, as the metastore records them.
 	Shards int `json:"shards"`
 }
@@ -357,7 +360,7 @@ func (h *Healer) memberStatus(name string, m *member, shards int) BackendStatus 
 		Spare: m.rec.Spare, Since: m.health.Since, LastProbe: m.rec.LastProbe,
 		ProbeFailures: m.health.Failures, LastError: m.rec.LastError,
 		CapacityKnown: m.rec.Capacity.Known, Used: m.rec.Capacity.Used, Free: m.rec.Capacity.Free,
-		Limit: m.rec.Capacity.Limit, Shards: shards,
+		Limit: m.rec.Capacity.Limit, Device: m.device, Shards: shards,
 	}
 }
 

@@ -27,16 +27,20 @@ func newStatusCmd(g *globalOptions) *cobra.Command {
 		Short: "Show backends, stripes by margin and the repair queue",
 		Long: `status shows every backend (state, failure domain, used and free space,
 shards held), how many stripes sit at each margin (shards they can still
-lose), the repair queue with its rate and ETA, repair totals and scrub
-progress. It asks the daemon when one runs, else reads the store directly
+lose), the repair queue with its rate and ETA, repair totals, scrub
+progress, and the space left: what the backends that take new shards have
+free, each file system counted once (local backends on one disk each see
+all of it), and about how much of new objects that holds at the config's
+k+m. It asks the daemon when one runs, else reads the store directly
 and probes every backend once: a backend that does not answer now (or
 answers wiped) shows its error under LAST ERROR and its shards count as
 missing in the margins. Nothing is recorded; the daemon acts.
 
 --json prints one object with at least "backends" (each with "name" and
-"state"), "degraded_stripes" (stripes below full redundancy) and
-"loss_window" (how much metadata a lost machine would lose: time and
-changes since the newest metadata snapshot on the backends).
+"state"), "degraded_stripes" (stripes below full redundancy),
+"space" (with "free" and "for_data", in bytes) and "loss_window" (how much
+metadata a lost machine would lose: time and changes since the newest
+metadata snapshot on the backends).
 
 ` + exitCodesHelp,
 		Args: argsBetween(0, 0),
@@ -53,10 +57,11 @@ changes since the newest metadata snapshot on the backends).
 			// The loss window is worth showing but not worth failing
 			// the whole status for: say why it is missing instead.
 			lw, lwErr := t.lossWindow(cmd.Context())
+			space := spaceOf(st, t.cfg.Policy.K, t.cfg.Policy.M)
 			if o.json {
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
-				out := statusJSON{Status: st, LossWindow: lw}
+				out := statusJSON{Status: st, LossWindow: lw, Space: space}
 				if lwErr != nil {
 					out.LossWindowError = lwErr.Error()
 				}
@@ -65,6 +70,7 @@ changes since the newest metadata snapshot on the backends).
 			if err := writeStatus(g.stdout, st, time.Now()); err != nil {
 				return err
 			}
+			writeSpace(g.stdout, space)
 			writeLossWindow(g.stdout, lw, lwErr, time.Now())
 			return nil
 		},
@@ -196,6 +202,67 @@ type statusJSON struct {
 	*healer.Status
 	LossWindow      *healstore.LossWindow `json:"loss_window,omitempty"`
 	LossWindowError string                `json:"loss_window_error,omitempty"`
+	Space           space                 `json:"space"`
+}
+
+// space is the room left for new objects, as status shows it.
+type space struct {
+	// Free is what the counted backends' file systems have free, each
+	// file system once: local backends on one disk each report all of it.
+	Free        int64 `json:"free"`
+	FileSystems int   `json:"file_systems"`
+	Backends    int   `json:"backends"`
+	// ForData is about how many bytes of new objects fit: Free times
+	// k/(k+m) of the config's policy (less when backends are few).
+	ForData int64 `json:"for_data"`
+	// Unknown counts backends that take new shards but report no
+	// capacity (S3 without a quota): not in Free.
+	Unknown int `json:"unknown"`
+	K       int `json:"k"`
+	M       int `json:"m"`
+}
+
+// spaceOf sums the free space of the backends that take new shards (up,
+// answering, not spares), counting each Device once.
+func spaceOf(st *healer.Status, k, m int) space {
+	sp := space{K: k, M: m}
+	seen := map[string]bool{}
+	for _, b := range st.Backends {
+		if b.State != "up" || b.Spare || b.LastError != "" {
+			continue
+		}
+		if !b.CapacityKnown {
+			sp.Unknown++
+			continue
+		}
+		sp.Backends++
+		if b.Device != "" {
+			if seen[b.Device] {
+				continue
+			}
+			seen[b.Device] = true
+		}
+		sp.FileSystems++
+		sp.Free += max(b.Free, 0)
+	}
+	if k+m > 0 {
+		sp.ForData = int64(float64(sp.Free) * float64(k) / float64(k+m))
+	}
+	return sp
+}
+
+// writeSpace prints the room left, one line.
+func writeSpace(w io.Writer, sp space) {
+	if sp.Backends == 0 && sp.Unknown == 0 {
+		fmt.Fprintf(w, "\nspace: unknown (no backend that takes new shards has reported its capacity)\n")
+		return
+	}
+	fmt.Fprintf(w, "\nspace: %s free on %d file system(s) of %d backend(s); about %s of new objects at %d+%d",
+		humanBytes(sp.Free), sp.FileSystems, sp.Backends, humanBytes(sp.ForData), sp.K, sp.M)
+	if sp.Unknown > 0 {
+		fmt.Fprintf(w, "; %d backend(s) of unknown capacity not counted", sp.Unknown)
+	}
+	fmt.Fprintln(w)
 }
 
 // writeLossWindow prints how much metadata the newest snapshot on the

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/healstore/healstore"
 	"github.com/healstore/healstore/metastore"
 )
@@ -32,6 +34,7 @@ func TestStatusWithoutDaemonProbes(t *testing.T) {
 	}
 	var queued int
 	var states []string
+	var room space
 	status := func() (map[string]string, map[string]float64, int) {
 		t.Helper()
 		out, errs, code := cli(t, "", "status", "--json")
@@ -43,6 +46,7 @@ func TestStatusWithoutDaemonProbes(t *testing.T) {
 			Queue    struct {
 				Depth int `json:"depth"`
 			} `json:"queue"`
+			Space    space `json:"space"`
 			Backends []struct {
 				Name      string  `json:"name"`
 				State     string  `json:"state"`
@@ -55,7 +59,7 @@ func TestStatusWithoutDaemonProbes(t *testing.T) {
 			t.Fatalf("status --json: %v\n%s", err, out)
 		}
 		errsBy, free := map[string]string{}, map[string]float64{}
-		queued, states = st.Queue.Depth, nil
+		queued, states, room = st.Queue.Depth, nil, st.Space
 		for _, b := range st.Backends {
 			states = append(states, b.State)
 			errsBy[b.Name] = b.LastError
@@ -96,6 +100,17 @@ func TestStatusWithoutDaemonProbes(t *testing.T) {
 			t.Fatalf("healthy store: %s shows error %q", name, e)
 		}
 	}
+	// The six backends share the test's disk: its free space once, and
+	// 4/6 of it for data. Before, summing them said six times as much.
+	var disk unix.Statfs_t
+	if err := unix.Statfs(dir, &disk); err != nil {
+		t.Fatal(err)
+	}
+	diskFree := float64(disk.Bavail) * float64(disk.Bsize)
+	if room.FileSystems != 1 || room.Backends != 6 || float64(room.Free) > diskFree*1.05 || float64(room.Free) < diskFree*0.95 ||
+		room.ForData != int64(float64(room.Free)*4/6) {
+		t.Fatalf("space %+v; the disk has %.0f bytes free", room, diskFree)
+	}
 
 	b2 := filepath.Join(dir, "backends", "b2", "data")
 	entries, err := os.ReadDir(b2)
@@ -122,6 +137,9 @@ func TestStatusWithoutDaemonProbes(t *testing.T) {
 	}
 	if _, ok := free["b3"]; ok {
 		t.Errorf("capacity of unreachable b3 reported as known")
+	}
+	if room.Backends != 4 {
+		t.Errorf("space counts %d backends, want the 4 that answer with their marker", room.Backends)
 	}
 	// stat counts the shards on b3, which this process could not open,
 	// as missing (it contacts no backend, so wiped b2 goes unnoticed).
