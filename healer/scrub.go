@@ -38,8 +38,9 @@ type ScrubProgress struct {
 	Pass     string    `json:"pass"` // "light" or "deep"
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished,omitzero"`
-	// Total is the number of stripes when the pass started; Done those
-	// checked so far.
+	// Total is the number of stripes when the pass started or resumed
+	// (those done plus those left), grown when new ones are met; Done
+	// those checked so far.
 	Total int `json:"total"`
 	Done  int `json:"done"`
 	// Bytes read and verified (deep pass).
@@ -106,13 +107,15 @@ func (h *Healer) Scrub(ctx context.Context, o ScrubOptions) (ScrubProgress, erro
 			}
 		}
 	}
-	if p.Total == 0 || !o.Resume {
-		n := 0
-		if err := h.meta.ScanStripes(ctx, [16]byte{}, func(*metastore.Stripe) error { n++; return nil }); err != nil {
-			return p, err
-		}
-		p.Total = n
+	// The total is what is done plus what is left after the cursor,
+	// counted anew when a pass resumes: the store may have grown or shrunk
+	// since it started, and a total kept from then showed a pass under way
+	// as "8/4 stripes".
+	n := 0
+	if err := h.meta.ScanStripes(ctx, after, func(*metastore.Stripe) error { n++; return nil }); err != nil {
+		return p, err
 	}
+	p.Total = p.Done + n
 	var pace time.Duration
 	if o.Period > 0 && p.Total > 0 {
 		pace = o.Period / time.Duration(p.Total)
@@ -153,6 +156,9 @@ func (h *Healer) Scrub(ctx context.Context, o ScrubOptions) (ScrubProgress, erro
 				h.log.Warn("scrub stripe", "stripe", hex.EncodeToString(st.ID[:]), "err", err)
 			}
 			p.Done++
+			// Stripes written after the cursor since the count are
+			// checked too.
+			p.Total = max(p.Total, p.Done)
 			p.Cursor = hex.EncodeToString(st.ID[:])
 			after = st.ID
 			h.setScrub(pass, p)

@@ -1,7 +1,9 @@
 package healer
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -181,5 +183,40 @@ func TestScrubResumes(t *testing.T) {
 	}
 	if time.Since(start) < 250*time.Millisecond {
 		t.Fatalf("paced pass took %v", time.Since(start))
+	}
+}
+
+// A pass resumed after the store grew counts its total anew: before, its
+// total stayed the number of stripes when it first started, and status
+// showed "100% (8/4 stripes)" for a pass still under way.
+func TestScrubResumedTotalCountsWhatIsLeft(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: Config{Grace: Duration(time.Hour)}})
+	e.fill(6, 20<<10)
+	e.probe()
+	ctx, cancel := context.WithCancel(context.Background())
+	if _, err := e.h.Scrub(ctx, ScrubOptions{Resume: true, Progress: func(p ScrubProgress) {
+		if p.Done == 3 {
+			cancel()
+		}
+	}}); err == nil {
+		t.Fatal("the pass was not cut")
+	}
+	for i := range 24 {
+		e.put(fmt.Sprintf("more-%d", i), bytes.Repeat([]byte{byte(i)}, 20<<10))
+	}
+	var bad []ScrubProgress
+	p, err := e.h.Scrub(context.Background(), ScrubOptions{Resume: true, Progress: func(p ScrubProgress) {
+		if p.Done > p.Total {
+			bad = append(bad, p)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) > 0 {
+		t.Fatalf("progress past its total while under way: %d/%d (first of %d)", bad[0].Done, bad[0].Total, len(bad))
+	}
+	if p.Done != p.Total || p.Done <= 6 {
+		t.Fatalf("finished pass %d/%d", p.Done, p.Total)
 	}
 }
