@@ -372,6 +372,16 @@ func (sn *Snapshotter) record(ctx context.Context, res *snapshot.Result, err err
 	if err != nil {
 		st.LastError, st.LastErrorAt = err.Error(), st.Checked
 		sn.s.log.Warn("snapshot failed", "err", err)
+		if st.Snapshot == "" {
+			// Nothing taken by this process yet: keep what an earlier
+			// one recorded, whose snapshot is still on the backends.
+			// Written over, status said none was ever taken.
+			var prev snapshotStatus
+			if raw, gerr := sn.s.meta.GetMeta(context.WithoutCancel(ctx), metaSnapshotStatus); gerr == nil && json.Unmarshal(raw, &prev) == nil {
+				st.Covered, st.Counter, st.Position = prev.Covered, prev.Counter, prev.Position
+				st.Snapshot, st.Seq, st.Taken = prev.Snapshot, prev.Seq, prev.Taken
+			}
+		}
 	} else {
 		st.LastError, st.LastErrorAt = "", time.Time{}
 		st.Covered, st.Counter, st.Position = res.View.UTC(), res.Counter, res.Position
