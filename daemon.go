@@ -164,6 +164,9 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	}
 	stop()
 	wg.Wait()
+	if !shared {
+		s.finalSnapshot(context.WithoutCancel(ctx))
+	}
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("daemon: serve: %w", err)
@@ -184,6 +187,26 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 // context (net/http's background read fails).
 func newDaemonServer(h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+}
+
+// finalSnapshotWait bounds the snapshot a stopping daemon takes.
+const finalSnapshotWait = 30 * time.Second
+
+// finalSnapshot takes a metadata snapshot, if anything changed since the
+// newest, as the daemon stops: a machine shut down cleanly (a VM's
+// reboot) then loses no metadata, where the loop's schedule left up to an
+// interval of changes only in the local metastore. Not on etcd, where
+// other processes go on and the leader's loop snapshots.
+func (s *Store) finalSnapshot(ctx context.Context) {
+	sn, err := s.NewSnapshotter(s.cfg.Snapshots)
+	if err != nil {
+		return // snapshots are off; said at start
+	}
+	ctx, cancel := context.WithTimeout(ctx, finalSnapshotWait)
+	defer cancel()
+	if _, err := sn.Take(ctx, false); err != nil {
+		s.log.Warn("daemon: no final metadata snapshot", "err", err)
+	}
 }
 
 // runLeaderLoops runs the healer and the metadata snapshotter until ctx
