@@ -146,7 +146,7 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 		_ = s.RunAsLeader(runCtx, func(ctx context.Context) error {
 			leading.Store(true)
 			defer leading.Store(false)
-			return s.runLeaderLoops(ctx, h)
+			return s.runLeaderLoops(ctx, h, !shared)
 		})
 	}()
 	s.log.Info("daemon serving", "addr", ln.Addr().String(), "store", s.storeID)
@@ -164,9 +164,6 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 	}
 	stop()
 	wg.Wait()
-	if !shared {
-		s.finalSnapshot(context.WithoutCancel(ctx))
-	}
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("daemon: serve: %w", err)
@@ -192,29 +189,19 @@ func newDaemonServer(h http.Handler) *http.Server {
 // finalSnapshotWait bounds the snapshot a stopping daemon takes.
 const finalSnapshotWait = 30 * time.Second
 
-// finalSnapshot takes a metadata snapshot, if anything changed since the
-// newest, as the daemon stops: a machine shut down cleanly (a VM's
-// reboot) then loses no metadata, where the loop's schedule left up to an
-// interval of changes only in the local metastore. Not on etcd, where
-// other processes go on and the leader's loop snapshots.
-func (s *Store) finalSnapshot(ctx context.Context) {
-	sn, err := s.NewSnapshotter(s.cfg.Snapshots)
-	if err != nil {
-		return // snapshots are off; said at start
-	}
-	ctx, cancel := context.WithTimeout(ctx, finalSnapshotWait)
-	defer cancel()
-	if _, err := sn.Take(ctx, false); err != nil {
-		s.log.Warn("daemon: no final metadata snapshot", "err", err)
-	}
-}
-
 // runLeaderLoops runs the healer and the metadata snapshotter until ctx
 // ends. A store that cannot snapshot (no master key) still heals; the
 // reason is logged once, since `healstore status` shows the loss window.
-func (s *Store) runLeaderLoops(ctx context.Context, h *Healer) error {
+//
+// With final, it then takes one more snapshot if anything changed since
+// the newest: a machine shut down cleanly (a VM's reboot) loses no
+// metadata, where the schedule left up to an interval of changes only in
+// the local metastore. Not on etcd, where other processes go on and the
+// next leader's loop snapshots.
+func (s *Store) runLeaderLoops(ctx context.Context, h *Healer, final bool) error {
 	var wg sync.WaitGroup
-	if sn, err := s.NewSnapshotter(s.cfg.Snapshots); err != nil {
+	sn, err := s.NewSnapshotter(s.cfg.Snapshots)
+	if err != nil {
 		s.log.Warn("daemon: metadata snapshots are off", "err", err)
 	} else {
 		wg.Add(1)
@@ -225,8 +212,15 @@ func (s *Store) runLeaderLoops(ctx context.Context, h *Healer) error {
 			}
 		}()
 	}
-	err := h.Run(ctx)
+	err = h.Run(ctx)
 	wg.Wait()
+	if final && sn != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalSnapshotWait)
+		defer cancel()
+		if _, serr := sn.Take(sctx, false); serr != nil {
+			s.log.Warn("daemon: no final metadata snapshot", "err", serr)
+		}
+	}
 	return err
 }
 

@@ -87,9 +87,7 @@ func (s *Store) getObject(ctx context.Context, name string) (*metastore.Object, 
 
 // usable reports whether shards on backend name count as healthy.
 func (s *Store) usable(name string) bool {
-	s.bmu.Lock()
-	h := s.handles[name]
-	s.bmu.Unlock()
+	h := s.handleOf(name)
 	if h == nil {
 		return false
 	}

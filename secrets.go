@@ -318,17 +318,22 @@ func lockSecrets(path string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock secrets file: %w", err)
 	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
+	if err := flockWait(f); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("lock secrets file: flock %s: %w", lp, err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// flockWait takes an exclusive flock on f, waiting for it (through
+// signals that interrupt the wait). Closing f releases it.
+func flockWait(f *os.File) error {
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 func writeSecrets(path string, m map[string]string) error {

@@ -338,9 +338,7 @@ func (s *Store) OnBackendError(fn func(backend string, err error)) {
 // noteBackendError records a data-path failure: an unreachable backend is
 // kept out of new placements for a while, and the hooks hear it.
 func (s *Store) noteBackendError(name string, err error) {
-	s.bmu.Lock()
-	h := s.handles[name]
-	s.bmu.Unlock()
+	h := s.handleOf(name)
 	if h != nil && (errors.Is(err, backends.ErrUnavailable) || errors.Is(err, backends.ErrFull)) {
 		h.mu.Lock()
 		h.failedAt = time.Now()
@@ -373,9 +371,7 @@ func (s *Store) Backend(name string) (backends.Backend, bool) {
 			s.log.Warn("refresh backends", "err", err)
 		}
 		cancel()
-		s.bmu.Lock()
-		h = s.handles[name]
-		s.bmu.Unlock()
+		h = s.handleOf(name)
 	}
 	if h == nil {
 		return nil, false
@@ -397,12 +393,18 @@ func (s *Store) Backend(name string) (backends.Backend, bool) {
 	return h.b, h.b != nil
 }
 
+// handleOf returns the handle of backend name, nil for a name the store
+// does not know (yet).
+func (s *Store) handleOf(name string) *handle {
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	return s.handles[name]
+}
+
 // OpenError says why backend name is not open: the error of its last
 // attempt to open, or nil when it is open or unknown.
 func (s *Store) OpenError(name string) error {
-	s.bmu.Lock()
-	h := s.handles[name]
-	s.bmu.Unlock()
+	h := s.handleOf(name)
 	if h == nil {
 		return nil
 	}
@@ -774,9 +776,7 @@ func (s *Store) setMarker(ctx context.Context, name, marker string) error {
 	if err != nil {
 		return fmt.Errorf("backend %s: record marker: %w", name, err)
 	}
-	s.bmu.Lock()
-	h := s.handles[name]
-	s.bmu.Unlock()
+	h := s.handleOf(name)
 	if h != nil {
 		h.mu.Lock()
 		h.rec.Marker = marker

@@ -730,9 +730,7 @@ func (s *Store) candidates(shardSize int64) (primary, fallback []placement.Candi
 
 // noteWritten lowers the backend's free-space estimate until its next probe.
 func (s *Store) noteWritten(name string, n int64) {
-	s.bmu.Lock()
-	h := s.handles[name]
-	s.bmu.Unlock()
+	h := s.handleOf(name)
 	if h != nil {
 		h.mu.Lock()
 		h.written += n

@@ -74,3 +74,33 @@ type Capacity struct {
 	// a bucket, a namespace).
 	Device string `json:"device,omitempty"`
 }
+
+// SpaceSum adds up the capacities of several backends, each Device once:
+// backends sharing a file system each report all of it.
+type SpaceSum struct {
+	// Total and Free are in bytes; Spaces counts the distinct spaces
+	// added (file systems, or a backend's own space).
+	Total, Free int64
+	Spaces      int
+	seen        map[string]bool
+}
+
+// Add counts c, unless c is of a Device already counted. c must be Known.
+func (s *SpaceSum) Add(c Capacity) {
+	if c.Device != "" {
+		if s.seen[c.Device] {
+			return
+		}
+		if s.seen == nil {
+			s.seen = map[string]bool{}
+		}
+		s.seen[c.Device] = true
+	}
+	total := c.Limit
+	if total <= 0 {
+		total = c.Used + c.Free
+	}
+	s.Total += max(total, 0)
+	s.Free += max(c.Free, 0)
+	s.Spaces++
+}

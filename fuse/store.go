@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/healstore/healstore"
+	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/encoder"
 )
 
@@ -146,7 +147,7 @@ func (b storeBlobs) Capacity(ctx context.Context) (capacity, error) {
 	}
 	c := capacity{Known: true}
 	n := 0
-	seen := map[string]bool{}
+	var sum backends.SpaceSum
 	for _, be := range rep.Backends {
 		if !be.Reachable || be.Spare {
 			continue
@@ -156,22 +157,12 @@ func (b storeBlobs) Capacity(ctx context.Context) (capacity, error) {
 			c.Known = false
 			continue
 		}
-		if d := be.Capacity.Device; d != "" {
-			if seen[d] {
-				continue
-			}
-			seen[d] = true
-		}
-		total := be.Capacity.Limit
-		if total <= 0 {
-			total = be.Capacity.Used + be.Capacity.Free
-		}
-		c.Total += uint64(max(total, 0))
-		c.Free += uint64(max(be.Capacity.Free, 0))
+		sum.Add(be.Capacity)
 	}
 	if n == 0 {
 		c.Known = false
 	}
+	c.Total, c.Free = uint64(sum.Total), uint64(sum.Free)
 	k, m := uint64(rep.Policy.K), uint64(rep.Policy.M)
 	if k > 0 {
 		c.Total = c.Total * k / (k + m)

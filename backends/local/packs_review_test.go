@@ -225,15 +225,8 @@ func TestFailedPunchDeletesForGood(t *testing.T) {
 // report a delete whose punch went nowhere (the value is there on the
 // next Open).
 func TestDeleteRacingClose(t *testing.T) {
-	dir := t.TempDir()
-	b, err := Open(specFor(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := openHolding(t)
 	ctx := context.Background()
-	if err := b.Put(ctx, "k", []byte("value")); err != nil {
-		t.Fatal(err)
-	}
 	b.packs.closeAll() // Close, between Delete's check and its punch
 	if err := b.Delete(ctx, "k"); !errors.Is(err, backends.ErrUnavailable) {
 		t.Fatalf("Delete after the packs closed: %v, want unavailable", err)
@@ -247,15 +240,8 @@ func TestDeleteRacingClose(t *testing.T) {
 // the index, so the value reads again once the disk does, and a
 // checkpoint still names it.
 func TestReadErrorKeepsRecord(t *testing.T) {
-	dir := t.TempDir()
-	b, err := Open(specFor(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := openHolding(t)
 	ctx := context.Background()
-	if err := b.Put(ctx, "k", []byte("value")); err != nil {
-		t.Fatal(err)
-	}
 	l, _ := b.packs.known("k")
 	wo, err := os.OpenFile(l.p.path, os.O_WRONLY, 0)
 	if err != nil {
@@ -274,4 +260,17 @@ func TestReadErrorKeepsRecord(t *testing.T) {
 	wo.Close()
 	mustGetLocal(t, b, "k", []byte("value"))
 	mustGetLocal(t, reopen(t, b), "k", []byte("value"))
+}
+
+// openHolding opens a backend in a new directory, holding "k" = "value".
+func openHolding(t *testing.T) *Backend {
+	t.Helper()
+	b, err := Open(specFor(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(context.Background(), "k", []byte("value")); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

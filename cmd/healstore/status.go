@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/healstore/healstore"
+	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/healer"
 )
 
@@ -226,7 +227,7 @@ type space struct {
 // answering, not spares), counting each Device once.
 func spaceOf(st *healer.Status, k, m int) space {
 	sp := space{K: k, M: m}
-	seen := map[string]bool{}
+	var sum backends.SpaceSum
 	for _, b := range st.Backends {
 		if b.State != "up" || b.Spare || b.LastError != "" {
 			continue
@@ -236,15 +237,9 @@ func spaceOf(st *healer.Status, k, m int) space {
 			continue
 		}
 		sp.Backends++
-		if b.Device != "" {
-			if seen[b.Device] {
-				continue
-			}
-			seen[b.Device] = true
-		}
-		sp.FileSystems++
-		sp.Free += max(b.Free, 0)
+		sum.Add(backends.Capacity{Known: true, Used: b.Used, Free: b.Free, Limit: b.Limit, Device: b.Device})
 	}
+	sp.Free, sp.FileSystems = sum.Free, sum.Spaces
 	if k+m > 0 {
 		sp.ForData = int64(float64(sp.Free) * float64(k) / float64(k+m))
 	}
