@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -54,12 +55,13 @@ func daemonToken(cfg *Config) (string, error) {
 		defer unlock()
 	}
 	for range 3 {
-		raw, err := os.ReadFile(path)
+		raw, loose, err := readToken(path)
 		switch old := strings.TrimSpace(string(raw)); {
-		case err == nil && len(old) == 2*tokenBytes:
+		case err == nil && len(old) == 2*tokenBytes && !loose:
 			return old, nil
 		case err == nil:
-			// Damaged (cut short, edited): replaced.
+			// Damaged (cut short, edited), or readable by others, who
+			// may have read it: replaced.
 			os.Remove(path)
 		case !errors.Is(err, fs.ErrNotExist):
 			return "", fmt.Errorf("daemon token %s: %w", path, err)
@@ -99,6 +101,22 @@ func daemonToken(cfg *Config) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("daemon token %s: made and replaced again and again", path)
+}
+
+// readToken reads the token file at path and says whether its mode lets
+// others than its owner read it.
+func readToken(path string) (raw []byte, loose bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	raw, err = io.ReadAll(io.LimitReader(f, 1<<10))
+	return raw, fi.Mode().Perm()&0o077 != 0, err
 }
 
 // lockDir takes an exclusive flock on directory dir, released by unlock.

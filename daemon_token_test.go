@@ -132,3 +132,39 @@ func TestDaemonWithoutTokenStillHeals(t *testing.T) {
 		t.Fatalf("drain: %v, want a refusal saying the daemon has no token", err)
 	}
 }
+
+// TestDaemonTokenReadableByOthersReplaced: a token file that others could
+// read (a copy restored with a loose mode, a umask-less editor) may have
+// been read by them: the daemon makes a fresh token, 0600, rather than
+// accept requests signed with one anybody on the machine may hold.
+func TestDaemonTokenReadableByOthersReplaced(t *testing.T) {
+	cfg := &Config{MetadataDir: t.TempDir()}
+	first, err := daemonToken(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := daemonTokenPath(cfg)
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		fresh, err := daemonToken(cfg)
+		if err != nil || len(fresh) != 64 || fresh == first {
+			t.Fatalf("mode %o: token %q (%v), want a fresh one", mode, fresh, err)
+		}
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("mode %o: token file now %v (%v), want 0600", mode, fi.Mode(), err)
+		}
+		if read, err := DaemonToken(cfg); err != nil || read != fresh {
+			t.Fatalf("mode %o: DaemonToken %q (%v), want %q", mode, read, err, fresh)
+		}
+		first = fresh
+	}
+	// Owner-only modes other than 0600 leak nothing: kept.
+	if err := os.Chmod(path, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := daemonToken(cfg); err != nil || again != first {
+		t.Fatalf("0400 file: token %q (%v), want it kept (%q)", again, err, first)
+	}
+}
