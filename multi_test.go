@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"log/slog"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healstore/healstore/backends/local"
 	"github.com/healstore/healstore/healer"
 	"github.com/healstore/healstore/metastore"
 )
@@ -61,6 +63,9 @@ func TestMultiFrontendChild(t *testing.T) {
 	}
 	puts, _ := strconv.Atoi(os.Getenv(multiEnvPuts))
 	seed, _ := strconv.ParseUint(os.Getenv(multiEnvSeed), 10, 64)
+	// The healer's decisions go to stderr, which the parent shows when
+	// the test fails.
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s, err := Open(ctx, cfg)
@@ -336,7 +341,26 @@ func TestMultiFrontendEtcd(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the new leader did not finish: %+v of %d stripes\noutput:\n%s", p, total, follower.output())
+			// A fresh view of each backend tells a shard truly gone
+			// from one this process's index lost track of.
+			var fresh []string
+			for _, spec := range f.specs {
+				b, err := local.OpenUsed(spec)
+				if err != nil {
+					fresh = append(fresh, fmt.Sprintf("%s: %v", spec.Name, err))
+					continue
+				}
+				for _, why := range p.absentWhy {
+					if _, rest, ok := strings.Cut(why, " "+spec.Name+"/"); ok {
+						key, _, _ := strings.Cut(rest, ":")
+						_, err := b.Stat(ctx, key)
+						fresh = append(fresh, fmt.Sprintf("%s/%s freshly opened: %v", spec.Name, key, err))
+					}
+				}
+				b.Close()
+			}
+			t.Fatalf("the new leader did not finish: %+v of %d stripes\n%s\nnew leader's output:\n%s\nold leader's output:\n%s",
+				p, total, strings.Join(fresh, "\n"), follower.output(), leader.output())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -362,8 +386,10 @@ type rebuildProgress struct {
 	// touched stripes changed since they were written (version 2 or
 	// more): the healer rebuilt their lost shard.
 	touched int
-	// absent counts recorded shards that are not on their backend.
-	absent int
+	// absent counts recorded shards that are not on their backend;
+	// absentWhy names them (for a failure's message).
+	absent    int
+	absentWhy []string
 }
 
 func multiProgress(t *testing.T, s *Store) rebuildProgress {
@@ -384,10 +410,12 @@ func multiProgress(t *testing.T, s *Store) rebuildProgress {
 			b, ok := s.Backend(loc.Backend)
 			if !ok {
 				p.absent++
+				p.absentWhy = append(p.absentWhy, fmt.Sprintf("%x v%d %s/%s: backend not open", st.ID, st.Version, loc.Backend, loc.Key))
 				continue
 			}
 			if _, err := b.Stat(ctx, loc.Key); err != nil {
 				p.absent++
+				p.absentWhy = append(p.absentWhy, fmt.Sprintf("%x v%d %s/%s: %v", st.ID, st.Version, loc.Backend, loc.Key, err))
 			}
 		}
 		return nil

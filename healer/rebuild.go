@@ -269,6 +269,9 @@ func (h *Healer) Repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 	}
 	h.mu.Unlock()
 	h.metrics.repairs.WithLabelValues(string(o)).Inc()
+	if o != Failed {
+		h.log.Debug("repair done", "stripe", fmt.Sprintf("%x", it.Stripe), "outcome", o, "reason", it.Reason)
+	}
 	if o == Failed && ctx.Err() == nil {
 		h.requeue(ctx, it, err)
 	}
