@@ -442,6 +442,15 @@ func (s *packs) scan(p *pack, from, size int64, inFlight bool) (int64, error) {
 func (s *packs) add(key string, l packLoc, readWhole bool) {
 	s.seq = max(s.seq, l.seq)
 	old, ok := s.index[key]
+	if ok && old.p != l.p && old.p.gone() {
+		// The index still names a pack removed behind this instance (a
+		// wiped disk): its record is no value any more, so it loses
+		// whatever the sequence numbers say. They are clock readings; a
+		// clock set back gives the record written since the lower one,
+		// and the contest below would punch the only copy.
+		s.purge(old.p)
+		old, ok = packLoc{}, false
+	}
 	if !ok {
 		s.index[key] = l
 		l.p.live++
@@ -734,6 +743,12 @@ func (s *packs) append(key string, value []byte, durable bool) (old packLoc, had
 	s.appended++
 	s.changed = true
 	old, had = s.index[key]
+	if had && old.seq > l.seq && old.p != p && old.p.gone() {
+		// A record in a pack removed behind this instance is no value
+		// (see add): it never beats this one, however the clock went.
+		s.purge(old.p)
+		old, had = packLoc{}, false
+	}
 	if had && old.seq > l.seq {
 		// A Put of the same key that began later finished first: it
 		// wins, and this record is what the caller releases.

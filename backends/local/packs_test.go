@@ -1028,3 +1028,50 @@ func FuzzReadIndex(f *testing.F) {
 		}
 	})
 }
+
+// TestPackRecordOfRemovedPackNeverWins: an instance still indexes keys of
+// a pack removed behind it (a wiped disk) until it looks them up. A record
+// of such a key found in a pack made since, by another instance, must win
+// over the removed one whatever their sequence numbers say: those are
+// clock readings, and a clock set back (or another machine's, on a shared
+// file system) gives the new record the lower one. Taking the removed
+// record for the later, the instance punched the only copy of the value.
+func TestPackRecordOfRemovedPackNeverWins(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	writer, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writer.Put(ctx, "k", []byte("before the wipe")); err != nil {
+		t.Fatal(err)
+	}
+	old := packFiles(t, writer)
+	writer.Close()
+	reader, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	mustGetLocal(t, reader, "k", []byte("before the wipe"))
+	// The disk is wiped; the key is written again by an instance whose
+	// clock is behind (sequence number 1).
+	for _, p := range old {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writePack(t, dir, 9, record("k", []byte("after the wipe"), 1))
+	// Another key's miss makes the reader read the new pack while it
+	// still indexes k in the removed one.
+	if _, err := reader.Stat(ctx, "other"); !errors.Is(err, backends.ErrNotFound) {
+		t.Fatalf("Stat of a key never written: %v", err)
+	}
+	mustGetLocal(t, reader, "k", []byte("after the wipe"))
+	fresh, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	mustGetLocal(t, fresh, "k", []byte("after the wipe"))
+}
