@@ -38,8 +38,10 @@ import (
 //     reading it whole under the lock and finding no record.
 //   - An instance's index lags behind the others' writes. A key it does
 //     not know, a record it finds punched, a Delete and a List make it
-//     look again (refresh): at pack files made since, and at what was
-//     appended to the packs others hold since it last read them.
+//     look again (refresh): at pack files made since, at what was
+//     appended to the packs others hold since it last read them, and at
+//     the holes it stepped over there (an append that ended after a later
+//     one).
 //
 // A key written by two instances at once ends with the record of the
 // later sequence number (a clock reading), and an older record that no
@@ -65,12 +67,32 @@ type pack struct {
 	// An append of the other instance may end before an earlier one has
 	// written its record, which is then a hole below a whole record: a
 	// punched record to a scan, which steps over it. gapped says a scan
-	// did, first at gap, while the pack was still appended to; that
-	// record may be read only once the pack is settled (catchUp reads it
-	// again from there) and no checkpoint names the pack past gap.
+	// did, first at gap, while the pack was still appended to. Such a
+	// record is found by looking at the hole again (holes); once the
+	// pack is settled catchUp reads it all again from gap, and no
+	// checkpoint names the pack past gap.
 	gapped bool
 	gap    int64
+	// holes are the holes in-flight scans stepped over, looked at again
+	// at each catch-up so an append that ends late is found while the
+	// pack is still appended to (not only once it is settled). A hole
+	// that stays one past holeWait is a punched record and forgotten.
+	holes []hole
 }
+
+// hole is a range of a pack with no data when a scan passed it.
+type hole struct {
+	off, end int64
+	found    time.Time
+}
+
+// holeWait is how long a hole is looked at again: appends end within it
+// (a write and a flush), a punched record never does. holesMax bounds the
+// list; a hole dropped from it is still read once the pack is settled.
+const (
+	holeWait = time.Minute
+	holesMax = 256
+)
 
 // packLoc is where a key's value is.
 type packLoc struct {
@@ -261,16 +283,61 @@ func (s *packs) catchUp(p *pack) error {
 	if settled && p.gapped {
 		from = min(from, p.gap) // the appends in flight then have ended
 	}
+	if !settled {
+		if err := s.rescanHoles(p); err != nil {
+			return fmt.Errorf("read %s: %w", p.path, err)
+		}
+	}
 	scanned, err := s.scan(p, from, fi.Size(), !settled)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", p.path, err)
 	}
 	p.scanned = scanned
 	if settled {
-		p.settled, p.gapped = true, false
+		p.settled, p.gapped, p.holes = true, false, nil
 		s.maybeDropLocked(p, true)
 	}
 	return nil
+}
+
+// rescanHoles reads the holes of p that earlier in-flight scans stepped
+// over again, indexing the records written there since. What is still a
+// hole stays listed with the time it was first found. Called with s.mu
+// held.
+func (s *packs) rescanHoles(p *pack) error {
+	old := p.holes
+	p.holes = nil
+	now := time.Now()
+	for i, h := range old {
+		if now.Sub(h.found) > holeWait {
+			continue
+		}
+		n := len(p.holes)
+		stop, err := s.scan(p, h.off, h.end, true)
+		if err != nil {
+			p.holes = append(p.holes, old[i:]...)
+			return err
+		}
+		for j := n; j < len(p.holes); j++ {
+			p.holes[j].found = h.found // found again, not new
+		}
+		if stop < h.end {
+			// A record not whole yet: looked at again from there.
+			p.noteHole(stop, h.end, h.found)
+		}
+	}
+	return nil
+}
+
+// noteHole lists [off, end) as a hole to look at again.
+func (p *pack) noteHole(off, end int64, found time.Time) {
+	if off >= end {
+		return
+	}
+	if len(p.holes) >= holesMax {
+		p.holes = p.holes[1:]
+	}
+	p.holes = append(p.holes, hole{off: off, end: end, found: found})
 }
 
 // tryLock takes f's exclusive lock if nobody holds it.
@@ -399,8 +466,15 @@ func (s *packs) scan(p *pack, from, size int64, inFlight bool) (int64, error) {
 			data, err = unix.Seek(fd, off, unix.SEEK_DATA)
 			return err
 		})
-		if inFlight && (errors.Is(err, unix.ENXIO) || (err == nil && data > off)) && !p.gapped {
-			p.gapped, p.gap = true, off // maybe an append not written yet
+		if inFlight && (errors.Is(err, unix.ENXIO) || (err == nil && data > off)) {
+			if !p.gapped {
+				p.gapped, p.gap = true, off // maybe an append not written yet
+			}
+			end := size
+			if err == nil {
+				end = min(data&^(recAlign-1), size)
+			}
+			p.noteHole(off, end, time.Now())
 		}
 		if errors.Is(err, unix.ENXIO) {
 			return size, nil // only holes from here on

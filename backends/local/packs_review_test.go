@@ -274,3 +274,34 @@ func openHolding(t *testing.T) *Backend {
 	}
 	return b
 }
+
+// TestPackAppendEndedOutOfOrderSeenWhileHeld: of two appends of another
+// instance, the later ended first, and this instance read the pack then,
+// stepping over the hole where the earlier one was going. Once that one
+// ends, its record is found while the other instance still appends to the
+// pack, not only when it lets go: a healer that rebuilt a shard into its
+// pack, on a disk shared with a frontend, left the frontend taking the
+// shard for lost as long as the healer ran.
+func TestPackAppendEndedOutOfOrderSeenWhileHeld(t *testing.T) {
+	dir := t.TempDir()
+	k0, k1, k2 := record("k0", []byte("zero"), 10), record("k1", []byte("one"), 11), record("k2", []byte("two"), 12)
+	path := writePack(t, dir, 0, k0)
+	f, _ := holdPack(t, path)
+	if _, err := f.WriteAt(k2, int64(len(k0)+len(k1))); err != nil {
+		t.Fatal(err)
+	}
+	a, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	mustGetLocal(t, a, "k2", []byte("two"))
+	if _, err := a.Stat(context.Background(), "k1"); !errors.Is(err, backends.ErrNotFound) {
+		t.Fatalf("Stat of an append not written yet: %v", err)
+	}
+	if _, err := f.WriteAt(k1, int64(len(k0))); err != nil {
+		t.Fatal(err)
+	}
+	mustGetLocal(t, a, "k1", []byte("one"))
+	mustHoldAll(t, a)
+}
