@@ -325,25 +325,38 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 	}
 	views := h.views()
 	pv := view(st)
-	// unchecked lists shards on wiped backends whose Stat got no answer:
+	codec, codecErr := h.codec(st)
+	verify := func(i int, shard, sum []byte) error {
+		return codec.VerifyShard(encoder.StripeID(st.ID), i, shard, sum)
+	}
+	// unchecked lists shards on wiped backends whose read got no answer:
 	// they may be gone, so the entry stays until they are checked or
 	// rebuilt.
 	var unchecked []int
-	if names := wipedBackends(it.Reason); len(names) > 0 {
+	if names := wipedBackends(it.Reason); len(names) > 0 && codecErr == nil {
 		// Queued because those backends were found empty: their shards
 		// of this stripe are gone unless rebuilt there since (a Stat
-		// tells).
+		// tells). One found there is read and verified too: it may be
+		// a rebuild's upload that never committed, torn by a crash.
 		var on []int
 		for i, l := range st.Shards {
 			if slices.Contains(names, l.Backend) {
 				on = append(on, i)
 			}
 		}
-		var bad []int
-		bad, unchecked = h.statSources(ctx, st, on)
+		bad, unanswered := h.statSources(ctx, st, on)
+		there := slices.DeleteFunc(slices.Clone(on), func(i int) bool {
+			return slices.Contains(bad, i) || slices.Contains(unanswered, i)
+		})
+		if len(there) > 0 {
+			_, vbad, _, vunanswered := h.verifyAll(ctx, st, there, verify)
+			bad = append(bad, vbad...)
+			unanswered = append(unanswered, vunanswered...)
+		}
 		for _, i := range bad {
 			pv.Shards[i].Bad = true
 		}
+		unchecked = unanswered
 	}
 	d := plan.Stripe(pv, views)
 	// A shard a reader found gone or corrupt whose backend has turned
@@ -363,12 +376,8 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 	if d.Unrecoverable {
 		return fail(ErrUnrecoverable, nil)
 	}
-	codec, err := h.codec(st)
-	if err != nil {
-		return fail(fmt.Errorf("codec: %w", err), nil)
-	}
-	verify := func(i int, shard, sum []byte) error {
-		return codec.VerifyShard(encoder.StripeID(st.ID), i, shard, sum)
+	if codecErr != nil {
+		return fail(fmt.Errorf("codec: %w", codecErr), nil)
 	}
 
 	// Shards already read by a verify pass are reused as sources.
