@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -35,7 +36,8 @@ type RecoverOptions struct {
 	// Backends are where to start: at least one must be reachable (its
 	// snapshot pointer names the others). A spec given here replaces the
 	// one recorded for the same name (a local path may differ on the new
-	// machine) and goes into the new config. A field that does not apply
+	// machine) and goes into the new config; failure-domain labels and
+	// quota it leaves empty are the recorded ones. A field that does not apply
 	// to the spec's kind is refused (backends.Spec.ValidateInput).
 	Backends []backends.Spec
 	// SecretsFile resolves the backends' secret refs (zdb passwords, S3
@@ -327,6 +329,7 @@ func Recover(ctx context.Context, o RecoverOptions) (*RecoverReport, error) {
 	}
 	rep.Snapshot = snapshotInfo(chosen)
 
+	o.Backends = withRecordedLabels(o.Backends, cat.Specs)
 	cfgPath, err := writeRecoveredConfig(dir, o, chosen)
 	if err != nil {
 		return nil, fmt.Errorf("recover: %w", err)
@@ -407,6 +410,29 @@ func clearDir(dir string, made bool) {
 	if made {
 		os.Remove(dir)
 	}
+}
+
+// withRecordedLabels fills in, for each given spec, the failure-domain
+// labels and quota the lost store recorded for that backend when the spec
+// gives none: a spec is given to reach a backend from the new machine,
+// and one written into the config without them would make the backend a
+// domain of its own (placement could put two shards of a stripe on one
+// real node) and lift its quota. Labels given are kept as given.
+func withRecordedLabels(given []backends.Spec, recorded map[string]backends.Spec) []backends.Spec {
+	out := slices.Clone(given)
+	for i, spec := range out {
+		rec, ok := recorded[spec.Name]
+		if !ok || rec.Kind != spec.Kind {
+			continue
+		}
+		if spec.Node == "" && spec.Farm == "" {
+			out[i].Node, out[i].Farm = rec.Node, rec.Farm
+		}
+		if spec.Quota == 0 {
+			out[i].Quota = rec.Quota
+		}
+	}
+	return out
 }
 
 // writeRecoveredConfig copies the key and secrets into dir and writes a
