@@ -51,6 +51,7 @@ or a JSON object:
   name=b1,kind=local,path=/srv/healstore/b1,node=n1
   name=z1,kind=zdb,address=10.0.0.7:9900,namespace=hs1,secret_ref=zdb/z1
   '{"name":"s1","kind":"s3","address":"10.0.0.5:7070","bucket":"healstore","access_key":"AK","secret_ref":"s3/s1"}'
+node, farm and quota left out are the ones the lost store recorded.
 Secrets (zdb passwords, S3 secret keys) come from --secrets, a file of
 ref = "secret" lines (mode 0600), such as the lost store's secrets.toml;
 a --secrets path that names no readable file is refused (nothing is
