@@ -57,6 +57,8 @@ type Backend struct {
 	syncPaths func(paths []string) []error        // syncPaths (aio_linux.go); tests stand in for it
 	setDirect func(f *os.File, on bool) error     // setDirect (directio.go); tests stand in for it
 	fstat     func(fd int, st *unix.Stat_t) error // unix.Fstat (readWhole retries EINTR); tests stand in for it
+
+	beforeRename func() // called as a value's file is about to get its name (tests)
 }
 
 var _ backends.Backend = (*Backend)(nil)
@@ -88,7 +90,8 @@ func Open(spec backends.Spec) (*Backend, error) {
 	// sizes of the values.
 	err := b.walk(func(dir, name string, info fs.FileInfo) error {
 		if strings.HasPrefix(name, tmpPrefix) {
-			return os.Remove(filepath.Join(dir, name))
+			removeAbandonedTemp(filepath.Join(dir, name), info)
+			return nil
 		}
 		b.files.Store(true)
 		b.used += info.Size()
@@ -118,6 +121,25 @@ func OpenUsed(spec backends.Spec) (*Backend, error) {
 			"%s is gone (a failed disk, or a volume not mounted?); it is not made again for a backend that held data: mount it, or for a new disk make %s by hand", data, data)
 	}
 	return Open(spec)
+}
+
+// removeAbandonedTemp removes the temporary file of a Put interrupted by
+// a crash. One that another process is writing (the directory may be
+// open in several, see packs.go) is locked, or was made a moment ago and
+// not locked yet: it is left, for a later Open to remove if its writer
+// died.
+func removeAbandonedTemp(path string, info fs.FileInfo) {
+	if time.Since(info.ModTime()) < 10*time.Second {
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if tryLock(f) {
+		os.Remove(path)
+	}
 }
 
 // Name implements backends.Backend.
@@ -368,6 +390,10 @@ func (b *Backend) writeFile(dir, final string, value []byte, durable bool) error
 		return err
 	}
 	tmp := f.Name()
+	// Held until the file has its name: another process opening the
+	// directory meanwhile leaves it alone (see removeAbandonedTemp). A
+	// file system without flock goes without.
+	unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 	ok := false
 	defer func() {
 		if !ok {
@@ -389,13 +415,18 @@ func (b *Backend) writeFile(dir, final string, value []byte, durable bool) error
 		// error here changes nothing (the fsync reports write errors).
 		unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 	}
-	if err := f.Close(); err != nil {
-		return err
+	if b.beforeRename != nil {
+		b.beforeRename()
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return err
 	}
 	ok = true
+	// Closed after the rename, so the lock covers the temporary name's
+	// whole life.
+	if err := f.Close(); err != nil {
+		return err
+	}
 	if !durable {
 		return nil
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/backends/backendtest"
@@ -114,6 +115,12 @@ func TestInterruptedPutLeavesNoKey(t *testing.T) {
 	}
 	tmp := filepath.Join(b.dirOf("k"), tmpPrefix+"crash")
 	if err := os.WriteFile(tmp, []byte("half a new val"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Left by a crash a while ago: a temporary made a moment ago may be
+	// another process's Put, not yet locked (removeAbandonedTemp).
+	crashed := time.Now().Add(-time.Minute)
+	if err := os.Chtimes(tmp, crashed, crashed); err != nil {
 		t.Fatal(err)
 	}
 	n := 0

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/healstore/healstore/backends"
 
@@ -304,4 +305,59 @@ func TestPackAppendEndedOutOfOrderSeenWhileHeld(t *testing.T) {
 	}
 	mustGetLocal(t, a, "k1", []byte("one"))
 	mustHoldAll(t, a)
+}
+
+// TestOpenLeavesAnotherInstancesPutAlone: Open removes the temporaries of
+// Puts interrupted by a crash. Another process may have the directory
+// open and be writing a value in a file of its own right then (two
+// frontends sharing their metadata in etcd, one starting): its temporary
+// is not a crash's, and removing it failed that Put. A temporary left by a
+// crash is still removed.
+func TestOpenLeavesAnotherInstancesPutAlone(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	a, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	big := bytes.Repeat([]byte("v"), defaultPackMax+1) // a file of its own
+	opened := 0
+	a.beforeRename = func() {
+		b, err := Open(specFor(dir)) // another process starting meanwhile
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		b.Close()
+		opened++
+	}
+	if err := a.Put(ctx, "big", big); err != nil {
+		t.Fatalf("Put while another instance opened the directory: %v", err)
+	}
+	if opened != 1 {
+		t.Fatalf("the other instance opened %d times, want 1", opened)
+	}
+	mustGetLocal(t, a, "big", big)
+
+	// A crash's temporary (nobody holds it) is removed by the next Open.
+	left := filepath.Join(a.dirOf("x"), tmpPrefix+"crashed")
+	if err := os.MkdirAll(filepath.Dir(left), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(left, []byte("half"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(left, old, old); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if _, err := os.Stat(left); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a crash's temporary left by Open: %v", err)
+	}
 }
