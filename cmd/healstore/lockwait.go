@@ -136,8 +136,17 @@ func lockedMessage(cmdPath string, cfg *healstore.Config, h lockHolder, waited t
 		fmt.Fprintf(&b, "Use the data through the mount, or unmount it (%s) to run this command", umount)
 	case h.command == "daemon":
 		b.WriteString("Stop it to run this command, or run the healer inside a mount (healstore mount --with-healer) " +
-			"instead of a separate daemon; put, get, ls, stat and rm reach a running daemon through its socket (" +
-			healstore.ObjectsSocketName + " in the metadata directory)")
+			"instead of a separate daemon; ")
+		if _, err := os.Stat(filepath.Join(cfg.MetadataDir, healstore.ObjectsSocketName)); err == nil {
+			b.WriteString("put, get, ls, stat and rm reach a running daemon through its socket (" +
+				healstore.ObjectsSocketName + " in the metadata directory)")
+		} else {
+			// The command would have used it: the daemon is starting,
+			// stopping, or could not make it.
+			b.WriteString("put, get, ls, stat and rm reach a daemon through its socket (" +
+				healstore.ObjectsSocketName + " in the metadata directory), but this one serves no socket now: " +
+				"it is starting or stopping, or could not make it (its log says why)")
+		}
 	case h.command != "":
 		b.WriteString("Try again when it has finished")
 	default:

@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -211,5 +213,29 @@ func TestLockWaitStopsOnCtrlC(t *testing.T) {
 	code := run(ctx, []string{"--config", cfg, "ls"}, strings.NewReader(""), &out, &errb)
 	if code == 0 || time.Since(start) > 5*time.Second || !strings.Contains(errb.String(), "stopped while waiting") {
 		t.Fatalf("ls stopped after 500ms: exit %d after %s, stderr %q", code, time.Since(start), errb.String())
+	}
+}
+
+// TestLockedByDaemonNamesTheSocketOnlyWhenServed: the message for a
+// command locked out by the daemon points put, get, ls, stat and rm at
+// the daemon's socket. A daemon starting, stopping or unable to make it
+// serves none: the message says so rather than send the user to a socket
+// that is not there (the command would have used it).
+func TestLockedByDaemonNamesTheSocketOnlyWhenServed(t *testing.T) {
+	cfg := &healstore.Config{MetadataDir: t.TempDir()}
+	h := lockHolder{pid: 42, command: "daemon", cmdline: "healstore daemon"}
+	msg := lockedMessage("healstore put", cfg, h, 0, "")
+	if !strings.Contains(msg, "serves no socket") || strings.Contains(msg, "reach a running daemon through its socket") {
+		t.Fatalf("without a socket: %s", msg)
+	}
+	sock := filepath.Join(cfg.MetadataDir, healstore.ObjectsSocketName)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	msg = lockedMessage("healstore put", cfg, h, 0, "")
+	if !strings.Contains(msg, "reach a running daemon through its socket") || strings.Contains(msg, "serves no socket") {
+		t.Fatalf("with a socket: %s", msg)
 	}
 }
