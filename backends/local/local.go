@@ -66,6 +66,12 @@ var _ backends.Backend = (*Backend)(nil)
 // Open opens (creating if needed) the directory backend the spec names.
 // With a quota it walks the directory once to learn how much is used.
 func Open(spec backends.Spec) (*Backend, error) {
+	return open(spec, tempAge)
+}
+
+// open is Open taking temporaries nobody holds and older than age for a
+// crash's (tests shorten it).
+func open(spec backends.Spec, age time.Duration) (*Backend, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
@@ -88,9 +94,12 @@ func Open(spec backends.Spec) (*Backend, error) {
 	b.deferred.init(b.fsyncValues)
 	// Remove temporaries of interrupted Puts and, with a quota, sum the
 	// sizes of the values.
+	var young []string
 	err := b.walk(func(dir, name string, info fs.FileInfo) error {
 		if strings.HasPrefix(name, tmpPrefix) {
-			removeAbandonedTemp(filepath.Join(dir, name), info)
+			if p := filepath.Join(dir, name); !removeAbandonedTemp(p, info, age) {
+				young = append(young, p)
+			}
 			return nil
 		}
 		b.files.Store(true)
@@ -99,6 +108,17 @@ func Open(spec backends.Spec) (*Backend, error) {
 	})
 	if err != nil {
 		return nil, backends.Wrap(b.name, "open", "", kindOf(err), err)
+	}
+	if len(young) > 0 {
+		// Looked at again once old enough: a crash's, left by a process
+		// restarted at once, is removed then, not at the next Open.
+		time.AfterFunc(age, func() {
+			for _, p := range young {
+				if fi, err := os.Stat(p); err == nil {
+					removeAbandonedTemp(p, fi, age)
+				}
+			}
+		})
 	}
 	packs, used, err := openPacks(b.root, defaultPackMax, defaultPackLimit)
 	if err != nil {
@@ -125,22 +145,27 @@ func OpenUsed(spec backends.Spec) (*Backend, error) {
 
 // removeAbandonedTemp removes the temporary file of a Put interrupted by
 // a crash. One that another process is writing (the directory may be
-// open in several, see packs.go) is locked, or was made a moment ago and
-// not locked yet: it is left, for a later Open to remove if its writer
-// died.
-func removeAbandonedTemp(path string, info fs.FileInfo) {
-	if time.Since(info.ModTime()) < 10*time.Second {
-		return
+// open in several, see packs.go) is locked, or younger than age and maybe
+// not locked yet: it is left. It reports false for one too young to
+// tell, which Open looks at again once it is old enough.
+func removeAbandonedTemp(path string, info fs.FileInfo, age time.Duration) bool {
+	if time.Since(info.ModTime()) < age {
+		return false
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return
+		return true
 	}
 	defer f.Close()
 	if tryLock(f) {
 		os.Remove(path)
 	}
+	return true
 }
+
+// tempAge is how old a temporary nobody holds must be to be taken for a
+// crash's: a Put locks its temporary right after making it.
+const tempAge = 10 * time.Second
 
 // Name implements backends.Backend.
 func (b *Backend) Name() string { return b.name }

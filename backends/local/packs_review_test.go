@@ -324,7 +324,9 @@ func TestOpenLeavesAnotherInstancesPutAlone(t *testing.T) {
 	big := bytes.Repeat([]byte("v"), defaultPackMax+1) // a file of its own
 	opened := 0
 	a.beforeRename = func() {
-		b, err := Open(specFor(dir)) // another process starting meanwhile
+		// Another process starting meanwhile, taking any temporary for
+		// old enough: only the lock keeps this Put's.
+		b, err := open(specFor(dir), 0)
 		if err != nil {
 			t.Error(err)
 			return
@@ -359,5 +361,44 @@ func TestOpenLeavesAnotherInstancesPutAlone(t *testing.T) {
 	c.Close()
 	if _, err := os.Stat(left); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a crash's temporary left by Open: %v", err)
+	}
+}
+
+// TestYoungCrashTemporaryRemovedLater: a process restarted right after a
+// crash finds the crash's temporary too young to tell from another
+// process's Put in progress. It is removed once old enough, not left until
+// the next Open (for a daemon, days).
+func TestYoungCrashTemporaryRemovedLater(t *testing.T) {
+	dir := t.TempDir()
+	b, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := filepath.Join(b.dirOf("x"), tmpPrefix+"crashed")
+	b.Close()
+	if err := os.MkdirAll(filepath.Dir(left), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(left, []byte("half"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const age = 300 * time.Millisecond
+	b, err = open(specFor(dir), age)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := os.Stat(left); err != nil {
+		t.Fatalf("a temporary younger than %v removed at Open: %v", age, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(left); errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the crash's temporary is still there %v after Open", 10*time.Second)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
