@@ -96,9 +96,14 @@ func TestPacksSharedRandom(t *testing.T) {
 					var err error
 					if step == "delete" {
 						err = by.Delete(ctx, key)
-					} else {
-						val = value()
+					} else if val = value(); rnd.IntN(2) == 0 {
 						err = by.Put(ctx, key, val)
+					} else {
+						// The store's write path: written, then made
+						// durable in a sync round.
+						if err = by.PutNoSync(ctx, key, val); err == nil {
+							err = by.Sync(ctx, []string{key})
+						}
 					}
 					if err == nil {
 						err = check(reader, key, val, step)
