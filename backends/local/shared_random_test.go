@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -58,6 +60,47 @@ func TestPacksSharedRandom(t *testing.T) {
 		}
 		return nil
 	}
+	// Two phases; between them the disk is wiped (every file removed
+	// behind both instances), and the second phase writes the same keys
+	// again while both still index them in the removed packs.
+	for phase := range 2 {
+		if phase == 1 {
+			wipeDir(t, dir)
+			for key := range want {
+				want[key] = nil
+			}
+		}
+		runSharedPhase(t, ctx, inst, seed+uint64(phase), want, &mu, check)
+		if t.Failed() {
+			return
+		}
+	}
+	fresh, err := Open(specFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	live := 0
+	for key, val := range want {
+		for _, b := range append(inst, fresh) {
+			if err := check(b, key, val, "at the end"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if val != nil {
+			live++
+		}
+	}
+	listed := 0
+	if err := fresh.List(ctx, "s/", func(string, int64) error { listed++; return nil }); err != nil || listed != live {
+		t.Fatalf("a fresh instance lists %d keys (%v), want %d", listed, err, live)
+	}
+}
+
+// runSharedPhase runs the four writers of TestPacksSharedRandom once.
+func runSharedPhase(t *testing.T, ctx context.Context, inst []*Backend, seed uint64, want map[string][]byte, mu *sync.Mutex,
+	check func(b *Backend, key string, val []byte, what string) error) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	for w := range 4 {
@@ -124,28 +167,20 @@ func TestPacksSharedRandom(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if t.Failed() {
-		return
-	}
-	fresh, err := Open(specFor(dir))
+}
+
+// wipeDir removes every file under a backend's data directory, as a disk
+// replaced by a blank one would leave it (directories stay).
+func wipeDir(t *testing.T, dir string) {
+	t.Helper()
+	err := filepath.WalkDir(filepath.Join(dir, "data"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			return os.Remove(p)
+		}
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer fresh.Close()
-	live := 0
-	for key, val := range want {
-		for _, b := range append(inst, fresh) {
-			if err := check(b, key, val, "at the end"); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if val != nil {
-			live++
-		}
-	}
-	listed := 0
-	if err := fresh.List(ctx, "s/", func(string, int64) error { listed++; return nil }); err != nil || listed != live {
-		t.Fatalf("a fresh instance lists %d keys (%v), want %d", listed, err, live)
 	}
 }
 
