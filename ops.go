@@ -93,7 +93,7 @@ func (s *Store) usable(name string) bool {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if (h.b == nil && h.openErr != nil) || h.foreign {
+	if (h.b == nil && h.openErr != nil) || h.foreign || h.wiped {
 		// Known lost to this process, whatever its recorded state says
 		// (which only a healer changes, and none may run).
 		return false
@@ -103,7 +103,8 @@ func (s *Store) usable(name string) bool {
 
 // Stat describes object name, with its redundancy, read from every stripe
 // record and the stripe's repair queue entry, if any (two point lookups
-// per stripe; no backend is contacted). ErrNotFound when there is none.
+// per stripe; no backend is contacted but one this process found wiped,
+// whose marker it reads again). ErrNotFound when there is none.
 func (s *Store) Stat(ctx context.Context, name string) (*ObjectInfo, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
@@ -133,6 +134,7 @@ func (s *Store) stat(ctx context.Context, name string) (*ObjectInfo, error) {
 		return nil, fmt.Errorf("stat: %w", err)
 	}
 	info := objectInfo(o)
+	s.recheckWiped(ctx)
 	red := &Redundancy{MinMargin: o.Policy.M}
 	count := func(st *metastore.Stripe, lost []bool) {
 		healthy := 0

@@ -203,3 +203,38 @@ func TestStatAndStatusAfterMoreThanMWiped(t *testing.T) {
 			st.WorstMargin, st.Margins, st.DegradedStripes, st.UnreadableStripes, n)
 	}
 }
+
+// A backend wiped while no healer ran (a disk replaced by a blank one,
+// the store closed): a process that opens the store finds its marker gone
+// and leaves it to the healer. Stat used to count its shards as there
+// ("full; can lose 2 more") until a healer queued them; it now counts
+// them missing, as the backends say, and as whole again once a healer
+// marked the backend again and rebuilt them.
+func TestStatCountsWipedBackendFoundAtOpen(t *testing.T) {
+	hs := newHealStore(t, 6, 4, 2, nil)
+	ctx := context.Background()
+	rnd := rand.New(rand.NewPCG(7, 8))
+	hs.put("obj", healRandBytes(rnd, 150<<10))
+	n := len(stripesOf(t, hs.s, "obj"))
+	path := hs.spec("b2").Path
+	hs.s.Close()
+	wipeLocal(t, path)
+	hs.open()
+	if r := checkStat(t, hs, "obj"); r.MissingShards != n || r.MinMargin != 1 {
+		t.Fatalf("stat after b2 was wiped: %+v, want %d shards missing", r, n)
+	}
+	h, err := hs.s.NewHealer(ctx, HealerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.ProbeAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := h.RepairAll(ctx, nil); err != nil || rep.Repaired != n {
+		t.Fatalf("repair: %+v %v", rep, err)
+	}
+	if r := checkStat(t, hs, "obj"); r.MissingShards != 0 || r.MinMargin != 2 {
+		t.Fatalf("stat after the healer rebuilt b2's shards: %+v", r)
+	}
+}

@@ -103,6 +103,7 @@ type handle struct {
 	written  int64             // bytes placed since that probe
 	failedAt time.Time         // last data-path failure
 	foreign  bool              // marker names another store
+	wiped    bool              // found without its marker (see writeMarkers); until it has one again
 	probeErr error             // the probe at open failed
 }
 
@@ -698,6 +699,34 @@ func (s *Store) checkDomains() error {
 	return &InsufficientBackendsError{Op: "open", Usable: len(domains), Needed: need, Detail: detail}
 }
 
+// setWiped notes that h was found wiped: Stat counts its shards missing
+// until a healer has marked it again (recheckWiped), as nothing this
+// process may run records the loss before that.
+func (s *Store) setWiped(h *handle) {
+	h.mu.Lock()
+	h.wiped = true
+	h.mu.Unlock()
+}
+
+// recheckWiped looks again at the marker of each backend found wiped and
+// forgets the finding once the marker is back: a healer then has queued
+// what it lost (or rebuilt it), and the queue says what is missing.
+func (s *Store) recheckWiped(ctx context.Context) {
+	for _, h := range s.handleList() {
+		h.mu.Lock()
+		b, wiped := h.b, h.wiped
+		h.mu.Unlock()
+		if !wiped || b == nil {
+			continue
+		}
+		if _, err := b.Get(ctx, MarkerKey); err == nil {
+			h.mu.Lock()
+			h.wiped = false
+			h.mu.Unlock()
+		}
+	}
+}
+
 // writeMarkers writes the identity marker on every open backend that never
 // had one. A backend whose record says a marker was written but which has
 // none now was wiped: the marker is not rewritten (that would hide the
@@ -740,6 +769,7 @@ func (s *Store) writeMarkers(ctx context.Context) error {
 		case errors.Is(err, backends.ErrNotFound):
 			if rec.Marker != "" {
 				s.log.Warn("backend lost its identity marker (wiped?); leaving it for the healer", "backend", h.name)
+				s.setWiped(h)
 				continue
 			}
 			// Never marked (unreachable when the store opened, and
@@ -748,6 +778,7 @@ func (s *Store) writeMarkers(ctx context.Context) error {
 			lost, herr := healer.ShardGone(ctx, s.meta, b)
 			if lost {
 				s.log.Warn("backend has no identity marker and lost a shard the metadata places there (wiped?); leaving it for the healer", "backend", h.name)
+				s.setWiped(h)
 				continue
 			}
 			if herr != nil {
