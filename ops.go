@@ -85,26 +85,36 @@ func (s *Store) getObject(ctx context.Context, name string) (*metastore.Object, 
 	return o, nil
 }
 
-// usable reports whether shards on backend name count as healthy.
-func (s *Store) usable(name string) bool {
-	h := s.handleOf(name)
+// usable reports whether the shard at loc counts as healthy.
+func (s *Store) usable(ctx context.Context, loc metastore.ShardLoc) bool {
+	h := s.handleOf(loc.Backend)
 	if h == nil {
 		return false
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if (h.b == nil && h.openErr != nil) || h.foreign || h.wiped {
+	b, wiped := h.b, h.wiped
+	lost := (h.b == nil && h.openErr != nil) || h.foreign
+	state := h.rec.State
+	h.mu.Unlock()
+	if lost {
 		// Known lost to this process, whatever its recorded state says
 		// (which only a healer changes, and none may run).
 		return false
 	}
-	return h.rec.State == metastore.StateUp || h.rec.State == metastore.StateSuspect || h.rec.State == metastore.StateDraining
+	if wiped {
+		// Emptied, and nothing recorded that yet: what is there now was
+		// written since, so the shard itself is asked for.
+		_, err := b.Stat(ctx, loc.Key)
+		return err == nil
+	}
+	return state == metastore.StateUp || state == metastore.StateSuspect || state == metastore.StateDraining
 }
 
 // Stat describes object name, with its redundancy, read from every stripe
 // record and the stripe's repair queue entry, if any (two point lookups
 // per stripe; no backend is contacted but one this process found wiped,
-// whose marker it reads again). ErrNotFound when there is none.
+// whose marker it reads again and which it asks for each shard placed
+// there). ErrNotFound when there is none.
 func (s *Store) Stat(ctx context.Context, name string) (*ObjectInfo, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
@@ -139,7 +149,7 @@ func (s *Store) stat(ctx context.Context, name string) (*ObjectInfo, error) {
 	count := func(st *metastore.Stripe, lost []bool) {
 		healthy := 0
 		for i, l := range st.Shards {
-			if l.Backend != "" && s.usable(l.Backend) && (lost == nil || !lost[i]) {
+			if l.Backend != "" && (lost == nil || !lost[i]) && s.usable(ctx, l) {
 				healthy++
 			}
 		}

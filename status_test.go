@@ -223,6 +223,9 @@ func TestStatCountsWipedBackendFoundAtOpen(t *testing.T) {
 	if r := checkStat(t, hs, "obj"); r.MissingShards != n || r.MinMargin != 1 {
 		t.Fatalf("stat after b2 was wiped: %+v, want %d shards missing", r, n)
 	}
+	// An object written since has its shard on b2: it is there.
+	hs.put("new", healRandBytes(rnd, 100<<10))
+	checkStat(t, hs, "new")
 	h, err := hs.s.NewHealer(ctx, HealerOptions{})
 	if err != nil {
 		t.Fatal(err)
