@@ -104,6 +104,9 @@ func (s *Store) usable(ctx context.Context, loc metastore.ShardLoc) bool {
 	if wiped {
 		// Emptied, and nothing recorded that yet: what is there now was
 		// written since, so the shard itself is asked for.
+		if b == nil {
+			return false // closed meanwhile (retired, reopened)
+		}
 		_, err := b.Stat(ctx, loc.Key)
 		return err == nil
 	}
