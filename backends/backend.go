@@ -70,37 +70,73 @@ type Capacity struct {
 	// Device names the space this capacity is of when other backends may
 	// share it (local directories on one file system report the same
 	// Device, and the same free space): whoever sums capacities counts
-	// each Device once. Empty for space of the backend's own (a quota,
-	// a bucket, a namespace).
+	// each Device once. Empty for space of the backend's own (a bucket,
+	// a namespace).
 	Device string `json:"device,omitempty"`
+	// DeviceFree and DeviceTotal are set for a quota on a Device (a local
+	// directory with a quota): Free and Limit are the quota's, these the
+	// file system's. Quotas on one file system together have no more
+	// than it has.
+	DeviceFree  int64 `json:"device_free,omitempty"`
+	DeviceTotal int64 `json:"device_total,omitempty"`
 }
 
 // SpaceSum adds up the capacities of several backends, each Device once:
-// backends sharing a file system each report all of it.
+// backends sharing a file system each report all of it, and quotas on one
+// file system together count no more than it has.
 type SpaceSum struct {
 	// Total and Free are in bytes; Spaces counts the distinct spaces
 	// added (file systems, or a backend's own space).
 	Total, Free int64
 	Spaces      int
-	seen        map[string]bool
+	devs        map[string]*deviceSpace
 }
 
-// Add counts c, unless c is of a Device already counted. c must be Known.
+// deviceSpace is what the capacities of one Device add up to.
+type deviceSpace struct {
+	whole                 bool  // a backend without a quota reported all of it
+	free, total           int64 // the quotas' sums
+	capFree, capTotal     int64 // the device's own
+	countFree, countTotal int64 // what it adds to the sum now
+}
+
+// Add counts c, once per Device. c must be Known.
 func (s *SpaceSum) Add(c Capacity) {
-	if c.Device != "" {
-		if s.seen[c.Device] {
-			return
-		}
-		if s.seen == nil {
-			s.seen = map[string]bool{}
-		}
-		s.seen[c.Device] = true
-	}
 	total := c.Limit
 	if total <= 0 {
 		total = c.Used + c.Free
 	}
-	s.Total += max(total, 0)
-	s.Free += max(c.Free, 0)
-	s.Spaces++
+	total, free := max(total, 0), max(c.Free, 0)
+	if c.Device == "" {
+		s.Total += total
+		s.Free += free
+		s.Spaces++
+		return
+	}
+	d := s.devs[c.Device]
+	if d == nil {
+		if s.devs == nil {
+			s.devs = map[string]*deviceSpace{}
+		}
+		d = &deviceSpace{}
+		s.devs[c.Device] = d
+		s.Spaces++
+	}
+	if c.DeviceTotal <= 0 {
+		// No quota: the backend may fill the whole device.
+		d.whole, d.capFree, d.capTotal = true, free, total
+	} else {
+		d.free += free
+		d.total += total
+		if !d.whole {
+			d.capFree, d.capTotal = max(c.DeviceFree, 0), c.DeviceTotal
+		}
+	}
+	nowFree, nowTotal := d.capFree, d.capTotal
+	if !d.whole {
+		nowFree, nowTotal = min(d.free, d.capFree), min(d.total, d.capTotal)
+	}
+	s.Free += nowFree - d.countFree
+	s.Total += nowTotal - d.countTotal
+	d.countFree, d.countTotal = nowFree, nowTotal
 }

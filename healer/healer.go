@@ -139,15 +139,17 @@ type member struct {
 	rec    metastore.BackendRecord
 	spec   backends.Spec
 	health plan.Health
-	// device is the Capacity.Device of the last probe that answered: the
+	// device, deviceFree and deviceTotal are the Capacity.Device (and,
+	// with a quota, its figures) of the last probe that answered: the
 	// record keeps no device, which a probe knows anew each time.
-	device string
+	device                  string
+	deviceFree, deviceTotal int64
 }
 
 // setCapacity takes the capacity a probe reported. Called with h.mu held.
 func (m *member) setCapacity(c backends.Capacity) {
 	m.rec.Capacity = recordCapacity(c)
-	m.device = c.Device
+	m.device, m.deviceFree, m.deviceTotal = c.Device, c.DeviceFree, c.DeviceTotal
 }
 
 // New builds a healer. It reads the backend records once; it starts

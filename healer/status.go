@@ -290,7 +290,11 @@ type BackendStatus struct {
 	Limit         int64     `json:"limit"`
 	// Device names the file system the capacity is of, when backends may
 	// share one (see backends.Capacity): count each Device's Free once.
-	Device string `json:"device,omitempty"`
+	// With a quota there, DeviceFree and DeviceTotal are the file
+	// system's figures (backends.SpaceSum).
+	Device      string `json:"device,omitempty"`
+	DeviceFree  int64  `json:"device_free,omitempty"`
+	DeviceTotal int64  `json:"device_total,omitempty"`
 	// Shards held, as the metastore records them.
 	Shards int `json:"shards"`
 }
@@ -360,7 +364,7 @@ func (h *Healer) memberStatus(name string, m *member, shards int) BackendStatus 
 		Spare: m.rec.Spare, Since: m.health.Since, LastProbe: m.rec.LastProbe,
 		ProbeFailures: m.health.Failures, LastError: m.rec.LastError,
 		CapacityKnown: m.rec.Capacity.Known, Used: m.rec.Capacity.Used, Free: m.rec.Capacity.Free,
-		Limit: m.rec.Capacity.Limit, Device: m.device, Shards: shards,
+		Limit: m.rec.Capacity.Limit, Device: m.device, DeviceFree: m.deviceFree, DeviceTotal: m.deviceTotal, Shards: shards,
 	}
 }
 

@@ -27,8 +27,15 @@ func TestCapacityNamesItsFileSystem(t *testing.T) {
 	if a == "" || a != b {
 		t.Fatalf("two backends under one temporary directory: devices %q and %q", a, b)
 	}
-	if q := device(openT(t, 1<<30)); q != "" {
-		t.Fatalf("backend with a quota names device %q", q)
+	// A quota on that file system names it too, with its figures.
+	qb := openT(t, 1<<30)
+	r, err := qb.Probe(ctx)
+	qb.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := r.Capacity; q.Device != a || q.Limit != 1<<30 || q.DeviceTotal <= 0 || q.DeviceFree <= 0 || q.Free > q.DeviceFree {
+		t.Fatalf("backend with a quota: %+v; want device %q with the file system's figures", q, a)
 	}
 	var tmp, shm unix.Statfs_t
 	if unix.Statfs(t.TempDir(), &tmp) != nil || unix.Statfs("/dev/shm", &shm) != nil || tmp.Fsid == shm.Fsid {

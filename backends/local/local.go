@@ -802,7 +802,10 @@ func (b *Backend) Probe(ctx context.Context) (backends.ProbeResult, error) {
 		if free < 0 {
 			free = 0
 		}
-		c = backends.Capacity{Known: true, Used: used, Limit: b.quota, Free: free}
+		// The file system's figures go along: quotas on one file
+		// system together have no more than it has (SpaceSum).
+		c = backends.Capacity{Known: true, Used: used, Limit: b.quota, Free: free,
+			Device: c.Device, DeviceFree: avail, DeviceTotal: total}
 	}
 	return backends.ProbeResult{Latency: time.Since(start), Capacity: c}, nil
 }

@@ -237,7 +237,8 @@ func spaceOf(st *healer.Status, k, m int) space {
 			continue
 		}
 		sp.Backends++
-		sum.Add(backends.Capacity{Known: true, Used: b.Used, Free: b.Free, Limit: b.Limit, Device: b.Device})
+		sum.Add(backends.Capacity{Known: true, Used: b.Used, Free: b.Free, Limit: b.Limit, Device: b.Device,
+			DeviceFree: b.DeviceFree, DeviceTotal: b.DeviceTotal})
 	}
 	sp.Free, sp.FileSystems = sum.Free, sum.Spaces
 	if k+m > 0 {

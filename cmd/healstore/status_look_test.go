@@ -177,3 +177,52 @@ func TestStatusWithoutDaemonProbes(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusSpaceWithQuotasOnOneDisk: local backends with quotas on one
+// file system count their quotas' free space, but together no more than
+// the file system has. Each used to count alone: six quotas larger than
+// the disk said six times its free space.
+func TestStatusSpaceWithQuotasOnOneDisk(t *testing.T) {
+	dir, cfgPath := newStore(t)
+	var disk unix.Statfs_t
+	if err := unix.Statfs(dir, &disk); err != nil {
+		t.Fatal(err)
+	}
+	diskFree := float64(disk.Bavail) * float64(disk.Bsize)
+	for _, c := range []struct {
+		quota int64
+		want  func() float64
+	}{
+		{1 << 50, func() float64 { return diskFree }}, // each quota larger than the disk
+		{64 << 20, func() float64 { return 6 * 64 << 20 }},
+	} {
+		cfg, err := healstore.LoadConfig(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range cfg.Backends {
+			cfg.Backends[i].Quota = c.quota
+		}
+		body, err := cfg.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cfgPath, body, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, errs, code := cli(t, "", "status", "--json")
+		if code != 0 {
+			t.Fatalf("status: exit %d: %s", code, errs)
+		}
+		var st struct {
+			Space space `json:"space"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("status --json: %v\n%s", err, out)
+		}
+		want := c.want()
+		if room := st.Space; room.Backends != 6 || room.FileSystems != 1 || float64(room.Free) > want*1.05 || float64(room.Free) < want*0.95 {
+			t.Fatalf("quotas of %d bytes: space %+v; want about %.0f bytes free on 1 file system", c.quota, room, want)
+		}
+	}
+}
