@@ -18,14 +18,7 @@ func TestReadFindingJoinsQueuedEntry(t *testing.T) {
 	ctx := context.Background()
 	data := bytes.Repeat([]byte("healstore "), 3000)
 	hs.put("o", data)
-	h, err := hs.s.NewHealer(ctx, HealerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if err := h.ProbeAll(ctx); err != nil {
-		t.Fatal(err)
-	}
+	h := hs.probedHealer()
 	obj, _ := hs.s.meta.GetObject(ctx, "o")
 	sid := obj.Stripes[0]
 	mst, _ := hs.s.meta.GetStripe(ctx, sid)

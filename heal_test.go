@@ -61,6 +61,22 @@ func (hs *healStore) open() {
 	hs.t.Cleanup(func() { s.Close() })
 }
 
+// probedHealer makes a healer of the store that has probed every backend
+// once, closed when the test ends.
+func (hs *healStore) probedHealer() *Healer {
+	hs.t.Helper()
+	ctx := context.Background()
+	h, err := hs.s.NewHealer(ctx, HealerOptions{})
+	if err != nil {
+		hs.t.Fatal(err)
+	}
+	hs.t.Cleanup(func() { h.Close() })
+	if err := h.ProbeAll(ctx); err != nil {
+		hs.t.Fatal(err)
+	}
+	return h
+}
+
 func (hs *healStore) backendDir(name string) string {
 	return filepath.Join(hs.dir, "backends", name)
 }

@@ -312,11 +312,11 @@ func TestMultiFrontendEtcd(t *testing.T) {
 		// Kill once the rebuild is under way: some stripes already
 		// rebuilt (each rebuild is one commit, so its version moved) and
 		// some still queued, their lost shard still absent.
-		if p.touched > 0 && p.queued > 0 && p.absent > 0 {
-			t.Logf("killing the leader mid-rebuild: %d of %d stripes rebuilt, %d queued, %d shards absent", p.touched, total, p.queued, p.absent)
+		if p.touched > 0 && p.queued > 0 && len(p.absent) > 0 {
+			t.Logf("killing the leader mid-rebuild: %d of %d stripes rebuilt, %d queued, %d shards absent", p.touched, total, p.queued, len(p.absent))
 			break
 		}
-		if p.touched == total && p.queued == 0 && p.absent == 0 {
+		if p.touched == total && p.queued == 0 && len(p.absent) == 0 {
 			t.Fatalf("the rebuild of %d stripes finished before the leader could be killed", total)
 		}
 		if time.Now().After(deadline) {
@@ -336,7 +336,7 @@ func TestMultiFrontendEtcd(t *testing.T) {
 	deadline = time.Now().Add(60 * time.Second)
 	for {
 		p := multiProgress(t, s)
-		if p.missing == 0 && p.queued == 0 && p.absent == 0 {
+		if p.missing == 0 && p.queued == 0 && len(p.absent) == 0 {
 			t.Logf("rebuild finished %v after the kill", time.Since(killedAt).Round(100*time.Millisecond))
 			break
 		}
@@ -350,11 +350,10 @@ func TestMultiFrontendEtcd(t *testing.T) {
 					fresh = append(fresh, fmt.Sprintf("%s: %v", spec.Name, err))
 					continue
 				}
-				for _, why := range p.absentWhy {
-					if _, rest, ok := strings.Cut(why, " "+spec.Name+"/"); ok {
-						key, _, _ := strings.Cut(rest, ":")
-						_, err := b.Stat(ctx, key)
-						fresh = append(fresh, fmt.Sprintf("%s/%s freshly opened: %v", spec.Name, key, err))
+				for _, a := range p.absent {
+					if a.Backend == spec.Name {
+						_, err := b.Stat(ctx, a.Key)
+						fresh = append(fresh, fmt.Sprintf("%s/%s freshly opened: %v", a.Backend, a.Key, err))
 					}
 				}
 				b.Close()
@@ -386,10 +385,16 @@ type rebuildProgress struct {
 	// touched stripes changed since they were written (version 2 or
 	// more): the healer rebuilt their lost shard.
 	touched int
-	// absent counts recorded shards that are not on their backend;
-	// absentWhy names them (for a failure's message).
-	absent    int
-	absentWhy []string
+	// absent are the recorded shards that are not on their backend.
+	absent []absentShard
+}
+
+// absentShard is a recorded shard not found on its backend, and why.
+type absentShard struct {
+	Stripe       string
+	Version      uint64
+	Backend, Key string
+	Err          string
 }
 
 func multiProgress(t *testing.T, s *Store) rebuildProgress {
@@ -409,13 +414,11 @@ func multiProgress(t *testing.T, s *Store) rebuildProgress {
 			}
 			b, ok := s.Backend(loc.Backend)
 			if !ok {
-				p.absent++
-				p.absentWhy = append(p.absentWhy, fmt.Sprintf("%x v%d %s/%s: backend not open", st.ID, st.Version, loc.Backend, loc.Key))
+				p.absent = append(p.absent, absentShard{fmt.Sprintf("%x", st.ID), st.Version, loc.Backend, loc.Key, "backend not open"})
 				continue
 			}
 			if _, err := b.Stat(ctx, loc.Key); err != nil {
-				p.absent++
-				p.absentWhy = append(p.absentWhy, fmt.Sprintf("%x v%d %s/%s: %v", st.ID, st.Version, loc.Backend, loc.Key, err))
+				p.absent = append(p.absent, absentShard{fmt.Sprintf("%x", st.ID), st.Version, loc.Backend, loc.Key, err.Error()})
 			}
 		}
 		return nil

@@ -171,14 +171,7 @@ func TestStatAndStatusAfterMoreThanMWiped(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(5, 6))
 	hs.put("big", healRandBytes(rnd, 200<<10))
 	n := len(stripesOf(t, hs.s, "big"))
-	h, err := hs.s.NewHealer(ctx, HealerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if err := h.ProbeAll(ctx); err != nil {
-		t.Fatal(err)
-	}
+	h := hs.probedHealer()
 	for _, name := range []string{"b1", "b3", "b5"} {
 		wipeLocal(t, hs.spec(name).Path)
 	}
@@ -226,14 +219,7 @@ func TestStatCountsWipedBackendFoundAtOpen(t *testing.T) {
 	// An object written since has its shard on b2: it is there.
 	hs.put("new", healRandBytes(rnd, 100<<10))
 	checkStat(t, hs, "new")
-	h, err := hs.s.NewHealer(ctx, HealerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if err := h.ProbeAll(ctx); err != nil {
-		t.Fatal(err)
-	}
+	h := hs.probedHealer()
 	if rep, err := h.RepairAll(ctx, nil); err != nil || rep.Repaired != n {
 		t.Fatalf("repair: %+v %v", rep, err)
 	}

@@ -139,17 +139,16 @@ type member struct {
 	rec    metastore.BackendRecord
 	spec   backends.Spec
 	health plan.Health
-	// device, deviceFree and deviceTotal are the Capacity.Device (and,
-	// with a quota, its figures) of the last probe that answered: the
-	// record keeps no device, which a probe knows anew each time.
-	device                  string
-	deviceFree, deviceTotal int64
+	// probed is the capacity of the last probe that answered: the record
+	// keeps no device (nor, with a quota, its figures), which a probe
+	// knows anew each time.
+	probed backends.Capacity
 }
 
 // setCapacity takes the capacity a probe reported. Called with h.mu held.
 func (m *member) setCapacity(c backends.Capacity) {
 	m.rec.Capacity = recordCapacity(c)
-	m.device, m.deviceFree, m.deviceTotal = c.Device, c.DeviceFree, c.DeviceTotal
+	m.probed = c
 }
 
 // New builds a healer. It reads the backend records once; it starts

@@ -364,7 +364,7 @@ func (h *Healer) memberStatus(name string, m *member, shards int) BackendStatus 
 		Spare: m.rec.Spare, Since: m.health.Since, LastProbe: m.rec.LastProbe,
 		ProbeFailures: m.health.Failures, LastError: m.rec.LastError,
 		CapacityKnown: m.rec.Capacity.Known, Used: m.rec.Capacity.Used, Free: m.rec.Capacity.Free,
-		Limit: m.rec.Capacity.Limit, Device: m.device, DeviceFree: m.deviceFree, DeviceTotal: m.deviceTotal, Shards: shards,
+		Limit: m.rec.Capacity.Limit, Device: m.probed.Device, DeviceFree: m.probed.DeviceFree, DeviceTotal: m.probed.DeviceTotal, Shards: shards,
 	}
 }
 

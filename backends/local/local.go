@@ -97,7 +97,7 @@ func open(spec backends.Spec, age time.Duration) (*Backend, error) {
 	var young []string
 	err := b.walk(func(dir, name string, info fs.FileInfo) error {
 		if strings.HasPrefix(name, tmpPrefix) {
-			if p := filepath.Join(dir, name); !removeAbandonedTemp(p, info, age) {
+			if p := filepath.Join(dir, name); !removeAbandonedTemp(p, age) {
 				young = append(young, p)
 			}
 			return nil
@@ -114,9 +114,7 @@ func open(spec backends.Spec, age time.Duration) (*Backend, error) {
 		// restarted at once, is removed then, not at the next Open.
 		time.AfterFunc(age, func() {
 			for _, p := range young {
-				if fi, err := os.Stat(p); err == nil {
-					removeAbandonedTemp(p, fi, age)
-				}
+				removeAbandonedTemp(p, age)
 			}
 		})
 	}
@@ -143,20 +141,25 @@ func OpenUsed(spec backends.Spec) (*Backend, error) {
 	return Open(spec)
 }
 
-// removeAbandonedTemp removes the temporary file of a Put interrupted by
-// a crash. One that another process is writing (the directory may be
-// open in several, see packs.go) is locked, or younger than age and maybe
-// not locked yet: it is left. It reports false for one too young to
-// tell, which Open looks at again once it is old enough.
-func removeAbandonedTemp(path string, info fs.FileInfo, age time.Duration) bool {
-	if time.Since(info.ModTime()) < age {
-		return false
-	}
+// removeAbandonedTemp removes a temporary file (of a Put, or a pack not
+// numbered yet) left by a process that stopped: one another process is
+// writing (the directory may be open in several, see packs.go) is locked,
+// or younger than age and maybe not locked yet, and is left. It reports
+// false for one too young to tell, which Open looks at again once it is
+// old enough.
+func removeAbandonedTemp(path string, age time.Duration) bool {
 	f, err := os.Open(path)
 	if err != nil {
 		return true
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return true
+	}
+	if time.Since(fi.ModTime()) < age {
+		return false
+	}
 	if tryLock(f) {
 		os.Remove(path)
 	}

@@ -113,16 +113,9 @@ func TestInterruptedPutLeavesNoKey(t *testing.T) {
 	if err := b.Put(ctx, "k", []byte("old")); err != nil {
 		t.Fatal(err)
 	}
-	tmp := filepath.Join(b.dirOf("k"), tmpPrefix+"crash")
-	if err := os.WriteFile(tmp, []byte("half a new val"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	// Left by a crash a while ago: a temporary made a moment ago may be
 	// another process's Put, not yet locked (removeAbandonedTemp).
-	crashed := time.Now().Add(-time.Minute)
-	if err := os.Chtimes(tmp, crashed, crashed); err != nil {
-		t.Fatal(err)
-	}
+	tmp := crashTemp(t, b, "k", time.Minute)
 	n := 0
 	b.List(ctx, "", func(k string, _ int64) error { n++; return nil })
 	if n != 1 {

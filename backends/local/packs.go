@@ -205,8 +205,8 @@ func (s *packs) refresh(always bool) error {
 				continue
 			}
 			if id, ok := packID(e.Name()); ok {
-				if p, known := s.byID[id]; known && p.gone() {
-					s.purge(p) // a new file of the same number is read as new
+				if p, known := s.byID[id]; known {
+					s.purgeIfGone(p) // a new file of the same number is read as new
 				}
 				if _, known := s.byID[id]; !known {
 					ids = append(ids, id)
@@ -243,18 +243,7 @@ func (s *packs) refresh(always bool) error {
 // it is old (its maker locks it right after making it, so a new one may
 // be unlocked for a moment).
 func removeAbandoned(path string) {
-	f, err := os.Open(path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || time.Since(fi.ModTime()) < 10*time.Minute {
-		return
-	}
-	if tryLock(f) {
-		os.Remove(path)
-	}
+	removeAbandonedTemp(path, 10*time.Minute)
 }
 
 func packID(name string) (uint32, bool) {
@@ -516,13 +505,12 @@ func (s *packs) scan(p *pack, from, size int64, inFlight bool) (int64, error) {
 func (s *packs) add(key string, l packLoc, readWhole bool) {
 	s.seq = max(s.seq, l.seq)
 	old, ok := s.index[key]
-	if ok && old.p != l.p && old.p.gone() {
-		// The index still names a pack removed behind this instance (a
+	if ok && old.p != l.p && s.purgeIfGone(old.p) {
+		// The index still named a pack removed behind this instance (a
 		// wiped disk): its record is no value any more, so it loses
 		// whatever the sequence numbers say. They are clock readings; a
 		// clock set back gives the record written since the lower one,
 		// and the contest below would punch the only copy.
-		s.purge(old.p)
 		old, ok = packLoc{}, false
 	}
 	if !ok {
@@ -571,14 +559,23 @@ func (s *packs) get(key string) (packLoc, bool) {
 // the index has key (another instance may hold a later record of it).
 func (s *packs) lookup(key string, fresh bool) (packLoc, bool) {
 	l, ok := s.index[key]
-	if ok && l.p.gone() {
-		s.purge(l.p)
+	if ok && s.purgeIfGone(l.p) {
 		ok = false
 	}
 	if (fresh || !ok) && s.refresh(false) == nil {
 		l, ok = s.index[key]
 	}
 	return l, ok
+}
+
+// purgeIfGone purges p if it is gone and says whether it was. Called
+// with s.mu held.
+func (s *packs) purgeIfGone(p *pack) bool {
+	if !p.gone() {
+		return false
+	}
+	s.purge(p)
+	return true
 }
 
 // purge forgets a pack that is gone (see gone) and its records: the key
@@ -776,11 +773,11 @@ func (s *packs) append(key string, value []byte, durable bool) (old packLoc, had
 		s.mu.Unlock()
 		return packLoc{}, false, errPacksClosed
 	}
-	if s.cur != nil && s.cur.gone() {
+	if s.cur != nil {
 		// Removed behind the backend (a wiped disk, an unmounted
 		// volume): appends to it would be lost. startPack makes a new one
 		// or says the data directory is gone.
-		s.purge(s.cur)
+		s.purgeIfGone(s.cur)
 	}
 	if s.cur == nil || (s.cur.end > 0 && s.cur.end+size > s.limit) {
 		if err := s.startPack(); err != nil {
@@ -817,10 +814,9 @@ func (s *packs) append(key string, value []byte, durable bool) (old packLoc, had
 	s.appended++
 	s.changed = true
 	old, had = s.index[key]
-	if had && old.seq > l.seq && old.p != p && old.p.gone() {
+	if had && old.seq > l.seq && old.p != p && s.purgeIfGone(old.p) {
 		// A record in a pack removed behind this instance is no value
 		// (see add): it never beats this one, however the clock went.
-		s.purge(old.p)
 		old, had = packLoc{}, false
 	}
 	if had && old.seq > l.seq {

@@ -43,6 +43,17 @@ func holdPack(t *testing.T, path string) (*os.File, func()) {
 // has read k2. finish writes k1 and lets the other instance go.
 func inFlightPack(t *testing.T) (a *Backend, finish func()) {
 	t.Helper()
+	a, endK1, release := inFlightPackHeld(t)
+	return a, func() {
+		endK1()
+		release()
+	}
+}
+
+// inFlightPackHeld is inFlightPack with k1's append ending (endK1) apart
+// from the other instance letting go (release).
+func inFlightPackHeld(t *testing.T) (a *Backend, endK1, release func()) {
+	t.Helper()
 	dir := t.TempDir()
 	k0, k1, k2 := record("k0", []byte("zero"), 10), record("k1", []byte("one"), 11), record("k2", []byte("two"), 12)
 	path := writePack(t, dir, 0, k0)
@@ -59,8 +70,7 @@ func inFlightPack(t *testing.T) (a *Backend, finish func()) {
 		if _, err := f.WriteAt(k1, int64(len(k0))); err != nil {
 			t.Fatal(err)
 		}
-		release()
-	}
+	}, release
 }
 
 // mustHoldAll checks the three records of inFlightPack.
@@ -284,25 +294,12 @@ func openHolding(t *testing.T) *Backend {
 // pack, on a disk shared with a frontend, left the frontend taking the
 // shard for lost as long as the healer ran.
 func TestPackAppendEndedOutOfOrderSeenWhileHeld(t *testing.T) {
-	dir := t.TempDir()
-	k0, k1, k2 := record("k0", []byte("zero"), 10), record("k1", []byte("one"), 11), record("k2", []byte("two"), 12)
-	path := writePack(t, dir, 0, k0)
-	f, _ := holdPack(t, path)
-	if _, err := f.WriteAt(k2, int64(len(k0)+len(k1))); err != nil {
-		t.Fatal(err)
-	}
-	a, err := Open(specFor(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, endK1, _ := inFlightPackHeld(t)
 	defer a.Close()
-	mustGetLocal(t, a, "k2", []byte("two"))
 	if _, err := a.Stat(context.Background(), "k1"); !errors.Is(err, backends.ErrNotFound) {
 		t.Fatalf("Stat of an append not written yet: %v", err)
 	}
-	if _, err := f.WriteAt(k1, int64(len(k0))); err != nil {
-		t.Fatal(err)
-	}
+	endK1()
 	mustGetLocal(t, a, "k1", []byte("one"))
 	mustHoldAll(t, a)
 }
@@ -343,17 +340,7 @@ func TestOpenLeavesAnotherInstancesPutAlone(t *testing.T) {
 	mustGetLocal(t, a, "big", big)
 
 	// A crash's temporary (nobody holds it) is removed by the next Open.
-	left := filepath.Join(a.dirOf("x"), tmpPrefix+"crashed")
-	if err := os.MkdirAll(filepath.Dir(left), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(left, []byte("half"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	old := time.Now().Add(-time.Hour)
-	if err := os.Chtimes(left, old, old); err != nil {
-		t.Fatal(err)
-	}
+	left := crashTemp(t, a, "x", time.Hour)
 	c, err := Open(specFor(dir))
 	if err != nil {
 		t.Fatal(err)
@@ -374,14 +361,8 @@ func TestYoungCrashTemporaryRemovedLater(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	left := filepath.Join(b.dirOf("x"), tmpPrefix+"crashed")
+	left := crashTemp(t, b, "x", 0)
 	b.Close()
-	if err := os.MkdirAll(filepath.Dir(left), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(left, []byte("half"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	const age = 300 * time.Millisecond
 	b, err = open(specFor(dir), age)
 	if err != nil {
@@ -401,4 +382,22 @@ func TestYoungCrashTemporaryRemovedLater(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// crashTemp leaves the temporary of a Put of key interrupted by a crash
+// age ago in b's directory, and returns its path.
+func crashTemp(t *testing.T, b *Backend, key string, age time.Duration) string {
+	t.Helper()
+	p := filepath.Join(b.dirOf(key), tmpPrefix+"crashed")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("half a value"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	when := time.Now().Add(-age)
+	if err := os.Chtimes(p, when, when); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
