@@ -29,7 +29,9 @@ func newInitCmd(g *globalOptions) *cobra.Command {
 DIR/healstore.key (0600), an empty secrets file DIR/secrets.toml (0600), and
 local backends in DIR/backends/b1..bN, each its own failure domain. The
 default policy, 4 data + 2 parity shards over six backends, survives the loss
-of any two backends.
+of any two backends. Writes need five of them (the write quorum, k+1): with
+two lost they fail until the healer has replaced one (--backends 7 keeps
+them going; write_quorum in the config trades safety for availability).
 
 The config names the local provisioner: while the healer runs (healstore
 daemon, or healstore mount --with-healer), a backend that stays down past the
@@ -111,10 +113,10 @@ directory with healstore recover.
 			if keptKey {
 				what = "Wrote a new config, keeping the master key, for the store in"
 			}
-			fmt.Fprintf(g.stdout, `%s %s: policy %d+%d over %d local backends (survives %d lost backends).
+			fmt.Fprintf(g.stdout, `%s %s: policy %d+%d over %d local backends (%s).
   config:     %s
   master key: %s  (back it up: without it nothing can be read)
-`, what, args[0], o.k, o.m, n, o.m, path, cfg.MasterKeyFile)
+`, what, args[0], o.k, o.m, n, survival(o.k, o.m, n), path, cfg.MasterKeyFile)
 			if prov == "local" {
 				fmt.Fprintf(g.stdout, "  healing:    a lost backend is replaced under %s while the healer runs\n",
 					filepath.Join(args[0], healstore.InitProvisionDir))
@@ -138,4 +140,27 @@ Next:
 	f.BoolVar(&o.force, "force", false, "rewrite an existing healstore.toml, keeping the existing master key (never replaced)")
 	f.StringVar(&o.provisioner, "provisioner", "local", "replace lost backends with new local directories (local) or not at all (none)")
 	return cmd
+}
+
+// survival says what a new store of k+m shards over n backends goes on
+// through: its data any m lost backends, its writes only as many as leave
+// the write quorum (k+1, init's default) in distinct backends. Over k+m
+// backends that is m-1: a user told only "survives 2" would not expect
+// writes to fail with two lost until the healer has replaced one.
+func survival(k, m, n int) string {
+	plural := func(n int, one string) string {
+		if n == 1 {
+			return fmt.Sprintf("%d %s", n, one)
+		}
+		return fmt.Sprintf("%d %ss", n, one)
+	}
+	data := "data survives " + plural(m, "lost backend")
+	switch w := n - (k + 1); {
+	case w >= m:
+		return fmt.Sprintf("%s; writes go on with %d lost", data, m)
+	case w > 0:
+		return fmt.Sprintf("%s; writes go on with %d lost, with more once lost ones are replaced", data, w)
+	default:
+		return fmt.Sprintf("%s; writes need all %d up, or lost ones replaced", data, n)
+	}
 }

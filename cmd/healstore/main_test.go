@@ -31,7 +31,7 @@ func TestInitPutGetAsANewUser(t *testing.T) {
 		t.Fatalf("init: %d %s", code, errs)
 	}
 	cfg := filepath.Join(dir, "store", "healstore.toml")
-	if !strings.Contains(out, cfg) || !strings.Contains(out, "survives 2 lost backends") {
+	if !strings.Contains(out, cfg) || !strings.Contains(out, "data survives 2 lost backends") {
 		t.Fatalf("init output: %s", out)
 	}
 	for _, f := range []string{"healstore.toml", "healstore.key", "secrets.toml"} {
@@ -416,5 +416,29 @@ func TestMountSetsGCPercentUnlessGOGC(t *testing.T) {
 	}
 	if got := current(); got != fuse.GCPercent {
 		t.Fatalf("without GOGC: GC percent is %d, want %d", got, fuse.GCPercent)
+	}
+}
+
+// TestInitSaysWhatWritesSurvive: init tells apart what the data survives
+// (m lost backends) from what writes go on through: the write quorum
+// (k+1) must still find backends, so over k+m backends a write fails with
+// m of them lost until the healer has replaced one.
+func TestInitSaysWhatWritesSurvive(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "data survives 2 lost backends; writes go on with 1 lost, with more once lost ones are replaced"},
+		{[]string{"--backends", "7"}, "data survives 2 lost backends; writes go on with 2 lost"},
+		{[]string{"--k", "2", "--m", "1"}, "data survives 1 lost backend; writes need all 3 up, or lost ones replaced"},
+	} {
+		dir := t.TempDir()
+		out, errs, code := cli(t, "", append(append([]string{"init"}, c.args...), filepath.Join(dir, "s"))...)
+		if code != 0 {
+			t.Fatalf("init %v: %d %s", c.args, code, errs)
+		}
+		if !strings.Contains(out, "("+c.want+")") {
+			t.Errorf("init %v said:\n%s\nwant (%s)", c.args, out, c.want)
+		}
 	}
 }
