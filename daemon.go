@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/healstore/healstore/healer"
 	"github.com/healstore/healstore/healer/snapshot"
 	etcdkv "github.com/healstore/healstore/metastore/etcd"
@@ -63,6 +65,14 @@ func (s *Store) RunDaemon(ctx context.Context, o DaemonOptions) error {
 			return fmt.Errorf("daemon: metadata_dir %s: %w", s.cfg.MetadataDir, err)
 		}
 	}
+	// The data path's metrics are served beside the healer's.
+	if o.Healer.Registry == nil {
+		o.Healer.Registry = prometheus.NewRegistry()
+	}
+	if err := o.Healer.Registry.Register(s.metrics); err != nil {
+		return fmt.Errorf("daemon: metrics: %w", err)
+	}
+	defer o.Healer.Registry.Unregister(s.metrics)
 	h, err := s.NewHealer(ctx, o.Healer)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,12 @@ func TestDaemon(t *testing.T) {
 	m := string(get("/metrics"))
 	if !strings.Contains(m, `healstore_backend_state{backend="b2",state="replaced"} 1`) || !strings.Contains(m, "healstore_degraded_stripes 0") {
 		t.Fatalf("metrics do not show the healed state:\n%s", m)
+	}
+	// The data path's metrics are served beside the healer's: the two
+	// puts, and the rebuild's shard puts on the replacement.
+	if !strings.Contains(m, `healstore_object_writes_total{result="ok"} 2`) ||
+		!regexp.MustCompile(`healstore_backend_requests_total\{backend="[^"]+",op="put",result="ok"\} [1-9]`).MatchString(m) {
+		t.Fatalf("metrics lack the data path's:\n%s", m)
 	}
 	cancel()
 	select {

@@ -129,6 +129,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 // ahead, and no intermediate copy.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	n, err := r.writeTo(w)
+	r.s.metrics.objectReadBytes.Add(float64(n))
 	return n, r.closedCause(err)
 }
 
@@ -201,6 +202,7 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 // that other readers share goes on under the Reader's own context).
 func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	n, err := r.readAt(ctx, p, off)
+	r.s.metrics.objectReadBytes.Add(float64(n))
 	return n, r.closedCause(err)
 }
 
@@ -421,6 +423,7 @@ func (r *Reader) fetchStripe(ctx context.Context, b uint64, dst []byte) (_ []byt
 		})
 		fetched = res.Shards
 		missing = mergeInts(missing, res.Missing)
+		s.metrics.hedges.Add(float64(res.Hedges))
 		if ferr != nil {
 			var tf *shardio.TooFewError
 			if errors.As(ferr, &tf) {
@@ -436,6 +439,11 @@ func (r *Reader) fetchStripe(ctx context.Context, b uint64, dst []byte) (_ []byt
 			if len(data) != st.DataLen || (dst != nil && len(data) != len(dst)) {
 				return nil, fmt.Errorf("read %q block %d: decoded %d bytes, the metastore says %d: %w", r.obj.Name, b, len(data), st.DataLen, encoder.ErrCorrupt)
 			}
+			how := "direct"
+			if slices.ContainsFunc(res.Shards[:st.K], func(sh []byte) bool { return sh == nil }) {
+				how = "decoded"
+			}
+			s.metrics.blockReads.WithLabelValues(how).Inc()
 			return data, nil
 		case errors.Is(err, encoder.ErrAuth):
 			return nil, fmt.Errorf("read %q block %d: %w: %w", r.obj.Name, b, ErrAuth, err)
@@ -444,6 +452,7 @@ func (r *Reader) fetchStripe(ctx context.Context, b uint64, dst []byte) (_ []byt
 			// corrupt ones. Each round removes at least one shard, so
 			// this ends.
 			for _, i := range tfs.Corrupt {
+				shardio.ObserveCorrupt(s, st.Shards[i].Backend)
 				locs[i] = shardio.Loc{}
 				s.noteBackendError(st.Shards[i].Backend, fmt.Errorf("shard %d of stripe %x: %w", i, id, err))
 			}
@@ -513,5 +522,7 @@ func (r *Reader) queueRepair(ctx context.Context, st *metastore.Stripe, missing,
 	// only this reason tells the rebuilder to check the shards it names.
 	if err := r.s.meta.EnqueueJoin(context.WithoutCancel(ctx), item); err != nil {
 		r.s.log.Warn("heal on read: cannot queue repair", "stripe", fmt.Sprintf("%x", st.ID), "err", err)
+		return
 	}
+	r.s.metrics.readRepairs.Inc()
 }

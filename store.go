@@ -87,6 +87,8 @@ type Store struct {
 	hooks  []func(backend string, err error)
 
 	bufs bufPool // large buffers of the read and write paths
+
+	metrics *storeMetrics // the data path's counters (metrics.go)
 }
 
 // handle is one backend in the pool.
@@ -153,6 +155,7 @@ func Open(ctx context.Context, cfg *Config) (*Store, error) {
 		codecs:  map[encoder.Policy]*encoder.Codec{},
 		handles: map[string]*handle{},
 		rnd:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		metrics: newStoreMetrics(),
 	}
 	ok := false
 	defer func() {

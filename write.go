@@ -183,7 +183,9 @@ func (w *objectWrite) failed() error {
 // write stores r as object name. stopInput, when set, is called with the
 // error as soon as the write fails, to unblock a producer feeding r (the
 // Writer's pipe): the encoder cannot stop while its read of r blocks.
-func (s *Store) write(ctx context.Context, name string, r io.Reader, o writeOpts, stopInput func(error)) (*ObjectInfo, error) {
+func (s *Store) write(ctx context.Context, name string, r io.Reader, o writeOpts, stopInput func(error)) (info *ObjectInfo, err error) {
+	start := time.Now()
+	defer func() { s.metrics.objectWritten(start, info, err) }()
 	// Small objects go into their metadata record instead (inline.go).
 	if info, done, err := s.maybeInline(ctx, name, &r, o); done {
 		return info, err

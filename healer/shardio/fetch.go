@@ -326,7 +326,9 @@ func fetchOne(ctx context.Context, pool Pool, req FetchRequest, i int) fetched {
 		return fetched{index: i, kind: kindUnreachable,
 			err: backends.Errorf(loc.Backend, "get", loc.Key, backends.ErrUnavailable, "backend is not open")}
 	}
+	start := time.Now()
 	data, err := backends.GetBuf(ctx, b, loc.Key, req.Alloc)
+	observe(ctx, pool, loc.Backend, "get", len(data), start, err)
 	switch {
 	case err == nil:
 	case errors.Is(err, backends.ErrNotFound):
@@ -338,6 +340,7 @@ func fetchOne(ctx context.Context, pool Pool, req FetchRequest, i int) fetched {
 		return fetched{index: i, shard: data, kind: kindGood}
 	}
 	if err := req.Verify(i, data, loc.Sum); err != nil {
+		ObserveCorrupt(pool, loc.Backend)
 		return fetched{index: i, kind: kindCorrupt,
 			err: fmt.Errorf("shard %d on backend %s (%s): %w", i, loc.Backend, loc.Key, err)}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"time"
 
 	"github.com/healstore/healstore/backends"
 	"github.com/healstore/healstore/backends/placement"
@@ -214,10 +215,15 @@ func (u *uploader) put(ctx context.Context, name, key string, shard []byte) erro
 	if !ok {
 		return backends.Errorf(name, "put", key, backends.ErrUnavailable, "backend is not open")
 	}
+	start := time.Now()
+	var err error
 	if u.opts.Deferred {
-		return backends.PutNoSync(ctx, b, key, shard)
+		err = backends.PutNoSync(ctx, b, key, shard)
+	} else {
+		err = b.Put(ctx, key, shard)
 	}
-	return b.Put(ctx, key, shard)
+	observe(ctx, u.pool, name, "put", len(shard), start, err)
+	return err
 }
 
 // SyncShards makes durable the shards that Uploads with Deferred stored:
@@ -239,7 +245,9 @@ func SyncShards(ctx context.Context, pool Pool, keys map[string][]string) map[st
 			defer wg.Done()
 			var err error
 			if b, ok := pool.Backend(name); ok {
+				start := time.Now()
 				err = backends.Sync(ctx, b, ks)
+				observe(ctx, pool, name, "sync", 0, start, err)
 			} else {
 				err = backends.Errorf(name, "sync", "", backends.ErrUnavailable, "backend is not open")
 			}
