@@ -39,16 +39,12 @@ func (f *filesystem) lookup(ctx context.Context, parent uint64, name string) (*i
 	if len(name) > maxName {
 		return nil, syscall.ENAMETOOLONG
 	}
-	raw, err := f.kv.Get(ctx, direntKey(parent, name))
-	if errors.Is(err, errNoKey) {
+	d, ok, err := f.entry(ctx, parent, name)
+	if err != nil {
+		return nil, fmt.Errorf("lookup: %w", err)
+	}
+	if !ok {
 		return nil, syscall.ENOENT
-	}
-	if err != nil {
-		return nil, fmt.Errorf("lookup %q in %d: %w", name, parent, err)
-	}
-	d, err := decodeDirent(raw)
-	if err != nil {
-		return nil, fmt.Errorf("lookup %q in %d: %w", name, parent, err)
 	}
 	return f.get(ctx, d.ino)
 }
@@ -147,16 +143,20 @@ func checkDirLocked(d *inodeState) error {
 	return nil
 }
 
-// entryExists reports whether parent holds name, returning its raw value.
-func (f *filesystem) entry(ctx context.Context, parent uint64, name string) ([]byte, bool, error) {
+// entry reads and decodes the entry name of parent; ok is false when
+// there is none.
+func (f *filesystem) entry(ctx context.Context, parent uint64, name string) (d dirent, ok bool, err error) {
 	raw, err := f.kv.Get(ctx, direntKey(parent, name))
 	if errors.Is(err, errNoKey) {
-		return nil, false, nil
+		return dirent{}, false, nil
+	}
+	if err == nil {
+		d, err = decodeDirent(raw)
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("read entry %q in %d: %w", name, parent, err)
+		return dirent{}, false, fmt.Errorf("entry %q in %d: %w", name, parent, err)
 	}
-	return raw, true, nil
+	return d, true, nil
 }
 
 // create adds a new inode rec under name in parent (a file, directory,
@@ -280,16 +280,12 @@ func (f *filesystem) unlinkEntry(parent uint64, name string, dir bool) error {
 		return err
 	}
 	defer f.put(pst)
-	raw, ok, err := f.entry(ctx, parent, name)
+	d, ok, err := f.entry(ctx, parent, name)
 	if err != nil {
 		return err
 	}
 	if !ok {
 		return syscall.ENOENT
-	}
-	d, err := decodeDirent(raw)
-	if err != nil {
-		return err
 	}
 	cst, err := f.get(ctx, d.ino)
 	if err != nil {
@@ -315,7 +311,7 @@ func (f *filesystem) unlinkEntry(parent uint64, name string, dir bool) error {
 	}
 	now := nowNs()
 	dk := direntKey(parent, name)
-	t.b.expect(dk, raw)
+	t.b.expect(dk, d.encode()) // what decodeDirent took is exactly its encoding
 	t.b.del(dk)
 	p := t.touch(pst)
 	p.Mtime, p.Ctime = now, now
@@ -399,26 +395,18 @@ func (f *filesystem) rename(oldParent uint64, oldName string, newParent uint64, 
 		return err
 	}
 	defer f.put(npst)
-	sraw, ok, err := f.entry(ctx, oldParent, oldName)
+	sd, ok, err := f.entry(ctx, oldParent, oldName)
 	if err != nil {
 		return err
 	}
 	if !ok {
 		return syscall.ENOENT
 	}
-	sd, err := decodeDirent(sraw)
+	dd, exists, err := f.entry(ctx, newParent, newName)
 	if err != nil {
 		return err
 	}
-	draw, exists, err := f.entry(ctx, newParent, newName)
-	if err != nil {
-		return err
-	}
-	var dd dirent
 	if exists {
-		if dd, err = decodeDirent(draw); err != nil {
-			return err
-		}
 		if dd.ino == sd.ino {
 			return nil // two names of one inode: rename does nothing
 		}
@@ -466,9 +454,9 @@ func (f *filesystem) rename(oldParent uint64, oldName string, newParent uint64, 
 	sdir := sst.rec.isDir()
 	now := nowNs()
 	sk, dk := direntKey(oldParent, oldName), direntKey(newParent, newName)
-	t.b.expect(sk, sraw)
+	t.b.expect(sk, sd.encode())
 	if exists {
-		t.b.expect(dk, draw)
+		t.b.expect(dk, dd.encode())
 	} else {
 		t.b.expectMissing(dk)
 	}
@@ -477,8 +465,8 @@ func (f *filesystem) rename(oldParent uint64, oldName string, newParent uint64, 
 	t.touch(sst).Ctime = now
 	orphan := false
 	if flags&renameExchange != 0 {
-		t.b.put(sk, draw)
-		t.b.put(dk, sraw)
+		t.b.put(sk, dd.encode())
+		t.b.put(dk, sd.encode())
 		t.touch(dst).Ctime = now
 		if ddir := dst.rec.isDir(); sdir != ddir && opst != npst {
 			if sdir {
@@ -499,7 +487,7 @@ func (f *filesystem) rename(oldParent uint64, oldName string, newParent uint64, 
 			}
 		}
 		t.b.del(sk)
-		t.b.put(dk, sraw)
+		t.b.put(dk, sd.encode())
 		if sdir && opst != npst {
 			op.Nlink--
 			np.Nlink++
