@@ -93,7 +93,7 @@ func (m *storeMetrics) collectors() []prometheus.Collector {
 }
 
 // Metrics returns the collector of the store's data path metrics (objects
-// written and read, shard calls per backend: see docs/operations.md), for
+// written and read, shard calls per backend: see docs/healer.md), for
 // an application that serves Prometheus itself:
 //
 //	reg.MustRegister(store.Metrics())
