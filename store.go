@@ -735,69 +735,94 @@ func (s *Store) recheckWiped(ctx context.Context) {
 // none now was wiped: the marker is not rewritten (that would hide the
 // loss from the healer). A backend carrying another store's marker is
 // refused on first sight and kept out of placement afterwards.
+//
+// The backends are asked all at once, each for openTimeout at most, and a
+// backend that did not answer its probe when it was opened is not asked:
+// one after another, each hung backend held every command for its call
+// deadline (30 s) before it began. The healer's monitor marks those when
+// they answer.
 func (s *Store) writeMarkers(ctx context.Context) error {
-	for _, h := range s.handleList() {
+	hs := s.handleList()
+	errs := make([]error, len(hs))
+	var wg sync.WaitGroup
+	for i, h := range hs {
 		h.mu.Lock()
-		b, rec := h.b, h.rec
+		b, rec, silent := h.b, h.rec, h.probeErr != nil
 		h.mu.Unlock()
-		if b == nil {
+		if b == nil || silent {
 			continue
 		}
-		want, err := json.Marshal(Marker{StoreID: s.storeID, Backend: h.name})
+		wg.Go(func() {
+			mctx, cancel := context.WithTimeout(ctx, openTimeout)
+			defer cancel()
+			errs[i] = s.checkMarker(mctx, h, b, rec)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
-			return err
+			return err // the first backend's, in the handles' order
 		}
-		got, err := b.Get(ctx, MarkerKey)
-		switch {
-		case err == nil:
-			var m Marker
-			if jerr := json.Unmarshal(got, &m); jerr != nil || m.StoreID != s.storeID {
-				if rec.Marker == "" {
-					return fmt.Errorf("backend %s holds another store's data (its %s names store %q, this store is %q); refusing to use it. "+
-						"Either the backend's place is another store's, or the metadata this config opens (%s) is not its store's: "+
-						"check dir and metadata_dir (or [metastore]), and that their volume is mounted",
-						h.name, MarkerKey, m.StoreID, s.storeID, s.cfg.metadataWhere())
-				}
-				s.log.Error("backend carries a foreign identity marker; not placing shards on it", "backend", h.name, "store", m.StoreID)
-				h.mu.Lock()
-				h.foreign = true
-				h.mu.Unlock()
-				continue
-			}
+	}
+	return nil
+}
+
+// checkMarker is writeMarkers for one backend.
+func (s *Store) checkMarker(ctx context.Context, h *handle, b backends.Backend, rec metastore.BackendRecord) error {
+	want, err := json.Marshal(Marker{StoreID: s.storeID, Backend: h.name})
+	if err != nil {
+		return err
+	}
+	got, err := b.Get(ctx, MarkerKey)
+	switch {
+	case err == nil:
+		var m Marker
+		if jerr := json.Unmarshal(got, &m); jerr != nil || m.StoreID != s.storeID {
 			if rec.Marker == "" {
-				if err := s.setMarker(ctx, h.name, string(got)); err != nil {
-					return err
-				}
+				return fmt.Errorf("backend %s holds another store's data (its %s names store %q, this store is %q); refusing to use it. "+
+					"Either the backend's place is another store's, or the metadata this config opens (%s) is not its store's: "+
+					"check dir and metadata_dir (or [metastore]), and that their volume is mounted",
+					h.name, MarkerKey, m.StoreID, s.storeID, s.cfg.metadataWhere())
 			}
-		case errors.Is(err, backends.ErrNotFound):
-			if rec.Marker != "" {
-				s.log.Warn("backend lost its identity marker (wiped?); leaving it for the healer", "backend", h.name)
-				s.setWiped(h)
-				continue
-			}
-			// Never marked (unreachable when the store opened, and
-			// written later?): if a shard the metadata places there is
-			// gone too, it was wiped, and a fresh marker would hide it.
-			lost, herr := healer.ShardGone(ctx, s.meta, b)
-			if lost {
-				s.log.Warn("backend has no identity marker and lost a shard the metadata places there (wiped?); leaving it for the healer", "backend", h.name)
-				s.setWiped(h)
-				continue
-			}
-			if herr != nil {
-				s.log.Warn("cannot tell whether backend lost its shards; not marking it", "backend", h.name, "err", herr)
-				continue
-			}
-			if err := b.Put(ctx, MarkerKey, want); err != nil {
-				s.log.Warn("cannot write identity marker", "backend", h.name, "err", err)
-				continue
-			}
-			if err := s.setMarker(ctx, h.name, string(want)); err != nil {
+			s.log.Error("backend carries a foreign identity marker; not placing shards on it", "backend", h.name, "store", m.StoreID)
+			h.mu.Lock()
+			h.foreign = true
+			h.mu.Unlock()
+			return nil
+		}
+		if rec.Marker == "" {
+			if err := s.setMarker(ctx, h.name, string(got)); err != nil {
 				return err
 			}
-		default:
-			s.log.Warn("cannot read identity marker", "backend", h.name, "err", err)
 		}
+	case errors.Is(err, backends.ErrNotFound):
+		if rec.Marker != "" {
+			s.log.Warn("backend lost its identity marker (wiped?); leaving it for the healer", "backend", h.name)
+			s.setWiped(h)
+			return nil
+		}
+		// Never marked (unreachable when the store opened, and
+		// written later?): if a shard the metadata places there is
+		// gone too, it was wiped, and a fresh marker would hide it.
+		lost, herr := healer.ShardGone(ctx, s.meta, b)
+		if lost {
+			s.log.Warn("backend has no identity marker and lost a shard the metadata places there (wiped?); leaving it for the healer", "backend", h.name)
+			s.setWiped(h)
+			return nil
+		}
+		if herr != nil {
+			s.log.Warn("cannot tell whether backend lost its shards; not marking it", "backend", h.name, "err", herr)
+			return nil
+		}
+		if err := b.Put(ctx, MarkerKey, want); err != nil {
+			s.log.Warn("cannot write identity marker", "backend", h.name, "err", err)
+			return nil
+		}
+		if err := s.setMarker(ctx, h.name, string(want)); err != nil {
+			return err
+		}
+	default:
+		s.log.Warn("cannot read identity marker", "backend", h.name, "err", err)
 	}
 	return nil
 }
