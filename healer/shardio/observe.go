@@ -52,7 +52,7 @@ func observe(ctx context.Context, pool Pool, backend, op string, n int, start ti
 		c.Bytes = n
 	case errors.Is(err, backends.ErrNotFound):
 		c.Result = ResultNotFound
-	case backends.Ended(ctx) != nil:
+	case backends.Ended(ctx) != nil && !errors.Is(context.Cause(ctx), errLagging):
 		c.Result = ResultCanceled
 	default:
 		c.Result = ResultError

@@ -51,6 +51,15 @@ type UploadOptions struct {
 	// intent) durably beforehand: a deferred shard may reach the disk,
 	// whole or torn, at any moment after its Put begins.
 	Deferred bool
+	// LagAfter, when set, gives up on a shard's put that has run this
+	// long, and four times as long as the slowest put of this call that
+	// landed, once at least one has: it is retried elsewhere as if it had
+	// failed, its location goes to Tried (the put may still land) and
+	// OnError hears of it. A hung node (stopped, not dead: it takes the
+	// connection and never answers) otherwise holds every stripe with a
+	// shard on it for the backend's whole call deadline. Without a put
+	// landed nothing is given up: the network, not one node, may be slow.
+	LagAfter time.Duration
 }
 
 // UploadResult says where the shards of one Upload went.
@@ -111,6 +120,7 @@ func Upload(ctx context.Context, pool Pool, stripe [16]byte, shards [][]byte, ta
 		opts:    opts,
 		current: append([]placement.Candidate(nil), targets...),
 		failed:  map[string]bool{},
+		landing: make(chan struct{}),
 		res: &UploadResult{
 			Landed: make([]string, len(shards)),
 			Errs:   make([]error, len(shards)),
@@ -147,6 +157,9 @@ type uploader struct {
 	current []placement.Candidate // target per index; zero when not sent
 	failed  map[string]bool       // backends that failed a Put in this call
 	res     *UploadResult
+	landed  int           // puts that landed (LagAfter)
+	slowest time.Duration // the longest of those
+	landing chan struct{} // closed (and replaced) when a put lands
 }
 
 func (u *uploader) one(ctx context.Context, i int, shard []byte, attempts int) {
@@ -162,7 +175,7 @@ func (u *uploader) one(ctx context.Context, i int, shard []byte, attempts int) {
 				break
 			}
 		}
-		err := u.put(ctx, target.Name, key, shard)
+		err := u.putWatched(ctx, target.Name, key, shard)
 		if err == nil {
 			u.mu.Lock()
 			u.res.Landed[i] = target.Name
@@ -205,6 +218,74 @@ func (u *uploader) one(ctx context.Context, i int, shard []byte, attempts int) {
 	u.mu.Lock()
 	u.res.Errs[i] = lastErr
 	u.mu.Unlock()
+}
+
+// isClosed says whether ch is closed.
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// errLagging ends a put that LagAfter gave up on.
+var errLagging = errors.New("no answer while the other shards landed")
+
+// putWatched is put, given up on when it lags (UploadOptions.LagAfter).
+func (u *uploader) putWatched(ctx context.Context, name, key string, shard []byte) error {
+	if u.opts.LagAfter <= 0 {
+		return u.put(ctx, name, key, shard)
+	}
+	start := time.Now()
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			u.mu.Lock()
+			landed, wait, next := u.landed, max(u.opts.LagAfter, 4*u.slowest), u.landing
+			u.mu.Unlock()
+			var lag <-chan time.Time
+			var t *time.Timer
+			if landed > 0 {
+				t = time.NewTimer(time.Until(start.Add(wait)))
+				lag = t.C
+			}
+			select {
+			case <-done:
+			case <-next: // another put landed: the wait may be longer now
+			case <-lag:
+				cancel(errLagging)
+			}
+			if t != nil {
+				t.Stop()
+			}
+			if pctx.Err() != nil || isClosed(done) {
+				return
+			}
+		}
+	}()
+	err := u.put(pctx, name, key, shard)
+	close(done)
+	<-watched
+	if err == nil {
+		u.mu.Lock()
+		u.landed++
+		u.slowest = max(u.slowest, time.Since(start))
+		close(u.landing)
+		u.landing = make(chan struct{})
+		u.mu.Unlock()
+		return nil
+	}
+	if errors.Is(context.Cause(pctx), errLagging) && backends.Ended(ctx) == nil {
+		return backends.Wrap(name, "put", key, backends.ErrUnavailable,
+			fmt.Errorf("%w: %v without an answer (given up; retried elsewhere)", errLagging, time.Since(start).Round(time.Millisecond)))
+	}
+	return err
 }
 
 func (u *uploader) put(ctx context.Context, name, key string, shard []byte) error {

@@ -1,12 +1,15 @@
 package healstore
 
 import (
+	"bytes"
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/metastore"
 )
 
 // markerGets counts the identity marker reads of backends it wraps, and
@@ -72,5 +75,50 @@ func TestMarkersReadAtOnceSkippingSilentBackends(t *testing.T) {
 	}
 	if !g.overlap {
 		t.Errorf("marker reads did not overlap: %d of 5 in flight at once", len(g.asked))
+	}
+}
+
+// hungPuts takes puts and never answers them (a node stopped with
+// SIGSTOP), until the caller gives up or the store's 30 s call deadline
+// would have passed (it wraps the backend outside that deadline).
+type hungPuts struct{ backends.Backend }
+
+func (h hungPuts) Put(ctx context.Context, key string, v []byte) error {
+	select {
+	case <-ctx.Done():
+	case <-time.After(backends.DefaultCallTimeout):
+	}
+	return backends.Errorf(h.Name(), "put", key, backends.ErrUnavailable, "no answer")
+}
+
+// A write whose shard goes to a hung backend gives that shard up once the
+// others have landed and 5 s have passed, and puts it on the spare,
+// instead of waiting out the backend's 30 s call deadline; the hung
+// backend's copy, should it land after all, goes to garbage collection.
+func TestWriteGivesUpOnHungBackend(t *testing.T) {
+	s := newTestStore(t, testOpts{spares: 1}) // 4+2 on b0..b5, spare b6
+	setBackend(t, s, "b2", func(b backends.Backend) backends.Backend { return hungPuts{b} })
+	start := time.Now()
+	data := putRandom(t, s, "obj", testBS) // one stripe, a shard on each of b0..b5
+	if took := time.Since(start); took >= 30*time.Second {
+		t.Fatalf("the write took %v: it waited out the hung backend's call deadline", took)
+	}
+	var on []string
+	for _, sh := range stripesOf(t, s, "obj")[0].Shards {
+		on = append(on, sh.Backend)
+	}
+	if slices.Contains(on, "b2") || !slices.Contains(on, "b6") {
+		t.Fatalf("shards on %v: want the hung b2's on the spare b6", on)
+	}
+	if !bytes.Equal(readAll(t, s, "obj"), data) {
+		t.Fatal("read back differs")
+	}
+	garbage := false
+	err := s.meta.ListGarbage(context.Background(), func(g metastore.Garbage) error {
+		garbage = garbage || g.Backend == "b2"
+		return nil
+	})
+	if err != nil || !garbage {
+		t.Fatalf("the given-up location on b2 is not garbage (%v)", err)
 	}
 }
