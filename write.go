@@ -299,17 +299,6 @@ func (w *objectWrite) finish(ctx context.Context, o writeOpts) (*ObjectInfo, err
 	return info, nil
 }
 
-// lagAfter is how long a shard's put of size bytes may run, once others
-// of its stripe have landed, before it is given up on and retried on
-// another backend (shardio.UploadOptions.LagAfter): 5 s, or the time the
-// shard takes at 1 MB/s if longer, so a large shard to a distant node is
-// not taken for a hung one. A hung node otherwise holds each stripe with a
-// shard on it for the whole call deadline (30 s), and a mount's fsync for
-// as many of those as it has stripes in a row.
-func lagAfter(size int) time.Duration {
-	return max(5*time.Second, time.Duration(size)*time.Microsecond)
-}
-
 // singleMax is the largest object putSingle stores (when the block size
 // is not smaller).
 const singleMax = 1 << 20
@@ -448,7 +437,7 @@ func (w *objectWrite) upload(ctx context.Context, block uint64, st *encoder.Stri
 		OnError:  s.noteBackendError,
 		Rand:     s.randSource(),
 		Deferred: true,
-		LagAfter: lagAfter(len(st.Shards[0])),
+		LagAfter: shardio.LagFor(len(st.Shards[0])),
 	})
 	if err := ctx.Err(); err != nil {
 		return context.Cause(ctx)

@@ -230,6 +230,13 @@ func isClosed(ch chan struct{}) bool {
 	}
 }
 
+// LagFor is the LagAfter the store and the rebuilder give a put of shards
+// of size bytes: 5 s, or the time one takes at 1 MB/s if longer, so a
+// large shard to a distant node is not taken for a hung one.
+func LagFor(size int) time.Duration {
+	return max(5*time.Second, time.Duration(size)*time.Microsecond)
+}
+
 // errLagging ends a put that LagAfter gave up on.
 var errLagging = errors.New("no answer while the other shards landed")
 
