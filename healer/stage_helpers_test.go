@@ -17,11 +17,17 @@ import (
 // hooked runs a test's function around one backend's calls.
 type hooked struct {
 	backends.Backend
+	beforePut  func(ctx context.Context, key string) error
 	afterPut   func(key string)
 	beforeList func()
 }
 
 func (b *hooked) Put(ctx context.Context, key string, v []byte) error {
+	if b.beforePut != nil {
+		if err := b.beforePut(ctx, key); err != nil {
+			return err
+		}
+	}
 	err := b.Backend.Put(ctx, key, v)
 	if err == nil && b.afterPut != nil {
 		b.afterPut(key)
