@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/healstore/healstore"
 )
 
@@ -143,4 +145,33 @@ func ExampleStore_List() {
 	// photos/2.jpg
 	// photos/3.jpg
 	// photos/4.jpg: not found
+}
+
+// Serve the store's data path metrics from an application's own
+// Prometheus registry (the daemon serves them on healer.metrics_addr).
+func ExampleStore_Metrics() {
+	s, done := newExampleStore()
+	defer done()
+	ctx := context.Background()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.Metrics())
+	// http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+
+	for _, name := range []string{"a", "b"} {
+		if _, err := s.Put(ctx, name, strings.NewReader("some bytes")); err != nil {
+			log.Fatal(err)
+		}
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == "healstore_object_written_bytes_total" {
+			fmt.Println(f.GetName(), f.GetMetric()[0].GetCounter().GetValue())
+		}
+	}
+	// Output:
+	// healstore_object_written_bytes_total 20
 }
