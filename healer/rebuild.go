@@ -539,7 +539,7 @@ func (h *Healer) repair(ctx context.Context, it metastore.RepairItem) (Outcome, 
 		Avoid:      avoid,
 		OnError:    h.Report,
 		Rand:       rnd,
-		LagAfter:   shardio.LagFor(shardSize(up)),
+		LagAfter:   shardio.LagFor(len(rebuilt[0])), // want is not empty
 	})
 
 	next := *st
@@ -926,14 +926,4 @@ func (r *rateWindow) rate(now time.Time) float64 {
 		}
 	}
 	return float64(sum) / float64(len(r.buckets))
-}
-
-// shardSize is the size of the first shard of up that is there.
-func shardSize(up [][]byte) int {
-	for _, sh := range up {
-		if sh != nil {
-			return len(sh)
-		}
-	}
-	return 0
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -157,8 +158,7 @@ type uploader struct {
 	current []placement.Candidate // target per index; zero when not sent
 	failed  map[string]bool       // backends that failed a Put in this call
 	res     *UploadResult
-	landed  int           // puts that landed (LagAfter)
-	slowest time.Duration // the longest of those
+	slowest time.Duration // the longest put that landed (LagAfter)
 	landing chan struct{} // closed (and replaced) when a put lands
 }
 
@@ -175,10 +175,13 @@ func (u *uploader) one(ctx context.Context, i int, shard []byte, attempts int) {
 				break
 			}
 		}
-		err := u.putWatched(ctx, target.Name, key, shard)
+		took, err := u.putWatched(ctx, target.Name, key, shard)
 		if err == nil {
 			u.mu.Lock()
 			u.res.Landed[i] = target.Name
+			u.slowest = max(u.slowest, took)
+			close(u.landing) // puts waiting on LagAfter look again
+			u.landing = make(chan struct{})
 			u.mu.Unlock()
 			return
 		}
@@ -220,16 +223,6 @@ func (u *uploader) one(ctx context.Context, i int, shard []byte, attempts int) {
 	u.mu.Unlock()
 }
 
-// isClosed says whether ch is closed.
-func isClosed(ch chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
 // LagFor is the LagAfter the store and the rebuilder give a put of shards
 // of size bytes: 5 s, or the time one takes at 1 MB/s if longer, so a
 // large shard to a distant node is not taken for a hung one.
@@ -240,59 +233,48 @@ func LagFor(size int) time.Duration {
 // errLagging ends a put that LagAfter gave up on.
 var errLagging = errors.New("no answer while the other shards landed")
 
-// putWatched is put, given up on when it lags (UploadOptions.LagAfter).
-func (u *uploader) putWatched(ctx context.Context, name, key string, shard []byte) error {
-	if u.opts.LagAfter <= 0 {
-		return u.put(ctx, name, key, shard)
-	}
+// putWatched is put, given up on when it lags (UploadOptions.LagAfter);
+// it returns how long the put took.
+func (u *uploader) putWatched(ctx context.Context, name, key string, shard []byte) (time.Duration, error) {
 	start := time.Now()
+	if u.opts.LagAfter <= 0 {
+		return time.Since(start), u.put(ctx, name, key, shard)
+	}
 	pctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	done := make(chan struct{})
-	watched := make(chan struct{})
+	done, watched := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(watched)
 		for {
 			u.mu.Lock()
-			landed, wait, next := u.landed, max(u.opts.LagAfter, 4*u.slowest), u.landing
+			landed := slices.ContainsFunc(u.res.Landed, func(b string) bool { return b != "" })
+			wait, next := max(u.opts.LagAfter, 4*u.slowest), u.landing
 			u.mu.Unlock()
 			var lag <-chan time.Time
-			var t *time.Timer
-			if landed > 0 {
-				t = time.NewTimer(time.Until(start.Add(wait)))
+			if landed {
+				t := time.NewTimer(time.Until(start.Add(wait)))
+				defer t.Stop() // one per landing: at most one per shard of the call
 				lag = t.C
 			}
 			select {
 			case <-done:
-			case <-next: // another put landed: the wait may be longer now
+				return
 			case <-lag:
 				cancel(errLagging)
-			}
-			if t != nil {
-				t.Stop()
-			}
-			if pctx.Err() != nil || isClosed(done) {
 				return
+			case <-next: // another put landed: the wait may be longer now
 			}
 		}
 	}()
 	err := u.put(pctx, name, key, shard)
 	close(done)
-	<-watched
-	if err == nil {
-		u.mu.Lock()
-		u.landed++
-		u.slowest = max(u.slowest, time.Since(start))
-		close(u.landing)
-		u.landing = make(chan struct{})
-		u.mu.Unlock()
-		return nil
+	<-watched // so a lag cancel cannot come after the put ended
+	took := time.Since(start)
+	if err != nil && errors.Is(context.Cause(pctx), errLagging) && backends.Ended(ctx) == nil {
+		err = backends.Wrap(name, "put", key, backends.ErrUnavailable,
+			fmt.Errorf("%w: %v without an answer (given up; retried elsewhere)", errLagging, took.Round(time.Millisecond)))
 	}
-	if errors.Is(context.Cause(pctx), errLagging) && backends.Ended(ctx) == nil {
-		return backends.Wrap(name, "put", key, backends.ErrUnavailable,
-			fmt.Errorf("%w: %v without an answer (given up; retried elsewhere)", errLagging, time.Since(start).Round(time.Millisecond)))
-	}
-	return err
+	return took, err
 }
 
 func (u *uploader) put(ctx context.Context, name, key string, shard []byte) error {
