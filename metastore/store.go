@@ -139,6 +139,19 @@ func (s *Store) StoreID(ctx context.Context) (string, error) {
 	}
 }
 
+// ExistingStoreID returns the store's id, or ErrNotFound when the metastore
+// holds no store yet; unlike StoreID it never makes one.
+func (s *Store) ExistingStoreID(ctx context.Context) (string, error) {
+	raw, found, err := s.get(ctx, []byte(kStoreID))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("store id: %w", err)
+	case !found:
+		return "", fmt.Errorf("store id: %w", ErrNotFound)
+	}
+	return string(raw), nil
+}
+
 // GetMeta returns a named value (ErrNotFound when unset).
 func (s *Store) GetMeta(ctx context.Context, name string) ([]byte, error) {
 	if name == "" {
