@@ -12,6 +12,8 @@
 //
 // Start with Open on a Config (LoadConfig reads the TOML file that
 // `healstore init` writes), then Put/Create, Open, Stat, List, Delete.
+// OpenCatalog opens the metadata alone, for listing, renaming and
+// deleting without waiting on any backend.
 // Errors callers branch on are ErrNotFound, ErrExists,
 // ErrInsufficientBackends (an *InsufficientBackendsError naming what was
 // usable and what was needed), ErrAuth (wrong master key), ErrBadConfig

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -120,6 +122,12 @@ type handle struct {
 // (ErrBadConfig, also for a TLS or password file of [metastore] that does
 // not load).
 func Open(ctx context.Context, cfg *Config) (*Store, error) {
+	return open(ctx, cfg, true)
+}
+
+// open opens the store, and its backends when withBackends is set (see
+// OpenCatalog for a store without them).
+func open(ctx context.Context, cfg *Config, withBackends bool) (*Store, error) {
 	if cfg == nil {
 		return nil, &ConfigError{Msg: "no config"}
 	}
@@ -142,6 +150,13 @@ func Open(ctx context.Context, cfg *Config) (*Store, error) {
 	if err != nil {
 		return nil, &ConfigError{File: cfg.path, Field: "secrets_file", Msg: err.Error()}
 	}
+	if !withBackends && cfg.Metastore.Kind != "etcd" {
+		// A catalog makes no store: pebble would create a database
+		// where a wrong dir or metadata_dir points.
+		if _, err := os.Stat(cfg.MetadataDir); errors.Is(err, fs.ErrNotExist) {
+			return nil, noStoreError(cfg)
+		}
+	}
 	kv, err := openKV(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -163,7 +178,12 @@ func Open(ctx context.Context, cfg *Config) (*Store, error) {
 			s.Close()
 		}
 	}()
-	if s.storeID, err = s.meta.StoreID(ctx); err != nil {
+	if withBackends {
+		s.storeID, err = s.meta.StoreID(ctx)
+	} else if s.storeID, err = s.meta.ExistingStoreID(ctx); errors.Is(err, metastore.ErrNotFound) {
+		return nil, noStoreError(cfg)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	if err := s.checkKey(ctx); err != nil {
@@ -177,14 +197,18 @@ func Open(ctx context.Context, cfg *Config) (*Store, error) {
 			return nil, err
 		}
 	}
-	if err := s.refreshBackends(ctx); err != nil {
+	fresh, err := s.loadHandles(ctx)
+	if err != nil {
 		return nil, err
 	}
 	if err := s.checkDomains(); err != nil {
 		return nil, err
 	}
-	if err := s.writeMarkers(ctx); err != nil {
-		return nil, err
+	if withBackends {
+		s.openHandles(ctx, fresh)
+		if err := s.writeMarkers(ctx); err != nil {
+			return nil, err
+		}
 	}
 	ok = true
 	return s, nil
@@ -566,9 +590,20 @@ func (s *Store) AddBackend(ctx context.Context, spec backends.Spec, secret strin
 // refreshBackends re-reads the metastore's backend records: new ones are
 // opened (in parallel), retired or replaced ones closed, states updated.
 func (s *Store) refreshBackends(ctx context.Context) error {
+	fresh, err := s.loadHandles(ctx)
+	if err != nil {
+		return err
+	}
+	s.openHandles(ctx, fresh)
+	return nil
+}
+
+// loadHandles is refreshBackends but for opening the new backends: it
+// returns their handles.
+func (s *Store) loadHandles(ctx context.Context) ([]*handle, error) {
 	recs, err := s.meta.ListBackends(ctx)
 	if err != nil {
-		return fmt.Errorf("refresh backends: %w", err) // the metastore names the listing
+		return nil, fmt.Errorf("refresh backends: %w", err) // the metastore names the listing
 	}
 	var fresh []*handle
 	seen := map[string]bool{}
@@ -582,7 +617,7 @@ func (s *Store) refreshBackends(ctx context.Context) error {
 		var spec backends.Spec
 		if err := json.Unmarshal(rec.SpecJSON, &spec); err != nil {
 			s.bmu.Unlock()
-			return fmt.Errorf("backend %s: stored spec: %w", rec.Name, err)
+			return nil, fmt.Errorf("backend %s: stored spec: %w", rec.Name, err)
 		}
 		if h != nil && h.spec != spec {
 			// The spec changed (config edit): reopen with the new one.
@@ -616,9 +651,14 @@ func (s *Store) refreshBackends(ctx context.Context) error {
 	}
 	s.refreshed = time.Now()
 	s.bmu.Unlock()
+	return fresh, nil
+}
 
+// openHandles opens and probes the backends of handles at once, each for
+// openTimeout at most.
+func (s *Store) openHandles(ctx context.Context, handles []*handle) {
 	var wg sync.WaitGroup
-	for _, h := range fresh {
+	for _, h := range handles {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -628,7 +668,17 @@ func (s *Store) refreshBackends(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	return nil
+}
+
+// noStoreError says that the metadata a config opens holds no store: a
+// catalog does not make one.
+func noStoreError(cfg *Config) error {
+	field, where := "metadata_dir", cfg.MetadataDir
+	if cfg.Metastore.Kind == "etcd" {
+		field, where = "metastore", cfg.metadataWhere()
+	}
+	return &ConfigError{File: cfg.path, Field: field, Msg: fmt.Sprintf("no store at %s: healstore init makes one; "+
+		"if the store is elsewhere, check dir and metadata_dir (or [metastore]), and that their volume is mounted", where)}
 }
 
 // maybeRefresh re-reads backend states when the view is older than

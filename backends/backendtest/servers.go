@@ -24,6 +24,15 @@ func ClosedAddr(t testing.TB) string {
 // when the test ends.
 func HangingServer(t testing.TB) string {
 	t.Helper()
+	addr, _ := CountingHangingServer(t)
+	return addr
+}
+
+// CountingHangingServer is HangingServer, and also reports how many
+// connections the server accepted so far: for tests that a command does
+// not reach for a backend at all.
+func CountingHangingServer(t testing.TB) (addr string, accepted func() int) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -52,5 +61,9 @@ func HangingServer(t testing.TB) string {
 		}
 		mu.Unlock()
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(conns)
+	}
 }
