@@ -109,9 +109,19 @@ func TestWrongMetadataDirIsNamed(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(edited), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, errs, code := cli(t, "", "ls")
+	_, errs, code := cli(t, "", "stat", "x")
 	if code == 0 || !strings.Contains(errs, "another store") || !strings.Contains(errs, filepath.Join(elsewhere, "meta")) || !strings.Contains(errs, "metadata_dir") {
-		t.Fatalf("ls with dir pointing elsewhere: exit %d, stderr %q; want the metadata it opened named", code, errs)
+		t.Fatalf("stat with dir pointing elsewhere: exit %d, stderr %q; want the metadata it opened named", code, errs)
+	}
+	// ls opens the metadata alone (no backend to find another store's
+	// marker on), and makes no store where none is.
+	os.RemoveAll(elsewhere)
+	_, errs, code = cli(t, "", "ls")
+	if code != exitUsage || !strings.Contains(errs, "no store at "+filepath.Join(elsewhere, "meta")) || !strings.Contains(errs, "metadata_dir") {
+		t.Fatalf("ls with dir pointing elsewhere: exit %d, stderr %q; want a config error naming the metadata it looked at", code, errs)
+	}
+	if _, err := os.Stat(elsewhere); !os.IsNotExist(err) {
+		t.Fatalf("ls made something at %s: %v", elsewhere, err)
 	}
 }
 

@@ -158,7 +158,7 @@ func openHealer(cmd *cobra.Command, g *globalOptions) (*healerTarget, error) {
 			return nil, perr
 		}
 		// No daemon of this store: another command holds it; wait for it.
-		s, err = openWaiting(ctx, g, cmd.CommandPath(), cfg, hint)
+		s, err = openWaiting(ctx, g, cmd.CommandPath(), cfg, hint, healstore.Open)
 	}
 	var le *lockedError
 	if errors.As(err, &le) {

@@ -81,23 +81,26 @@ type lockedError struct {
 func (e *lockedError) Error() string { return e.msg }
 func (e *lockedError) Unwrap() error { return e.err }
 
-// openWaiting opens the store described by cfg. While another short
-// command holds its metadata it tries again, up to lockWait, and says
-// after lockNotice that it waits; a daemon or mount holding it is
-// reported at once. ctx ends the wait (Ctrl-C). hint is added to the
-// message when the wait fails ("" for none).
-func openWaiting(ctx context.Context, g *globalOptions, cmdPath string, cfg *healstore.Config, hint string) (*healstore.Store, error) {
+// openWaiting opens the store described by cfg with open
+// (healstore.Open, or healstore.OpenCatalog for the metadata alone).
+// While another short command holds its metadata it tries again, up to
+// lockWait, and says after lockNotice that it waits; a daemon or mount
+// holding it is reported at once. ctx ends the wait (Ctrl-C). hint is
+// added to the message when the wait fails ("" for none).
+func openWaiting[T any](ctx context.Context, g *globalOptions, cmdPath string, cfg *healstore.Config, hint string,
+	open func(context.Context, *healstore.Config) (T, error)) (T, error) {
 	start := time.Now()
 	noticed := false
+	var none T
 	for {
-		s, err := healstore.Open(ctx, cfg)
+		s, err := open(ctx, cfg)
 		if !errors.Is(err, metastore.ErrLocked) {
 			return s, err
 		}
 		h := findLockHolder(cfg.MetadataDir)
 		waited := time.Since(start)
 		if h.longRunning() || waited >= lockWait {
-			return nil, &lockedError{msg: lockedMessage(cmdPath, cfg, h, waited, hint), err: err}
+			return none, &lockedError{msg: lockedMessage(cmdPath, cfg, h, waited, hint), err: err}
 		}
 		if !noticed && waited >= lockNotice {
 			fmt.Fprintf(g.stderr, "healstore: waiting up to %s for the store's metadata, in use by %s\n", lockWait, h.who())
@@ -107,7 +110,7 @@ func openWaiting(ctx context.Context, g *globalOptions, cmdPath string, cfg *hea
 		d := lockPoll/2 + rand.N(lockPoll)
 		select {
 		case <-ctx.Done():
-			return nil, &lockedError{msg: fmt.Sprintf("%s: stopped while waiting for the store's metadata, in use by %s", cmdPath, h.who()), err: ctx.Err()}
+			return none, &lockedError{msg: fmt.Sprintf("%s: stopped while waiting for the store's metadata, in use by %s", cmdPath, h.who()), err: ctx.Err()}
 		case <-time.After(d):
 		}
 	}

@@ -33,7 +33,7 @@ func newLsCmd(g *globalOptions) *cobra.Command {
 			if len(args) == 1 {
 				prefix = args[0]
 			}
-			s, err := openObjects(cmd, g)
+			s, err := openNames(cmd, g)
 			if err != nil {
 				return err
 			}

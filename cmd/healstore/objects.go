@@ -11,8 +11,8 @@ import (
 	"github.com/healstore/healstore"
 )
 
-// objects is what put, get, ls, stat and rm need of a store: the store
-// opened by this process, or the daemon that holds it.
+// objects is what put, get and stat need of a store: the store opened by
+// this process, or the daemon that holds it (ls and rm: names).
 type objects interface {
 	Put(ctx context.Context, name string, r io.Reader) (*healstore.ObjectInfo, error)
 	Open(ctx context.Context, name string) (objectReader, error)
@@ -30,28 +30,63 @@ type objectReader interface {
 }
 
 // openObjects reaches the config's store for a data command: through the
-// objects socket of a daemon that holds it (an embedded store admits one
-// process, and the daemon is the one users keep running), else by opening
-// it here, with openStore's waiting and messages.
+// daemon that holds it (see reach), else by opening it here, with
+// openStore's waiting and messages.
 func openObjects(cmd *cobra.Command, g *globalOptions) (objects, error) {
+	return reach(cmd, g, func(d daemonObjects) objects { return d }, func(*healstore.Config) (objects, error) {
+		s, _, err := openStore(cmd, g)
+		if err != nil {
+			return nil, err
+		}
+		return storeObjects{s}, nil
+	})
+}
+
+// names is what ls and rm need of a store: its metadata alone.
+type names interface {
+	Delete(ctx context.Context, name string) error
+	List(ctx context.Context, prefix, after string, limit int) ([]healstore.ObjectInfo, string, error)
+	Close() error
+}
+
+// openNames reaches the config's store for ls and rm: through the daemon
+// that holds it, else by opening its metadata here
+// (healstore.OpenCatalog). No backend is opened, so a backend that hangs
+// does not hold the command up for the 10 s a full open waits for it, and
+// none is warned about.
+func openNames(cmd *cobra.Command, g *globalOptions) (names, error) {
+	return reach(cmd, g, func(d daemonObjects) names { return d }, func(cfg *healstore.Config) (names, error) {
+		c, err := openWaiting(cmd.Context(), g, cmd.CommandPath(), cfg, "", healstore.OpenCatalog)
+		if err != nil {
+			return nil, openError(cfg, err)
+		}
+		return c, nil
+	})
+}
+
+// reach returns the daemon holding the config's store, through its objects
+// socket (an embedded store admits one process, and the daemon is the one
+// users keep running), else what local opens in this process.
+func reach[T any](cmd *cobra.Command, g *globalOptions, daemon func(daemonObjects) T, local func(*healstore.Config) (T, error)) (T, error) {
+	var none T
 	cfg, err := loadConfig(g)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	d, derr := healstore.DialDaemonObjects(cmd.Context(), cfg, daemonAnswerWait)
 	if derr == nil {
-		return daemonObjects{d}, nil
+		return daemon(daemonObjects{d}), nil
 	}
-	s, _, err := openStore(cmd, g)
+	v, err := local(cfg)
 	if err != nil {
 		if !errors.Is(derr, os.ErrNotExist) {
 			// A socket is there but its daemon did not answer: say so
 			// beside why the store could not be opened here.
-			return nil, errors.Join(err, derr)
+			return none, errors.Join(err, derr)
 		}
-		return nil, err
+		return none, err
 	}
-	return storeObjects{s}, nil
+	return v, nil
 }
 
 // storeObjects is a store this process opened.

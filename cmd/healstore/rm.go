@@ -29,7 +29,7 @@ exist (unless --force).`,
 			return checkWritableNames(cmd, args...)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := openObjects(cmd, g)
+			s, err := openNames(cmd, g)
 			if err != nil {
 				return err
 			}

@@ -280,18 +280,23 @@ func openStore(cmd *cobra.Command, g *globalOptions) (*healstore.Store, *healsto
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := openWaiting(cmd.Context(), g, cmd.CommandPath(), cfg, "")
-	var le *lockedError
-	if errors.Is(err, healstore.ErrBadConfig) || errors.As(err, &le) {
-		return nil, nil, err // already names the file, or the command
-	}
+	s, err := openWaiting(cmd.Context(), g, cmd.CommandPath(), cfg, "", healstore.Open)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open store (%s): %w", cfg.Path(), err)
+		return nil, nil, openError(cfg, err)
 	}
 	for _, u := range s.Unreachable() {
 		fmt.Fprintf(g.stderr, "healstore: warning: backend %s is unreachable: %s\n", u.Name, u.Error)
 	}
 	return s, cfg, nil
+}
+
+// openError words an error of opening the store for the user.
+func openError(cfg *healstore.Config, err error) error {
+	var le *lockedError
+	if errors.Is(err, healstore.ErrBadConfig) || errors.As(err, &le) {
+		return err // already names the file, or the command
+	}
+	return fmt.Errorf("open store (%s): %w", cfg.Path(), err)
 }
 
 // isTerminal reports whether w is a terminal.
