@@ -175,3 +175,39 @@ func ExampleStore_Metrics() {
 	// Output:
 	// healstore_object_written_bytes_total 20
 }
+
+// Tidy a store's names from a tool that must not wait on its backends:
+// OpenCatalog opens the metadata alone (an embedded metastore admits one
+// process, so the store is closed first).
+func ExampleOpenCatalog() {
+	s, done := newExampleStore()
+	defer done()
+	ctx := context.Background()
+	for _, name := range []string{"draft/a", "draft/b"} {
+		if _, err := s.Put(ctx, name, strings.NewReader("text of "+name)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	cfg := s.Config()
+	s.Close()
+
+	c, err := healstore.OpenCatalog(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Rename(ctx, "draft/a", "final/a"); err != nil {
+		log.Fatal(err)
+	}
+	if err := c.Delete(ctx, "draft/b"); err != nil {
+		log.Fatal(err)
+	}
+	objs, _, err := c.List(ctx, "", "", 10)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, o := range objs {
+		fmt.Println(o.Name, o.Size)
+	}
+	// Output: final/a 15
+}
