@@ -22,15 +22,7 @@ func TestLsAndRmOpenNoBackend(t *testing.T) {
 		}
 	}
 	addr, accepted := backendtest.CountingHangingServer(t)
-	cfgPath := filepath.Join(dir, "store", "healstore.toml")
-	f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "\n[[backends]]\nname = \"hung\"\nkind = \"zdb\"\naddress = %q\nnamespace = \"hs\"\nnode = \"hung-node\"\n", addr)
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	addZDBBackend(t, dir, "hung", addr)
 
 	out, errs, code := cli(t, "", "ls")
 	if code != 0 || out != "a\nb\n" || errs != "" {
@@ -47,5 +39,44 @@ func TestLsAndRmOpenNoBackend(t *testing.T) {
 	}
 	if n := accepted(); n != 0 {
 		t.Fatalf("ls and rm connected to the hung backend %d times", n)
+	}
+
+	// stat needs the backends: it waits for the hung one, warns, and says
+	// how not to wait.
+	_, errs, code = cli(t, "", "stat", "b")
+	if code != 0 || !strings.Contains(errs, "warning: backend hung is unreachable") ||
+		!strings.Contains(errs, "waiting for backends that do not answer") || !strings.Contains(errs, "healstore daemon") {
+		t.Fatalf("stat with a hung backend: exit %d, stderr %q; want the warning and the hint", code, errs)
+	}
+	if accepted() == 0 {
+		t.Fatal("stat did not reach for the hung backend")
+	}
+}
+
+// A backend that refuses connections is warned about, but opening the
+// store did not wait for it: no hint about a daemon.
+func TestNoWaitNoDaemonHint(t *testing.T) {
+	dir := newCLIStore(t)
+	if _, errs, code := cli(t, "data", "put", "a", "-"); code != 0 {
+		t.Fatalf("put: %d %s", code, errs)
+	}
+	addZDBBackend(t, dir, "gone", backendtest.ClosedAddr(t))
+	_, errs, code := cli(t, "", "stat", "a")
+	if code != 0 || !strings.Contains(errs, "warning: backend gone is unreachable") || strings.Contains(errs, "healstore daemon") {
+		t.Fatalf("stat with a refusing backend: exit %d, stderr %q; want the warning alone", code, errs)
+	}
+}
+
+// addZDBBackend adds a 0-db backend at addr, on a node of its own, to the
+// config of the store newCLIStore made in dir.
+func addZDBBackend(t *testing.T, dir, name, addr string) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(dir, "store", "healstore.toml"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "\n[[backends]]\nname = %q\nkind = \"zdb\"\naddress = %q\nnamespace = \"hs\"\nnode = %q\n", name, addr, name+"-node")
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

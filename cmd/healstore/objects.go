@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -34,13 +36,25 @@ type objectReader interface {
 // openStore's waiting and messages.
 func openObjects(cmd *cobra.Command, g *globalOptions) (objects, error) {
 	return reach(cmd, g, func(d daemonObjects) objects { return d }, func(*healstore.Config) (objects, error) {
-		s, _, err := openStore(cmd, g)
+		s, cfg, took, err := openStoreTimed(cmd, g)
 		if err != nil {
 			return nil, err
+		}
+		if took >= slowOpenHint && len(s.Unreachable()) > 0 && cfg.Metastore.Kind != "etcd" {
+			// A store on etcd has no objects socket: there every
+			// command opens it itself.
+			fmt.Fprintf(g.stderr, "healstore: opening the store took %s, waiting for backends that do not answer; "+
+				"while a daemon holds the store (healstore daemon, or healstore mount --with-healer), commands go through it and do not wait\n",
+				took.Round(100*time.Millisecond))
 		}
 		return storeObjects{s}, nil
 	})
 }
+
+// slowOpenHint is how long opening the store may take, waiting for
+// backends that do not answer (at most 10 s), before put, get and stat say
+// how to avoid the wait.
+var slowOpenHint = 3 * time.Second
 
 // names is what ls and rm need of a store: its metadata alone.
 type names interface {

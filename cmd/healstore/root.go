@@ -276,18 +276,31 @@ func loadConfig(g *globalOptions) (*healstore.Config, error) {
 // openStore loads the config and opens the store (see the comment at the
 // top of this file). The caller closes the store.
 func openStore(cmd *cobra.Command, g *globalOptions) (*healstore.Store, *healstore.Config, error) {
+	s, cfg, _, err := openStoreTimed(cmd, g)
+	return s, cfg, err
+}
+
+// openStoreTimed is openStore, and says how long opening the store took
+// (its backends' probes; not a wait for the metadata another command
+// held).
+func openStoreTimed(cmd *cobra.Command, g *globalOptions) (*healstore.Store, *healstore.Config, time.Duration, error) {
 	cfg, err := loadConfig(g)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
-	s, err := openWaiting(cmd.Context(), g, cmd.CommandPath(), cfg, "", healstore.Open)
+	var took time.Duration
+	s, err := openWaiting(cmd.Context(), g, cmd.CommandPath(), cfg, "", func(ctx context.Context, cfg *healstore.Config) (*healstore.Store, error) {
+		start := time.Now()
+		defer func() { took = time.Since(start) }()
+		return healstore.Open(ctx, cfg)
+	})
 	if err != nil {
-		return nil, nil, openError(cfg, err)
+		return nil, nil, 0, openError(cfg, err)
 	}
 	for _, u := range s.Unreachable() {
 		fmt.Fprintf(g.stderr, "healstore: warning: backend %s is unreachable: %s\n", u.Name, u.Error)
 	}
-	return s, cfg, nil
+	return s, cfg, took, nil
 }
 
 // openError words an error of opening the store for the user.
