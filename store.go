@@ -106,6 +106,7 @@ type handle struct {
 	capacity backends.Capacity // from the last probe
 	written  int64             // bytes placed since that probe
 	failedAt time.Time         // last data-path failure
+	laggedAt time.Time         // last time a fetch hedged around it (Lagging)
 	foreign  bool              // marker names another store
 	wiped    bool              // found without its marker (see writeMarkers); until it has one again
 	probeErr error             // the probe at open failed
@@ -362,6 +363,31 @@ func (s *Store) OnBackendError(fn func(backend string, err error)) {
 	s.hooks = append(s.hooks, fn)
 	s.hookMu.Unlock()
 }
+
+// NoteLagging implements shardio.LagTracker: a read (or a rebuild) gave
+// up waiting for backend name, whose shard had not come within
+// hedge_after when the stripe was read from others.
+func (s *Store) NoteLagging(name string) {
+	if h := s.handleOf(name); h != nil {
+		h.mu.Lock()
+		h.laggedAt = time.Now()
+		h.mu.Unlock()
+	}
+}
+
+// Lagging implements shardio.LagTracker: backend name lagged within
+// failedFor, so reads and rebuilds ask it last.
+func (s *Store) Lagging(name string) bool {
+	h := s.handleOf(name)
+	if h == nil {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return time.Since(h.laggedAt) < failedFor
+}
+
+var _ shardio.LagTracker = (*Store)(nil)
 
 // noteBackendError records a data-path failure: an unreachable backend is
 // kept out of new placements for a while, and the hooks hear it.

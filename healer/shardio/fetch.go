@@ -79,6 +79,10 @@ type FetchResult struct {
 	Errs map[int]error
 	// Hedges counts requests sent beyond Need because one lagged.
 	Hedges int
+	// Laggards: indices whose request had run HedgeAfter or longer, with
+	// no answer, when Need shards were in (cancelled then). A pool that
+	// is a LagTracker hears of their backends.
+	Laggards []int
 }
 
 // Short reports whether the fetch found any shard missing or corrupt:
@@ -152,6 +156,20 @@ const (
 	kindCorrupt
 )
 
+// LagTracker is a Pool that remembers the backends fetches stopped waiting
+// for (FetchResult.Laggards): Fetch asks them last, after its preference
+// order, and tells it of each new one. A hung node fails no request that
+// is hedged around it, so without this every fetch with a shard to ask of
+// it first waits HedgeAfter. How long a backend stays lagging is the
+// tracker's to say.
+type LagTracker interface {
+	Pool
+	// Lagging reports whether backend lagged lately.
+	Lagging(backend string) bool
+	// NoteLagging hears of a backend a fetch stopped waiting for.
+	NoteLagging(backend string)
+}
+
 // Fetch gathers req.Need verified shards of a stripe (see FetchRequest).
 // Requests go out req.Need at a time in preference order; each failure
 // sends a request for the next index; each HedgeAfter without progress
@@ -191,6 +209,18 @@ func Fetch(ctx context.Context, pool Pool, req FetchRequest) (*FetchResult, erro
 			order = append(order, i)
 		}
 	}
+	if lt, ok := pool.(LagTracker); ok {
+		// Backends a fetch stopped waiting for lately go last.
+		var late []int
+		order = slices.DeleteFunc(order, func(i int) bool {
+			if b := req.Locs[i].Backend; b != "" && lt.Lagging(b) {
+				late = append(late, i)
+				return true
+			}
+			return false
+		})
+		order = append(order, late...)
+	}
 	queue := order[:0:0]
 	for _, i := range order {
 		if have[i] {
@@ -208,6 +238,7 @@ func Fetch(ctx context.Context, pool Pool, req FetchRequest) (*FetchResult, erro
 	defer cancel()
 	results := make(chan fetched, n) // buffered: late senders never block
 	inflight := 0
+	launched := map[int]time.Time{} // requests without an answer yet
 	launch := func() bool {
 		if len(queue) == 0 {
 			return false
@@ -215,6 +246,7 @@ func Fetch(ctx context.Context, pool Pool, req FetchRequest) (*FetchResult, erro
 		i := queue[0]
 		queue = queue[1:]
 		inflight++
+		launched[i] = time.Now()
 		go func() { results <- fetchOne(fctx, pool, req, i) }()
 		return true
 	}
@@ -267,6 +299,7 @@ func Fetch(ctx context.Context, pool Pool, req FetchRequest) (*FetchResult, erro
 			timer.Reset(req.HedgeAfter)
 		case f := <-results:
 			inflight--
+			delete(launched, f.index)
 			switch f.kind {
 			case kindGood:
 				res.Shards[f.index] = f.shard
@@ -306,9 +339,22 @@ func Fetch(ctx context.Context, pool Pool, req FetchRequest) (*FetchResult, erro
 			}
 		}
 	}
+	if res.Good >= req.Need && req.HedgeAfter > 0 {
+		for i, at := range launched {
+			if time.Since(at) >= req.HedgeAfter {
+				res.Laggards = append(res.Laggards, i)
+			}
+		}
+		if lt, ok := pool.(LagTracker); ok {
+			for _, i := range res.Laggards {
+				lt.NoteLagging(req.Locs[i].Backend)
+			}
+		}
+	}
 	slices.Sort(res.Missing)
 	slices.Sort(res.Unreachable)
 	slices.Sort(res.Corrupt)
+	slices.Sort(res.Laggards)
 	if res.Good < req.Need {
 		if err := backends.Ended(ctx); err != nil {
 			return res, err

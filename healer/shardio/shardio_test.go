@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -599,6 +600,30 @@ func TestFetchHedgesLaggard(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("fetch waited for the stuck backend: %v", d)
 	}
+	// The stuck one is named, for the caller to ask it last next time;
+	// only requests without an answer are.
+	if !slices.Contains(res.Laggards, 1) {
+		t.Fatalf("laggards %v, want the stuck index 1 among them", res.Laggards)
+	}
+	for _, i := range res.Laggards {
+		if res.Shards[i] != nil {
+			t.Fatalf("laggards %v include index %d, which answered", res.Laggards, i)
+		}
+	}
+}
+
+// A fetch whose requests all answered within HedgeAfter names no laggard,
+// though it cancels nothing either way.
+func TestFetchNoLaggardsWhenNoneLagged(t *testing.T) {
+	pool, _, locs, _ := stripeAt(t, 6)
+	res, err := Fetch(context.Background(), pool, FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 4, Verify: verify,
+		HedgeAfter: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Good != 4 || res.Hedges != 0 || len(res.Laggards) != 0 {
+		t.Fatalf("good %d, hedges %d, laggards %v; want 4, 0, none", res.Good, res.Hedges, res.Laggards)
+	}
 }
 
 // A laggard that a hedge made unnecessary is cancelled when Fetch has its
@@ -774,5 +799,55 @@ func TestFetchNotHeldByStuckHint(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Fetch still waiting 5 s after it began, behind a hint that does not return")
+	}
+}
+
+// lagPool is a MapPool that tracks lagging backends (LagTracker).
+type lagPool struct {
+	MapPool
+	mu     sync.Mutex
+	lagged map[string]int // times noted
+}
+
+func (p *lagPool) Lagging(b string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lagged[b] > 0
+}
+
+func (p *lagPool) NoteLagging(b string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lagged[b]++
+}
+
+// A pool that tracks lagging backends hears of the one a fetch hedged
+// around, and the next fetch asks it last: no wait, no request to it.
+func TestFetchAsksLaggingBackendLast(t *testing.T) {
+	mpool, mems, locs, _ := stripeAt(t, 6)
+	pool := &lagPool{MapPool: mpool, lagged: map[string]int{}}
+	stuck := mems[1]
+	stuck.mu.Lock()
+	stuck.delay = 10 * time.Second
+	stuck.mu.Unlock()
+	req := FetchRequest{Stripe: [16]byte{9}, Locs: locs, Need: 4, Verify: verify, HedgeAfter: 20 * time.Millisecond}
+	if _, err := Fetch(context.Background(), pool, req); err != nil {
+		t.Fatal(err)
+	}
+	if !pool.Lagging(locs[1].Backend) {
+		t.Fatalf("the stuck backend %s was not noted lagging: %v", locs[1].Backend, pool.lagged)
+	}
+	stuck.mu.Lock()
+	before := stuck.gets
+	stuck.mu.Unlock()
+	res, err := Fetch(context.Background(), pool, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck.mu.Lock()
+	asked := stuck.gets - before
+	stuck.mu.Unlock()
+	if res.Hedges != 0 || asked != 0 || res.Good != 4 || res.Shards[1] != nil {
+		t.Fatalf("second fetch: hedges %d, gets of the lagging backend %d, good %d; want 0, 0, 4", res.Hedges, asked, res.Good)
 	}
 }
