@@ -21,7 +21,11 @@ func newLsCmd(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ls [PREFIX]",
 		Short: "List objects, optionally those whose names start with PREFIX",
-		Args:  argsBetween(0, 1),
+		Long: `ls lists objects, optionally those whose names start with PREFIX, in name
+order. It reads the store's metadata alone (through the daemon when one
+holds the store): no backend is opened, so a backend that is down or hangs
+does not slow it.`,
+		Args: argsBetween(0, 1),
 		PreRunE: func(cmd *cobra.Command, args []string) error {
 			if o.limit < 0 {
 				return usagef("--limit must not be negative")

@@ -22,8 +22,10 @@ func newRmCmd(g *globalOptions) *cobra.Command {
 		Use:   "rm NAME...",
 		Short: "Delete objects",
 		Long: `rm deletes each named object at once; its shards are removed by garbage
-collection after the configured delay. Exit code 3 when an object does not
-exist (unless --force).`,
+collection after the configured delay. It changes the store's metadata
+alone (through the daemon when one holds the store): no backend is opened,
+so a backend that is down or hangs does not slow it. Exit code 3 when an
+object does not exist (unless --force).`,
 		Args: argsBetween(1, -1),
 		PreRunE: func(cmd *cobra.Command, args []string) error {
 			return checkWritableNames(cmd, args...)
