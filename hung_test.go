@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/healstore/healstore/backends"
+	"github.com/healstore/healstore/backends/backendtest"
 	"github.com/healstore/healstore/metastore"
 )
 
@@ -120,5 +122,58 @@ func TestWriteGivesUpOnHungBackend(t *testing.T) {
 	})
 	if err != nil || !garbage {
 		t.Fatalf("the given-up location on b2 is not garbage (%v)", err)
+	}
+}
+
+// unreachableError returns what Unreachable says of backend name, "" when
+// it is not listed.
+func unreachableError(s *Store, name string) string {
+	for _, u := range s.Unreachable() {
+		if u.Name == name {
+			return u.Error
+		}
+	}
+	return ""
+}
+
+// Opening the store does not wait out openTimeout (10 s) for a node that
+// hangs when the backends that answered hold the policy's k+m failure
+// domains without it: it stops waiting lagWait after the others answered,
+// and the store works without that backend.
+func TestOpenStopsWaitingForAHungNode(t *testing.T) {
+	ctx := context.Background()
+	addr, accepted := backendtest.CountingHangingServer(t)
+	cfg := testConfig(t, testOpts{edit: func(c *Config) {
+		c.InlineMaxSize = 0
+		c.Backends = append(c.Backends, backends.Spec{Name: "hung", Kind: backends.KindZDB, Address: addr, Namespace: "hs", Node: "hung-node"})
+	}})
+	s := openTest(t, cfg)
+	if accepted() == 0 {
+		t.Fatal("the hung backend was not tried")
+	}
+	if got := unreachableError(s, "hung"); !strings.Contains(got, "did not answer within 2s") {
+		t.Fatalf("the hung backend is listed as %q; want it given up after 2s", got)
+	}
+	data := bytes.Repeat([]byte("healstore "), 50_000)
+	if _, err := s.Put(ctx, "x", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, s, "x"); !bytes.Equal(got, data) {
+		t.Fatal("the object does not read back identical")
+	}
+}
+
+// When the backends that answered do not hold the policy's k+m failure
+// domains, opening the store keeps waiting for the others (here until the
+// node gives up after 3 s and its error is known), not lagWait.
+func TestOpenWaitsForANodeItNeeds(t *testing.T) {
+	addr := backendtest.HangThenRefuse(t, 3*time.Second)
+	cfg := testConfig(t, testOpts{backends: 5, edit: func(c *Config) {
+		c.Backends = append(c.Backends, backends.Spec{Name: "late", Kind: backends.KindZDB, Address: addr, Namespace: "hs", Node: "late-node"})
+	}})
+	s := openTest(t, cfg)
+	got := unreachableError(s, "late")
+	if got == "" || strings.Contains(got, "did not answer within") {
+		t.Fatalf("the sixth domain's backend is listed as %q; want the error it ended with, not given up", got)
 	}
 }

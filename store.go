@@ -116,7 +116,9 @@ type handle struct {
 // cfg.MetadataDir by default, or etcd), then every backend it knows (the
 // config's, registered on first sight, and any the healer added). A
 // backend that cannot be reached does not stop Open: reads and writes work
-// around it, and Health names it. Open fails when the policy's k+m shards
+// around it, and Health names it. Open waits up to 10 s for a backend that
+// does not answer, and about 2 s once the others answered and hold the
+// policy's k+m failure domains without it. Open fails when the policy's k+m shards
 // cannot be placed in distinct failure domains even with every backend up
 // (*InsufficientBackendsError), when the master key does not match the
 // store or etcd refuses the configured user (ErrAuth), or on a bad config
@@ -206,7 +208,7 @@ func open(ctx context.Context, cfg *Config, withBackends bool) (*Store, error) {
 		return nil, err
 	}
 	if withBackends {
-		s.openHandles(ctx, fresh)
+		s.openHandles(ctx, fresh, true)
 		if err := s.writeMarkers(ctx); err != nil {
 			return nil, err
 		}
@@ -537,10 +539,10 @@ func (s *Store) Unreachable() []UnreachableBackend {
 		switch {
 		case h.b == nil && h.openErr != nil:
 			out = append(out, UnreachableBackend{Name: h.name, Error: h.openErr.Error()})
-		case h.b == nil:
-			out = append(out, UnreachableBackend{Name: h.name, Error: "not open"})
 		case h.probeErr != nil:
 			out = append(out, UnreachableBackend{Name: h.name, Error: h.probeErr.Error()})
+		case h.b == nil:
+			out = append(out, UnreachableBackend{Name: h.name, Error: "not open"})
 		}
 		h.mu.Unlock()
 	}
@@ -620,7 +622,7 @@ func (s *Store) refreshBackends(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.openHandles(ctx, fresh)
+	s.openHandles(ctx, fresh, false)
 	return nil
 }
 
@@ -681,19 +683,91 @@ func (s *Store) loadHandles(ctx context.Context) ([]*handle, error) {
 }
 
 // openHandles opens and probes the backends of handles at once, each for
-// openTimeout at most.
-func (s *Store) openHandles(ctx context.Context, handles []*handle) {
-	var wg sync.WaitGroup
+// openTimeout at most. When opening the store (atOpen) it stops waiting
+// for the last ones when they are remote (onlyRemote), the others have
+// answered and cover the policy's k+m failure domains, and lagWait has
+// passed: their opens go on in the background, and such a backend is taken
+// for one that did not answer its probe.
+func (s *Store) openHandles(ctx context.Context, handles []*handle, atOpen bool) {
+	type answer struct {
+		h    *handle
+		took time.Duration
+	}
+	start := time.Now()
+	done := make(chan answer, len(handles)) // buffered: opens left behind never block
+	pending := map[*handle]bool{}
 	for _, h := range handles {
-		wg.Add(1)
+		pending[h] = true
 		go func() {
-			defer wg.Done()
 			octx, cancel := context.WithTimeout(ctx, openTimeout)
 			defer cancel()
 			s.openHandle(octx, h)
+			done <- answer{h, time.Since(start)}
 		}()
 	}
-	wg.Wait()
+	var slowest time.Duration
+	var giveUp <-chan time.Time
+	for len(pending) > 0 {
+		select {
+		case a := <-done:
+			delete(pending, a.h)
+			slowest = max(slowest, a.took)
+			if atOpen && len(pending) > 0 && onlyRemote(pending) && s.domainsWithout(pending) >= s.cfg.Policy.K+s.cfg.Policy.M {
+				giveUp = time.After(lagWait(slowest) - time.Since(start))
+			}
+		case <-giveUp:
+			err := fmt.Errorf("did not answer within %s of opening the store, while the others answered", lagWait(slowest).Round(100*time.Millisecond))
+			for h := range pending {
+				h.mu.Lock()
+				if h.b == nil && h.openErr == nil {
+					h.failedAt, h.probeErr = time.Now(), err
+					s.log.Info("backend does not answer", "backend", h.name, "err", err)
+				}
+				h.mu.Unlock()
+			}
+			return
+		}
+	}
+}
+
+// onlyRemote reports whether every handle in hs is a backend on another
+// machine. A local backend is always waited for: one that a crash left
+// without its index reads every value's header when it opens, which can
+// take seconds, and it is not hung.
+func onlyRemote(hs map[*handle]bool) bool {
+	for h := range hs {
+		if h.spec.Kind == backends.KindLocal {
+			return false
+		}
+	}
+	return true
+}
+
+// lagWait is how long opening the store waits for the last backends once
+// the others answered, the slowest of them in slowest: a hung node costs
+// that instead of openTimeout, and one a few times slower than the rest is
+// still waited for.
+func lagWait(slowest time.Duration) time.Duration {
+	return max(2*time.Second, 4*slowest)
+}
+
+// domainsWithout counts the distinct failure domains of the open,
+// answering, non-spare backends that count for placement, leaving out
+// those in skip.
+func (s *Store) domainsWithout(skip map[*handle]bool) int {
+	domains := map[string]bool{}
+	for _, h := range s.handleList() {
+		if skip[h] {
+			continue
+		}
+		h.mu.Lock()
+		ok := h.b != nil && h.probeErr == nil && !h.rec.Spare && countsForPlacement(h.rec.State)
+		h.mu.Unlock()
+		if ok {
+			domains[h.spec.Domain(s.cfg.PlacementLevel)] = true
+		}
+	}
+	return len(domains)
 }
 
 // noStoreError says that the metadata a config opens holds no store: a

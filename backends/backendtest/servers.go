@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // ClosedAddr returns a loopback host:port where nothing listens (it was
@@ -33,12 +34,29 @@ func HangingServer(t testing.TB) string {
 // not reach for a backend at all.
 func CountingHangingServer(t testing.TB) (addr string, accepted func() int) {
 	t.Helper()
+	return hangingServer(t, 0)
+}
+
+// HangThenRefuse is HangingServer for d: then it closes the connections
+// it holds and stops listening, like a node that hung for a while and then
+// went away.
+func HangThenRefuse(t testing.TB, d time.Duration) string {
+	t.Helper()
+	addr, _ := hangingServer(t, d)
+	return addr
+}
+
+// hangingServer serves HangingServer, stopping after stopAfter (0: when
+// the test ends).
+func hangingServer(t testing.TB, stopAfter time.Duration) (addr string, accepted func() int) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
 	var conns []net.Conn
+	n := 0
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -49,21 +67,30 @@ func CountingHangingServer(t testing.TB) (addr string, accepted func() int) {
 			}
 			mu.Lock()
 			conns = append(conns, c)
+			n++
 			mu.Unlock()
 		}
 	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			ln.Close()
+			<-done
+			mu.Lock()
+			for _, c := range conns {
+				c.Close()
+			}
+			conns = nil
+			mu.Unlock()
+		})
+	}
+	if stopAfter > 0 {
+		time.AfterFunc(stopAfter, stop)
+	}
+	t.Cleanup(stop)
 	return ln.Addr().String(), func() int {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(conns)
+		return n
 	}
 }

@@ -12,8 +12,9 @@ import (
 
 // ls and rm read and change only the metadata: with no daemon running they
 // open no backend, so a backend that hangs (a node that accepts
-// connections and never answers) does not hold them up for the 10 s every
-// command that opens the store waits for it, nor are they warned about it.
+// connections and never answers) does not hold them up for the seconds
+// every command that opens the store waits for it, nor are they warned
+// about it.
 func TestLsAndRmOpenNoBackend(t *testing.T) {
 	dir := newCLIStore(t)
 	for _, name := range []string{"a", "b"} {

@@ -52,9 +52,10 @@ func openObjects(cmd *cobra.Command, g *globalOptions) (objects, error) {
 }
 
 // slowOpenHint is how long opening the store may take, waiting for
-// backends that do not answer (at most 10 s), before put, get and stat say
-// how to avoid the wait.
-var slowOpenHint = 3 * time.Second
+// backends that do not answer (2 s once the others answered, up to 10 s
+// when the store needs them), before put, get and stat say how to avoid
+// the wait.
+var slowOpenHint = 2 * time.Second
 
 // names is what ls and rm need of a store: its metadata alone.
 type names interface {
@@ -66,8 +67,8 @@ type names interface {
 // openNames reaches the config's store for ls and rm: through the daemon
 // that holds it, else by opening its metadata here
 // (healstore.OpenCatalog). No backend is opened, so a backend that hangs
-// does not hold the command up for the 10 s a full open waits for it, and
-// none is warned about.
+// does not hold the command up for the seconds a full open waits for it,
+// and none is warned about.
 func openNames(cmd *cobra.Command, g *globalOptions) (names, error) {
 	return reach(cmd, g, func(d daemonObjects) names { return d }, func(cfg *healstore.Config) (names, error) {
 		c, err := openWaiting(cmd.Context(), g, cmd.CommandPath(), cfg, "", healstore.OpenCatalog)
