@@ -117,13 +117,13 @@ type handle struct {
 // config's, registered on first sight, and any the healer added). A
 // backend that cannot be reached does not stop Open: reads and writes work
 // around it, and Health names it. Open waits up to 10 s for a backend that
-// does not answer, and about 2 s once the others answered and hold the
-// policy's k+m failure domains without it. Open fails when the policy's k+m shards
-// cannot be placed in distinct failure domains even with every backend up
-// (*InsufficientBackendsError), when the master key does not match the
-// store or etcd refuses the configured user (ErrAuth), or on a bad config
-// (ErrBadConfig, also for a TLS or password file of [metastore] that does
-// not load).
+// does not answer, and about 2 s for a remote one once the others answered
+// and hold the policy's k+m failure domains without it (openHandles).
+// Open fails when the policy's k+m shards cannot be placed in distinct
+// failure domains even with every backend up (*InsufficientBackendsError),
+// when the master key does not match the store or etcd refuses the
+// configured user (ErrAuth), or on a bad config (ErrBadConfig, also for a
+// TLS or password file of [metastore] that does not load).
 func Open(ctx context.Context, cfg *Config) (*Store, error) {
 	return open(ctx, cfg, true)
 }

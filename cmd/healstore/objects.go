@@ -55,7 +55,7 @@ func openObjects(cmd *cobra.Command, g *globalOptions) (objects, error) {
 // backends that do not answer (2 s once the others answered, up to 10 s
 // when the store needs them), before put, get and stat say how to avoid
 // the wait.
-var slowOpenHint = 2 * time.Second
+const slowOpenHint = 2 * time.Second
 
 // names is what ls and rm need of a store: its metadata alone.
 type names interface {
