@@ -397,6 +397,7 @@ func (s *Store) probeHandle(ctx context.Context, h *handle) BackendHealth {
 	bh.Reachable, bh.Latency, bh.Capacity = true, res.Latency, res.Capacity
 	h.mu.Lock()
 	h.capacity, h.written = res.Capacity, 0
+	h.answeredAt = time.Now()
 	h.mu.Unlock()
 	return bh
 }

@@ -110,6 +110,9 @@ type handle struct {
 	foreign  bool              // marker names another store
 	wiped    bool              // found without its marker (see writeMarkers); until it has one again
 	probeErr error             // the probe at open failed
+	// answeredAt is the last time a probe by this store got an answer: a
+	// suspect mark older than that is not followed (candidates).
+	answeredAt time.Time
 }
 
 // Open opens the store described by cfg: the metastore (pebble under
@@ -492,8 +495,10 @@ func (s *Store) openHandle(ctx context.Context, h *handle) {
 	}
 	b, err := open(ctx, h.spec, s.secrets.Lookup)
 	var probe backends.ProbeResult
+	var answeredAt time.Time
 	if err == nil {
 		probe, err = b.Probe(ctx)
+		answeredAt = time.Now()
 		if err != nil {
 			// Opened but not answering: keep it open; calls will
 			// fail fast and the healer sees the probe failures.
@@ -505,7 +510,7 @@ func (s *Store) openHandle(ctx context.Context, h *handle) {
 			h.failedAt, h.probeErr = time.Now(), err
 			h.mu.Unlock()
 			err = nil
-			probe = backends.ProbeResult{}
+			probe, answeredAt = backends.ProbeResult{}, time.Time{}
 		}
 	}
 	h.mu.Lock()
@@ -521,6 +526,7 @@ func (s *Store) openHandle(ctx context.Context, h *handle) {
 	}
 	h.b, h.openErr = b, nil
 	h.capacity, h.written = probe.Capacity, 0
+	h.answeredAt = answeredAt
 }
 
 // UnreachableBackend is a backend the store could not open or that did not

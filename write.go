@@ -702,12 +702,17 @@ func (s *Store) place(ctx context.Context, n, quorum int, shardSize int64) ([]pl
 // primary: open, up, not failing lately, with room. fallback adds suspect
 // and lately failing ones. Never down, draining, retired, replaced, full,
 // unopened or foreign backends.
+//
+// A suspect backend that answered this store's probe after it was marked
+// counts as up: the mark is the healer's, and only a running healer takes
+// it back, so without one (a daemon stopped while a node hung) the node
+// would take nothing new for good.
 func (s *Store) candidates(shardSize int64) (primary, fallback []placement.Candidate) {
 	now := time.Now()
 	for _, h := range s.handleList() {
 		h.mu.Lock()
 		rec, open, foreign := h.rec, h.b != nil, h.foreign
-		capy, written, failedAt := h.capacity, h.written, h.failedAt
+		capy, written, failedAt, answeredAt := h.capacity, h.written, h.failedAt, h.answeredAt
 		h.mu.Unlock()
 		if !open || foreign {
 			continue
@@ -724,7 +729,8 @@ func (s *Store) candidates(shardSize int64) (primary, fallback []placement.Candi
 			}
 		}
 		fallback = append(fallback, c)
-		if rec.State == metastore.StateUp && now.Sub(failedAt) > failedFor {
+		up := rec.State == metastore.StateUp || answeredAt.After(rec.Since)
+		if up && now.Sub(failedAt) > failedFor {
 			primary = append(primary, c)
 		}
 	}
