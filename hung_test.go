@@ -3,9 +3,11 @@ package healstore
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,5 +177,76 @@ func TestOpenWaitsForANodeItNeeds(t *testing.T) {
 	got := unreachableError(s, "late")
 	if got == "" || strings.Contains(got, "did not answer within") {
 		t.Fatalf("the sixth domain's backend is listed as %q; want the error it ended with, not given up", got)
+	}
+}
+
+// hungNode takes puts and never answers them (as hungPuts); its probe
+// fails at once while down is set and answers when it is cleared.
+type hungNode struct {
+	backends.Backend
+	down *atomic.Bool
+	puts *atomic.Int64
+}
+
+func (h hungNode) Put(ctx context.Context, key string, v []byte) error {
+	if !h.down.Load() {
+		return h.Backend.Put(ctx, key, v)
+	}
+	h.puts.Add(1)
+	return hungPuts{h.Backend}.Put(ctx, key, v)
+}
+
+func (h hungNode) Probe(ctx context.Context) (backends.ProbeResult, error) {
+	if h.down.Load() {
+		return backends.ProbeResult{}, backends.Errorf(h.Name(), "probe", "", backends.ErrUnavailable, "no answer")
+	}
+	return h.Backend.Probe(ctx)
+}
+
+// A backend that failed a write is kept out of new placements until a
+// probe gets an answer from it, not only for failedFor: with a node that
+// hangs and no healer to mark it suspect (a mount without --with-healer),
+// every write placed there once failedFor had passed waited 5 s before
+// giving its shard up, so an fsync took 5 s about every 35 s for as long
+// as the node hung.
+func TestFailedBackendWaitsForAnAnswer(t *testing.T) {
+	s := newTestStore(t, testOpts{backends: 7, edit: func(c *Config) { c.InlineMaxSize = 0 }})
+	down, puts := &atomic.Bool{}, &atomic.Int64{}
+	down.Store(true)
+	setBackend(t, s, "b0", func(b backends.Backend) backends.Backend { return hungNode{b, down, puts} })
+	h := s.handleOf("b0")
+	// b0 failed a write failedFor ago (and more), after its last answer:
+	// as if a first put had waited on it and given up.
+	expire := func() {
+		h.mu.Lock()
+		h.failedAt = time.Now().Add(-failedFor - time.Second)
+		h.answeredAt = h.failedAt.Add(-time.Second)
+		h.mu.Unlock()
+	}
+	expire()
+	start := time.Now()
+	for i := range 10 {
+		putRandom(t, s, fmt.Sprintf("a%d", i), testBS)
+	}
+	if took, n := time.Since(start), puts.Load(); n != 0 || took > 4*time.Second {
+		t.Fatalf("10 writes with b0 hung since its last failure took %v and sent it %d puts: its probe does not answer, so it should take none", took, n)
+	}
+	// The node answers again: a probe finds it, and it takes shards.
+	down.Store(false)
+	expire()
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		putRandom(t, s, fmt.Sprintf("b%d", i), testBS)
+		n, err := s.meta.CountStripesOnBackend(context.Background(), "b0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b0 answers its probe again, yet %d writes placed nothing there", i+1)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

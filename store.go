@@ -75,6 +75,14 @@ type Store struct {
 	storeID string
 	closed  atomic.Bool
 
+	// probes are the background probes of backends that failed
+	// (reprobe); Close cancels and waits for them. probeMu orders their
+	// start against Close.
+	probeMu    sync.Mutex
+	probes     sync.WaitGroup
+	probesCtx  context.Context
+	stopProbes context.CancelFunc
+
 	codecMu sync.Mutex
 	codecs  map[encoder.Policy]*encoder.Codec
 
@@ -111,8 +119,10 @@ type handle struct {
 	wiped    bool              // found without its marker (see writeMarkers); until it has one again
 	probeErr error             // the probe at open failed
 	// answeredAt is the last time a probe by this store got an answer: a
-	// suspect mark older than that is not followed (candidates).
+	// suspect mark or a failure older than that is not followed
+	// (candidates).
 	answeredAt time.Time
+	reprobing  bool // a reprobe is under way
 }
 
 // Open opens the store described by cfg: the metastore (pebble under
@@ -178,6 +188,7 @@ func open(ctx context.Context, cfg *Config, withBackends bool) (*Store, error) {
 		rnd:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		metrics: newStoreMetrics(),
 	}
+	s.probesCtx, s.stopProbes = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
 		if !ok {
@@ -283,6 +294,10 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.probeMu.Lock()
+	s.stopProbes()
+	s.probeMu.Unlock()
+	s.probes.Wait()
 	var errs []error
 	s.bmu.Lock()
 	for _, h := range s.handles {
@@ -393,6 +408,41 @@ func (s *Store) Lagging(name string) bool {
 }
 
 var _ shardio.LagTracker = (*Store)(nil)
+
+// reprobe probes h in the background, once at a time: a backend that
+// failed a data-path call takes new shards again only once a probe gets
+// an answer (candidates), and the probe, not a write placed there, finds
+// out whether it still hangs.
+func (s *Store) reprobe(h *handle) {
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
+	h.mu.Lock()
+	b := h.b
+	if h.reprobing || b == nil || s.probesCtx.Err() != nil {
+		h.mu.Unlock()
+		return
+	}
+	h.reprobing = true
+	h.mu.Unlock()
+	s.probes.Add(1)
+	go func() {
+		defer s.probes.Done()
+		ctx, cancel := context.WithTimeout(s.probesCtx, openTimeout)
+		defer cancel()
+		res, err := b.Probe(ctx)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.reprobing = false
+		switch {
+		case err == nil:
+			h.answeredAt = time.Now()
+			h.capacity, h.written = res.Capacity, 0
+		case s.probesCtx.Err() == nil:
+			h.failedAt = time.Now() // the next try after failedFor
+			s.log.Debug("backend still does not answer", "backend", h.name, "err", err)
+		}
+	}()
+}
 
 // noteBackendError records a data-path failure: an unreachable backend is
 // kept out of new placements for a while, and the hooks hear it.

@@ -706,7 +706,8 @@ func (s *Store) place(ctx context.Context, n, quorum int, shardSize int64) ([]pl
 // A suspect backend that answered this store's probe after it was marked
 // counts as up: the mark is the healer's, and only a running healer takes
 // it back, so without one (a daemon stopped while a node hung) the node
-// would take nothing new for good.
+// would take nothing new for good. A backend that failed is back once a
+// probe answers after the failure, tried failedFor after it (reprobe).
 func (s *Store) candidates(shardSize int64) (primary, fallback []placement.Candidate) {
 	now := time.Now()
 	for _, h := range s.handleList() {
@@ -730,7 +731,11 @@ func (s *Store) candidates(shardSize int64) (primary, fallback []placement.Candi
 		}
 		fallback = append(fallback, c)
 		up := rec.State == metastore.StateUp || answeredAt.After(rec.Since)
-		if up && now.Sub(failedAt) > failedFor {
+		failing := !failedAt.IsZero() && !answeredAt.After(failedAt)
+		if failing && now.Sub(failedAt) > failedFor {
+			s.reprobe(h)
+		}
+		if up && !failing {
 			primary = append(primary, c)
 		}
 	}
