@@ -30,7 +30,7 @@ func TestRedundancyWording(t *testing.T) {
 	var out bytes.Buffer
 	st := &healer.Status{StoreID: "s", Stripes: 4, DegradedStripes: 4, UnreadableStripes: 4, WorstMargin: -1,
 		Margins: map[string]int{"-1": 4}, Queue: healer.QueueStatus{Depth: 4}}
-	if err := writeStatus(&out, st, time.Now()); err != nil {
+	if err := writeStatus(&out, st, "", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"worst margin -1; 4 stripe(s) UNREADABLE", "-1: 4", "ETA none: unreadable stripes wait"} {

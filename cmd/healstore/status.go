@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -35,10 +36,11 @@ all of it), and about how much of new objects that holds at the config's
 k+m. It asks the daemon when one runs, else reads the store directly
 and probes every backend once: a backend that does not answer now (or
 answers wiped) shows its error under LAST ERROR and its shards count as
-missing in the margins. Nothing is recorded; the daemon acts.
+missing in the margins. Nothing is recorded; the daemon acts, and status
+says "healer: not running" when none does.
 
 --json prints one object with at least "backends" (each with "name" and
-"state"), "degraded_stripes" (stripes below full redundancy),
+"state"), "healer_running", "degraded_stripes" (stripes below full redundancy),
 "space" (with "free" and "for_data", in bytes) and "loss_window" (how much
 metadata a lost machine would lose: time and changes since the newest
 metadata snapshot on the backends).
@@ -59,16 +61,18 @@ metadata snapshot on the backends).
 			// the whole status for: say why it is missing instead.
 			lw, lwErr := t.lossWindow(cmd.Context())
 			space := spaceOf(st, t.cfg.Policy.K, t.cfg.Policy.M)
+			leader, note := t.healerNote(cmd.Context())
 			if o.json {
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
-				out := statusJSON{Status: st, LossWindow: lw, Space: space}
+				out := statusJSON{Status: st, LossWindow: lw, Space: space,
+					HealerRunning: t.remote != nil || leader != "", HealerLeader: leader}
 				if lwErr != nil {
 					out.LossWindowError = lwErr.Error()
 				}
 				return enc.Encode(out)
 			}
-			if err := writeStatus(g.stdout, st, time.Now()); err != nil {
+			if err := writeStatus(g.stdout, st, note, time.Now()); err != nil {
 				return err
 			}
 			writeSpace(g.stdout, space)
@@ -80,8 +84,10 @@ metadata snapshot on the backends).
 	return cmd
 }
 
-// writeStatus renders a status as tables.
-func writeStatus(w io.Writer, st *healer.Status, now time.Time) error {
+// writeStatus renders a status as tables. healerNote, when set, stands
+// where the healer's repair counters go: st then comes from a healer run
+// for this command alone, whose counters mean nothing.
+func writeStatus(w io.Writer, st *healer.Status, healerNote string, now time.Time) error {
 	health := "full redundancy"
 	if st.DegradedStripes > 0 {
 		health = fmt.Sprintf("%d degraded stripe(s), %s at risk, worst margin %d", st.DegradedStripes, humanBytes(st.BytesAtRisk), st.WorstMargin)
@@ -149,14 +155,18 @@ func writeStatus(w io.Writer, st *healer.Status, now time.Time) error {
 		}
 		fmt.Fprintln(w, line)
 	}
-	r := st.Repairs
-	fmt.Fprintf(w, "\nrepairs since start: %d done, %d failed, %d no-op; %s rebuilt from %s read", r.Repaired, r.Failed, r.NoOp, humanBytes(r.BytesWritten), humanBytes(r.BytesRead))
-	if r.ReadAmplification > 0 {
-		fmt.Fprintf(w, " (read amplification %.2f)", r.ReadAmplification)
-	}
-	fmt.Fprintln(w)
-	for _, f := range r.LastFailures {
-		fmt.Fprintf(w, "  failed %s %s: %s\n", ago(now, f.Time), f.Stripe[:12], f.Error)
+	if healerNote != "" {
+		fmt.Fprintf(w, "\nhealer: %s\n", healerNote)
+	} else {
+		r := st.Repairs
+		fmt.Fprintf(w, "\nrepairs since start: %d done, %d failed, %d no-op; %s rebuilt from %s read", r.Repaired, r.Failed, r.NoOp, humanBytes(r.BytesWritten), humanBytes(r.BytesRead))
+		if r.ReadAmplification > 0 {
+			fmt.Fprintf(w, " (read amplification %.2f)", r.ReadAmplification)
+		}
+		fmt.Fprintln(w)
+		for _, f := range r.LastFailures {
+			fmt.Fprintf(w, "  failed %s %s: %s\n", ago(now, f.Time), f.Stripe[:12], f.Error)
+		}
 	}
 	for _, pass := range []string{"light", "deep"} {
 		p, ok := st.Scrub[pass]
@@ -167,6 +177,9 @@ func writeStatus(w io.Writer, st *healer.Status, now time.Time) error {
 		if !p.Finished.IsZero() {
 			state = "finished " + ago(now, p.Finished)
 		}
+		if healerNote != "" {
+			state += ", where the last healer left it"
+		}
 		fmt.Fprintf(w, "scrub %s: %s; found %d missing, %d corrupt, %d misplaced\n", pass, state, p.Missing, p.Corrupt, p.Misplaced)
 	}
 	s := st.Settings
@@ -176,6 +189,23 @@ func writeStatus(w io.Writer, st *healer.Status, now time.Time) error {
 	}
 	fmt.Fprintf(w, "settings: %d worker(s), rebuild %s, grace %s\n", s.Workers, rate, s.Grace)
 	return nil
+}
+
+// healerNote says whether a healer works on the store when the command
+// runs its own (no daemon answered): leader names the process that leads
+// the store's maintenance on etcd, and note is the line status shows
+// instead of repair counters. Both are "" when the command talks to a
+// daemon.
+func (t *healerTarget) healerNote(ctx context.Context) (leader, note string) {
+	if t.remote != nil {
+		return "", ""
+	}
+	if t.cfg.Metastore.Kind == "etcd" {
+		if id, err := t.store.Leader(ctx); err == nil && id != "" {
+			return id, fmt.Sprintf("runs in %s, which leads this store's maintenance; its own status (healer.metrics_addr on its machine) shows its repairs", id)
+		}
+	}
+	return "", "not running: no daemon holds this store, so nothing repairs, scrubs or collects garbage until one runs (healstore daemon, or healstore mount --with-healer)"
 }
 
 // ago formats how long before now t was.
@@ -201,6 +231,12 @@ func ago(now, t time.Time) string {
 // loss window beside it.
 type statusJSON struct {
 	*healer.Status
+	// HealerRunning: a daemon answered for the store, or (etcd) another
+	// process leads its maintenance, HealerLeader naming it. Without
+	// one nothing repairs, scrubs or collects garbage, and the repair
+	// counters are those of a healer run for this command alone.
+	HealerRunning   bool                  `json:"healer_running"`
+	HealerLeader    string                `json:"healer_leader,omitempty"`
 	LossWindow      *healstore.LossWindow `json:"loss_window,omitempty"`
 	LossWindowError string                `json:"loss_window_error,omitempty"`
 	Space           space                 `json:"space"`
