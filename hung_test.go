@@ -250,3 +250,69 @@ func TestFailedBackendWaitsForAnAnswer(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// hungData answers probes but never answers a put (a node whose disk
+// hangs, or a server whose HEAD works and PUT stalls).
+type hungData struct {
+	backends.Backend
+	puts *atomic.Int64
+}
+
+func (h hungData) Put(ctx context.Context, key string, v []byte) error {
+	h.puts.Add(1)
+	return hungPuts{h.Backend}.Put(ctx, key, v)
+}
+
+// A backend that fails again soon after a probe let it back in is kept out
+// twice as long each time: a node that answers probes but hangs on writes
+// cost one write's 5 s wait every 30 s for as long as it did so.
+func TestBackendFailingAgainIsKeptOutLonger(t *testing.T) {
+	s := newTestStore(t, testOpts{backends: 7, edit: func(c *Config) { c.InlineMaxSize = 0 }})
+	puts := &atomic.Int64{}
+	setBackend(t, s, "b0", func(b backends.Backend) backends.Backend { return hungData{b, puts} })
+	h := s.handleOf("b0")
+	// b0 failed a write once, failedFor ago, and a probe has let it back in.
+	h.mu.Lock()
+	h.failedAt = time.Now().Add(-failedFor - 2*time.Second)
+	h.answeredAt = time.Now().Add(-time.Second)
+	h.strikes = 1
+	h.mu.Unlock()
+	for i := 0; puts.Load() == 0; i++ {
+		if i == 50 {
+			t.Fatal("50 writes placed nothing on b0")
+		}
+		putRandom(t, s, fmt.Sprintf("a%d", i), testBS)
+	}
+	// passes moves b0's times back by d, as if d had passed.
+	passes := func(d time.Duration) {
+		h.mu.Lock()
+		h.failedAt, h.answeredAt = h.failedAt.Add(-d), h.answeredAt.Add(-d)
+		h.mu.Unlock()
+	}
+	h.mu.Lock()
+	strikes := h.strikes
+	h.mu.Unlock()
+	passes(failedFor + time.Second) // its probe would answer now
+	if strikes != 2 {
+		t.Fatalf("b0 failed again right after it was let back in: %d strikes, want 2", strikes)
+	}
+	before := puts.Load()
+	start := time.Now()
+	for i := range 10 {
+		putRandom(t, s, fmt.Sprintf("b%d", i), testBS)
+		time.Sleep(10 * time.Millisecond) // room for a probe, were one started
+	}
+	if n, took := puts.Load()-before, time.Since(start); n != 0 || took > 4*time.Second {
+		t.Fatalf("b0 failed twice in a row, then failedFor passed: 10 writes sent it %d puts and took %v; it should be out for twice failedFor", n, took)
+	}
+	// Once it has been out that long, it is probed and let back in.
+	passes(failedFor)
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; puts.Load() == before; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("b0 out for twice failedFor and answering probes, yet no write tried it")
+		}
+		putRandom(t, s, fmt.Sprintf("c%d", i), testBS)
+		time.Sleep(10 * time.Millisecond)
+	}
+}

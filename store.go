@@ -49,7 +49,8 @@ const (
 	// reopenEvery spaces attempts to open a backend that failed to open.
 	reopenEvery = 10 * time.Second
 	// failedFor keeps a backend that just failed a data-path call out of
-	// new placements, so one dead backend does not stall every stripe.
+	// new placements, so one dead backend does not stall every stripe
+	// (longer for one that keeps failing: holdOff).
 	failedFor = 30 * time.Second
 	// openTimeout bounds opening (and first probing) one backend.
 	openTimeout = 10 * time.Second
@@ -123,6 +124,17 @@ type handle struct {
 	// (candidates).
 	answeredAt time.Time
 	reprobing  bool // a reprobe is under way
+	// strikes counts data-path failures in a row, each after a probe had
+	// let the backend back in (holdOff); reset by a shard that lands.
+	strikes int
+}
+
+// holdOff is how long a backend that failed stays out of new placements
+// before a probe may let it back in: failedFor, doubled for each failure
+// in a row after it was let back in (a node that answers probes but hangs
+// on writes), up to 16 times (8 min).
+func holdOff(strikes int) time.Duration {
+	return failedFor << min(max(strikes-1, 0), 4)
 }
 
 // Open opens the store described by cfg: the metastore (pebble under
@@ -438,7 +450,7 @@ func (s *Store) reprobe(h *handle) {
 			h.answeredAt = time.Now()
 			h.capacity, h.written = res.Capacity, 0
 		case s.probesCtx.Err() == nil:
-			h.failedAt = time.Now() // the next try after failedFor
+			h.failedAt = time.Now() // the next try after holdOff
 			s.log.Debug("backend still does not answer", "backend", h.name, "err", err)
 		}
 	}()
@@ -450,7 +462,22 @@ func (s *Store) noteBackendError(name string, err error) {
 	h := s.handleOf(name)
 	if h != nil && (errors.Is(err, backends.ErrUnavailable) || errors.Is(err, backends.ErrFull)) {
 		h.mu.Lock()
-		h.failedAt = time.Now()
+		now := time.Now()
+		switch {
+		case h.failedAt.IsZero():
+			h.strikes = 1
+		case h.answeredAt.After(h.failedAt):
+			// Let back in since its last failure: a strike more if
+			// that came soon, else a new start. (Failures while it
+			// was still out, such as the other stripes of the same
+			// write, are the same strike.)
+			if now.Sub(h.failedAt) < 2*holdOff(h.strikes) {
+				h.strikes++
+			} else {
+				h.strikes = 1
+			}
+		}
+		h.failedAt = now
 		h.mu.Unlock()
 	}
 	s.log.Debug("backend error", "backend", name, "err", err)

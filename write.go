@@ -707,13 +707,13 @@ func (s *Store) place(ctx context.Context, n, quorum int, shardSize int64) ([]pl
 // counts as up: the mark is the healer's, and only a running healer takes
 // it back, so without one (a daemon stopped while a node hung) the node
 // would take nothing new for good. A backend that failed is back once a
-// probe answers after the failure, tried failedFor after it (reprobe).
+// probe answers after the failure, tried holdOff after it (reprobe).
 func (s *Store) candidates(shardSize int64) (primary, fallback []placement.Candidate) {
 	now := time.Now()
 	for _, h := range s.handleList() {
 		h.mu.Lock()
 		rec, open, foreign := h.rec, h.b != nil, h.foreign
-		capy, written, failedAt, answeredAt := h.capacity, h.written, h.failedAt, h.answeredAt
+		capy, written, failedAt, answeredAt, strikes := h.capacity, h.written, h.failedAt, h.answeredAt, h.strikes
 		h.mu.Unlock()
 		if !open || foreign {
 			continue
@@ -732,7 +732,7 @@ func (s *Store) candidates(shardSize int64) (primary, fallback []placement.Candi
 		fallback = append(fallback, c)
 		up := rec.State == metastore.StateUp || answeredAt.After(rec.Since)
 		failing := !failedAt.IsZero() && !answeredAt.After(failedAt)
-		if failing && now.Sub(failedAt) > failedFor {
+		if failing && now.Sub(failedAt) > holdOff(strikes) {
 			s.reprobe(h)
 		}
 		if up && !failing {
@@ -748,6 +748,7 @@ func (s *Store) noteWritten(name string, n int64) {
 	if h != nil {
 		h.mu.Lock()
 		h.written += n
+		h.strikes = 0
 		h.mu.Unlock()
 	}
 }
