@@ -46,7 +46,9 @@ behind; the next mount on the same cache replays it, and detaches the stale
 mount point first. Root mounts with mount(2); other users need fusermount3.
 
 With --with-healer the healer daemon runs in the same process (as
-healstore daemon would), so one service keeps the data and its redundancy.
+healstore daemon would), so one service keeps the data and its redundancy. With the metadata in
+pebble (the default) the mount holds it and no daemon can open the store
+meanwhile: without --with-healer nothing repairs it while it is mounted.
 See docs/fuse.md for mounting at boot with systemd.
 
 ` + exitCodesHelp,
@@ -133,6 +135,12 @@ func runMount(cmd *cobra.Command, g *globalOptions, o *mountOptions, dir string)
 	}
 	fmt.Fprintf(g.stderr, "healstore: filesystem %q mounted at %s (write-back cache %s); stop with healstore umount %s or SIGTERM\n",
 		o.opts.Name, m.Dir(), o.opts.CacheDir, m.Dir())
+	if !o.withHealer && cfg.Metastore.Kind != "etcd" {
+		// On pebble this process holds the metadata: a daemon cannot
+		// open the store while it is mounted.
+		fmt.Fprintln(g.stderr, "healstore: note: no healer works on this store while it is mounted (this process holds its metadata, so healstore daemon cannot open it): "+
+			"lost backends are not replaced and degraded stripes are not repaired until it is unmounted; mount with --with-healer to run the healer here")
+	}
 	if err := fuse.NotifyReady(); err != nil {
 		fmt.Fprintln(g.stderr, "healstore: warning:", err)
 	}
