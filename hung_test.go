@@ -316,3 +316,91 @@ func TestBackendFailingAgainIsKeptOutLonger(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// hungCalls takes every data call (put, get, list, delete) and never
+// answers it, counting them.
+type hungCalls struct {
+	backends.Backend
+	calls *atomic.Int64
+}
+
+func (h hungCalls) hang(ctx context.Context, op, key string) error {
+	h.calls.Add(1)
+	select {
+	case <-ctx.Done():
+	case <-time.After(backends.DefaultCallTimeout):
+	}
+	return backends.Errorf(h.Name(), op, key, backends.ErrUnavailable, "no answer")
+}
+
+func (h hungCalls) Put(ctx context.Context, key string, v []byte) error {
+	return h.hang(ctx, "put", key)
+}
+
+func (h hungCalls) Get(ctx context.Context, key string) ([]byte, error) {
+	return nil, h.hang(ctx, "get", key)
+}
+
+func (h hungCalls) Delete(ctx context.Context, key string) error {
+	return h.hang(ctx, "delete", key)
+}
+
+func (h hungCalls) List(ctx context.Context, prefix string, fn func(string, int64) error) error {
+	return h.hang(ctx, "list", prefix)
+}
+
+// A metadata snapshot sends nothing to a backend that failed since it
+// last answered, or that the healer marked suspect with no answer since:
+// it waited for such a node's pointer write, listing and deletes until
+// the call deadline, so a daemon or a mount with --with-healer took 30 s
+// to stop (its last snapshot) while a node hung, and that snapshot's
+// pruning then failed on every backend for want of time.
+func TestSnapshotSkipsAHungBackend(t *testing.T) {
+	for _, how := range []string{"failed", "suspect"} {
+		t.Run(how, func(t *testing.T) {
+			s := newTestStore(t, testOpts{backends: 7})
+			ctx := context.Background()
+			putRandom(t, s, "obj", testBS)
+			sn, err := s.NewSnapshotter(SnapshotConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := sn.Take(ctx, true); err != nil {
+				t.Fatal(err)
+			}
+			calls := &atomic.Int64{}
+			setBackend(t, s, "b0", func(b backends.Backend) backends.Backend { return hungCalls{b, calls} })
+			h := s.handleOf("b0")
+			switch how {
+			case "failed": // a write gave up on it a moment ago
+				h.mu.Lock()
+				h.answeredAt, h.failedAt = time.Now().Add(-time.Minute), time.Now()
+				h.mu.Unlock()
+			case "suspect": // the healer's probes failed
+				if err := s.meta.UpdateBackend(ctx, "b0", func(r *metastore.BackendRecord) error {
+					r.State, r.Since = metastore.StateSuspect, time.Now()
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.refreshBackends(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			putRandom(t, s, "more", testBS)
+			tctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+			defer cancel()
+			start := time.Now()
+			info, err := sn.Take(tctx, true)
+			if err != nil {
+				t.Fatalf("snapshot with b0 hung: %v", err)
+			}
+			if took, n := time.Since(start), calls.Load(); n != 0 || took > 4*time.Second {
+				t.Fatalf("snapshot with b0 hung took %v and sent it %d calls", took, n)
+			}
+			if slices.Contains(info.Backends, "b0") {
+				t.Fatalf("snapshot shards on the hung b0: %v", info.Backends)
+			}
+		})
+	}
+}

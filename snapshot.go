@@ -224,7 +224,8 @@ func (s *Store) snapshotKeys() (*snapshot.Keys, error) {
 // snapshotMembers lists the backends for the snapshotter: every backend
 // not retired or replaced receives the pointer; those up (not spares, not
 // draining) may receive snapshot shards. Down backends are left out so a
-// snapshot does not wait on their timeouts.
+// snapshot does not wait on their timeouts, and so, for now, are those
+// this store knows not to answer (outOfReach): listed without a Backend.
 func (s *Store) snapshotMembers(ctx context.Context) ([]snapshot.Member, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
@@ -247,6 +248,20 @@ func (s *Store) snapshotMembers(ctx context.Context) ([]snapshot.Member, error) 
 			Name: rec.Name, Spec: spec, Domain: spec.Domain(s.cfg.PlacementLevel),
 			Eligible: rec.State == metastore.StateUp && !rec.Spare,
 			Free:     rec.Capacity.Free, FreeKnown: rec.Capacity.Known,
+		}
+		// A backend known not to answer is left out, as if unreachable:
+		// its pointer, listing and deletes would each wait out the call
+		// deadline (a stopping daemon's last snapshot took 30 s while a
+		// node hung). A later snapshot writes its pointer once it is back.
+		if h := s.handleOf(rec.Name); h != nil {
+			h.mu.Lock()
+			unreachable := h.outOfReach(rec)
+			h.mu.Unlock()
+			if unreachable {
+				m.Eligible = false
+				out = append(out, m)
+				continue
+			}
 		}
 		if b, ok := s.Backend(rec.Name); ok {
 			m.Backend = b

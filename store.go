@@ -129,6 +129,16 @@ type handle struct {
 	strikes int
 }
 
+// outOfReach reports whether h is known not to answer: it failed a call
+// since its last answer to this store, or the healer marked it suspect
+// (rec, as last read) with no answer since. New writes and metadata
+// snapshots leave such a backend alone. Called with h.mu held.
+func (h *handle) outOfReach(rec metastore.BackendRecord) bool {
+	failing := !h.failedAt.IsZero() && !h.answeredAt.After(h.failedAt)
+	unanswered := rec.State == metastore.StateSuspect && !h.answeredAt.After(rec.Since)
+	return failing || unanswered
+}
+
 // holdOff is how long a backend that failed stays out of new placements
 // before a probe may let it back in: failedFor, doubled for each failure
 // in a row after it was let back in (a node that answers probes but hangs

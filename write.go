@@ -714,6 +714,7 @@ func (s *Store) candidates(shardSize int64) (primary, fallback []placement.Candi
 		h.mu.Lock()
 		rec, open, foreign := h.rec, h.b != nil, h.foreign
 		capy, written, failedAt, answeredAt, strikes := h.capacity, h.written, h.failedAt, h.answeredAt, h.strikes
+		out := h.outOfReach(rec)
 		h.mu.Unlock()
 		if !open || foreign {
 			continue
@@ -730,12 +731,10 @@ func (s *Store) candidates(shardSize int64) (primary, fallback []placement.Candi
 			}
 		}
 		fallback = append(fallback, c)
-		up := rec.State == metastore.StateUp || answeredAt.After(rec.Since)
-		failing := !failedAt.IsZero() && !answeredAt.After(failedAt)
-		if failing && now.Sub(failedAt) > holdOff(strikes) {
+		if failing := !failedAt.IsZero() && !answeredAt.After(failedAt); failing && now.Sub(failedAt) > holdOff(strikes) {
 			s.reprobe(h)
 		}
-		if up && !failing {
+		if !out {
 			primary = append(primary, c)
 		}
 	}
