@@ -418,7 +418,8 @@ func (s *Store) NoteLagging(name string) {
 }
 
 // Lagging implements shardio.LagTracker: backend name lagged within
-// failedFor, so reads and rebuilds ask it last.
+// failedFor, or is known not to answer (outOfReach), so reads and
+// rebuilds ask it last.
 func (s *Store) Lagging(name string) bool {
 	h := s.handleOf(name)
 	if h == nil {
@@ -426,7 +427,7 @@ func (s *Store) Lagging(name string) bool {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return time.Since(h.laggedAt) < failedFor
+	return time.Since(h.laggedAt) < failedFor || h.outOfReach(h.rec)
 }
 
 var _ shardio.LagTracker = (*Store)(nil)
