@@ -404,3 +404,25 @@ func TestSnapshotSkipsAHungBackend(t *testing.T) {
 		})
 	}
 }
+
+// A backend that said it is full is kept out of new placements for a
+// while, but it answers: reads still ask it first, and snapshots still
+// reach it.
+func TestFullBackendIsNotOutOfReach(t *testing.T) {
+	s := newTestStore(t, testOpts{backends: 7})
+	s.noteBackendError("b0", backends.Errorf("b0", "put", "k", backends.ErrFull, "no space left"))
+	if s.Lagging("b0") {
+		t.Error("b0 said it is full, and reads now ask it last")
+	}
+	primary, _ := s.candidates(1)
+	for _, c := range primary {
+		if c.Name == "b0" {
+			t.Error("b0 said it is full a moment ago, and new writes may still go there")
+		}
+	}
+	// A backend that did not answer is out of reach.
+	s.noteBackendError("b1", backends.Errorf("b1", "put", "k", backends.ErrUnavailable, "no answer"))
+	if !s.Lagging("b1") {
+		t.Error("b1 did not answer a put, and reads still ask it first")
+	}
+}

@@ -114,7 +114,8 @@ type handle struct {
 	lastTry  time.Time
 	capacity backends.Capacity // from the last probe
 	written  int64             // bytes placed since that probe
-	failedAt time.Time         // last data-path failure
+	failedAt time.Time         // last data-path failure to answer (ErrUnavailable)
+	fullAt   time.Time         // last time it said it was full (ErrFull)
 	laggedAt time.Time         // last time a fetch hedged around it (Lagging)
 	foreign  bool              // marker names another store
 	wiped    bool              // found without its marker (see writeMarkers); until it has one again
@@ -467,11 +468,19 @@ func (s *Store) reprobe(h *handle) {
 	}()
 }
 
-// noteBackendError records a data-path failure: an unreachable backend is
-// kept out of new placements for a while, and the hooks hear it.
+// noteBackendError records a data-path failure: an unreachable or full
+// backend is kept out of new placements for a while (an unreachable one
+// until a probe answers, see reprobe), and the hooks hear it.
 func (s *Store) noteBackendError(name string, err error) {
 	h := s.handleOf(name)
-	if h != nil && (errors.Is(err, backends.ErrUnavailable) || errors.Is(err, backends.ErrFull)) {
+	if h != nil && errors.Is(err, backends.ErrFull) {
+		// It answers, so reads still ask it first; only new shards
+		// keep off it for a while (its next probe updates its room).
+		h.mu.Lock()
+		h.fullAt = time.Now()
+		h.mu.Unlock()
+	}
+	if h != nil && errors.Is(err, backends.ErrUnavailable) {
 		h.mu.Lock()
 		now := time.Now()
 		switch {

@@ -714,7 +714,7 @@ func (s *Store) candidates(shardSize int64) (primary, fallback []placement.Candi
 		h.mu.Lock()
 		rec, open, foreign := h.rec, h.b != nil, h.foreign
 		capy, written, failedAt, answeredAt, strikes := h.capacity, h.written, h.failedAt, h.answeredAt, h.strikes
-		out := h.outOfReach(rec)
+		out := h.outOfReach(rec) || now.Sub(h.fullAt) < failedFor
 		h.mu.Unlock()
 		if !open || foreign {
 			continue
