@@ -253,17 +253,15 @@ func (s *Store) snapshotMembers(ctx context.Context) ([]snapshot.Member, error) 
 		// its pointer, listing and deletes would each wait out the call
 		// deadline (a stopping daemon's last snapshot took 30 s while a
 		// node hung). A later snapshot writes its pointer once it is back.
+		unreachable := false
 		if h := s.handleOf(rec.Name); h != nil {
 			h.mu.Lock()
-			unreachable := h.outOfReach(rec)
+			unreachable = h.outOfReach(rec)
 			h.mu.Unlock()
-			if unreachable {
-				m.Eligible = false
-				out = append(out, m)
-				continue
-			}
 		}
-		if b, ok := s.Backend(rec.Name); ok {
+		if unreachable {
+			m.Eligible = false
+		} else if b, ok := s.Backend(rec.Name); ok {
 			m.Backend = b
 		}
 		out = append(out, m)

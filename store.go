@@ -135,9 +135,14 @@ type handle struct {
 // (rec, as last read) with no answer since. New writes and metadata
 // snapshots leave such a backend alone. Called with h.mu held.
 func (h *handle) outOfReach(rec metastore.BackendRecord) bool {
-	failing := !h.failedAt.IsZero() && !h.answeredAt.After(h.failedAt)
 	unanswered := rec.State == metastore.StateSuspect && !h.answeredAt.After(rec.Since)
-	return failing || unanswered
+	return h.failing() || unanswered
+}
+
+// failing reports whether h failed a call since its last answer to this
+// store. Called with h.mu held.
+func (h *handle) failing() bool {
+	return !h.failedAt.IsZero() && !h.answeredAt.After(h.failedAt)
 }
 
 // holdOff is how long a backend that failed stays out of new placements

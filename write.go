@@ -713,8 +713,9 @@ func (s *Store) candidates(shardSize int64) (primary, fallback []placement.Candi
 	for _, h := range s.handleList() {
 		h.mu.Lock()
 		rec, open, foreign := h.rec, h.b != nil, h.foreign
-		capy, written, failedAt, answeredAt, strikes := h.capacity, h.written, h.failedAt, h.answeredAt, h.strikes
+		capy, written := h.capacity, h.written
 		out := h.outOfReach(rec) || now.Sub(h.fullAt) < failedFor
+		reprobe := h.failing() && now.Sub(h.failedAt) > holdOff(h.strikes)
 		h.mu.Unlock()
 		if !open || foreign {
 			continue
@@ -731,7 +732,7 @@ func (s *Store) candidates(shardSize int64) (primary, fallback []placement.Candi
 			}
 		}
 		fallback = append(fallback, c)
-		if failing := !failedAt.IsZero() && !answeredAt.After(failedAt); failing && now.Sub(failedAt) > holdOff(strikes) {
+		if reprobe {
 			s.reprobe(h)
 		}
 		if !out {

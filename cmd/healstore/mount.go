@@ -46,9 +46,10 @@ behind; the next mount on the same cache replays it, and detaches the stale
 mount point first. Root mounts with mount(2); other users need fusermount3.
 
 With --with-healer the healer daemon runs in the same process (as
-healstore daemon would), so one service keeps the data and its redundancy. With the metadata in
-pebble (the default) the mount holds it and no daemon can open the store
-meanwhile: without --with-healer nothing repairs it while it is mounted.
+healstore daemon would), so one service keeps the data and its redundancy.
+With the metadata in pebble (the default) the mount holds it and no daemon
+can open the store meanwhile: without --with-healer nothing repairs it
+while it is mounted.
 See docs/fuse.md for mounting at boot with systemd.
 
 ` + exitCodesHelp,
